@@ -31,3 +31,10 @@ export interface Logger {
   error(message: string, fields?: LogFields): void;
   child(fields: LogFields): Logger;
 }
+
+/** The real clock: `performance.now()` and the platform's timers. */
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
