@@ -65,6 +65,14 @@ export interface Session {
    * a LeaseLostError, or a ClosedError after `close()`.
    */
   readonly lost: AbortSignal;
+  /**
+   * Synchronous check: true once `lost` has fired OR the local deadline has passed
+   * on the monotonic clock. After a process pause (SIGSTOP, a long GC) the deadline
+   * timer fires late, possibly after I/O callbacks that were queued during the
+   * pause; code that must not act on a lost session (serving as a task's owner,
+   * fenced writes) calls this right before acting.
+   */
+  isLost(): boolean;
   /** Ends the session: its ephemeral keys are deleted and its locks released. */
   close(): Promise<void>;
 }
