@@ -3,3 +3,4 @@
  * suites, and helpers for tests that use real servers and processes.
  */
 export type * from './types.js';
+export * from './clock.js';
