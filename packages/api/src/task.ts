@@ -61,6 +61,11 @@ export interface Framework {
   getJob(): string;
   getTaskId(): number;
   getNumTasks(): number;
+  /**
+   * How many times this task has been claimed, this incarnation included (1 for
+   * the first run; a standby that took over sees 2 or more).
+   */
+  getIncarnation(): number;
   /** The current epoch as this node knows it. */
   getEpoch(): number;
   /** The topologies by link type, as added with `Bootstrap.addLinkage`. */
