@@ -4,3 +4,8 @@
  */
 export type * from './types.js';
 export * from './clock.js';
+export { startEtcd, startEtcdCluster, etcdBinary } from './etcd-server.js';
+export type { EtcdServer, EtcdCluster, StartEtcdOptions, StartEtcdClusterOptions } from './etcd-server.js';
+export { startTcpProxy } from './tcp-proxy.js';
+export type { TcpProxy, TcpProxyOptions } from './tcp-proxy.js';
+export { freePort, freePorts } from './process/free-port.js';
