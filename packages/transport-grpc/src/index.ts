@@ -1,0 +1,22 @@
+/**
+ * @taskgraph/transport-grpc: the gRPC data plane for TaskGraph, on @grpc/grpc-js,
+ * and a Protocol Buffers codec for method payloads.
+ */
+export { GrpcTransport, createGrpcTransport, createGrpcTransport as createTransport } from './transport.js';
+export type { GrpcTransportStats, PeerStats } from './transport.js';
+export { GrpcTransportServer } from './server.js';
+export type { GrpcServerStats } from './server.js';
+export type { ConnectionInfo } from './channelz.js';
+export {
+  ADVERTISE_HOST_ENV,
+  DEFAULT_GRACE_MS,
+  DEFAULT_KEEPALIVE_TIME_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_SERVICE,
+} from './options.js';
+export type { GrpcTransportOptions } from './options.js';
+export { MetadataKeys, TrailerKeys } from './metadata.js';
+export { STATUS_BY_CODE } from './status.js';
+export { protobufCodec } from './protobuf.js';
+export type { ProtobufCodecOptions } from './protobuf.js';

@@ -1,0 +1,113 @@
+/**
+ * The request's envelope as gRPC metadata. Each field is one ASCII header, so any
+ * gRPC client can set them by hand; values that may hold arbitrary text (job,
+ * request id) are percent-encoded (encodeURIComponent), which leaves ordinary
+ * names unchanged.
+ */
+import { InvalidArgumentError } from '@taskgraph/api';
+import type { RequestMeta } from '@taskgraph/api';
+import { Metadata } from '@grpc/grpc-js';
+
+/** The metadata keys a request carries. */
+export const MetadataKeys = {
+  job: 'tg-job',
+  from: 'tg-from',
+  to: 'tg-to',
+  epoch: 'tg-epoch',
+  token: 'tg-token',
+  requestId: 'tg-request-id',
+} as const;
+
+/** The trailer keys an error answer carries. */
+export const TrailerKeys = {
+  /** The TaskGraph error code, e.g. "EPOCH_CHANGED" (ASCII). */
+  errorCode: 'tg-error-code',
+  /** The serialised error `{code, message, retryable, details}` as UTF-8 JSON (binary header). */
+  error: 'tg-error-bin',
+  /** With EPOCH_CHANGED: the epoch the server is in (decimal). */
+  currentEpoch: 'tg-current-epoch',
+} as const;
+
+const MAX_TEXT_LENGTH = 1024;
+const DECIMAL = /^\d{1,40}$/;
+const INTEGER = /^-?\d{1,16}$/;
+
+function checkText(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value === '') throw new InvalidArgumentError(`request meta ${field} must be a non-empty string`);
+  if (value.length > MAX_TEXT_LENGTH) {
+    throw new InvalidArgumentError(`request meta ${field} is ${value.length} characters; the limit is ${MAX_TEXT_LENGTH}`);
+  }
+  return value;
+}
+
+function checkInteger(value: unknown, field: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new InvalidArgumentError(`request meta ${field} must be an integer >= ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function checkToken(value: unknown): string {
+  if (typeof value !== 'string' || !DECIMAL.test(value)) {
+    throw new InvalidArgumentError(`request meta token must be a decimal fencing token, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Checks a request's meta (the same rules the server applies) and writes it as metadata. */
+export function metadataFromMeta(meta: RequestMeta): Metadata {
+  if (typeof meta !== 'object' || meta === null) throw new InvalidArgumentError('request meta must be an object');
+  const md = new Metadata();
+  md.set(MetadataKeys.job, encodeURIComponent(checkText(meta.job, 'job')));
+  md.set(MetadataKeys.from, String(checkInteger(meta.from, 'from', -1)));
+  md.set(MetadataKeys.to, String(checkInteger(meta.to, 'to', 0)));
+  md.set(MetadataKeys.epoch, String(checkInteger(meta.epoch, 'epoch', 0)));
+  md.set(MetadataKeys.token, checkToken(meta.token));
+  md.set(MetadataKeys.requestId, encodeURIComponent(checkText(meta.requestId, 'requestId')));
+  return md;
+}
+
+function single(md: Metadata, key: string): string {
+  const values = md.get(key);
+  if (values.length === 0) throw new InvalidArgumentError(`request metadata ${key} is missing`);
+  if (values.length > 1) throw new InvalidArgumentError(`request metadata ${key} is given ${values.length} times`);
+  const value = values[0];
+  if (typeof value !== 'string') throw new InvalidArgumentError(`request metadata ${key} must be text`);
+  return value;
+}
+
+function decoded(md: Metadata, key: string, field: string): string {
+  const raw = single(md, key);
+  let value: string;
+  try {
+    value = decodeURIComponent(raw);
+  } catch {
+    throw new InvalidArgumentError(`request metadata ${key} is not valid percent-encoded text: ${JSON.stringify(raw)}`);
+  }
+  return checkText(value, field);
+}
+
+function integer(md: Metadata, key: string, min: number): number {
+  const raw = single(md, key);
+  const n = INTEGER.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new InvalidArgumentError(`request metadata ${key} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+/** Reads a request's meta from its metadata; throws InvalidArgumentError naming the bad key. */
+export function metaFromMetadata(md: Metadata): RequestMeta {
+  const token = single(md, MetadataKeys.token);
+  if (!DECIMAL.test(token)) {
+    throw new InvalidArgumentError(`request metadata ${MetadataKeys.token} must be a decimal fencing token, got ${JSON.stringify(token)}`);
+  }
+  return {
+    job: decoded(md, MetadataKeys.job, 'job'),
+    from: integer(md, MetadataKeys.from, -1),
+    to: integer(md, MetadataKeys.to, 0),
+    epoch: integer(md, MetadataKeys.epoch, 0),
+    token,
+    requestId: decoded(md, MetadataKeys.requestId, 'requestId'),
+  };
+}

@@ -1,0 +1,315 @@
+/**
+ * One listening gRPC server. Each method a task serves is a unary method at
+ * `/<service>/<method>` whose (de)serializers pass the bytes through untouched, so
+ * the payload on the wire is exactly what the codec produced and any gRPC client
+ * can call it. grpc-js looks handlers up per call in a map that `addService` and
+ * `removeService` edit, also after the server is bound, so `serve()` really
+ * (un)registers methods and grpc-js itself answers UNIMPLEMENTED for the rest.
+ */
+import {
+  AbortedError,
+  ClosedError,
+  DeadlineExceededError,
+  InternalError,
+  InvalidArgumentError,
+  UnavailableError,
+  assertValidMethodName,
+} from '@taskgraph/api';
+import type { InboundRequest, ListenOptions, RequestHandler, TransportServer } from '@taskgraph/api';
+import { Server } from '@grpc/grpc-js';
+import type { ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation, sendUnaryData } from '@grpc/grpc-js';
+import { serverConnections } from './channelz.js';
+import type { ConnectionInfo } from './channelz.js';
+import { metaFromMetadata } from './metadata.js';
+import { ADVERTISE_HOST_ENV, isWildcardHost, joinHostPort, splitHostPort } from './options.js';
+import type { ResolvedOptions } from './options.js';
+import { statusFromError } from './status.js';
+
+/** How long answers to cut-off calls get to reach their callers before the sessions are destroyed. */
+const FLUSH_MS = 1_000;
+
+export interface GrpcServerStats {
+  readonly address: string;
+  readonly methods: readonly string[];
+  readonly callsInFlight: number;
+  /** The TCP connections open to this server now, from channelz. */
+  readonly connections: readonly ConnectionInfo[];
+}
+
+/** Bytes in, bytes out: grpc-js hands us Buffers; the handler sees a plain Uint8Array view. */
+export function bytesView(buf: Buffer): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+export function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+interface InFlight {
+  readonly controller: AbortController;
+  /** Answers the call now (if it is still open) and forgets it. */
+  cutOff(reason: Error): void;
+}
+
+export function methodPath(service: string, method: string): string {
+  return `/${service}/${method}`;
+}
+
+/** The address other nodes dial: see GrpcTransportOptions.advertise. */
+function advertisedAddress(config: ResolvedOptions, boundPort: number): string {
+  let advertise = config.advertise;
+  if (advertise === undefined && isWildcardHost(config.host)) {
+    const env = process.env[ADVERTISE_HOST_ENV];
+    advertise = env === undefined || env === '' ? '127.0.0.1' : env;
+  }
+  if (advertise === undefined) return joinHostPort(config.host, boundPort);
+  const split = splitHostPort(advertise);
+  if (split === undefined || /[\s/]/.test(advertise)) {
+    throw new InvalidArgumentError(`${ADVERTISE_HOST_ENV}=${JSON.stringify(advertise)} must be a host or host:port other nodes can dial`);
+  }
+  return joinHostPort(split.host, split.port ?? boundPort);
+}
+
+export class GrpcTransportServer implements TransportServer {
+  readonly address: string;
+  readonly #server: Server;
+  readonly #config: ResolvedOptions;
+  readonly #handler: RequestHandler;
+  readonly #onClosed: (server: GrpcTransportServer) => void;
+  readonly #served = new Map<string, ServiceDefinition>();
+  readonly #inFlight = new Set<InFlight>();
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    server: Server,
+    address: string,
+    config: ResolvedOptions,
+    handler: RequestHandler,
+    onClosed: (server: GrpcTransportServer) => void,
+  ) {
+    this.#server = server;
+    this.address = address;
+    this.#config = config;
+    this.#handler = handler;
+    this.#onClosed = onClosed;
+  }
+
+  /** Binds a server on the configured host and port and serves `options.methods`. */
+  static async start(
+    config: ResolvedOptions,
+    options: ListenOptions,
+    onClosed: (server: GrpcTransportServer) => void,
+  ): Promise<GrpcTransportServer> {
+    if (typeof options !== 'object' || options === null || typeof options.handler !== 'function') {
+      throw new InvalidArgumentError('listen options must have a handler function');
+    }
+    const methods = checkMethods(options.methods ?? []);
+    const server = new Server({
+      'grpc.max_receive_message_length': config.maxMessageBytes,
+      'grpc.max_send_message_length': config.maxMessageBytes,
+      // The server pings idle clients too, so calls from a vanished node are cancelled.
+      'grpc.keepalive_time_ms': config.keepaliveTimeMs,
+      'grpc.keepalive_timeout_ms': config.keepaliveTimeoutMs,
+      // Ping policy for gRPC C-core based peers and proxies (grpc-js does not police
+      // pings): accept our clients' pings, also on idle connections, so nobody answers
+      // GOAWAY "too_many_pings". Half the interval leaves room for timer jitter.
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_recv_ping_interval_without_data_ms': Math.floor(config.keepaliveTimeMs / 2),
+      'grpc.http2.min_ping_interval_without_data_ms': Math.floor(config.keepaliveTimeMs / 2),
+      'grpc.http2.max_ping_strikes': 0,
+    });
+    const bindTo = joinHostPort(config.host, config.port);
+    let port: number;
+    try {
+      port = await new Promise<number>((resolve, reject) => {
+        server.bindAsync(bindTo, config.serverCredentials, (err, bound) => (err ? reject(err) : resolve(bound)));
+      });
+    } catch (err) {
+      server.forceShutdown();
+      throw new UnavailableError(`cannot listen on ${bindTo}: ${(err as Error).message}`, { cause: err, details: { address: bindTo } });
+    }
+    let address: string;
+    try {
+      address = advertisedAddress(config, port);
+    } catch (err) {
+      server.forceShutdown();
+      throw err;
+    }
+    const self = new GrpcTransportServer(server, address, config, options.handler, onClosed);
+    self.#apply(methods);
+    config.logger.debug('gRPC server listening', { bound: joinHostPort(config.host, port), address, service: config.service });
+    return self;
+  }
+
+  serve(methods: readonly string[]): void {
+    const next = checkMethods(methods);
+    if (this.#closing !== undefined) return;
+    this.#apply(next);
+  }
+
+  #apply(methods: ReadonlySet<string>): void {
+    for (const [name, definition] of this.#served) {
+      if (methods.has(name)) continue;
+      this.#server.removeService(definition);
+      this.#served.delete(name);
+    }
+    for (const name of methods) {
+      if (this.#served.has(name)) continue;
+      const definition = this.#definition(name);
+      const implementation: UntypedServiceImplementation = {
+        [name]: (call: ServerUnaryCall<Uint8Array, Buffer>, callback: sendUnaryData<Buffer>) => this.#onCall(name, call, callback),
+      };
+      this.#server.addService(definition, implementation);
+      this.#served.set(name, definition);
+    }
+  }
+
+  #definition(method: string): ServiceDefinition {
+    return {
+      [method]: {
+        path: methodPath(this.#config.service, method),
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: bufferView,
+        requestDeserialize: bytesView,
+        responseSerialize: bufferView,
+        responseDeserialize: bytesView,
+      },
+    };
+  }
+
+  #onCall(method: string, call: ServerUnaryCall<Uint8Array, Buffer>, callback: sendUnaryData<Buffer>): void {
+    const logger = this.#config.logger;
+    let meta: InboundRequest['meta'];
+    try {
+      meta = metaFromMetadata(call.metadata);
+    } catch (err) {
+      logger.debug('gRPC request with bad metadata', { method, peer: call.getPeer(), error: (err as Error).message });
+      callback(statusFromError(err));
+      return;
+    }
+    if (this.#closing !== undefined) {
+      // A call that raced the GOAWAY on a connection opened before close().
+      callback(statusFromError(new UnavailableError(`the server at ${this.address} is shutting down`)));
+      return;
+    }
+
+    const controller = new AbortController();
+    let deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+    let open = true;
+    const finish = (): boolean => {
+      if (!open) return false;
+      open = false;
+      this.#inFlight.delete(entry);
+      if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+      return true;
+    };
+    const entry: InFlight = {
+      controller,
+      cutOff: (reason) => {
+        controller.abort(reason);
+        if (finish()) callback(statusFromError(reason));
+      },
+    };
+    this.#inFlight.add(entry);
+
+    call.on('cancelled', () => {
+      controller.abort(new AbortedError(`the caller cancelled ${method}`));
+      finish();
+    });
+    const deadline = call.getDeadline();
+    const remaining = (deadline instanceof Date ? deadline.getTime() : deadline) - Date.now();
+    if (Number.isFinite(remaining)) {
+      // grpc-js answers DEADLINE_EXCEEDED by itself; the handler still needs to hear it.
+      deadlineTimer = setTimeout(() => {
+        controller.abort(new DeadlineExceededError(`the deadline of ${method} passed`));
+        finish();
+      }, Math.max(0, remaining));
+      deadlineTimer.unref();
+    }
+
+    const fail = (err: unknown): void => {
+      if (finish()) callback(statusFromError(err));
+    };
+    const succeed = (out: unknown): void => {
+      if (!(out instanceof Uint8Array)) {
+        fail(new InternalError(`the handler of ${method} resolved with ${typeof out}, not a Uint8Array`));
+      } else if (out.byteLength > this.#config.maxMessageBytes) {
+        fail(
+          new InvalidArgumentError(
+            `the response of ${method} is ${out.byteLength} bytes; the limit is ${this.#config.maxMessageBytes}`,
+            { details: { size: out.byteLength, limit: this.#config.maxMessageBytes } },
+          ),
+        );
+      } else if (finish()) {
+        callback(null, bufferView(out));
+      }
+    };
+    let result: Promise<Uint8Array>;
+    try {
+      result = Promise.resolve(this.#handler({ method, meta, payload: call.request, signal: controller.signal }));
+    } catch (err) {
+      result = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    result.then(succeed, fail);
+  }
+
+  stats(): GrpcServerStats {
+    return {
+      address: this.address,
+      methods: [...this.#served.keys()],
+      callsInFlight: this.#inFlight.size,
+      connections: this.#closing === undefined ? serverConnections(this.#server) : [],
+    };
+  }
+
+  /**
+   * Stops accepting calls (GOAWAY to every connection, the listener closed), waits
+   * up to `graceMs` for calls in flight, then aborts the rest and answers them
+   * UNAVAILABLE (so callers retry on the task's next owner) and destroys the
+   * connections.
+   */
+  close(options: { readonly graceMs?: number } = {}): Promise<void> {
+    const graceMs = options.graceMs ?? this.#config.defaultGraceMs;
+    if (typeof graceMs !== 'number' || !Number.isFinite(graceMs) || graceMs < 0) {
+      return Promise.reject(new InvalidArgumentError(`close graceMs must be a non-negative number, got ${String(graceMs)}`));
+    }
+    this.#closing ??= this.#shutdown(graceMs);
+    return this.#closing;
+  }
+
+  async #shutdown(graceMs: number): Promise<void> {
+    const drained = new Promise<void>((resolve) => this.#server.tryShutdown(() => resolve()));
+    let drainedInTime = await settlesWithin(drained, graceMs);
+    if (!drainedInTime) {
+      const reason = new UnavailableError(`the server at ${this.address} closed before the call finished`);
+      for (const entry of [...this.#inFlight]) entry.cutOff(reason);
+      drainedInTime = await settlesWithin(drained, FLUSH_MS);
+    }
+    if (!drainedInTime) this.#server.forceShutdown();
+    // Whatever is still open lost its connection to the forced shutdown: stop its handler.
+    for (const entry of [...this.#inFlight]) entry.cutOff(new ClosedError(`the server at ${this.address} is closed`));
+    this.#served.clear();
+    this.#onClosed(this);
+    this.#config.logger.debug('gRPC server closed', { address: this.address, drained: drainedInTime });
+  }
+}
+
+/** True when `promise` settles within `ms`; the timer never outlives the wait. */
+async function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function checkMethods(methods: readonly string[]): ReadonlySet<string> {
+  if (!Array.isArray(methods)) throw new InvalidArgumentError('methods must be an array of method names');
+  for (const m of methods) assertValidMethodName(m);
+  return new Set(methods);
+}

@@ -1,0 +1,207 @@
+/**
+ * The gRPC transport: servers from `listen`, and one client channel per peer
+ * address, reused for every call to that peer until `forget` or `close`.
+ */
+import {
+  ClosedError,
+  InternalError,
+  InvalidArgumentError,
+  abortError,
+  assertValidMethodName,
+} from '@taskgraph/api';
+import type { CallOptions, ListenOptions, RequestMeta, Transport } from '@taskgraph/api';
+import { Client, connectivityState } from '@grpc/grpc-js';
+import type { ChannelOptions, ServiceError } from '@grpc/grpc-js';
+import { clientConnections } from './channelz.js';
+import type { ConnectionInfo } from './channelz.js';
+import { metadataFromMeta } from './metadata.js';
+import { optionsFromUrl, resolveOptions, splitHostPort } from './options.js';
+import type { GrpcTransportOptions, ResolvedOptions } from './options.js';
+import { GrpcTransportServer, bufferView, bytesView, methodPath } from './server.js';
+import { errorFromStatus } from './status.js';
+
+export interface PeerStats {
+  /** The address as given to `call`, without a `grpc://` prefix. */
+  readonly address: string;
+  /** The channel's connectivity state: IDLE, CONNECTING, READY, TRANSIENT_FAILURE or SHUTDOWN. */
+  readonly state: string;
+  /** Calls started on this channel. */
+  readonly calls: number;
+  /** The TCP connections the channel has open now, from channelz. */
+  readonly connections: readonly ConnectionInfo[];
+}
+
+export interface GrpcTransportStats {
+  /** Open channels, one per peer address called and not forgotten. */
+  readonly channels: number;
+  readonly peers: readonly PeerStats[];
+  /** Servers listening. */
+  readonly servers: number;
+}
+
+interface Peer {
+  readonly client: Client;
+  calls: number;
+}
+
+/** "host:port" from "host:port" or "grpc://host:port"; InvalidArgumentError otherwise. */
+function normalizeAddress(address: unknown): string {
+  if (typeof address !== 'string') throw new InvalidArgumentError(`address must be a string, got ${typeof address}`);
+  const text = address.startsWith('grpc://') ? address.slice('grpc://'.length) : address;
+  const split = /[\s/]/.test(text) ? undefined : splitHostPort(text);
+  if (split === undefined || split.port === undefined || split.port === 0) {
+    throw new InvalidArgumentError(`address ${JSON.stringify(address)} is not a gRPC address like "10.0.0.5:7000"`);
+  }
+  return text;
+}
+
+export class GrpcTransport implements Transport {
+  readonly kind = 'grpc';
+  readonly maxMessageBytes: number;
+  readonly #config: ResolvedOptions;
+  readonly #channelOptions: ChannelOptions;
+  readonly #peers = new Map<string, Peer>();
+  readonly #servers = new Set<GrpcTransportServer>();
+  #closing: Promise<void> | undefined;
+
+  constructor(options: GrpcTransportOptions = {}) {
+    this.#config = resolveOptions(options);
+    this.maxMessageBytes = this.#config.maxMessageBytes;
+    this.#channelOptions = {
+      'grpc.max_send_message_length': this.#config.maxMessageBytes,
+      'grpc.max_receive_message_length': this.#config.maxMessageBytes,
+      'grpc.keepalive_time_ms': this.#config.keepaliveTimeMs,
+      'grpc.keepalive_timeout_ms': this.#config.keepaliveTimeoutMs,
+      'grpc.keepalive_permit_without_calls': 1,
+      // Each channel owns its connections: without this, grpc-js shares subchannels
+      // process-wide, so two nodes in one process would share (and forget) one socket.
+      'grpc.use_local_subchannel_pool': 1,
+      'grpc.initial_reconnect_backoff_ms': Math.min(1_000, this.#config.maxReconnectBackoffMs),
+      'grpc.max_reconnect_backoff_ms': this.#config.maxReconnectBackoffMs,
+    };
+  }
+
+  /** The fully qualified gRPC service the methods live in. */
+  get service(): string {
+    return this.#config.service;
+  }
+
+  async listen(options: ListenOptions): Promise<GrpcTransportServer> {
+    if (this.#closing !== undefined) throw new ClosedError('the gRPC transport is closed');
+    const server = await GrpcTransportServer.start(this.#config, options, (s) => this.#servers.delete(s));
+    if (this.#closing !== undefined) {
+      await server.close({ graceMs: 0 });
+      throw new ClosedError('the gRPC transport closed while the server was starting');
+    }
+    this.#servers.add(server);
+    return server;
+  }
+
+  async call(address: string, method: string, meta: RequestMeta, payload: Uint8Array, options: CallOptions): Promise<Uint8Array> {
+    if (this.#closing !== undefined) throw new ClosedError('the gRPC transport is closed');
+    const target = normalizeAddress(address);
+    assertValidMethodName(method);
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('call options must be an object');
+    const { timeoutMs, signal } = options;
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new InvalidArgumentError(`call timeoutMs must be a positive number, got ${String(timeoutMs)}`);
+    }
+    if (!(payload instanceof Uint8Array)) throw new InvalidArgumentError(`the payload of ${method} must be a Uint8Array`);
+    if (payload.byteLength > this.maxMessageBytes) {
+      throw new InvalidArgumentError(`the request of ${method} is ${payload.byteLength} bytes; the limit is ${this.maxMessageBytes}`, {
+        details: { size: payload.byteLength, limit: this.maxMessageBytes },
+      });
+    }
+    const metadata = metadataFromMeta(meta);
+    const what = `gRPC call ${method} to ${target}`;
+    if (signal?.aborted) throw abortError(signal, what);
+
+    const peer = this.#peer(target);
+    peer.calls += 1;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      let onAbort: (() => void) | undefined;
+      const call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
+        methodPath(this.#config.service, method),
+        bufferView,
+        bytesView,
+        payload,
+        metadata,
+        { deadline: Date.now() + timeoutMs },
+        (err: ServiceError | null, value?: Uint8Array) => {
+          if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+          if (signal?.aborted) reject(abortError(signal, what));
+          else if (err) reject(errorFromStatus(err, { address: target, method }));
+          else if (value === undefined) reject(new InternalError(`${what} ended without a response`));
+          else resolve(value);
+        },
+      );
+      if (signal !== undefined) {
+        onAbort = () => call.cancel();
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+  }
+
+  #peer(address: string): Peer {
+    let peer = this.#peers.get(address);
+    if (peer === undefined) {
+      peer = { client: new Client(address, this.#config.channelCredentials, this.#channelOptions), calls: 0 };
+      this.#peers.set(address, peer);
+    }
+    return peer;
+  }
+
+  forget(address: string): void {
+    let target: string;
+    try {
+      target = normalizeAddress(address);
+    } catch {
+      return; // Nothing is ever kept under an address that is not one.
+    }
+    const peer = this.#peers.get(target);
+    if (peer === undefined) return;
+    this.#peers.delete(target);
+    peer.client.close();
+  }
+
+  /** Channels and connections per peer, and servers: for tests and benchmarks. */
+  stats(): GrpcTransportStats {
+    return {
+      channels: this.#peers.size,
+      peers: [...this.#peers].map(([address, peer]) => peerStats(address, peer)),
+      servers: this.#servers.size,
+    };
+  }
+
+  /** The stats of one peer's channel, or undefined when none is open. */
+  peerStats(address: string): PeerStats | undefined {
+    const target = normalizeAddress(address);
+    const peer = this.#peers.get(target);
+    return peer === undefined ? undefined : peerStats(target, peer);
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    for (const peer of this.#peers.values()) peer.client.close();
+    this.#peers.clear();
+    await Promise.all([...this.#servers].map((s) => s.close({ graceMs: 0 })));
+  }
+}
+
+function peerStats(address: string, peer: Peer): PeerStats {
+  const state = peer.client.getChannel().getConnectivityState(false);
+  return { address, state: connectivityState[state] ?? String(state), calls: peer.calls, connections: clientConnections(peer.client) };
+}
+
+/**
+ * Creates a gRPC transport from `grpc://host:port?advertise=...&maxMessageBytes=...`
+ * or an options object. Nothing listens until `listen()`.
+ */
+export async function createGrpcTransport(config: string | URL | GrpcTransportOptions = {}): Promise<GrpcTransport> {
+  const options = typeof config === 'string' || config instanceof URL ? optionsFromUrl(config) : config;
+  return new GrpcTransport(options);
+}
