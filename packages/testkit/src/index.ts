@@ -9,3 +9,4 @@ export type { EtcdServer, EtcdCluster, StartEtcdOptions, StartEtcdClusterOptions
 export { startTcpProxy } from './tcp-proxy.js';
 export type { TcpProxy, TcpProxyOptions } from './tcp-proxy.js';
 export { freePort, freePorts } from './process/free-port.js';
+export * from './transport-suite.js';
