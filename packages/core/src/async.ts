@@ -1,0 +1,95 @@
+/**
+ * Timing primitives on an injectable clock: sleep, backoff, and a wake-up signal
+ * for level-triggered loops.
+ */
+import { abortError } from '@taskgraph/api';
+import type { Clock } from '@taskgraph/api';
+
+/** Resolves after `ms` on `clock`; rejects with the signal's reason when it aborts first. */
+export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.reject(abortError(signal, 'sleep'));
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      clock.clearTimeout(timer);
+      reject(abortError(signal!, 'sleep'));
+    };
+    const timer = clock.setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    timer.unref?.();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Jittered exponential backoff: `next()` grows from `initialMs` to `maxMs`. */
+export class Backoff {
+  private attempt = 0;
+  constructor(
+    private readonly initialMs = 20,
+    private readonly maxMs = 1000,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  next(): number {
+    const base = Math.min(this.maxMs, this.initialMs * 2 ** this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 30);
+    // Full jitter in the upper half: spreads retries without collapsing to zero.
+    return base / 2 + (base / 2) * this.random();
+  }
+
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+/**
+ * A level-triggered wake-up: `notify()` any number of times, `wait()` resolves at
+ * the next notify after it was called (or at once if one is pending).
+ */
+export class Notifier {
+  private pending = false;
+  private waiters: Array<() => void> = [];
+
+  notify(): void {
+    if (this.waiters.length === 0) {
+      this.pending = true;
+      return;
+    }
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
+  }
+
+  wait(clock: Clock, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (this.pending) {
+      this.pending = false;
+      return Promise.resolve();
+    }
+    if (signal.aborted) return Promise.reject(abortError(signal));
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        clock.clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve();
+      };
+      const onAbort = () => {
+        clock.clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== done);
+        reject(abortError(signal));
+      };
+      const timer = clock.setTimeout(done, timeoutMs);
+      timer.unref?.();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(done);
+    });
+  }
+}
+
+let counter = 0;
+/** A process-unique id with some randomness, for node and request ids. */
+export function uniqueId(prefix: string): string {
+  counter = (counter + 1) % 1_000_000;
+  return `${prefix}-${process.pid.toString(36)}-${Date.now().toString(36)}-${counter.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}

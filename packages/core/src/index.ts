@@ -1,0 +1,21 @@
+/**
+ * @taskgraph/core: the TaskGraph runtime. `createBootstrap` runs a node,
+ * `createController` manages a job, `resolveCoordinator`/`resolveTransport` pick
+ * backends from URLs.
+ */
+export { TaskGraphNode, createBootstrap } from './node.js';
+export type { BootstrapOptions, NodeStats } from './node.js';
+export { Controller, createController } from './controller.js';
+export type { ControllerOptions, JobDefinition, JobStatus, TaskState } from './controller.js';
+export { jsonCodec, bytesCodec, defineMethod, serve } from './codec.js';
+export { createLogger, silentLogger } from './logger.js';
+export type { LoggerOptions } from './logger.js';
+export { resolveCoordinator, resolveTransport, COORDINATOR_PACKAGES, TRANSPORT_PACKAGES } from './resolve.js';
+export type { ModuleImporter, ResolveOptions } from './resolve.js';
+export { installSignalHandlers } from './signals.js';
+export { keys as jobKeys, assertValidJobName, FORMAT_VERSION } from './layout.js';
+export type { JobSpec, NodeValue, AddrValue } from './layout.js';
+export { sleep, Backoff } from './async.js';
+export { LocalCluster } from './local-cluster.js';
+export type { LocalClusterOptions, NodeResources, ClusterNode, ClusterEvent } from './local-cluster.js';
+export type { Phase as NodePhase } from './node.js';

@@ -1,0 +1,217 @@
+/**
+ * The job's layout in the coordination store, and the (de)serialisation of every
+ * value core writes there. A corrupt value is reported as DecodeFailedError naming
+ * its key, never a crash.
+ *
+ *   <job>/spec                                 {formatVersion, numTasks, linkTypes, created}
+ *   <job>/state/epoch                          decimal epoch, advanced by compare-and-set
+ *   <job>/state/status                         {state: running|done|failed, reason?}
+ *   <job>/nodes/<nodeId>                       ephemeral {address, pid, host, started}
+ *   <job>/tasks/<id>/addr                      ephemeral {nodeId, address, token, incarnation}
+ *   <job>/tasks/<id>/incarnation               how many times the task was claimed
+ *   <job>/meta/<to>/<epoch>/<from>/<linkType>  ephemeral (sender's session) {metas: [...]}
+ *   lock <job>/tasks/<id>                      held by the node running the task; token = fencing token
+ *
+ * `epoch` and `status` live under `state/` and meta is keyed by receiver first, so a
+ * node watches exactly what concerns it: `state/`, `tasks/` and its own `meta/<id>/`.
+ */
+import { DecodeFailedError, InvalidArgumentError } from '@taskgraph/api';
+
+export const FORMAT_VERSION = 1;
+
+const JOB_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const LINK_TYPE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** Job names are DNS labels, so they are valid in every backend (and as Kubernetes labels). */
+export function assertValidJobName(job: unknown): asserts job is string {
+  if (typeof job !== 'string' || !JOB_NAME.test(job)) {
+    throw new InvalidArgumentError(
+      `job name ${JSON.stringify(job)} is invalid: use 1-63 lowercase letters, digits and "-", starting and ending with a letter or digit`,
+    );
+  }
+}
+
+export function assertValidLinkType(linkType: unknown): asserts linkType is string {
+  if (typeof linkType !== 'string' || !LINK_TYPE.test(linkType)) {
+    throw new InvalidArgumentError(
+      `link type ${JSON.stringify(linkType)} is invalid: use 1-64 letters, digits, "_" and "-", starting with a letter`,
+    );
+  }
+}
+
+export function assertValidNodeId(nodeId: unknown): asserts nodeId is string {
+  if (typeof nodeId !== 'string' || !NODE_ID.test(nodeId)) {
+    throw new InvalidArgumentError(`node id ${JSON.stringify(nodeId)} is invalid: use letters, digits, ".", "_" and "-" (at most 128)`);
+  }
+}
+
+export function assertValidNumTasks(n: unknown): asserts n is number {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1_000_000) {
+    throw new InvalidArgumentError(`numTasks must be an integer from 1 to 1000000, got ${String(n)}`);
+  }
+}
+
+export const keys = {
+  job: (job: string) => `${job}/`,
+  spec: (job: string) => `${job}/spec`,
+  state: (job: string) => `${job}/state/`,
+  epoch: (job: string) => `${job}/state/epoch`,
+  status: (job: string) => `${job}/state/status`,
+  nodes: (job: string) => `${job}/nodes/`,
+  node: (job: string, nodeId: string) => `${job}/nodes/${nodeId}`,
+  tasks: (job: string) => `${job}/tasks/`,
+  addr: (job: string, task: number) => `${job}/tasks/${task}/addr`,
+  incarnation: (job: string, task: number) => `${job}/tasks/${task}/incarnation`,
+  taskLock: (job: string, task: number) => `${job}/tasks/${task}`,
+  metaFor: (job: string, to: number) => `${job}/meta/${to}/`,
+  metaEpoch: (job: string, to: number, epoch: number) => `${job}/meta/${to}/${epoch}/`,
+  meta: (job: string, to: number, epoch: number, from: number, linkType: string) => `${job}/meta/${to}/${epoch}/${from}/${linkType}`,
+};
+
+/** What a key under `<job>/tasks/` is. */
+export type TaskKey = { kind: 'addr' | 'incarnation'; task: number } | undefined;
+
+export function parseTaskKey(job: string, key: string): TaskKey {
+  const rest = key.slice(keys.tasks(job).length);
+  const m = /^(\d+)\/(addr|incarnation)$/.exec(rest);
+  if (!m || !key.startsWith(keys.tasks(job))) return undefined;
+  return { kind: m[2] as 'addr' | 'incarnation', task: Number(m[1]) };
+}
+
+export interface MetaKey {
+  readonly to: number;
+  readonly epoch: number;
+  readonly from: number;
+  readonly linkType: string;
+}
+
+export function parseMetaKey(job: string, key: string): MetaKey | undefined {
+  const prefix = `${job}/meta/`;
+  if (!key.startsWith(prefix)) return undefined;
+  const m = /^(\d+)\/(\d+)\/(\d+)\/([A-Za-z][A-Za-z0-9_-]*)$/.exec(key.slice(prefix.length));
+  if (!m) return undefined;
+  return { to: Number(m[1]), epoch: Number(m[2]), from: Number(m[3]), linkType: m[4]! };
+}
+
+export interface JobSpec {
+  readonly formatVersion: number;
+  readonly numTasks: number;
+  readonly linkTypes: readonly string[];
+  readonly created: string;
+}
+
+export interface JobStatusValue {
+  readonly state: 'running' | 'done' | 'failed';
+  readonly reason?: string;
+  readonly updated?: string;
+}
+
+export interface AddrValue {
+  readonly nodeId: string;
+  readonly address: string;
+  readonly token: string;
+  readonly incarnation: number;
+}
+
+export interface NodeValue {
+  readonly nodeId: string;
+  readonly address: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly started: string;
+}
+
+export interface MetaValue {
+  readonly token: string;
+  readonly metas: readonly string[];
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8', { fatal: true });
+
+export function encodeJson(value: unknown): Uint8Array {
+  return enc.encode(JSON.stringify(value));
+}
+
+function parse(key: string, bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(dec.decode(bytes));
+  } catch (err) {
+    throw new DecodeFailedError(`corrupt value at ${key}: not UTF-8 JSON`, { cause: err, details: { key } });
+  }
+}
+
+function corrupt(key: string, what: string): DecodeFailedError {
+  return new DecodeFailedError(`corrupt value at ${key}: ${what}`, { details: { key } });
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function decodeSpec(key: string, bytes: Uint8Array): JobSpec {
+  const v = parse(key, bytes);
+  if (!isObj(v)) throw corrupt(key, 'not an object');
+  const { formatVersion, numTasks, linkTypes, created } = v;
+  if (formatVersion !== FORMAT_VERSION) throw corrupt(key, `unsupported formatVersion ${String(formatVersion)} (this runtime reads ${FORMAT_VERSION})`);
+  if (typeof numTasks !== 'number' || !Number.isInteger(numTasks) || numTasks < 1) throw corrupt(key, 'bad numTasks');
+  if (!Array.isArray(linkTypes) || !linkTypes.every((l) => typeof l === 'string')) throw corrupt(key, 'bad linkTypes');
+  return { formatVersion, numTasks, linkTypes: linkTypes as string[], created: typeof created === 'string' ? created : '' };
+}
+
+export function decodeEpoch(key: string, bytes: Uint8Array): number {
+  let text: string;
+  try {
+    text = dec.decode(bytes);
+  } catch (err) {
+    throw new DecodeFailedError(`corrupt value at ${key}: not UTF-8`, { cause: err, details: { key } });
+  }
+  if (!/^(0|[1-9]\d{0,14})$/.test(text)) throw corrupt(key, `epoch ${JSON.stringify(text.slice(0, 40))} is not a decimal integer`);
+  return Number(text);
+}
+
+export function encodeEpoch(epoch: number): Uint8Array {
+  return enc.encode(String(epoch));
+}
+
+export function decodeStatus(key: string, bytes: Uint8Array): JobStatusValue {
+  const v = parse(key, bytes);
+  if (!isObj(v) || (v['state'] !== 'running' && v['state'] !== 'done' && v['state'] !== 'failed')) throw corrupt(key, 'bad job status');
+  const out: JobStatusValue = { state: v['state'] };
+  return typeof v['reason'] === 'string' ? { ...out, reason: v['reason'] } : out;
+}
+
+export function decodeAddr(key: string, bytes: Uint8Array): AddrValue {
+  const v = parse(key, bytes);
+  if (!isObj(v)) throw corrupt(key, 'not an object');
+  const { nodeId, address, token, incarnation } = v;
+  if (typeof nodeId !== 'string' || typeof address !== 'string' || typeof token !== 'string' || !/^\d+$/.test(token)) {
+    throw corrupt(key, 'bad task address');
+  }
+  return { nodeId, address, token, incarnation: typeof incarnation === 'number' ? incarnation : 0 };
+}
+
+export function decodeNode(key: string, bytes: Uint8Array): NodeValue {
+  const v = parse(key, bytes);
+  if (!isObj(v) || typeof v['nodeId'] !== 'string' || typeof v['address'] !== 'string') throw corrupt(key, 'bad node record');
+  return {
+    nodeId: v['nodeId'],
+    address: v['address'],
+    pid: typeof v['pid'] === 'number' ? v['pid'] : 0,
+    host: typeof v['host'] === 'string' ? v['host'] : '',
+    started: typeof v['started'] === 'string' ? v['started'] : '',
+  };
+}
+
+export function decodeMeta(key: string, bytes: Uint8Array): MetaValue {
+  const v = parse(key, bytes);
+  if (!isObj(v) || typeof v['token'] !== 'string' || !Array.isArray(v['metas']) || !v['metas'].every((m) => typeof m === 'string')) {
+    throw corrupt(key, 'bad meta record');
+  }
+  return { token: v['token'], metas: v['metas'] as string[] };
+}
+
+export function decodeCount(key: string, bytes: Uint8Array): number {
+  const v = parse(key, bytes);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw corrupt(key, 'bad counter');
+  return v;
+}

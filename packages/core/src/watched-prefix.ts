@@ -1,0 +1,78 @@
+/**
+ * Follows a prefix of the store: one snapshot (`list`), then a gap-free `watch`
+ * resumed after the last revision it saw. On `Compacted` it re-lists; on a
+ * transient failure it backs off and resumes. Consumers are level-triggered (the
+ * snapshot callback replaces state, events update it), so the same code is exact
+ * on backends whose watches coalesce.
+ */
+import { TaskGraphError } from '@taskgraph/api';
+import type { Clock, Coordinator, Entry, Logger, Revision, WatchEvent } from '@taskgraph/api';
+import { Backoff, sleep } from './async.js';
+
+export interface PrefixHandlers {
+  /** The full state under the prefix (on start, and again after a compaction). */
+  snapshot(entries: readonly Entry[]): void;
+  /** One change after the snapshot, in revision order. */
+  event(event: WatchEvent): void;
+}
+
+export class WatchedPrefix {
+  private readonly controller = new AbortController();
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly coordinator: Coordinator,
+    private readonly prefix: string,
+    private readonly handlers: PrefixHandlers,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Applies the first snapshot, then follows changes in the background until `stop()`. */
+  async start(parent: AbortSignal): Promise<void> {
+    if (parent.aborted) this.controller.abort(parent.reason);
+    else parent.addEventListener('abort', () => this.controller.abort(parent.reason), { once: true });
+    const first = await this.coordinator.list(this.prefix);
+    this.handlers.snapshot(first.entries);
+    this.loop = this.follow(first.revision);
+  }
+
+  async stop(): Promise<void> {
+    this.controller.abort();
+    await this.loop;
+  }
+
+  private async follow(initial: Revision): Promise<void> {
+    const signal = this.controller.signal;
+    let after: Revision | undefined = initial;
+    const backoff = new Backoff(50, 2000);
+    while (!signal.aborted) {
+      try {
+        if (after === undefined) {
+          const snap = await this.coordinator.list(this.prefix);
+          this.handlers.snapshot(snap.entries);
+          after = snap.revision;
+        }
+        for await (const batch of this.coordinator.watch(this.prefix, { after, signal })) {
+          for (const ev of batch.events) this.handlers.event(ev);
+          after = batch.revision;
+          backoff.reset();
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        if (TaskGraphError.is(err, 'COMPACTED')) {
+          this.logger.info('watch history compacted; re-listing', { prefix: this.prefix });
+          after = undefined;
+          continue;
+        }
+        this.logger.warn('watch failed; resuming', { prefix: this.prefix, error: err instanceof Error ? err.message : String(err) });
+      }
+      if (signal.aborted) return;
+      try {
+        await sleep(this.clock, backoff.next(), signal);
+      } catch {
+        return;
+      }
+    }
+  }
+}
