@@ -5,6 +5,7 @@
  */
 import { InvalidArgumentError } from '@taskgraph/api';
 import type { Logger } from '@taskgraph/api';
+import { isIPv6 } from 'node:net';
 import { ChannelCredentials, ServerCredentials } from '@grpc/grpc-js';
 
 export const DEFAULT_SERVICE = 'taskgraph.v1.Task';
@@ -200,14 +201,14 @@ export function splitHostPort(text: string): { host: string; port: number | unde
     if (end < 0) return undefined;
     const host = text.slice(1, end);
     const rest = text.slice(end + 1);
-    if (host === '') return undefined;
+    if (!isIPv6(host)) return undefined;
     if (rest === '') return { host, port: undefined };
     const port = parsePort(rest.startsWith(':') ? rest.slice(1) : undefined);
     return port === undefined ? undefined : { host, port };
   }
   const colons = text.split(':').length - 1;
   if (colons === 0) return text === '' ? undefined : { host: text, port: undefined };
-  if (colons > 1) return { host: text, port: undefined };
+  if (colons > 1) return isIPv6(text) ? { host: text, port: undefined } : undefined;
   const at = text.indexOf(':');
   const host = text.slice(0, at);
   const port = parsePort(text.slice(at + 1));

@@ -214,16 +214,15 @@ export class GrpcTransportServer implements TransportServer {
     this.#inFlight.add(entry);
 
     call.on('cancelled', () => {
-      controller.abort(new AbortedError(`the caller cancelled ${method}`));
-      finish();
+      // grpc-js may also report a stream closing after the answer went out: not a cancel.
+      if (finish()) controller.abort(new AbortedError(`the caller cancelled ${method}`));
     });
     const deadline = call.getDeadline();
     const remaining = (deadline instanceof Date ? deadline.getTime() : deadline) - Date.now();
     if (Number.isFinite(remaining)) {
       // grpc-js answers DEADLINE_EXCEEDED by itself; the handler still needs to hear it.
       deadlineTimer = setTimeout(() => {
-        controller.abort(new DeadlineExceededError(`the deadline of ${method} passed`));
-        finish();
+        if (finish()) controller.abort(new DeadlineExceededError(`the deadline of ${method} passed`));
       }, Math.max(0, remaining));
       deadlineTimer.unref();
     }
