@@ -245,7 +245,7 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
         sameBytes(await b.call(server.address, 'echo', makeMeta(), text('still here'), { timeoutMs: patience }), text('still here'), 'after');
       });
 
-      it('rejects bad call arguments with InvalidArgumentError, and a spent deadline with DeadlineExceededError', async () => {
+      it('rejects bad call arguments with InvalidArgumentError', async () => {
         const [a, b] = [await h.node(), await h.node()];
         let calls = 0;
         const server = await serveAll(a, {
@@ -259,15 +259,10 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
           ErrorCodes.InvalidArgument,
           'an invalid method name',
         );
-        await rejectsWith(
-          b.call(server.address, 'count', makeMeta(), new Uint8Array(0), { timeoutMs: Number.NaN }),
-          ErrorCodes.InvalidArgument,
-          'timeoutMs NaN',
-        );
-        for (const timeoutMs of [0, -5]) {
+        for (const timeoutMs of [Number.NaN, 0, -5]) {
           await rejectsWith(
             b.call(server.address, 'count', makeMeta(), new Uint8Array(0), { timeoutMs }),
-            ErrorCodes.DeadlineExceeded,
+            ErrorCodes.InvalidArgument,
             `timeoutMs ${timeoutMs}`,
           );
         }
@@ -479,7 +474,7 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
         );
       });
 
-      it('server close cuts calls still running after the grace period: IndeterminateError, retryable, and the handler\'s signal aborts', async () => {
+      it('server close cuts calls still running after the grace period: UnavailableError, and the handler\'s signal aborts', async () => {
         const [a, b] = [await h.node(), await h.node()];
         let signal: AbortSignal | undefined;
         const server = await serveAll(a, {
@@ -492,7 +487,7 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
         const pending = b.call(server.address, 'stuck', makeMeta(), text('x'), { timeoutMs: ms(40_000) });
         await waitFor(() => signal !== undefined, 'the call is running', patience);
         const closing = server.close({ graceMs: ms(200) });
-        const err = await rejectsWith(pending, ErrorCodes.Indeterminate, 'a call cut by server close');
+        const err = await rejectsWith(pending, ErrorCodes.Unavailable, 'a call cut by server close');
         assert.equal(err.retryable, true, 'a call cut by a closing server may be retried elsewhere');
         await closing;
         assert.equal(signal?.aborted, true, 'the handler\'s signal must abort when the grace period ends');
@@ -523,7 +518,7 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
         const fromC = c.call(server.address, 'stuck', makeMeta(), text('c'), { timeoutMs: ms(40_000) });
         await waitFor(() => signals.length === 2, 'c\'s call is running', patience);
         await a.close();
-        const cut = await rejectsWith(fromC, ErrorCodes.Indeterminate, 'a call in flight at a closed transport\'s server');
+        const cut = await rejectsWith(fromC, ErrorCodes.Unavailable, 'a call in flight at a closed transport\'s server');
         assert.equal(cut.retryable, true);
         assert.equal(signals[1]?.aborted, true);
         await rejectsWith(c.call(server.address, 'echo', makeMeta(), text('x'), { timeoutMs: patience }), ErrorCodes.Unavailable, 'a call to a closed transport\'s server');

@@ -30,7 +30,7 @@ export interface LinkStats {
   readonly delayedRequests: number;
   /** Answers held back by a delayResponses fault. */
   readonly delayedResponses: number;
-  /** Calls in flight that a closing server cut after its grace period (their callers get IndeterminateError). */
+  /** Calls in flight that a closing server cut after its grace period (their callers get UnavailableError). */
   readonly cut: number;
   /** Server answers (results or errors, rejections and cuts included) that reached a caller still waiting. */
   readonly answered: number;

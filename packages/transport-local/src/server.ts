@@ -6,10 +6,10 @@
 import type { Clock, InboundRequest, RequestHandler, TaskGraphError, TransportServer } from '@taskgraph/api';
 import {
   ClosedError,
-  IndeterminateError,
   InternalError,
   InvalidArgumentError,
   MethodNotFoundError,
+  UnavailableError,
   assertValidMethodName,
 } from '@taskgraph/api';
 import { addressOf } from './address.js';
@@ -72,9 +72,10 @@ export class LocalServer implements TransportServer, Endpoint {
    * Stops accepting calls at once (new ones get UnavailableError: not delivered),
    * lets calls in flight finish for up to `graceMs` (default {@link DEFAULT_GRACE_MS}),
    * then cuts the rest: their handler's signal aborts with a ClosedError and their
-   * callers get a retryable IndeterminateError (the handler had started, so the
-   * outcome is unknown). Resolves when no call is left. Idempotent: a second call
-   * returns the first one's promise.
+   * callers get UnavailableError with `details.handlerStarted: true` (retryable: the
+   * framework retries at the task's next owner; this is the one Unavailable whose
+   * handler did run, as with a gRPC server that goes away mid-call). Resolves when
+   * no call is left. Idempotent: a second call returns the first one's promise.
    */
   close(options: { readonly graceMs?: number } = {}): Promise<void> {
     if (this.#closing !== undefined) return this.#closing;
@@ -189,10 +190,9 @@ class InboundCall {
     this.#context.board.reply(
       this.#exchange,
       errorAnswer(
-        new IndeterminateError(
-          `${address} closed while "${method}" was running; the handler had started, so its outcome is unknown`,
-          { retryable: true, details: { address, method } },
-        ),
+        new UnavailableError(`${address} closed before "${method}" finished; its handler had started and was aborted`, {
+          details: { address, method, handlerStarted: true },
+        }),
       ),
     );
   }

@@ -120,14 +120,12 @@ export class LocalTransport implements Transport {
     }
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('call options must be an object with timeoutMs');
     const { timeoutMs, signal } = options;
-    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
-      throw new InvalidArgumentError(`timeoutMs must be a number of milliseconds, got ${String(timeoutMs)}`);
+    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs <= 0) {
+      throw new InvalidArgumentError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
     }
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('signal must be an AbortSignal');
     const what = `call to "${method}" at ${address}`;
     if (signal?.aborted) throw abortError(signal, what);
-    // A deadline already past (a caller's remaining time ran out) is not a bad argument.
-    if (timeoutMs <= 0) throw new DeadlineExceededError(`${what} has no time left (timeoutMs ${timeoutMs})`, { details: { address, method } });
 
     const call = new OutboundCall(address, name, method, cleanMeta, copyBytes(payload), this.maxMessageBytes, (c) => this.#pending.delete(c));
     this.#pending.add(call);
@@ -157,7 +155,7 @@ export class LocalTransport implements Transport {
    * Closes the transport: calls it has made that have no answer yet fail at once
    * with ClosedError (their handlers' signals abort), later `call`/`listen` fail
    * with ClosedError, and every server it opened closes with `graceMs` (default 0:
-   * calls in flight there are cut, their callers get IndeterminateError; a server
+   * calls in flight there are cut, their callers get UnavailableError; a server
    * already closing ends its grace period now). Resolves once every server is closed.
    * Idempotent.
    */
