@@ -10,3 +10,4 @@ export { startTcpProxy } from './tcp-proxy.js';
 export type { TcpProxy, TcpProxyOptions } from './tcp-proxy.js';
 export { freePort, freePorts } from './process/free-port.js';
 export * from './transport-suite.js';
+export * from './coordinator-suite.js';

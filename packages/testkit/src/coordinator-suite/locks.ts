@@ -1,0 +1,272 @@
+/** Locks: exclusion, hand-over, fencing tokens, abort, and their separation from keys. */
+import assert from 'node:assert/strict';
+import type { Coordinator, Lock, Session } from '@taskgraph/api';
+import type { CoordinatorSuiteOptions, DefineTest } from './context.js';
+import { assertCode, bytes, eventually, rejectsWith } from './util.js';
+
+/** Settles-or-not tracking of a pending acquire, without ever leaving a rejection unhandled. */
+function watchAcquire(p: Promise<Lock>): { readonly lock: () => Lock | undefined; readonly error: () => unknown; readonly settled: () => boolean } {
+  let lock: Lock | undefined;
+  let error: unknown;
+  let settled = false;
+  void p.then(
+    (l) => {
+      lock = l;
+      settled = true;
+    },
+    (err: unknown) => {
+      error = err;
+      settled = true;
+    },
+  );
+  return { lock: () => lock, error: () => error, settled: () => settled };
+}
+
+async function session(c: Coordinator, options: CoordinatorSuiteOptions): Promise<Session> {
+  return c.openSession({ ttlMs: options.sessionTtlMs });
+}
+
+export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): void {
+  test('a free lock is taken at once; holder() reports the session id as owner and the token; release clears it', async (t) => {
+    const c = await t.client();
+    const s = await session(c, options);
+    assert.equal(await c.holder('l/free'), undefined, 'nobody holds a lock never taken');
+    const lock = await c.acquire('l/free', s);
+    assert.equal(lock.name, 'l/free');
+    assert.equal(lock.owner, s.id);
+    assert.equal(typeof lock.token, 'bigint');
+    assert.equal(lock.lost.aborted, false);
+    assert.deepEqual(await c.holder('l/free'), { owner: s.id, token: lock.token });
+    await lock.release();
+    assert.equal(lock.lost.aborted, true, 'lost aborts on release');
+    assert.equal(await c.holder('l/free'), undefined);
+  });
+
+  test('a custom owner is what holder() reports, to every client', async (t) => {
+    const c = await t.client();
+    const other = await t.client();
+    const s = await session(c, options);
+    const lock = await c.acquire('l/owned', s, { owner: 'node-7 at 10.0.0.7:4000' });
+    assert.equal(lock.owner, 'node-7 at 10.0.0.7:4000');
+    assert.deepEqual(await other.holder('l/owned'), { owner: 'node-7 at 10.0.0.7:4000', token: lock.token });
+    const tried = await other.tryAcquire('l/tried', await session(other, options), { owner: 'tried-owner' });
+    assert.equal((await c.holder('l/tried'))?.owner, 'tried-owner');
+    await tried?.release();
+    await lock.release();
+  });
+
+  test('two clients exclude each other: tryAcquire is undefined while held, a waiting acquire gets the lock on release with a larger token', async (t) => {
+    const a = await t.client();
+    const b = await t.client();
+    const sa = await session(a, options);
+    const sb = await session(b, options);
+    const la = await a.acquire('l/x', sa);
+    assert.equal(await b.tryAcquire('l/x', sb), undefined, 'tryAcquire of a held lock is undefined');
+    const waiting = watchAcquire(b.acquire('l/x', sb));
+    for (let i = 0; i < 5; i++) {
+      assert.deepEqual(await b.holder('l/x'), { owner: sa.id, token: la.token });
+      assert.equal(waiting.settled(), false, 'the waiter does not get a held lock');
+    }
+    await la.release();
+    await eventually('the waiter gets the released lock', t.settings.eventuallyMs, () => waiting.settled());
+    const lb = waiting.lock();
+    assert.ok(lb, `the waiter got the lock (error: ${String(waiting.error())})`);
+    assert.ok(lb.token > la.token, `token ${lb.token} > ${la.token}`);
+    assert.deepEqual(await a.holder('l/x'), { owner: sb.id, token: lb.token });
+    assert.equal(await a.tryAcquire('l/x', sa), undefined);
+    await lb.release();
+  });
+
+  test('a waiter gets the lock when the holder\'s session closes; the old lock\'s lost aborts', async (t) => {
+    const a = await t.client();
+    const b = await t.client();
+    const sa = await session(a, options);
+    const sb = await session(b, options);
+    const la = await a.acquire('l/close', sa);
+    const waiting = watchAcquire(b.acquire('l/close', sb));
+    await sa.close();
+    assert.equal(la.lost.aborted, true, 'the lock is lost with its session');
+    await eventually('the waiter gets the lock', t.settings.eventuallyMs, () => waiting.settled());
+    const lb = waiting.lock();
+    assert.ok(lb, `the waiter got the lock (error: ${String(waiting.error())})`);
+    assert.ok(lb.token > la.token);
+    await la.release();
+    assert.equal((await b.holder('l/close'))?.owner, sb.id, 'releasing a lost lock takes nothing from the new holder');
+  });
+
+  if (options.expireSession) {
+    test('a waiter gets the lock when the holder\'s session expires; the old lock\'s lost aborts with LeaseLost', async (t) => {
+      const a = await t.client();
+      const b = await t.client();
+      const sa = await session(a, options);
+      const sb = await session(b, options);
+      const la = await a.acquire('l/exp', sa);
+      const waiting = watchAcquire(b.acquire('l/exp', sb));
+      await options.expireSession?.(a, sa);
+      const bound = sa.ttlMs * a.caps.expiryFactor + t.settings.eventuallyMs;
+      await eventually('the waiter gets the lock', bound, () => waiting.settled());
+      assert.ok(waiting.lock(), `the waiter got the lock (error: ${String(waiting.error())})`);
+      await eventually('the old lock is lost', bound, () => la.lost.aborted);
+      assertCode(la.lost.reason, 'LEASE_LOST', 'the old lock\'s lost reason');
+      assert.ok((waiting.lock()?.token ?? 0n) > la.token);
+    });
+
+    test('a waiting acquire rejects with LeaseLost when its own session expires, and takes nothing', async (t) => {
+      const a = await t.client();
+      const b = await t.client();
+      const sa = await session(a, options);
+      const sb = await session(b, options);
+      const la = await a.acquire('l/wexp', sa);
+      const waiting = watchAcquire(b.acquire('l/wexp', sb));
+      await options.expireSession?.(b, sb);
+      await eventually('the waiting acquire settles', sb.ttlMs * b.caps.expiryFactor + t.settings.eventuallyMs, () => waiting.settled());
+      assertCode(waiting.error(), 'LEASE_LOST', 'a waiting acquire whose session expired');
+      await la.release();
+      await eventually('nobody holds the lock', t.settings.eventuallyMs, async () => (await a.holder('l/wexp')) === undefined);
+    });
+  } else {
+    test('hand-over on the holder\'s session expiry (no expireSession hook: hand-over on close is checked instead)', async (t) => {
+      const a = await t.client();
+      const b = await t.client();
+      const sa = await session(a, options);
+      const sb = await session(b, options);
+      const la = await a.acquire('l/exp', sa);
+      const waiting = watchAcquire(b.acquire('l/exp', sb));
+      await a.close();
+      await eventually('the waiter gets the lock', t.settings.eventuallyMs, () => waiting.settled());
+      assert.ok(waiting.lock(), `the waiter got the lock (error: ${String(waiting.error())})`);
+      assert.equal(la.lost.aborted, true);
+    });
+  }
+
+  test('fencing tokens strictly increase across holders and clients', async (t) => {
+    const clients = [await t.client(), await t.client(), await t.client()];
+    let last: bigint | undefined;
+    for (let round = 0; round < 6; round++) {
+      const c = clients[round % clients.length] as Coordinator;
+      const s = await session(c, options);
+      const lock = round % 2 === 0 ? await c.acquire('l/fence', s) : await eventually('tryAcquire gets the free lock', t.settings.eventuallyMs, () => c.tryAcquire('l/fence', s));
+      if (last !== undefined) assert.ok(lock.token > last, `round ${round}: token ${lock.token} > ${last}`);
+      last = lock.token;
+      // Hand over by release and by session close in turn.
+      if (round % 3 === 2) await s.close();
+      else await lock.release();
+    }
+  });
+
+  test('mutual exclusion under contention: never two holders at once', async (t) => {
+    const clients = [await t.client(), await t.client(), await t.client()];
+    let inside = 0;
+    let maxInside = 0;
+    const tokens: bigint[] = [];
+    await Promise.all(
+      clients.map(async (c, i) => {
+        const s = await session(c, options);
+        for (let round = 0; round < 3; round++) {
+          const lock = await c.acquire('l/mutex', s);
+          inside++;
+          maxInside = Math.max(maxInside, inside);
+          tokens.push(lock.token);
+          await c.create(`mutex/${i}/${round}`, bytes('x'));
+          assert.equal((await c.holder('l/mutex'))?.token, lock.token, 'the holder is who holds');
+          inside--;
+          await lock.release();
+        }
+      }),
+    );
+    assert.equal(maxInside, 1, 'at most one holder at a time');
+    for (let i = 1; i < tokens.length; i++) assert.ok((tokens[i] as bigint) > (tokens[i - 1] as bigint), 'tokens increase in grant order');
+  });
+
+  test('acquire honours its AbortSignal: it rejects with Aborted and leaves the queue', async (t) => {
+    const a = await t.client();
+    const b = await t.client();
+    const c = await t.client();
+    const sa = await session(a, options);
+    const sb = await session(b, options);
+    const sc = await session(c, options);
+    const la = await a.acquire('l/abort', sa);
+    const controller = t.controller();
+    const waiting = watchAcquire(b.acquire('l/abort', sb, { signal: controller.signal }));
+    await a.holder('l/abort');
+    controller.abort();
+    await eventually('the aborted acquire settles', t.settings.eventuallyMs, () => waiting.settled());
+    assertCode(waiting.error(), 'ABORTED', 'an aborted acquire');
+    await la.release();
+    const lc = await eventually('a third client takes the lock the aborted waiter left', t.settings.eventuallyMs, () => c.tryAcquire('l/abort', sc));
+    assert.equal((await b.holder('l/abort'))?.owner, sc.id);
+    await lc.release();
+  });
+
+  test('acquire with an already aborted signal rejects at once and takes nothing', async (t) => {
+    const c = await t.client();
+    const s = await session(c, options);
+    const controller = new AbortController();
+    controller.abort();
+    await rejectsWith(() => c.acquire('l/pre', s, { signal: controller.signal }), 'ABORTED', 'acquire with an aborted signal');
+    assert.equal(await c.holder('l/pre'), undefined);
+  });
+
+  test('acquire and tryAcquire with a closed session reject with LeaseLost', async (t) => {
+    const c = await t.client();
+    const s = await session(c, options);
+    await s.close();
+    await rejectsWith(() => c.acquire('l/closed', s), 'LEASE_LOST', 'acquire with a closed session');
+    await rejectsWith(() => c.tryAcquire('l/closed', s), 'LEASE_LOST', 'tryAcquire with a closed session');
+    assert.equal(await c.holder('l/closed'), undefined);
+  });
+
+  test('a waiting acquire rejects when its session is closed, and takes nothing', async (t) => {
+    const a = await t.client();
+    const b = await t.client();
+    const sa = await session(a, options);
+    const sb = await session(b, options);
+    const la = await a.acquire('l/wclose', sa);
+    const waiting = watchAcquire(b.acquire('l/wclose', sb));
+    await a.holder('l/wclose');
+    await sb.close();
+    await eventually('the waiting acquire settles', t.settings.eventuallyMs, () => waiting.settled());
+    assertCode(waiting.error(), ['LEASE_LOST', 'CLOSED'], 'a waiting acquire whose session closed');
+    await la.release();
+    await eventually('nobody holds the lock', t.settings.eventuallyMs, async () => (await a.holder('l/wclose')) === undefined);
+  });
+
+  test('release twice is a no-op, and so is release after the session closed', async (t) => {
+    const c = await t.client();
+    const s = await session(c, options);
+    const lock = await c.acquire('l/twice', s);
+    await lock.release();
+    await lock.release();
+    const again = await c.acquire('l/twice', s);
+    await s.close();
+    await again.release();
+    assert.equal(await c.holder('l/twice'), undefined);
+  });
+
+  test('locks live apart from keys: a lock and a key of one name coexist', async (t) => {
+    const c = await t.client();
+    const s = await session(c, options);
+    await c.create('both', bytes('key'));
+    const lock = await c.acquire('both', s);
+    assert.deepEqual(
+      (await c.list('both')).entries.map((e) => e.key),
+      ['both'],
+    );
+    const entry = await c.get('both');
+    assert.ok(entry);
+    await c.delete('both', entry.version);
+    assert.deepEqual(await c.holder('both'), { owner: s.id, token: lock.token });
+    await lock.release();
+  });
+
+  test('locks of different namespaces are separate', async (t) => {
+    const a = await t.client();
+    const other = await t.client(t.otherNamespace());
+    const la = await a.acquire('l/ns', await session(a, options));
+    assert.equal(await other.holder('l/ns'), undefined);
+    const lo = await other.tryAcquire('l/ns', await session(other, options));
+    assert.ok(lo, 'the same lock name in another namespace is free');
+    await lo.release();
+    await la.release();
+  });
+}
