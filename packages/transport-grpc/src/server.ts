@@ -16,7 +16,7 @@ import {
   assertValidMethodName,
 } from '@taskgraph/api';
 import type { InboundRequest, ListenOptions, RequestHandler, TransportServer } from '@taskgraph/api';
-import { Server } from '@grpc/grpc-js';
+import { Server, status as Status } from '@grpc/grpc-js';
 import type { ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation, sendUnaryData } from '@grpc/grpc-js';
 import { serverConnections } from './channelz.js';
 import type { ConnectionInfo } from './channelz.js';
@@ -47,8 +47,8 @@ export function bufferView(bytes: Uint8Array): Buffer {
 
 interface InFlight {
   readonly controller: AbortController;
-  /** Answers the call now (if it is still open) and forgets it. */
-  cutOff(reason: Error): void;
+  /** Aborts the handler with `reason`, answers the call (if still open) with `answer`, and forgets it. */
+  cutOff(reason: Error, answer: Error): void;
 }
 
 export function methodPath(service: string, method: string): string {
@@ -206,9 +206,9 @@ export class GrpcTransportServer implements TransportServer {
     };
     const entry: InFlight = {
       controller,
-      cutOff: (reason) => {
+      cutOff: (reason, answer) => {
         controller.abort(reason);
-        if (finish()) callback(statusFromError(reason));
+        if (finish()) callback(statusFromError(answer, Status.UNAVAILABLE));
       },
     };
     this.#inFlight.add(entry);
@@ -264,9 +264,9 @@ export class GrpcTransportServer implements TransportServer {
 
   /**
    * Stops accepting calls (GOAWAY to every connection, the listener closed), waits
-   * up to `graceMs` for calls in flight, then aborts the rest and answers them
-   * UNAVAILABLE (so callers retry on the task's next owner) and destroys the
-   * connections.
+   * up to `graceMs` for calls in flight, then aborts the rest (their handlers'
+   * signals abort with ClosedError), answers them UnavailableError (gRPC UNAVAILABLE)
+   * so callers retry on the task's next owner, and destroys the connections.
    */
   close(options: { readonly graceMs?: number } = {}): Promise<void> {
     const graceMs = options.graceMs ?? this.#config.defaultGraceMs;
@@ -280,14 +280,19 @@ export class GrpcTransportServer implements TransportServer {
   async #shutdown(graceMs: number): Promise<void> {
     const drained = new Promise<void>((resolve) => this.#server.tryShutdown(() => resolve()));
     let drainedInTime = await settlesWithin(drained, graceMs);
+    const reason = new ClosedError(`the server at ${this.address} is closed`);
+    // Retryable, so the caller moves on to the task's next owner; the handler may have
+    // run in part (data requests are at-least-once), which details.maybeDelivered says.
+    const answer = new UnavailableError(`the server at ${this.address} closed before the call finished`, {
+      details: { maybeDelivered: true },
+    });
     if (!drainedInTime) {
-      const reason = new UnavailableError(`the server at ${this.address} closed before the call finished`);
-      for (const entry of [...this.#inFlight]) entry.cutOff(reason);
+      for (const entry of [...this.#inFlight]) entry.cutOff(reason, answer);
       drainedInTime = await settlesWithin(drained, FLUSH_MS);
     }
     if (!drainedInTime) this.#server.forceShutdown();
     // Whatever is still open lost its connection to the forced shutdown: stop its handler.
-    for (const entry of [...this.#inFlight]) entry.cutOff(new ClosedError(`the server at ${this.address} is closed`));
+    for (const entry of [...this.#inFlight]) entry.cutOff(reason, answer);
     this.#served.clear();
     this.#onClosed(this);
     this.#config.logger.debug('gRPC server closed', { address: this.address, drained: drainedInTime });

@@ -75,8 +75,11 @@ function compactJson(wire: SerializedError): Buffer {
     : Buffer.from(JSON.stringify({ code: wire.code, message: truncate(wire.message, 256), retryable: wire.retryable }), 'utf8');
 }
 
-/** The status a server answers with for a thrown value. */
-export function statusFromError(err: unknown): Partial<StatusObject> & { code: Status; details: string; metadata: Metadata } {
+/** The status a server answers with for a thrown value; `grpcCode` overrides the code's usual status. */
+export function statusFromError(
+  err: unknown,
+  grpcCode?: Status,
+): Partial<StatusObject> & { code: Status; details: string; metadata: Metadata } {
   const wire = serializeError(err);
   const code = isErrorCode(wire.code) ? wire.code : ErrorCodes.Internal;
   const trailers = new Metadata();
@@ -86,7 +89,7 @@ export function statusFromError(err: unknown): Partial<StatusObject> & { code: S
   if (code === ErrorCodes.EpochChanged && typeof current === 'number' && Number.isSafeInteger(current)) {
     trailers.set(TrailerKeys.currentEpoch, String(current));
   }
-  return { code: STATUS_BY_CODE[code], details: truncate(wire.message, MAX_MESSAGE_CHARS), metadata: trailers };
+  return { code: grpcCode ?? STATUS_BY_CODE[code], details: truncate(wire.message, MAX_MESSAGE_CHARS), metadata: trailers };
 }
 
 /** What the client knows about a failed call besides its status. */
@@ -133,11 +136,16 @@ export function errorFromStatus(
   const details: ErrorDetails = { address: ctx.address, method: ctx.method, grpcCode: Status[st.code] ?? st.code, grpcDetails: st.details };
   switch (st.code) {
     case Status.UNAVAILABLE:
-      return new UnavailableError(`${where} failed: ${st.details}`, { details });
+      // grpc-js says "Connection dropped" (or the socket's ECONNRESET) when the
+      // connection died under a call already on it: the request may have been handled.
+      // Still UNAVAILABLE, so the caller re-resolves the task's owner and retries.
+      return new UnavailableError(`${where} failed: ${st.details}`, {
+        details: /Connection dropped|ECONNRESET/.test(st.details) ? { ...details, maybeDelivered: true } : details,
+      });
     case Status.CANCELLED:
-      // Not our signal (handled by the caller): the server or a proxy reset the call,
-      // e.g. a node shutting down. Another attempt may reach a live owner.
-      return new UnavailableError(`${where} was cancelled by the peer: ${st.details}`, { details });
+      // Not our signal (handled by the caller): the server or a proxy reset a call it
+      // had received, e.g. a node going away. Another attempt may reach a live owner.
+      return new UnavailableError(`${where} was cancelled by the peer: ${st.details}`, { details: { ...details, maybeDelivered: true } });
     case Status.DEADLINE_EXCEEDED:
       return new DeadlineExceededError(`${where} got no answer before its deadline`, { details });
     case Status.UNIMPLEMENTED:

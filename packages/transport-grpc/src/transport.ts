@@ -62,6 +62,8 @@ export class GrpcTransport implements Transport {
   readonly #channelOptions: ChannelOptions;
   readonly #peers = new Map<string, Peer>();
   readonly #servers = new Set<GrpcTransportServer>();
+  /** Calls in flight, so close() can cut them off. */
+  readonly #pending = new Set<{ cancelForClose(): void }>();
   #closing: Promise<void> | undefined;
 
   constructor(options: GrpcTransportOptions = {}) {
@@ -120,6 +122,13 @@ export class GrpcTransport implements Transport {
     peer.calls += 1;
     return new Promise<Uint8Array>((resolve, reject) => {
       let onAbort: (() => void) | undefined;
+      let closedUnder = false;
+      const pending = {
+        cancelForClose: () => {
+          closedUnder = true;
+          call.cancel();
+        },
+      };
       const call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
         methodPath(this.#config.service, method),
         bufferView,
@@ -128,13 +137,16 @@ export class GrpcTransport implements Transport {
         metadata,
         { deadline: Date.now() + timeoutMs },
         (err: ServiceError | null, value?: Uint8Array) => {
+          this.#pending.delete(pending);
           if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-          if (signal?.aborted) reject(abortError(signal, what));
+          if (closedUnder) reject(new ClosedError(`${what} was cut off: the gRPC transport closed`));
+          else if (signal?.aborted) reject(abortError(signal, what));
           else if (err) reject(errorFromStatus(err, { address: target, method }));
           else if (value === undefined) reject(new InternalError(`${what} ended without a response`));
           else resolve(value);
         },
       );
+      this.#pending.add(pending);
       if (signal !== undefined) {
         onAbort = () => call.cancel();
         signal.addEventListener('abort', onAbort, { once: true });
@@ -186,6 +198,8 @@ export class GrpcTransport implements Transport {
   }
 
   async #close(): Promise<void> {
+    // Cancelling sends RST_STREAM, so the servers' handlers hear that the caller left.
+    for (const pending of [...this.#pending]) pending.cancelForClose();
     for (const peer of this.#peers.values()) peer.client.close();
     this.#peers.clear();
     await Promise.all([...this.#servers].map((s) => s.close({ graceMs: 0 })));

@@ -181,7 +181,7 @@ describe('graceful close', () => {
     expect(server.stats().callsInFlight).toBe(0);
   });
 
-  it('after graceMs aborts the handlers and answers UNAVAILABLE', async () => {
+  it('after graceMs aborts the handlers (ClosedError) and answers UnavailableError', async () => {
     const g = gated();
     const server = await (await transport()).listen(g.listen);
     const caller = await transport();
@@ -191,8 +191,21 @@ describe('graceful close', () => {
     const err = await inFlight;
     expect(err).toBeInstanceOf(UnavailableError);
     expect(err.retryable).toBe(true);
+    expect(err.details).toMatchObject({ maybeDelivered: true });
     expect(g.aborts).toHaveLength(1);
-    expect(TaskGraphError.is(g.aborts[0], ErrorCodes.Unavailable)).toBe(true);
+    expect(TaskGraphError.is(g.aborts[0], ErrorCodes.Closed)).toBe(true);
+  });
+
+  it("closing the caller's transport fails its calls in flight with ClosedError and the handler hears it", async () => {
+    const g = gated();
+    const server = await (await transport()).listen(g.listen);
+    const caller = await createGrpcTransport({ host: '127.0.0.1' });
+    const inFlight = rejection(caller.call(server.address, 'Slow', meta(), bytes('x'), opts));
+    await waitFor(() => g.waiting.length === 1, 10_000, 'the call to be in flight');
+    await caller.close();
+    expect(await inFlight).toBeInstanceOf(ClosedError);
+    await waitFor(() => g.aborts.length === 1, 10_000, 'the handler to hear the cancel');
+    expect(TaskGraphError.is(g.aborts[0], ErrorCodes.Aborted)).toBe(true);
   });
 
   it('close is idempotent and rejects a bad graceMs', async () => {
