@@ -3,3 +3,4 @@
  * APIs that TaskGraph's backends use, for tests and local development.
  */
 export * from './consul/index.js';
+export * from './k8s/index.js';

@@ -1,0 +1,105 @@
+/**
+ * `taskgraph-emulator k8s ...`: runs the Kubernetes API emulator in the foreground
+ * until SIGINT or SIGTERM. The package's command dispatches here.
+ */
+import { startK8sEmulator, type K8sEmulatorOptions } from './emulator.js';
+
+const USAGE = `usage: k8s [--port <n>] [--host <addr>] [--kubeconfig <path>] [--namespace <name>]... [--token <t>] [--watch-retention <n>] [--bookmark-interval-ms <n>]`;
+
+class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+interface Parsed {
+  options: K8sEmulatorOptions;
+  kubeconfig: string | undefined;
+  contextNamespace: string;
+}
+
+function parseArgs(argv: readonly string[]): Parsed {
+  const options: { -readonly [K in keyof K8sEmulatorOptions]: K8sEmulatorOptions[K] } = {};
+  const namespaces: string[] = [];
+  let kubeconfig: string | undefined;
+  const number = (flag: string, value: string | undefined, min: number) => {
+    const n = Number(value);
+    if (value === undefined || !Number.isInteger(n) || n < min) throw new UsageError(`${flag} needs an integer >= ${min}, got ${JSON.stringify(value)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    const eq = arg.indexOf('=');
+    const flag = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    const inline = arg.startsWith('--') && eq > 0 ? arg.slice(eq + 1) : undefined;
+    const value = () => {
+      if (inline !== undefined) return inline;
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case '--port':
+        options.port = number(flag, value(), 0);
+        break;
+      case '--host':
+        options.host = value();
+        break;
+      case '--kubeconfig':
+        kubeconfig = value();
+        break;
+      case '--namespace':
+        namespaces.push(value());
+        break;
+      case '--token':
+        options.token = value();
+        break;
+      case '--watch-retention':
+        options.watchRetention = number(flag, value(), 0);
+        break;
+      case '--bookmark-interval-ms':
+        options.bookmarkIntervalMs = number(flag, value(), 1);
+        break;
+      case '-h':
+      case '--help':
+        throw new UsageError(USAGE);
+      default:
+        throw new UsageError(`unknown argument ${JSON.stringify(arg)}\n${USAGE}`);
+    }
+  }
+  if (namespaces.length > 0) options.namespaces = [...new Set(['default', 'kube-system', 'kube-public', 'kube-node-lease', ...namespaces])];
+  return { options, kubeconfig, contextNamespace: namespaces[0] ?? 'default' };
+}
+
+/**
+ * Parses `--port`, `--host`, `--kubeconfig <path>` (written for the emulator),
+ * `--namespace` (repeatable; the first is the kubeconfig's), `--token`,
+ * `--watch-retention` and `--bookmark-interval-ms`, starts the emulator, prints its
+ * address, and resolves after SIGINT or SIGTERM has stopped it.
+ */
+export async function runK8sEmulatorCommand(argv: string[]): Promise<void> {
+  let parsed: Parsed;
+  try {
+    parsed = parseArgs(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+  const emulator = await startK8sEmulator(parsed.options);
+  if (parsed.kubeconfig !== undefined) await emulator.writeKubeconfig(parsed.kubeconfig, parsed.contextNamespace);
+  process.stdout.write(`Kubernetes API emulator listening on ${emulator.url}\n`);
+  if (parsed.kubeconfig !== undefined) process.stdout.write(`kubeconfig written to ${parsed.kubeconfig} (export KUBECONFIG=${parsed.kubeconfig})\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await emulator.close();
+  process.stdout.write('Kubernetes API emulator stopped\n');
+}
