@@ -8,7 +8,10 @@ const root = fileURLToPath(new URL('.', import.meta.url));
 export function packageTestConfig(options: { testTimeout?: number; typecheck?: boolean } = {}) {
   return defineConfig({
     resolve: {
-      alias: [{ find: /^@taskgraph\/([a-z0-9-]+)$/, replacement: `${root}packages/$1/src/index.ts` }],
+      alias: [
+        { find: /^@taskgraph\/app-([a-z0-9-]+)$/, replacement: `${root}apps/$1/src/index.ts` },
+        { find: /^@taskgraph\/([a-z0-9-]+)$/, replacement: `${root}packages/$1/src/index.ts` },
+      ],
     },
     test: {
       include: ['test/**/*.test.ts'],

@@ -58,7 +58,6 @@ async function main(): Promise<number> {
   console.log(`coordinator ${values.coordinator}, transport ${values.transport}`);
 
   const controllerCoordinator = await resolveCoordinator(values.coordinator!, { logger });
-  let cluster: LocalCluster | undefined;
   const onResult = (epoch: number, sum: number) => {
     const first = !sums.has(epoch);
     sums.set(epoch, sum);
@@ -66,7 +65,7 @@ async function main(): Promise<number> {
       const ok = expected[epoch] === sum;
       console.log(`epoch ${String(epoch).padStart(2)}: sum ${String(sum).padStart(5)}  ${ok ? 'ok' : `WRONG (expected ${expected[epoch]})`}`);
     }
-    if (!killed && epoch + 1 === killAt && cluster) {
+    if (!killed && epoch + 1 === killAt) {
       killed = true;
       const victim = cluster.ownerOf(killTask);
       if (victim) {
@@ -78,7 +77,7 @@ async function main(): Promise<number> {
   const onTaskStart = (taskId: number, incarnation: number) => {
     if (incarnation > 1) console.log(`task ${taskId} resumed on a standby (incarnation ${incarnation})`);
   };
-  cluster = new LocalCluster({
+  const cluster: LocalCluster = new LocalCluster({
     job,
     numTasks,
     linkTypes: REGRESSION_LINK_TYPES,
@@ -101,7 +100,7 @@ async function main(): Promise<number> {
     node: { sessionTtlMs: Math.max(controllerCoordinator.caps.ttlRangeMs[0], 2000) },
     logger,
   });
-  const stop = () => void cluster?.close();
+  const stop = () => void cluster.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   let status;

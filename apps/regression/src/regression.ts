@@ -50,6 +50,11 @@ export interface RegressionOptions {
   readonly onResult?: (epoch: number, sum: number) => void;
   /** Called when a task starts (its incarnation tells a replacement from a first run). */
   readonly onTaskStart?: (taskId: number, incarnation: number) => void;
+  /**
+   * Instrumentation for fault tests: awaited before a method's answer is computed,
+   * so a test can hold a task busy at a chosen point.
+   */
+  readonly beforeServe?: (info: { taskId: number; incarnation: number; method: string; epoch: number }) => Promise<void> | void;
 }
 
 /** The sums the job must produce. */
@@ -170,6 +175,17 @@ abstract class RegressionTask implements Task {
    */
   protected abstract tryFinish(ctx: EpochContext): Promise<void>;
 
+  /** Serves a method: the instrumentation hook first, then the value once it is known. */
+  protected async answer(ctx: EpochContext, method: string, value: (state: EpochState) => Later<number>): Promise<number> {
+    if (ctx.epoch !== this.state.epoch) {
+      // A request can arrive between the framework's epoch change and our enterEpoch.
+      throw new TaskGraphError('EPOCH_CHANGED', `task ${this.id} is not in epoch ${ctx.epoch} yet`, { details: { current: this.state.epoch } });
+    }
+    const state = this.state;
+    await this.options.beforeServe?.({ taskId: this.id, incarnation: this.fw.getIncarnation(), method, epoch: ctx.epoch });
+    return value(state).get(ctx.signal);
+  }
+
   protected sumOfChildren(): number {
     let s = 0;
     for (const g of this.state.childGradients.values()) s += g;
@@ -180,12 +196,7 @@ abstract class RegressionTask implements Task {
 }
 
 class MasterTask extends RegressionTask {
-  readonly methods = [serve(getParameter, (ctx: EpochContext) => this.stateFor(ctx).param.get(ctx.signal))];
-
-  private stateFor(ctx: EpochContext): EpochState {
-    if (ctx.epoch !== this.state.epoch) throw new TaskGraphError('EPOCH_CHANGED', `master is not in epoch ${ctx.epoch} yet`, { details: { current: this.state.epoch } });
-    return this.state;
-  }
+  readonly methods = [serve(getParameter, (ctx: EpochContext) => this.answer(ctx, getParameter.name, (s) => s.param))];
 
   private finished = -1;
 
@@ -210,15 +221,9 @@ class MasterTask extends RegressionTask {
 
 class SlaveTask extends RegressionTask {
   readonly methods = [
-    serve(getParameter, (ctx: EpochContext) => this.stateFor(ctx).param.get(ctx.signal)),
-    serve(getGradient, (ctx: EpochContext) => this.stateFor(ctx).gradient.get(ctx.signal)),
+    serve(getParameter, (ctx: EpochContext) => this.answer(ctx, getParameter.name, (s) => s.param)),
+    serve(getGradient, (ctx: EpochContext) => this.answer(ctx, getGradient.name, (s) => s.gradient)),
   ];
-
-  private stateFor(ctx: EpochContext): EpochState {
-    // A request can arrive between the framework's epoch change and our enterEpoch.
-    if (ctx.epoch !== this.state.epoch) throw new TaskGraphError('EPOCH_CHANGED', `task ${this.id} is not in epoch ${ctx.epoch} yet`, { details: { current: this.state.epoch } });
-    return this.state;
-  }
 
   protected async onEpoch(): Promise<void> {
     // Wait for the parent's ParamReady.
