@@ -444,17 +444,28 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
           quick: () => text('quick'),
         });
         const settled: boolean[] = [];
+        // Outcomes, not bare promises: a failure must not surface as an unhandled rejection mid-test.
         const inFlight = [0, 1, 2].map((i) => {
           settled[i] = false;
-          return b.call(server.address, 'hold', makeMeta(), text(`p${i}`), { timeoutMs: ms(40_000) }).finally(() => {
-            settled[i] = true;
-          });
+          return b.call(server.address, 'hold', makeMeta(), text(`p${i}`), { timeoutMs: ms(40_000) }).then(
+            (out) => {
+              settled[i] = true;
+              return { out, err: undefined };
+            },
+            (err: unknown) => {
+              settled[i] = true;
+              return { out: undefined, err };
+            },
+          );
         });
         await waitFor(() => started === 3, 'three calls are running', patience);
         let closed = false;
-        const closing = server.close({ graceMs: ms(30_000) }).then(() => {
-          closed = true;
-        });
+        const closing = server.close({ graceMs: ms(30_000) }).then(
+          () => {
+            closed = true;
+          },
+          (err: unknown) => assert.fail(`server close failed: ${describeError(err)}`),
+        );
         const refused = await rejectsWith(
           b.call(server.address, 'quick', makeMeta(), text('late'), { timeoutMs: patience }),
           ErrorCodes.Unavailable,
@@ -464,8 +475,11 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
         assert.deepEqual(settled, [false, false, false], 'calls in flight must wait for their handlers while the server closes');
         assert.equal(closed, false, 'close must wait for the calls in flight');
         release.resolve();
-        const outs = await Promise.all(inFlight);
-        outs.forEach((out, i) => assert.equal(untext(out), `p${i}`));
+        const outcomes = await Promise.all(inFlight);
+        outcomes.forEach(({ out, err }, i) => {
+          assert.ok(out !== undefined, `call ${i} in flight during close failed: ${describeError(err)}`);
+          assert.equal(untext(out), `p${i}`);
+        });
         await closing;
         await rejectsWith(
           b.call(server.address, 'quick', makeMeta(), text('after'), { timeoutMs: patience }),
@@ -484,10 +498,14 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
             throw new Error('stopped');
           },
         });
-        const pending = b.call(server.address, 'stuck', makeMeta(), text('x'), { timeoutMs: ms(40_000) });
+        const pending = rejectsWith(
+          b.call(server.address, 'stuck', makeMeta(), text('x'), { timeoutMs: ms(40_000) }),
+          ErrorCodes.Unavailable,
+          'a call cut by server close',
+        );
         await waitFor(() => signal !== undefined, 'the call is running', patience);
         const closing = server.close({ graceMs: ms(200) });
-        const err = await rejectsWith(pending, ErrorCodes.Unavailable, 'a call cut by server close');
+        const err = await pending;
         assert.equal(err.retryable, true, 'a call cut by a closing server may be retried elsewhere');
         await closing;
         assert.equal(signal?.aborted, true, 'the handler\'s signal must abort when the grace period ends');
@@ -505,20 +523,28 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
           echo,
         });
         // b's pending call fails with ClosedError when b closes; a's handler hears of it.
-        const fromB = b.call(server.address, 'stuck', makeMeta(), text('b'), { timeoutMs: ms(40_000) });
+        const fromB = rejectsWith(
+          b.call(server.address, 'stuck', makeMeta(), text('b'), { timeoutMs: ms(40_000) }),
+          ErrorCodes.Closed,
+          'a pending call of a closed transport',
+        );
         await waitFor(() => signals.length === 1, 'b\'s call is running', patience);
         await b.close();
-        await rejectsWith(fromB, ErrorCodes.Closed, 'a pending call of a closed transport');
+        await fromB;
         await waitFor(() => signals[0]?.aborted === true, 'the handler\'s signal aborts when the caller\'s transport closes', patience);
         await rejectsWith(b.call(server.address, 'echo', makeMeta(), text('x'), { timeoutMs: patience }), ErrorCodes.Closed, 'a call after close');
         await rejectsWith(b.listen({ handler: async () => new Uint8Array(0) }), ErrorCodes.Closed, 'listen after close');
         await b.close();
 
         // a's server is closed with it: c's call in flight is cut, later calls are refused.
-        const fromC = c.call(server.address, 'stuck', makeMeta(), text('c'), { timeoutMs: ms(40_000) });
+        const fromC = rejectsWith(
+          c.call(server.address, 'stuck', makeMeta(), text('c'), { timeoutMs: ms(40_000) }),
+          ErrorCodes.Unavailable,
+          'a call in flight at a closed transport\'s server',
+        );
         await waitFor(() => signals.length === 2, 'c\'s call is running', patience);
         await a.close();
-        const cut = await rejectsWith(fromC, ErrorCodes.Unavailable, 'a call in flight at a closed transport\'s server');
+        const cut = await fromC;
         assert.equal(cut.retryable, true);
         assert.equal(signals[1]?.aborted, true);
         await rejectsWith(c.call(server.address, 'echo', makeMeta(), text('x'), { timeoutMs: patience }), ErrorCodes.Unavailable, 'a call to a closed transport\'s server');

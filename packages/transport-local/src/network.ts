@@ -226,20 +226,29 @@ export class LocalNetwork {
     return ms;
   }
 
-  /** Runs `fn` after `ms` (on the next turn of the event loop at least), unless the caller is done first. */
-  #after(exchange: Exchange, ms: number, fn: () => void): void {
+  /**
+   * Runs `fn` after `ms` (on a later turn of the event loop at least), unless the
+   * caller is done first: then `onCancel` runs instead, and no timer is left behind.
+   */
+  #after(exchange: Exchange, ms: number, fn: () => void, onCancel: () => void): void {
     if (ms > 0) {
       const timer = this.#clock.setTimeout(() => {
         untie();
         fn();
       }, ms);
-      const untie = exchange.hold(() => this.#clock.clearTimeout(timer));
+      const untie = exchange.hold(() => {
+        this.#clock.clearTimeout(timer);
+        onCancel();
+      });
     } else {
       const immediate = setImmediate(() => {
         untie();
         fn();
       });
-      const untie = exchange.hold(() => clearImmediate(immediate));
+      const untie = exchange.hold(() => {
+        clearImmediate(immediate);
+        onCancel();
+      });
     }
   }
 
@@ -252,15 +261,16 @@ export class LocalNetwork {
       return;
     }
     if (leg > 0) this.#count(address, 'delayedRequests');
-    this.#after(exchange, leg, () => this.#deliver(exchange));
+    this.#after(
+      exchange,
+      leg,
+      () => this.#deliver(exchange),
+      () => this.#count(address, 'abandoned'),
+    );
   }
 
   #deliver(exchange: Exchange): void {
     const address = exchange.address;
-    if (exchange.done) {
-      this.#count(address, 'abandoned');
-      return;
-    }
     const endpoint = this.#disconnected.has(address) ? undefined : this.#servers.get(exchange.name);
     if (endpoint === undefined) {
       this.#count(address, 'refused');
@@ -287,7 +297,12 @@ export class LocalNetwork {
       return;
     }
     if (leg > 0) this.#count(address, 'delayedResponses');
-    this.#after(exchange, leg, () => this.#count(address, exchange.answer(answer) ? 'answered' : 'late'));
+    this.#after(
+      exchange,
+      leg,
+      () => this.#count(address, exchange.answer(answer) ? 'answered' : 'late'),
+      () => this.#count(address, 'late'),
+    );
   }
 }
 

@@ -146,10 +146,8 @@ export class LocalTransport implements Transport {
     return call.promise;
   }
 
-  /** There is no connection to drop: every call looks the address up afresh. */
-  forget(address: string): void {
-    parseAddress(address);
-  }
+  /** There is no connection to drop: every call looks its address up afresh. */
+  forget(_address: string): void {}
 
   /**
    * Closes the transport: calls it has made that have no answer yet fail at once
