@@ -222,6 +222,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
       this.outcome?.resolve({ reason: 'stopped' });
       return;
     }
+    if (this.leaving) return this.leaving;
     this.logger.info('stopping', { reason });
     await this.leave('stopped', this.drainMs);
   }
@@ -653,6 +654,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
   private fail(err: unknown): void {
     if (this.phase === 'done') return;
     if (this.phase !== 'leaving') {
+      this.logger.error('node failed', { error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
       void this.leave('failed', 0, err);
       return;
     }
