@@ -1,0 +1,225 @@
+/**
+ * Locks as etcd's own recipe has them, written here against the coordinator's
+ * calls: each acquisition puts a waiter key under the lock's prefix with the
+ * session's lease; the waiter whose key has the lowest create_revision holds the
+ * lock, and that create_revision is its fencing token (store-wide revisions only
+ * grow, so tokens strictly increase per name). A waiter watches only the key
+ * just before its own, so a release wakes one waiter, not the herd.
+ *
+ * Waiter keys are per acquisition (lease id plus a nonce), not per lease: a
+ * session that asks twice queues behind itself, as it would on any backend,
+ * instead of being handed the lock it already holds.
+ */
+import type { IKeyValue, IRangeResponse, ITxnRequest, ITxnResponse } from 'etcd3';
+import { ClosedError, ErrorCodes, LeaseLostError, TaskGraphError, abortError } from '@taskgraph/api';
+import type { Lock, LockHolder, Logger } from '@taskgraph/api';
+import type { CallKind } from './errors.js';
+import type { Keyspace } from './keys.js';
+import type { EtcdSession } from './session.js';
+
+export interface LockHost {
+  readonly keys: Keyspace;
+  readonly logger: Logger;
+  /** Aborts when the coordinator closes. */
+  readonly closed: AbortSignal;
+  txn(request: ITxnRequest, kind: CallKind, what: string): Promise<ITxnResponse>;
+  /** Resolves when `key` is deleted after revision `after`, or when one of `signals` aborts. */
+  waitForDelete(key: Buffer, after: bigint, signals: readonly AbortSignal[], what: string): Promise<void>;
+}
+
+let nonce = 0;
+const instance = Math.random().toString(36).slice(2, 8);
+
+function waiterKey(host: LockHost, name: string, session: EtcdSession): Buffer {
+  return Buffer.concat([host.keys.lockKey(name, session.id), Buffer.from(`-${instance}${(++nonce).toString(36)}`)]);
+}
+
+function rangeOf(res: ITxnResponse, i: number): IRangeResponse | undefined {
+  return res.responses[i]?.response_range;
+}
+
+/** Deletes our waiter key if it is still ours; failures are logged (the lease removes it in the end). */
+async function withdraw(host: LockHost, key: Buffer, createRevision: bigint | undefined, what: string): Promise<void> {
+  try {
+    await host.txn(
+      {
+        compare: createRevision === undefined ? [] : [{ key, target: 'Create', result: 'Equal', create_revision: createRevision.toString() }],
+        success: [{ request_delete_range: { key } }],
+      },
+      'write',
+      what,
+    );
+  } catch (err) {
+    host.logger.warn('could not remove a lock waiter key; it goes when its session ends', { key: key.toString(), error: (err as Error).message });
+  }
+}
+
+/** Runs `work` unless a signal aborts first; then rejects with that signal's error. */
+function raceSignals<T>(work: Promise<T>, stops: readonly { signal: AbortSignal; error: () => Error }[]): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const listeners: (() => void)[] = [];
+    const cleanup = (): void => {
+      stops.forEach((s, i) => s.signal.removeEventListener('abort', listeners[i] as () => void));
+    };
+    for (const stop of stops) {
+      const onAbort = (): void => {
+        cleanup();
+        reject(stop.error());
+      };
+      listeners.push(onAbort);
+      if (stop.signal.aborted) {
+        cleanup();
+        reject(stop.error());
+        return;
+      }
+      stop.signal.addEventListener('abort', onAbort, { once: true });
+    }
+    work.then(
+      (v) => {
+        cleanup();
+        resolve(v);
+      },
+      (err: unknown) => {
+        cleanup();
+        reject(err);
+      },
+    );
+  });
+}
+
+export async function acquireLock(host: LockHost, name: string, session: EtcdSession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {
+  const what = `acquire of lock ${JSON.stringify(name)}`;
+  const key = waiterKey(host, name, session);
+  const range = host.keys.lockRange(name);
+  const stops = [
+    ...(signal ? [{ signal, error: () => abortError(signal, what) }] : []),
+    { signal: session.lost, error: () => new LeaseLostError(`${what}: session ${session.id} was lost while waiting`, { cause: session.lost.reason }) },
+    { signal: host.closed, error: () => new ClosedError(`${what}: the etcd coordinator was closed while waiting`) },
+  ];
+  const stopSignals = stops.map((s) => s.signal);
+
+  let token: bigint;
+  try {
+    // Not raced with the signals: a put still in flight after we gave up would leave a
+    // waiter key behind that blocks everyone after it until the session ends.
+    const put = await host.txn({ success: [{ request_put: { key, value: Buffer.from(owner), lease: session.id } }] }, 'write', what);
+    token = BigInt(put.header.revision);
+  } catch (err) {
+    if (TaskGraphError.is(err, ErrorCodes.Indeterminate)) await withdraw(host, key, undefined, `${what} (withdrawing)`);
+    throw err;
+  }
+  try {
+    for (;;) {
+      // One snapshot: the waiter just before ours, and whether ours still exists.
+      const res = await raceSignals(
+        host.txn(
+          {
+            success: [
+              {
+                request_range: {
+                  key: range.start,
+                  range_end: range.end,
+                  max_create_revision: (token - 1n).toString(),
+                  sort_target: 'Create',
+                  sort_order: 'Descend',
+                  limit: 1,
+                  keys_only: true,
+                },
+              },
+              { request_range: { key, keys_only: true } },
+            ],
+          },
+          'read',
+          what,
+        ),
+        stops,
+      );
+      const ours = rangeOf(res, 1)?.kvs[0];
+      if (!ours || BigInt(ours.create_revision) !== token) {
+        throw new LeaseLostError(`${what}: our waiter key is gone (session ${session.id}'s lease expired or was revoked)`);
+      }
+      const before = rangeOf(res, 0)?.kvs[0];
+      if (!before) break;
+      await raceSignals(host.waitForDelete(before.key, BigInt(res.header.revision), stopSignals, what), stops);
+    }
+  } catch (err) {
+    await withdraw(host, key, token, `${what} (withdrawing)`);
+    throw err;
+  }
+  return new EtcdLock(host, name, owner, token, session, key);
+}
+
+export async function tryAcquireLock(host: LockHost, name: string, session: EtcdSession, owner: string): Promise<Lock | undefined> {
+  const what = `tryAcquire of lock ${JSON.stringify(name)}`;
+  const key = waiterKey(host, name, session);
+  const range = host.keys.lockRange(name);
+  // The compare covers the whole range: it holds only when no key is in it, so the
+  // lock is taken only when nobody holds it nor waits for it, in one step.
+  const res = await host.txn(
+    {
+      compare: [{ key: range.start, range_end: range.end, target: 'Create', result: 'Equal', create_revision: 0 }],
+      success: [{ request_put: { key, value: Buffer.from(owner), lease: session.id } }],
+    },
+    'write',
+    what,
+  );
+  if (!res.succeeded) return undefined;
+  return new EtcdLock(host, name, owner, BigInt(res.header.revision), session, key);
+}
+
+export async function lockHolder(host: LockHost, name: string): Promise<LockHolder | undefined> {
+  const range = host.keys.lockRange(name);
+  const res = await host.txn(
+    { success: [{ request_range: { key: range.start, range_end: range.end, sort_target: 'Create', sort_order: 'Ascend', limit: 1 } }] },
+    'read',
+    `holder of lock ${JSON.stringify(name)}`,
+  );
+  const first: IKeyValue | undefined = rangeOf(res, 0)?.kvs[0];
+  return first && { owner: first.value.toString('utf8'), token: BigInt(first.create_revision) };
+}
+
+class EtcdLock implements Lock {
+  readonly name: string;
+  readonly owner: string;
+  readonly token: bigint;
+  readonly #host: LockHost;
+  readonly #session: EtcdSession;
+  readonly #key: Buffer;
+  readonly #lost = new AbortController();
+  readonly #onSessionLost = (): void => {
+    this.#lost.abort(new LeaseLostError(`lock ${JSON.stringify(this.name)} is lost with session ${this.#session.id}`, { cause: this.#session.lost.reason }));
+  };
+  #released = false;
+
+  constructor(host: LockHost, name: string, owner: string, token: bigint, session: EtcdSession, key: Buffer) {
+    this.#host = host;
+    this.name = name;
+    this.owner = owner;
+    this.token = token;
+    this.#session = session;
+    this.#key = key;
+    if (session.lost.aborted) this.#onSessionLost();
+    else session.lost.addEventListener('abort', this.#onSessionLost, { once: true });
+  }
+
+  get lost(): AbortSignal {
+    return this.#lost.signal;
+  }
+
+  async release(): Promise<void> {
+    if (this.#released) return;
+    if (!this.#session.isLost()) {
+      await this.#host.txn(
+        {
+          compare: [{ key: this.#key, target: 'Create', result: 'Equal', create_revision: this.token.toString() }],
+          success: [{ request_delete_range: { key: this.#key } }],
+        },
+        'write',
+        `release of lock ${JSON.stringify(this.name)}`,
+      );
+    }
+    this.#released = true;
+    this.#session.lost.removeEventListener('abort', this.#onSessionLost);
+    if (!this.#lost.signal.aborted) this.#lost.abort(new ClosedError(`lock ${JSON.stringify(this.name)} was released`));
+  }
+}
