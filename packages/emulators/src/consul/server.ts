@@ -5,6 +5,7 @@
  */
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { realClock } from './clock.js';
 import type { EmulatorClock, EmulatorTimerHandle } from './clock.js';
@@ -43,6 +44,16 @@ export interface ConsulEmulatorOptions {
   readonly defaultQueryTimeMs?: number;
   /** The Raft index before the first write. Default 10. */
   readonly initialIndex?: number;
+  /** Serve HTTPS (Consul's `https` port); with `ca` and `requireClientCert`, verify client certificates too. */
+  readonly tls?: ConsulEmulatorTls;
+}
+
+export interface ConsulEmulatorTls {
+  readonly key: string | Buffer;
+  readonly cert: string | Buffer;
+  readonly ca?: string | Buffer;
+  /** Consul's verify_incoming: refuse clients without a certificate signed by `ca`. */
+  readonly requireClientCert?: boolean;
 }
 
 /** What the emulator does wrong on purpose. Change the fields at any time. */
@@ -189,7 +200,8 @@ export class ConsulEmulator {
   readonly faults: ConsulFaults = { unavailable: false, delayMs: 0, delayAnswerMs: 0, dropAnswers: 0 };
   /** The state behind the HTTP API, for tests that inspect it directly. */
   readonly store: ConsulStore;
-  readonly #options: Required<Omit<ConsulEmulatorOptions, 'aclToken' | 'port'>> & { aclToken: string | undefined };
+  readonly #options: Required<Omit<ConsulEmulatorOptions, 'aclToken' | 'port' | 'tls'>> & { aclToken: string | undefined };
+  readonly #tls: ConsulEmulatorTls | undefined;
   readonly #clock: EmulatorClock;
   readonly #waiters = new Set<Waiter>();
   readonly #sockets = new Set<Socket>();
@@ -203,6 +215,7 @@ export class ConsulEmulator {
   constructor(options: ConsulEmulatorOptions = {}) {
     this.#clock = options.clock ?? realClock;
     this.#port = options.port ?? 0;
+    this.#tls = options.tls;
     this.#options = {
       host: options.host ?? '127.0.0.1',
       clock: this.#clock,
@@ -243,7 +256,7 @@ export class ConsulEmulator {
   /** `http://host:port`, usable as soon as the emulator has started. */
   get url(): string {
     const host = this.#options.host.includes(':') ? `[${this.#options.host}]` : this.#options.host;
-    return `http://${host}:${this.#port}`;
+    return `${this.#tls ? 'https' : 'http'}://${host}:${this.#port}`;
   }
 
   /** Whether it is listening now. */
@@ -265,9 +278,23 @@ export class ConsulEmulator {
   async start(): Promise<void> {
     if (this.#closed) throw new Error('the Consul emulator was closed');
     if (this.#server) return;
-    const server = createServer((req, res) => this.#handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res);
+    const tls = this.#tls;
+    const server: Server = tls
+      ? createTlsServer(
+          {
+            key: tls.key,
+            cert: tls.cert,
+            ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+            requestCert: tls.requireClientCert === true,
+            rejectUnauthorized: tls.requireClientCert === true,
+          },
+          handler,
+        )
+      : createServer(handler);
     server.keepAliveTimeout = 30_000;
-    server.on('connection', (socket) => {
+    // The raw TCP socket, also under TLS: destroying it ends a handshake in progress too.
+    server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
       socket.on('close', () => this.#sockets.delete(socket));
     });
@@ -484,10 +511,10 @@ export class ConsulEmulator {
     timeout += this.#options.random() * (timeout / 16);
 
     await new Promise<void>((resolve) => {
-      let timer: EmulatorTimerHandle | undefined;
+      const state: { timer?: EmulatorTimerHandle } = {};
       const finish = (): void => {
         this.#waiters.delete(waiter);
-        if (timer !== undefined) this.#clock.clearTimeout(timer);
+        if (state.timer !== undefined) this.#clock.clearTimeout(state.timer);
         res.off('close', finish);
         resolve();
       };
@@ -498,8 +525,8 @@ export class ConsulEmulator {
         },
       };
       this.#waiters.add(waiter);
-      timer = this.#clock.setTimeout(finish, timeout);
-      timer.unref?.();
+      state.timer = this.#clock.setTimeout(finish, timeout);
+      state.timer.unref?.();
       res.once('close', finish);
     });
     return answer();
