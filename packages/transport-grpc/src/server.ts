@@ -279,7 +279,8 @@ export class GrpcTransportServer implements TransportServer {
 
   async #shutdown(graceMs: number): Promise<void> {
     const drained = new Promise<void>((resolve) => this.#server.tryShutdown(() => resolve()));
-    let drainedInTime = await settlesWithin(drained, graceMs);
+    // graceMs 0 is a hard stop: no waiting at all, the connections are destroyed at once.
+    let drainedInTime = graceMs > 0 && (await settlesWithin(drained, graceMs));
     const reason = new ClosedError(`the server at ${this.address} is closed`);
     // Retryable, so the caller moves on to the task's next owner; the handler may have
     // run in part (data requests are at-least-once), which details.maybeDelivered says.
@@ -288,7 +289,7 @@ export class GrpcTransportServer implements TransportServer {
     });
     if (!drainedInTime) {
       for (const entry of [...this.#inFlight]) entry.cutOff(reason, answer);
-      drainedInTime = await settlesWithin(drained, FLUSH_MS);
+      if (graceMs > 0) drainedInTime = await settlesWithin(drained, FLUSH_MS);
     }
     if (!drainedInTime) this.#server.forceShutdown();
     // Whatever is still open lost its connection to the forced shutdown: stop its handler.
