@@ -340,6 +340,10 @@ export class MemoryCoordinator implements Coordinator {
       signal?.addEventListener('abort', onAbort, { once: true });
       own.lost.addEventListener('abort', onLost, { once: true });
       closeSignal.addEventListener('abort', onClose, { once: true });
+      // Any of them may have aborted while the gate was awaited; a listener added late never fires.
+      if (signal?.aborted) return onAbort();
+      if (own.isLost()) return onLost();
+      if (closeSignal.aborted) return onClose();
       try {
         request = this.store.requestLock({ name: stored, sessionId: own.id, owner }, onGrant, fail);
       } catch (err) {

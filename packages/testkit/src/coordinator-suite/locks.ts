@@ -195,7 +195,14 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
     await la.release();
     const lc = await eventually('a third client takes the lock the aborted waiter left', t.settings.eventuallyMs, () => c.tryAcquire('l/abort', sc));
     assert.equal((await b.holder('l/abort'))?.owner, sc.id);
+    // Aborted in the same tick as the call: the acquire must still notice, whatever it was awaiting then.
+    const quick = t.controller();
+    const racing = watchAcquire(b.acquire('l/abort', sb, { signal: quick.signal }));
+    quick.abort();
+    await eventually('the acquire aborted in the same tick settles', t.settings.eventuallyMs, () => racing.settled());
+    assertCode(racing.error(), 'ABORTED', 'an acquire aborted in the same tick');
     await lc.release();
+    await eventually('the lock is free: the aborted waiter took nothing', t.settings.eventuallyMs, async () => (await c.holder('l/abort')) === undefined);
   });
 
   test('acquire with an already aborted signal rejects at once and takes nothing', async (t) => {

@@ -1,0 +1,220 @@
+import { describe, expect, it } from 'vitest';
+import { TaskGraphError } from '@taskgraph/api';
+import { ManualClock } from '@taskgraph/testkit';
+import { MemoryStore, compareKeys } from '../src/index.js';
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+const code = (e: unknown): string | undefined => (TaskGraphError.is(e) ? e.code : undefined);
+
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a throw');
+}
+
+describe('MemoryStore sessions on a ManualClock', () => {
+  it('expires a session exactly ttl after its last keepalive, not a millisecond before', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const id = store.openSession(1000);
+    await clock.advance(999);
+    expect(store.hasSession(id)).toBe(true);
+    await clock.advance(1);
+    expect(store.hasSession(id)).toBe(false);
+    expect(clock.pendingTimers()).toEqual([]);
+  });
+
+  it('a keepalive moves the expiry to ttl after it', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const id = store.openSession(1000);
+    await clock.advance(600);
+    store.keepalive(id);
+    expect(store.sessionInfo(id)).toMatchObject({ lastKeepaliveAt: 600, expiresAt: 1600, keepalives: 1 });
+    await clock.advance(999);
+    expect(store.hasSession(id)).toBe(true);
+    await clock.advance(1);
+    expect(store.hasSession(id)).toBe(false);
+    expect(code(thrown(() => store.keepalive(id)))).toBe('LEASE_LOST');
+  });
+
+  it('an ending session deletes all its keys in one revision, keeps other keys, and tells its listeners', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const id = store.openSession(500);
+    store.create('a', bytes('a'), id);
+    store.create('b', bytes('b'), id);
+    store.create('plain', bytes('p'));
+    const ends: string[] = [];
+    store.onSessionEnd(id, (end) => ends.push(end));
+    const before = store.revision;
+    await clock.advance(500);
+    expect(ends).toEqual(['expired']);
+    expect(store.revision).toBe(before + 1);
+    expect(store.nextChange(before, '')).toEqual({
+      revision: before + 1,
+      events: [
+        { type: 'delete', key: 'a' },
+        { type: 'delete', key: 'b' },
+      ],
+    });
+    expect(store.entries().map((e) => e.key)).toEqual(['plain']);
+  });
+
+  it('creating with an unknown or ended session is LeaseLost and writes nothing', () => {
+    const store = new MemoryStore();
+    const id = store.openSession(500);
+    expect(store.closeSession(id)).toBe(true);
+    expect(store.closeSession(id)).toBe(false);
+    expect(code(thrown(() => store.create('k', bytes('v'), id)))).toBe('LEASE_LOST');
+    expect(store.revision).toBe(0);
+  });
+
+  it('update keeps the session; delete detaches the key from it', () => {
+    const store = new MemoryStore();
+    const id = store.openSession(500);
+    const v = store.create('kept', bytes('1'), id);
+    store.update('kept', bytes('2'), v);
+    const d = store.create('dropped', bytes('1'), id);
+    store.delete('dropped', d);
+    expect(store.sessionInfo(id)?.keys).toEqual(['kept']);
+    store.closeSession(id);
+    expect(store.entries()).toEqual([]);
+  });
+});
+
+describe('MemoryStore history', () => {
+  it('keeps historyLimit revisions; resuming from before them is Compacted', () => {
+    const store = new MemoryStore({ historyLimit: 5 });
+    let v = store.create('k', bytes('0'));
+    for (let i = 1; i < 10; i++) v = store.update('k', bytes(String(i)), v);
+    expect(store.revision).toBe(10);
+    expect(store.compactedRevision).toBe(5);
+    expect(store.nextChange(5, 'k')?.revision).toBe(6);
+    const err = thrown(() => store.nextChange(4, 'k'));
+    expect(code(err)).toBe('COMPACTED');
+    expect((err as TaskGraphError).details).toMatchObject({ revision: '4', compacted: '5' });
+  });
+
+  it('compact() drops history up to a revision; later revisions stay resumable', () => {
+    const store = new MemoryStore();
+    let v = store.create('k', bytes('0'));
+    for (let i = 1; i < 4; i++) v = store.update('k', bytes(String(i)), v);
+    store.compact(2);
+    expect(code(thrown(() => store.nextChange(1, '')))).toBe('COMPACTED');
+    expect(store.nextChange(2, '')?.revision).toBe(3);
+    store.compact();
+    expect(code(thrown(() => store.nextChange(3, '')))).toBe('COMPACTED');
+    expect(store.nextChange(4, '')).toBeUndefined();
+    expect(code(thrown(() => store.compact(99)))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('resuming from a revision the store has not reached is InvalidArgument', () => {
+    const store = new MemoryStore();
+    store.create('k', bytes('0'));
+    expect(code(thrown(() => store.nextChange(2, '')))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('deletePrefix is one revision, and none when nothing matches', () => {
+    const store = new MemoryStore();
+    for (const k of ['p/a', 'p/b', 'q/a']) store.create(k, bytes(k));
+    const r = store.revision;
+    store.deletePrefix('p/');
+    expect(store.revision).toBe(r + 1);
+    expect(store.nextChange(r, '')?.events).toEqual([
+      { type: 'delete', key: 'p/a' },
+      { type: 'delete', key: 'p/b' },
+    ]);
+    store.deletePrefix('p/');
+    expect(store.revision).toBe(r + 1);
+  });
+
+  it('nextChange skips revisions with nothing under the prefix', () => {
+    const store = new MemoryStore();
+    store.create('a/1', bytes('1'));
+    store.create('b/1', bytes('1'));
+    store.create('a/2', bytes('2'));
+    expect(store.nextChange(1, 'a/')?.revision).toBe(3);
+    expect(store.nextChange(3, 'a/')).toBeUndefined();
+  });
+
+  it('rejects a bad historyLimit', () => {
+    expect(code(thrown(() => new MemoryStore({ historyLimit: 0 })))).toBe('INVALID_ARGUMENT');
+    expect(code(thrown(() => new MemoryStore({ historyLimit: 1.5 })))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('stores copies: changing the caller\'s buffer or a returned value changes nothing', () => {
+    const store = new MemoryStore();
+    const input = bytes('abc');
+    store.create('k', input);
+    input[0] = 0;
+    const out = store.get('k');
+    if (out) out.value[1] = 0;
+    expect(new TextDecoder().decode(store.get('k')?.value)).toBe('abc');
+  });
+});
+
+describe('MemoryStore locks', () => {
+  it('grants in arrival order, each grant a new revision, so tokens strictly increase', () => {
+    const store = new MemoryStore();
+    const s = [store.openSession(1000), store.openSession(1000), store.openSession(1000)];
+    const grants: [string, bigint][] = [];
+    const reqs = s.map((sessionId, i) =>
+      store.requestLock({ name: 'L', sessionId, owner: `o${i}` }, (token) => grants.push([`o${i}`, token]), () => undefined),
+    );
+    expect(grants.map(([o]) => o)).toEqual(['o0']);
+    expect(store.lockWaiters('L')).toBe(2);
+    expect(store.tryLock({ name: 'L', sessionId: s[2] as string, owner: 'x' })).toBeUndefined();
+    const first = grants[0] as [string, bigint];
+    expect(store.releaseLock('L', s[0] as string, first[1])).toBe(true);
+    expect(grants.map(([o]) => o)).toEqual(['o0', 'o1']);
+    store.closeSession(s[1] as string);
+    expect(grants.map(([o]) => o)).toEqual(['o0', 'o1', 'o2']);
+    const tokens = grants.map(([, t]) => t);
+    expect(tokens[1] as bigint).toBeGreaterThan(tokens[0] as bigint);
+    expect(tokens[2] as bigint).toBeGreaterThan(tokens[1] as bigint);
+    expect(store.lockHolder('L')).toEqual({ owner: 'o2', token: tokens[2], sessionId: s[2] });
+    expect(reqs).toHaveLength(3);
+  });
+
+  it('a cancelled request leaves the queue; a waiter whose session ends is rejected with LeaseLost', () => {
+    const store = new MemoryStore();
+    const [a, b, c] = [store.openSession(1000), store.openSession(1000), store.openSession(1000)];
+    store.requestLock({ name: 'L', sessionId: a, owner: 'a' }, () => undefined, () => undefined);
+    const rb = store.requestLock({ name: 'L', sessionId: b, owner: 'b' }, () => undefined, () => undefined);
+    const rejected: unknown[] = [];
+    store.requestLock({ name: 'L', sessionId: c, owner: 'c' }, () => undefined, (err) => rejected.push(err));
+    expect(store.cancelLockRequest(rb)).toBe(true);
+    expect(store.cancelLockRequest(rb)).toBe(false);
+    store.expireSession(c);
+    expect(rejected.map(code)).toEqual(['LEASE_LOST']);
+    expect(store.lockWaiters('L')).toBe(0);
+    store.closeSession(a);
+    expect(store.lockHolder('L')).toBeUndefined();
+  });
+
+  it('release by a non-holder or with a wrong token does nothing', () => {
+    const store = new MemoryStore();
+    const a = store.openSession(1000);
+    const b = store.openSession(1000);
+    const token = store.tryLock({ name: 'L', sessionId: a, owner: 'a' });
+    expect(token).toBeDefined();
+    expect(store.releaseLock('L', b, token as bigint)).toBe(false);
+    expect(store.releaseLock('L', a, (token as bigint) + 1n)).toBe(false);
+    expect(store.lockHolder('L')?.owner).toBe('a');
+  });
+});
+
+describe('compareKeys', () => {
+  it('orders by code point, which is UTF-8 byte order, unlike UTF-16 string order', () => {
+    const keys = ['\uffef', '😀', 'a', 'é', 'Z'];
+    const byBytes = [...keys].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    expect([...keys].sort(compareKeys)).toEqual(byBytes);
+    expect([...keys].sort()).not.toEqual(byBytes);
+    expect(compareKeys('a', 'ab')).toBeLessThan(0);
+    expect(compareKeys('ab', 'ab')).toBe(0);
+  });
+});
