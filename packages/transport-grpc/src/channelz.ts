@@ -23,9 +23,14 @@ function ask<K extends HandlerName>(name: K, request: RequestOf<K>): ResponseOf<
     callback: (err: unknown, value?: ResponseOf<K> | null) => void,
   ) => void;
   let out: ResponseOf<K> | undefined;
-  handler({ request }, (err, value) => {
-    if (err === null && value !== null && value !== undefined) out = value;
-  });
+  try {
+    handler({ request }, (err, value) => {
+      if (err === null && value !== null && value !== undefined) out = value;
+    });
+  } catch {
+    // grpc-js throws describing a session whose socket is already gone: it is closed.
+    return undefined;
+  }
   return out;
 }
 
@@ -40,9 +45,11 @@ export interface ConnectionInfo {
   readonly streamsStarted: number;
 }
 
-function describeSocket(id: string): ConnectionInfo {
+/** The socket's description, or undefined when it is closed or gone. */
+function describeSocket(id: string): ConnectionInfo | undefined {
   const socket = ask('GetSocket', { socket_id: id, summary: false } as RequestOf<'GetSocket'>)?.socket;
-  const tcp = socket?.remote?.tcpip_address;
+  if (socket === undefined || socket === null) return undefined;
+  const tcp = socket.remote?.tcpip_address;
   let remote: string | undefined;
   if (tcp?.ip_address) {
     const ip = Buffer.from(tcp.ip_address as Uint8Array);
@@ -52,8 +59,8 @@ function describeSocket(id: string): ConnectionInfo {
   return {
     id,
     remote,
-    keepalivesSent: Number(socket?.data?.keep_alives_sent ?? 0),
-    streamsStarted: Number(socket?.data?.streams_started ?? 0),
+    keepalivesSent: Number(socket.data?.keep_alives_sent ?? 0),
+    streamsStarted: Number(socket.data?.streams_started ?? 0),
   };
 }
 
@@ -77,7 +84,8 @@ export function serverConnections(server: Server): ConnectionInfo[] {
     if (page === undefined) return out;
     for (const r of page.socket_ref ?? []) {
       const id = String(r.socket_id);
-      out.push(describeSocket(id));
+      const info = describeSocket(id);
+      if (info !== undefined) out.push(info);
       start = Number(id) + 1;
     }
     if (page.end !== false || (page.socket_ref ?? []).length === 0) return out;
@@ -91,7 +99,10 @@ export function clientConnections(client: Client): ConnectionInfo[] {
   const out: ConnectionInfo[] = [];
   for (const sub of channel?.subchannel_ref ?? []) {
     const subchannel = ask('GetSubchannel', { subchannel_id: String(sub.subchannel_id) } as RequestOf<'GetSubchannel'>)?.subchannel;
-    for (const s of subchannel?.socket_ref ?? []) out.push(describeSocket(String(s.socket_id)));
+    for (const s of subchannel?.socket_ref ?? []) {
+      const info = describeSocket(String(s.socket_id));
+      if (info !== undefined) out.push(info);
+    }
   }
   return out;
 }

@@ -96,6 +96,27 @@ describe('channels and connections', () => {
     expect(caller.stats().channels).toBe(1);
   });
 
+  it('forget(address) lets calls in flight on the channel finish, then its connection closes', async () => {
+    let release: (() => void) | undefined;
+    const server = await (await transport()).listen({
+      methods: ['Slow'],
+      handler: async (req) => {
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        return req.payload;
+      },
+    });
+    const caller = await transport();
+    const pending = caller.call(server.address, 'Slow', meta(), bytes('kept'), opts);
+    await waitFor(() => release !== undefined, 10_000, 'the call to be in flight');
+    caller.forget(server.address);
+    expect(caller.stats().channels).toBe(0);
+    release?.();
+    expect(text(await pending)).toBe('kept');
+    await waitFor(() => server.stats().connections.length === 0, 10_000, 'the forgotten connection to close');
+  });
+
   it('close() closes every channel and server, leaves no sockets, and refuses further use', async () => {
     // The previous test's sockets may still be closing: they count in the baseline.
     const baseline = socketHandles();
