@@ -34,12 +34,14 @@ export interface ServerContext {
   readonly onClosed: (server: LocalServer) => void;
 }
 
-export class LocalServer implements TransportServer, Endpoint {
+export class LocalServer implements TransportServer {
   readonly address: string;
   readonly #name: string;
   readonly #handler: RequestHandler;
   readonly #context: ServerContext;
   readonly #inFlight = new Set<InboundCall>();
+  /** What the network delivers to; kept off the public surface. */
+  readonly #endpoint: Endpoint;
   #methods: ReadonlySet<string>;
   #closing: Promise<void> | undefined;
   /** Ends the grace period early: the last call finished, or the transport is closing. */
@@ -50,7 +52,8 @@ export class LocalServer implements TransportServer, Endpoint {
     this.#context = context;
     this.#handler = handler;
     this.#methods = new Set(methods);
-    this.#name = context.board.register(name, this);
+    this.#endpoint = { accept: (exchange) => this.#accept(exchange) };
+    this.#name = context.board.register(name, this.#endpoint);
     this.address = addressOf(this.#name);
   }
 
@@ -83,7 +86,7 @@ export class LocalServer implements TransportServer, Endpoint {
     if (typeof graceMs !== 'number' || !(graceMs >= 0) || Number.isNaN(graceMs)) {
       return Promise.reject(new InvalidArgumentError(`graceMs must be a non-negative number, got ${String(graceMs)}`));
     }
-    this.#context.board.unregister(this.#name, this);
+    this.#context.board.unregister(this.#name, this.#endpoint);
     this.#closing = this.#drain(graceMs);
     return this.#closing;
   }
@@ -111,7 +114,7 @@ export class LocalServer implements TransportServer, Endpoint {
     this.#context.onClosed(this);
   }
 
-  accept(exchange: Exchange): 'delivered' | 'rejected' {
+  #accept(exchange: Exchange): 'delivered' | 'rejected' {
     const board = this.#context.board;
     if (!this.#methods.has(exchange.method)) {
       board.reply(exchange, errorAnswer(new MethodNotFoundError(`${this.address} does not serve method "${exchange.method}"`)));
