@@ -18,7 +18,7 @@ import type { Exchange, WireAnswer } from './wire.js';
 import { copyBytes, errorAnswer } from './wire.js';
 
 /** How long `close()` lets calls in flight finish when no graceMs is given. */
-export const DEFAULT_GRACE_MS = 1_000;
+export const DEFAULT_GRACE_MS = 5_000;
 
 export function checkMethods(methods: unknown): readonly string[] {
   if (!Array.isArray(methods)) throw new InvalidArgumentError('methods must be an array of method names');
