@@ -120,6 +120,7 @@ export class MemorySession implements Session {
   #armDeadline(): void {
     if (this.#deadlineTimer !== undefined) this.host.clock.clearTimeout(this.#deadlineTimer);
     this.#deadlineTimer = undefined;
+    if (this.lost.aborted) return;
     const wait = this.deadline - this.host.clock.now();
     if (wait <= 0) {
       this.#lose(this.#deadlineError());

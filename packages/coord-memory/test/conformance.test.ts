@@ -14,7 +14,7 @@ coordinatorSuite(
   async (namespace) => new MemoryCoordinator({ store, namespace }),
   {
     name: 'memory',
-    sessionTtlMs: 400,
+    sessionTtlMs: 500,
     compact: async () => store.compact(),
     expireSession: async (c, session) => {
       asMemory(c).expireSession(session);

@@ -48,6 +48,11 @@ export interface SuiteSettings {
   readonly concurrency: number;
   readonly runId: string;
   nextNamespace(): string;
+  /**
+   * A timeout for a test that waits `ttls` session TTLs: the test timeout plus that
+   * many TTLs, doubled for backends that expire late (Consul's expiryFactor is 2).
+   */
+  ttlTimeout(ttls: number): number;
 }
 
 export function resolveSettings(factory: CoordinatorSuiteFactory, options: CoordinatorSuiteOptions): SuiteSettings {
@@ -63,6 +68,7 @@ export function resolveSettings(factory: CoordinatorSuiteFactory, options: Coord
     concurrency: options.concurrency ?? 24,
     runId,
     nextNamespace: () => `tg-${label}-${runId}-${++n}`,
+    ttlTimeout: (ttls) => (options.testTimeoutMs ?? 30_000) * scale + ttls * options.sessionTtlMs * 2 * scale,
   };
 }
 
@@ -142,8 +148,13 @@ export class TestContext {
 }
 
 /** Declares one suite test: a fresh context, disposed however the test ends. */
-export function defineTest(api: TestApi, settings: SuiteSettings) {
-  return (name: string, fn: (t: TestContext) => Promise<void>, timeoutMs = settings.timeoutMs): void => {
+export interface DefineTest {
+  (name: string, fn: (t: TestContext) => Promise<void>, timeoutMs?: number): void;
+  readonly settings: SuiteSettings;
+}
+
+export function defineTest(api: TestApi, settings: SuiteSettings): DefineTest {
+  const test = (name: string, fn: (t: TestContext) => Promise<void>, timeoutMs = settings.timeoutMs): void => {
     api.it(
       name,
       async () => {
@@ -159,6 +170,5 @@ export function defineTest(api: TestApi, settings: SuiteSettings) {
       timeoutMs,
     );
   };
+  return Object.assign(test, { settings });
 }
-
-export type DefineTest = ReturnType<typeof defineTest>;

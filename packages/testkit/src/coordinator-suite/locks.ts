@@ -109,7 +109,7 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
       await eventually('the old lock is lost', bound, () => la.lost.aborted);
       assertCode(la.lost.reason, 'LEASE_LOST', 'the old lock\'s lost reason');
       assert.ok((waiting.lock()?.token ?? 0n) > la.token);
-    });
+    }, test.settings.ttlTimeout(4));
 
     test('a waiting acquire rejects with LeaseLost when its own session expires, and takes nothing', async (t) => {
       const a = await t.client();
@@ -123,7 +123,7 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
       assertCode(waiting.error(), 'LEASE_LOST', 'a waiting acquire whose session expired');
       await la.release();
       await eventually('nobody holds the lock', t.settings.eventuallyMs, async () => (await a.holder('l/wexp')) === undefined);
-    });
+    }, test.settings.ttlTimeout(4));
   } else {
     test('hand-over on the holder\'s session expiry (no expireSession hook: hand-over on close is checked instead)', async (t) => {
       const a = await t.client();

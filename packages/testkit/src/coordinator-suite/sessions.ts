@@ -54,7 +54,7 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
       assert.ok(await observer.get('alive/a'), 'the ephemeral key is still there');
     }
     assert.equal(s.isLost(), false);
-  });
+  }, test.settings.ttlTimeout(8));
 
   test('an updated ephemeral key keeps its session: it still vanishes when the session closes', async (t) => {
     const c = await t.client();
@@ -102,7 +102,7 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
       await rejectsWith(() => c.create('exp/b', bytes('b'), { session: s }), 'LEASE_LOST', 'create with an expired session');
       assert.ok(await observer.get('exp/plain'), 'a key without a session stays');
       await s.close();
-    });
+    }, test.settings.ttlTimeout(4));
   } else {
     test('server-side expiry (no expireSession hook: only close-driven removal is checked here)', async (t) => {
       const c = await t.client();
@@ -139,13 +139,13 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
       });
       assert.equal(s.isLost(), true, 'a lost session stays lost after healing');
       await rejectsWith(() => c.create('part/c', bytes('c'), { session: s }), 'LEASE_LOST', 'create with the lost session after healing');
-    });
+    }, test.settings.ttlTimeout(12));
   } else {
     test('session loss by the local deadline (no partition hook: not exercised; only isLost() on a live session is checked)', async (t) => {
       const c = await t.client();
       const s = await c.openSession({ ttlMs: t.options.sessionTtlMs });
       await sleep(s.ttlMs);
       assert.equal(s.isLost(), false, 'a kept-alive session is not lost after one TTL');
-    });
+    }, test.settings.ttlTimeout(2));
   }
 }
