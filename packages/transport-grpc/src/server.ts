@@ -143,6 +143,7 @@ export class GrpcTransportServer implements TransportServer {
 
   serve(methods: readonly string[]): void {
     const next = checkMethods(methods);
+    // A closing server takes no new calls whatever it serves; shutdown paths may still call this.
     if (this.#closing !== undefined) return;
     this.#apply(next);
   }
