@@ -228,8 +228,21 @@ export function keyTests(test: DefineTest): void {
     await other.create('shared/x', bytes('from other'));
     assert.equal(text((await a.get('shared/x'))?.value ?? bytes('')), 'from a');
     assert.equal(text((await other.get('shared/x'))?.value ?? bytes('')), 'from other');
+    const otherLog = consumeWatch(t, other, 'shared/', (await other.list('shared/')).revision);
+    const mine = consumeWatch(t, a, 'shared/', (await a.list('shared/')).revision);
+    await a.create('shared/y', bytes('from a'));
+    await other.create('shared/z', bytes('from other'));
     await other.deletePrefix('shared/');
     assert.equal(text((await b.get('shared/x'))?.value ?? bytes('')), 'from a');
+    await eventually('each watch saw its own namespace\'s writes', t.settings.eventuallyMs, () =>
+      mine.events.some((e) => e.key === 'shared/y') && otherLog.events.some((e) => e.type === 'delete' && e.key === 'shared/z'),
+    );
+    assert.deepEqual(
+      mine.events.map((e) => `${e.type} ${e.key}`),
+      ['put shared/y'],
+      'a watch sees nothing of another namespace',
+    );
+    assert.ok(!otherLog.events.some((e) => e.key === 'shared/y'), 'nor the other way round');
   });
 
   test('list returns every key under the prefix, sorted in UTF-8 byte order, and nothing else', async (t) => {
@@ -311,6 +324,8 @@ export function keyTests(test: DefineTest): void {
     for (const key of ['dp/a', 'dp/b/c', 'dp/b/d', 'dp2/a', 'dq']) await c.create(key, bytes(key));
     const s = await c.openSession({ ttlMs: t.options.sessionTtlMs });
     await c.create('dp/ephemeral', bytes('e'), { session: s });
+    const start = await c.list('dp');
+    const log = consumeWatch(t, c, 'dp', start.revision);
     await c.deletePrefix('dp/');
     assert.deepEqual((await c.list('dp/')).entries, []);
     assert.deepEqual(
@@ -318,6 +333,11 @@ export function keyTests(test: DefineTest): void {
       ['dp2/a'],
     );
     assert.ok(await c.get('dq'), 'a key outside the prefix stays');
+    const removed = ['dp/a', 'dp/b/c', 'dp/b/d', 'dp/ephemeral'];
+    await eventually('a watcher saw a delete for every key deletePrefix removed', t.settings.eventuallyMs, () =>
+      removed.every((k) => log.events.some((e) => e.type === 'delete' && e.key === k)),
+    );
+    assert.ok(!log.events.some((e) => e.key === 'dp2/a'), 'nothing happened to dp2/a');
     await c.create('dp/ephemeral', bytes('again, without a session'));
     await s.close();
     assert.equal(
