@@ -3,3 +3,4 @@
  * application (the demo behind `npm start`, and the job of the scenario suites).
  */
 export * from './regression.js';
+export { regressionApp } from './app.js';

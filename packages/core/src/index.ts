@@ -19,3 +19,5 @@ export { sleep, Backoff } from './async.js';
 export { LocalCluster } from './local-cluster.js';
 export type { LocalClusterOptions, NodeResources, ClusterNode, ClusterEvent } from './local-cluster.js';
 export type { Phase as NodePhase } from './node.js';
+export { defineApp, assertApp } from './app.js';
+export type { AppContext, AppVerdict, TaskGraphApp } from './app.js';

@@ -1,0 +1,92 @@
+/**
+ * The regression job as an application module for the `taskgraph` command:
+ *
+ *   taskgraph run regression --tasks 15 --standbys 3 --coordinator etcd://127.0.0.1:2379
+ *
+ * Arguments (`--arg key=value`): epochs (default 10), fanout (2),
+ * fail-enter-epoch=TASK:EPOCH, parent-fail=P, child-fail=P, seed=N.
+ */
+import { InvalidArgumentError } from '@taskgraph/api';
+import { defineApp } from '@taskgraph/core';
+import type { AppContext } from '@taskgraph/core';
+import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from './regression.js';
+import type { RegressionFaults } from './regression.js';
+
+function intArg(ctx: Pick<AppContext, 'args'>, name: string, dflt: number, min: number): number {
+  const v = ctx.args[name];
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`regression: --arg ${name}=${v} must be an integer >= ${min}`);
+  return n;
+}
+
+function probArg(ctx: AppContext, name: string): number | undefined {
+  const v = ctx.args[name];
+  if (v === undefined) return undefined;
+  const p = Number(v);
+  if (!(p >= 0 && p <= 1)) throw new InvalidArgumentError(`regression: --arg ${name}=${v} must be a probability in [0, 1]`);
+  return p;
+}
+
+/** A small seeded generator, so a process's fault pattern can be reproduced. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function faults(ctx: AppContext): RegressionFaults {
+  const out: { -readonly [K in keyof RegressionFaults]: RegressionFaults[K] } = {};
+  const fe = ctx.args['fail-enter-epoch'];
+  if (fe !== undefined) {
+    const m = /^(\d+):(\d+)$/.exec(fe);
+    if (!m) throw new InvalidArgumentError(`regression: --arg fail-enter-epoch=${fe} must be TASK:EPOCH`);
+    out.failEnterEpoch = { task: Number(m[1]), epoch: Number(m[2]) };
+  }
+  const pf = probArg(ctx, 'parent-fail');
+  const cf = probArg(ctx, 'child-fail');
+  if (pf !== undefined) out.parentDataFailProbability = pf;
+  if (cf !== undefined) out.childDataFailProbability = cf;
+  if (ctx.args['seed'] !== undefined) out.random = seeded(intArg(ctx, 'seed', 0, 0) + process.pid);
+  return out;
+}
+
+export const regressionApp = defineApp({
+  name: 'regression',
+  linkTypes: REGRESSION_LINK_TYPES,
+  taskBuilder: (ctx) =>
+    new RegressionTaskBuilder({
+      numTasks: ctx.numTasks,
+      numEpochs: intArg(ctx, 'epochs', 10, 0),
+      fanout: intArg(ctx, 'fanout', 2, 1),
+      faults: faults(ctx),
+      onResult: (epoch, sum) => ctx.report({ epoch, sum }),
+    }),
+  linkages: (ctx) => regressionLinkages({ numTasks: ctx.numTasks, fanout: intArg(ctx, 'fanout', 2, 1) }),
+  verify: (ctx, results) => {
+    const expected = expectedSums(ctx.numTasks, intArg(ctx, 'epochs', 10, 0));
+    const got = new Map<number, number>();
+    const conflicts: string[] = [];
+    for (const r of results) {
+      const { epoch, sum } = r as { epoch?: unknown; sum?: unknown };
+      if (typeof epoch !== 'number' || typeof sum !== 'number') continue;
+      if (got.has(epoch) && got.get(epoch) !== sum) conflicts.push(`epoch ${epoch}: ${got.get(epoch)} and ${sum}`);
+      got.set(epoch, sum);
+    }
+    const sums = expected.map((_, e) => got.get(e));
+    const ok = conflicts.length === 0 && sums.every((s, e) => s === expected[e]);
+    return {
+      ok,
+      message: ok
+        ? `sums are exact: ${sums.join(', ')}`
+        : `sums are WRONG: got ${sums.map((s) => s ?? '-').join(', ')}; expected ${expected.join(', ')}${conflicts.length ? `; conflicting: ${conflicts.join('; ')}` : ''}`,
+    };
+  },
+});
+
+export default regressionApp;

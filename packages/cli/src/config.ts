@@ -1,0 +1,94 @@
+/**
+ * Configuration from flags, environment and a config file, in that order of
+ * precedence, validated with errors that say what to fix.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { InvalidArgumentError } from '@taskgraph/api';
+
+export interface CliConfig {
+  readonly coordinator?: string;
+  readonly transport?: string;
+  readonly sessionTtlMs?: number;
+  readonly logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+}
+
+const KEYS = ['coordinator', 'transport', 'sessionTtlMs', 'logLevel'] as const;
+const LEVELS = ['debug', 'info', 'warn', 'error', 'silent'];
+
+export const DEFAULT_CONFIG_FILE = 'taskgraph.config.json';
+
+/** Reads a config file: `--config path`, or ./taskgraph.config.json when it exists. */
+export function readConfigFile(path: string | undefined, cwd = process.cwd()): CliConfig {
+  const file = path ? resolve(cwd, path) : resolve(cwd, DEFAULT_CONFIG_FILE);
+  if (!existsSync(file)) {
+    if (path) throw new InvalidArgumentError(`config file ${file} does not exist`);
+    return {};
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new InvalidArgumentError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InvalidArgumentError(`config file ${file} must hold a JSON object`);
+  const obj = raw as Record<string, unknown>;
+  const unknown = Object.keys(obj).filter((k) => !(KEYS as readonly string[]).includes(k));
+  if (unknown.length) throw new InvalidArgumentError(`config file ${file}: unknown key(s) ${unknown.join(', ')} (known: ${KEYS.join(', ')})`);
+  return validate(obj, `config file ${file}`);
+}
+
+function validate(obj: Record<string, unknown>, where: string): CliConfig {
+  const out: { -readonly [K in keyof CliConfig]: CliConfig[K] } = {};
+  for (const k of ['coordinator', 'transport'] as const) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || !/^[a-z0-9+.-]+:\/\//i.test(v)) throw new InvalidArgumentError(`${where}: ${k} must be a URL like ${k === 'coordinator' ? 'etcd://127.0.0.1:2379' : 'grpc://0.0.0.0:0'}, got ${JSON.stringify(v)}`);
+    out[k] = v;
+  }
+  if (obj['sessionTtlMs'] !== undefined) {
+    const n = Number(obj['sessionTtlMs']);
+    if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${where}: sessionTtlMs must be a positive integer (ms), got ${JSON.stringify(obj['sessionTtlMs'])}`);
+    out.sessionTtlMs = n;
+  }
+  if (obj['logLevel'] !== undefined) {
+    if (typeof obj['logLevel'] !== 'string' || !LEVELS.includes(obj['logLevel'])) throw new InvalidArgumentError(`${where}: logLevel must be one of ${LEVELS.join(', ')}`);
+    out.logLevel = obj['logLevel'] as CliConfig['logLevel'] & string;
+  }
+  return out;
+}
+
+/** Flags over environment over file. */
+export function resolveConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): CliConfig {
+  const file = readConfigFile(typeof flags['config'] === 'string' ? flags['config'] : undefined, cwd);
+  const fromEnv = validate(
+    {
+      ...(env['TASKGRAPH_COORDINATOR'] ? { coordinator: env['TASKGRAPH_COORDINATOR'] } : {}),
+      ...(env['TASKGRAPH_TRANSPORT'] ? { transport: env['TASKGRAPH_TRANSPORT'] } : {}),
+      ...(env['TASKGRAPH_SESSION_TTL_MS'] ? { sessionTtlMs: env['TASKGRAPH_SESSION_TTL_MS'] } : {}),
+      ...(env['TASKGRAPH_LOG_LEVEL'] ? { logLevel: env['TASKGRAPH_LOG_LEVEL'] } : {}),
+    },
+    'environment',
+  );
+  const fromFlags = validate(
+    {
+      ...(flags['coordinator'] !== undefined ? { coordinator: flags['coordinator'] } : {}),
+      ...(flags['transport'] !== undefined ? { transport: flags['transport'] } : {}),
+      ...(flags['ttl'] !== undefined ? { sessionTtlMs: flags['ttl'] } : {}),
+      ...(flags['log-level'] !== undefined ? { logLevel: flags['log-level'] } : {}),
+    },
+    'flags',
+  );
+  return { ...file, ...fromEnv, ...fromFlags };
+}
+
+/** `--arg k=v` pairs. */
+export function parseAppArgs(values: readonly string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values ?? []) {
+    const i = v.indexOf('=');
+    if (i <= 0) throw new InvalidArgumentError(`--arg ${JSON.stringify(v)} must be key=value`);
+    out[v.slice(0, i)] = v.slice(i + 1);
+  }
+  return out;
+}
