@@ -285,7 +285,11 @@ export class ConsulCoordinator implements Coordinator {
     if (!(session instanceof ConsulSession) || session.host !== this.#sessionHost) {
       throw new InvalidArgumentError(`${what}: the session was not opened by this Consul coordinator`);
     }
-    if (session.isLost()) throw abortError(session.lost, what);
+    if (session.isLost()) {
+      const reason: unknown = session.lost.reason;
+      const why = TaskGraphError.is(reason, 'CLOSED') ? 'was closed' : 'is lost';
+      throw new LeaseLostError(`${what}: session ${session.id} ${why}`, { cause: reason });
+    }
     return session;
   }
 
@@ -341,7 +345,7 @@ export class ConsulCoordinator implements Coordinator {
         if (this.#clock.now() >= giveUpAt) throw new UnavailableError(`${what}: Consul kept refusing the key because of a lock-delay (${text})`);
         await pause(this.#clock, Math.max(100, Math.min(this.#options.lockDelayMs || 1000, 1000)), this.#closeController.signal);
         this.#open(what);
-        if (session?.isLost()) throw abortError(session.lost, what);
+        if (session?.isLost()) throw new LeaseLostError(`${what}: session ${session.id} was lost while waiting out a lock-delay`, { cause: session.lost.reason });
         continue;
       }
       throw new AlreadyExistsError(`${what}: the key exists`, { details: { key } });
@@ -440,7 +444,7 @@ export class ConsulCoordinator implements Coordinator {
 
   async #destroy(session: ConsulSession): Promise<void> {
     // Released locks start no lock-delay; locks that go with the session would.
-    await Promise.allSettled([...session.locks].map((lock) => lock.release()));
+    await Promise.allSettled([...session.locks].map((lock) => lock.releaseForClose()));
     await this.#destroyId(session.id);
   }
 

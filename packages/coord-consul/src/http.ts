@@ -113,11 +113,11 @@ export class ConsulHttp {
       let sent = false;
       let answered = false;
       let settled = false;
-      let req: ClientRequest | undefined;
-      const timer = clock.setTimeout(() => req?.destroy(new TimedOut()), timeoutMs);
+      const pending: { req?: ClientRequest } = {};
+      const timer = clock.setTimeout(() => pending.req?.destroy(new TimedOut()), timeoutMs);
       timer.unref?.();
       const onAbort = (): void => {
-        req?.destroy(abortError(signal as AbortSignal, call.what));
+        pending.req?.destroy(abortError(signal as AbortSignal, call.what));
       };
       const finish = (outcome: { answer: HttpAnswer } | { error: unknown }): void => {
         if (settled) return;
@@ -125,10 +125,10 @@ export class ConsulHttp {
         clock.clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         if ('answer' in outcome) resolve(outcome.answer);
-        else reject(this.#mapError(outcome.error, call, sent, answered, req, timeoutMs));
+        else reject(this.#mapError(outcome.error, call, sent, answered, pending.req, timeoutMs));
       };
       const send = this.#secure ? httpsRequest : httpRequest;
-      req = send(
+      const req = send(
         {
           agent: this.#agent,
           protocol: base.protocol,
@@ -147,6 +147,7 @@ export class ConsulHttp {
           res.on('aborted', () => finish({ error: new Error('the answer was cut off') }));
         },
       );
+      pending.req = req;
       req.on('finish', () => {
         sent = true;
       });

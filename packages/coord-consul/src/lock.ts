@@ -56,9 +56,25 @@ export class ConsulLock implements Lock {
 
   /** Frees the lock key (no lock-delay, unlike a session ending). Safe to call again after a failure. */
   async release(): Promise<void> {
+    this.#markReleased();
+    // A lost session no longer holds the key: someone else may, and it is theirs.
+    if (this.#session.lost.aborted) return;
+    await this.#releaseOnServer();
+  }
+
+  /** @internal The session is closing: free the key while Consul still knows the session, so no lock-delay starts. */
+  async releaseForClose(): Promise<void> {
+    this.#markReleased();
+    await this.#releaseOnServer();
+  }
+
+  #markReleased(): void {
     if (!this.#released.signal.aborted) this.#released.abort(new ClosedError(`lock ${JSON.stringify(this.name)} was released`));
     this.#session.locks.delete(this);
-    if (this.#releasedOnServer || this.#session.lost.aborted) return;
+  }
+
+  async #releaseOnServer(): Promise<void> {
+    if (this.#releasedOnServer) return;
     const key = this.#host.keys.lock(this.name);
     // Only while this session still holds it: after a loss the key may be someone else's.
     const outcome = await this.#host.txn(

@@ -80,6 +80,9 @@ function milliseconds(name: string, value: string): number {
  * TLS files are named by `caFile`, `certFile`, `keyFile` and read here.
  */
 export async function parseConsulUrl(input: string | URL): Promise<ConsulCoordinatorOptions> {
+  if (typeof input === 'string' && /^consul:\/\/[^/?#]*,/i.test(input)) {
+    throw bad('consul:// takes one agent address (Consul clients talk to their local agent), not a list.');
+  }
   let url: URL;
   try {
     url = input instanceof URL ? input : new URL(input);

@@ -35,7 +35,7 @@ export class ConsulSession implements Session {
   /** @internal */
   readonly host: SessionHost;
   /** @internal The locks this session holds, released before the session is destroyed. */
-  readonly locks = new Set<{ release(): Promise<void> }>();
+  readonly locks = new Set<{ releaseForClose(): Promise<void> }>();
   readonly #controller = new AbortController();
   readonly #margin: number;
   #lastAck: number;

@@ -69,6 +69,8 @@ export interface ConsulFaults {
   delayAnswerMs: number;
   /** The next N requests are handled (writes applied) and their connection is cut without an answer. */
   dropAnswers: number;
+  /** Like dropAnswers, for the requests this picks (by method and path, e.g. the second PUT /v1/txn). */
+  dropAnswerWhen: ((request: { readonly method: string; readonly path: string }) => boolean) | undefined;
 }
 
 interface Reply {
@@ -197,7 +199,7 @@ function concerns(scope: Scope, change: StoreChange): boolean {
 }
 
 export class ConsulEmulator {
-  readonly faults: ConsulFaults = { unavailable: false, delayMs: 0, delayAnswerMs: 0, dropAnswers: 0 };
+  readonly faults: ConsulFaults = { unavailable: false, delayMs: 0, delayAnswerMs: 0, dropAnswers: 0, dropAnswerWhen: undefined };
   /** The state behind the HTTP API, for tests that inspect it directly. */
   readonly store: ConsulStore;
   readonly #options: Required<Omit<ConsulEmulatorOptions, 'aclToken' | 'port' | 'tls'>> & { aclToken: string | undefined };
@@ -373,8 +375,9 @@ export class ConsulEmulator {
       else if (err instanceof StoreRequestError) reply = text(500, err.message);
       else throw err;
     }
-    if (this.faults.dropAnswers > 0) {
-      this.faults.dropAnswers -= 1;
+    const picked = this.faults.dropAnswerWhen?.({ method: req.method ?? 'GET', path: new URL(req.url ?? '/', 'http://emulator').pathname }) === true;
+    if (picked || this.faults.dropAnswers > 0) {
+      if (!picked) this.faults.dropAnswers -= 1;
       req.socket.destroy();
       return;
     }
