@@ -392,7 +392,7 @@ export class EtcdCoordinator implements Coordinator {
 
   // ---- sessions ---------------------------------------------------------------
 
-  async openSession(options: SessionOptions): Promise<Session> {
+  async openSession(options: SessionOptions): Promise<EtcdSession> {
     const ttlMs = (options as Partial<SessionOptions> | undefined)?.ttlMs;
     assertValidTtl(ttlMs, this.caps.ttlRangeMs, this.caps.backend);
     const what = 'openSession';

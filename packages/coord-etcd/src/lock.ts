@@ -56,6 +56,8 @@ async function withdraw(host: LockHost, key: Buffer, createRevision: bigint | un
 
 /** Runs `work` unless a signal aborts first; then rejects with that signal's error. */
 function raceSignals<T>(work: Promise<T>, stops: readonly { signal: AbortSignal; error: () => Error }[]): Promise<T> {
+  // The work may fail after a signal won the race; nobody waits for it then.
+  work.catch(() => undefined);
   return new Promise<T>((resolve, reject) => {
     const listeners: (() => void)[] = [];
     const cleanup = (): void => {

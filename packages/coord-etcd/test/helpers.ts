@@ -43,6 +43,10 @@ export async function rejection(p: Promise<unknown>): Promise<Error & { code?: s
 export class Clients {
   readonly #made: { close(): Promise<void> | void }[] = [];
 
+  async #close(c: { close(): Promise<void> | void }): Promise<void> {
+    await c.close();
+  }
+
   async coordinator(server: EtcdServer | string, options: Partial<EtcdCoordinatorOptions> = {}): Promise<EtcdCoordinator> {
     const hosts = typeof server === 'string' ? [server] : [...server.endpoints];
     const c = await createEtcdCoordinator({ hosts, namespace: namespace(), ...options });
@@ -59,6 +63,6 @@ export class Clients {
 
   async closeAll(): Promise<void> {
     const made = this.#made.splice(0);
-    await Promise.all(made.map((c) => c.close()));
+    await Promise.all(made.map((c) => this.#close(c)));
   }
 }

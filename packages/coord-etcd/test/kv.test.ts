@@ -127,7 +127,37 @@ describe('etcd keys: sizes', () => {
   });
 });
 
+function resources(): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const r of process.getActiveResourcesInfo()) counts[r] = (counts[r] ?? 0) + 1;
+  return counts;
+}
+
 describe('etcd coordinator: options and close', () => {
+  it('a closed coordinator leaves no sockets or timers behind, even with watches, sessions and lock waits open', async () => {
+    const before = resources();
+    const c = await clients.coordinator(etcd);
+    const other = await clients.coordinator(etcd, { namespace: c.namespace });
+    const s = await c.openSession({ ttlMs: 5000 });
+    const so = await other.openSession({ ttlMs: 5000 });
+    const held = await other.acquire('busy', so);
+    const waiting = c.acquire('busy', s).catch((err: unknown) => err);
+    const controller = new AbortController();
+    const iterators = [0, 1, 2].map(() => c.watch('h/', { signal: controller.signal })[Symbol.asyncIterator]());
+    const pending = iterators.map((it) => it.next());
+    await c.create('h/x', bytes('x'), { session: s });
+    await Promise.all(pending);
+    await c.close();
+    expect(((await waiting) as { code?: string }).code).toMatch(/CLOSED|LEASE_LOST/);
+    await held.release();
+    await other.close();
+    await eventually(`the handles drop back (${JSON.stringify(resources())} vs ${JSON.stringify(before)})`, () => {
+      const now = resources();
+      return Object.entries(now).every(([k, n]) => n <= (before[k] ?? 0));
+    });
+  });
+
+
   it('declares what etcd does', async () => {
     const c = await clients.coordinator(etcd);
     expect(c.caps).toMatchObject({ backend: 'etcd', watchCoalesces: false, ttlGranularityMs: 1000, ttlRangeMs: [2000, 3_600_000] });

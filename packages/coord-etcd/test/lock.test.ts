@@ -1,0 +1,170 @@
+import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import type { Lock } from '@taskgraph/api';
+import { startEtcd, type EtcdServer } from '@taskgraph/testkit';
+import type { EtcdCoordinator } from '../src/index.js';
+import { Clients, eventually, namespace, rejection } from './helpers.js';
+
+let etcd: EtcdServer;
+const clients = new Clients();
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+});
+afterEach(async () => {
+  await clients.closeAll();
+});
+afterAll(async () => {
+  await etcd.cleanup();
+});
+
+/** The waiter keys of a lock as etcd has them, oldest first. */
+async function waiters(c: EtcdCoordinator, name: string): Promise<{ key: string; owner: string; createRevision: bigint }[]> {
+  const res = await clients
+    .raw(etcd)
+    .getAll()
+    .prefix(`${c.namespace}/__locks/${name}//`)
+    .sort('Create', 'Ascend')
+    .exec();
+  return res.kvs.map((kv) => ({ key: kv.key.toString(), owner: kv.value.toString(), createRevision: BigInt(kv.create_revision) }));
+}
+
+async function three(): Promise<EtcdCoordinator[]> {
+  const ns = namespace('locks');
+  return Promise.all([0, 1, 2].map(() => clients.coordinator(etcd, { namespace: ns })));
+}
+
+describe('etcd locks: order and fencing tokens across clients', () => {
+  it('grants first come, first served, each holder with a larger token', async () => {
+    const [a, b, c] = (await three()) as [EtcdCoordinator, EtcdCoordinator, EtcdCoordinator];
+    const [sa, sb, sc] = await Promise.all([a, b, c].map((x) => x.openSession({ ttlMs: 10_000 })));
+    const la = await a.acquire('job/task/0', sa!, { owner: 'A' });
+    expect(await b.holder('job/task/0')).toEqual({ owner: 'A', token: la.token });
+
+    const order: string[] = [];
+    const pb = b.acquire('job/task/0', sb!, { owner: 'B' }).then((l) => (order.push('B'), l));
+    await eventually('B waits', async () => (await waiters(a, 'job/task/0')).length === 2);
+    const pc = c.acquire('job/task/0', sc!, { owner: 'C' }).then((l) => (order.push('C'), l));
+    await eventually('C waits', async () => (await waiters(a, 'job/task/0')).length === 3);
+    expect((await waiters(a, 'job/task/0')).map((w) => w.owner)).toEqual(['A', 'B', 'C']);
+    // The waiter key is the lock's name, "//", then the lease id in hex and a nonce.
+    expect((await waiters(a, 'job/task/0'))[0]?.key.startsWith(`${a.namespace}/__locks/job/task/0//${BigInt(sa!.id).toString(16)}-`)).toBe(true);
+
+    await la.release();
+    expect(la.lost.aborted).toBe(true);
+    const lb = await pb;
+    expect(order).toEqual(['B']);
+    expect(lb.token).toBeGreaterThan(la.token);
+    expect(await a.holder('job/task/0')).toEqual({ owner: 'B', token: lb.token });
+
+    await lb.release();
+    const lc = await pc;
+    expect(order).toEqual(['B', 'C']);
+    expect(lc.token).toBeGreaterThan(lb.token);
+    await lc.release();
+    expect(await a.holder('job/task/0')).toBeUndefined();
+    expect(await waiters(a, 'job/task/0')).toEqual([]);
+  });
+
+  it('tryAcquire takes a free lock and declines a held or awaited one', async () => {
+    const [a, b] = (await three()) as [EtcdCoordinator, EtcdCoordinator];
+    const sa = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    const la = await a.tryAcquire('t', sa);
+    expect(la).toBeDefined();
+    expect(await b.tryAcquire('t', sb)).toBeUndefined();
+    // Declining leaves nothing behind.
+    expect((await waiters(a, 't')).length).toBe(1);
+    await la?.release();
+    const lb = await b.tryAcquire('t', sb, { owner: 'bee' });
+    expect(lb?.token).toBeGreaterThan(la?.token ?? 0n);
+    expect(await a.holder('t')).toEqual({ owner: 'bee', token: lb?.token });
+    await lb?.release();
+  });
+
+  it('locks a/b and a are different locks', async () => {
+    const [a] = (await three()) as [EtcdCoordinator];
+    const s = await a.openSession({ ttlMs: 10_000 });
+    const outer = await a.acquire('a', s);
+    const inner = await a.tryAcquire('a/b', s);
+    expect(inner).toBeDefined();
+    expect(await a.holder('a')).toEqual({ owner: s.id, token: outer.token });
+    await inner?.release();
+    await outer.release();
+  });
+
+  it('a session asking twice waits behind itself', async () => {
+    const [a] = (await three()) as [EtcdCoordinator];
+    const s = await a.openSession({ ttlMs: 10_000 });
+    const first = await a.acquire('twice', s);
+    let second: Lock | undefined;
+    const p = a.acquire('twice', s).then((l) => (second = l));
+    await eventually('the second acquire waits', async () => (await waiters(a, 'twice')).length === 2);
+    expect(second).toBeUndefined();
+    await first.release();
+    await p;
+    expect(second?.token).toBeGreaterThan(first.token);
+    await second?.release();
+  });
+
+  it('aborting a waiting acquire removes its waiter, and the queue moves on without it', async () => {
+    const [a, b, c] = (await three()) as [EtcdCoordinator, EtcdCoordinator, EtcdCoordinator];
+    const [sa, sb, sc] = await Promise.all([a, b, c].map((x) => x.openSession({ ttlMs: 10_000 })));
+    const la = await a.acquire('q', sa!);
+    const controller = new AbortController();
+    const pb = b.acquire('q', sb!, { signal: controller.signal });
+    await eventually('B waits', async () => (await waiters(a, 'q')).length === 2);
+    const pc = c.acquire('q', sc!);
+    await eventually('C waits', async () => (await waiters(a, 'q')).length === 3);
+    controller.abort();
+    expect((await rejection(pb)).code).toBe('ABORTED');
+    expect((await waiters(a, 'q')).length).toBe(2);
+    await la.release();
+    const lc = await pc;
+    expect(lc.token).toBeGreaterThan(la.token);
+    await lc.release();
+  });
+
+  it('a holder whose session ends loses the lock, and the next waiter gets it', async () => {
+    const [a, b] = (await three()) as [EtcdCoordinator, EtcdCoordinator];
+    const sa = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    const la = await a.acquire('s', sa);
+    const pb = b.acquire('s', sb);
+    await eventually('B waits', async () => (await waiters(a, 's')).length === 2);
+    // The lease ends on the server, as if it expired: A hears it from etcd, B gets the lock.
+    await clients.raw(etcd).leaseClient.leaseRevoke({ ID: sa.id });
+    const lb = await pb;
+    expect(lb.token).toBeGreaterThan(la.token);
+    await eventually('A learns it lost the lock', () => la.lost.aborted);
+    expect((la.lost.reason as { code?: string }).code).toBe('LEASE_LOST');
+    await la.release();
+    await lb.release();
+  });
+
+  it('a waiter whose session is lost stops waiting with LeaseLostError', async () => {
+    const [a, b] = (await three()) as [EtcdCoordinator, EtcdCoordinator];
+    const sa = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    const la = await a.acquire('w', sa);
+    const pb = b.acquire('w', sb);
+    await eventually('B waits', async () => (await waiters(a, 'w')).length === 2);
+    await clients.raw(etcd).leaseClient.leaseRevoke({ ID: sb.id });
+    expect((await rejection(pb)).code).toBe('LEASE_LOST');
+    expect((await waiters(a, 'w')).length).toBe(1);
+    await la.release();
+  });
+
+  it('closing the coordinator ends a waiting acquire with ClosedError', async () => {
+    const [a, b] = (await three()) as [EtcdCoordinator, EtcdCoordinator];
+    const sa = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    const la = await a.acquire('c', sa);
+    const pb = b.acquire('c', sb);
+    await eventually('B waits', async () => (await waiters(a, 'c')).length === 2);
+    const outcome = rejection(pb);
+    await b.close();
+    expect(['CLOSED', 'LEASE_LOST']).toContain((await outcome).code);
+    await eventually("B's waiter is gone with its revoked lease", async () => (await waiters(a, 'c')).length === 1);
+    await la.release();
+  });
+});
