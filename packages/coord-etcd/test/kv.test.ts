@@ -1,5 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import { resolveCoordinator } from '@taskgraph/core';
 import { startEtcd, type EtcdServer } from '@taskgraph/testkit';
+import { EtcdCoordinator } from '../src/index.js';
 import { Clients, bytes, eventually, rejection, text } from './helpers.js';
 
 let etcd: EtcdServer;
@@ -157,6 +159,17 @@ describe('etcd coordinator: options and close', () => {
     });
   });
 
+
+  it('is what core resolves an etcd:// URL to', async () => {
+    const c = await resolveCoordinator(`etcd://${etcd.clientAddress}?namespace=resolved-${Date.now()}`);
+    try {
+      expect(c).toBeInstanceOf(EtcdCoordinator);
+      const v = await c.create('k', bytes('v'));
+      expect((await c.get('k'))?.version).toBe(v);
+    } finally {
+      await c.close();
+    }
+  });
 
   it('declares what etcd does', async () => {
     const c = await clients.coordinator(etcd);
