@@ -54,6 +54,8 @@ const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOST
 
 class TimedOut extends Error {}
 
+const IDLE_SOCKET_MS = 4_000;
+
 export class ConsulHttp {
   readonly #options: ConsulHttpOptions;
   readonly #agent: HttpAgent;
@@ -67,6 +69,8 @@ export class ConsulHttp {
       const tls = options.tls ?? {};
       this.#agent = new HttpsAgent({
         keepAlive: true,
+        // Idle pooled connections are dropped before a server or proxy is likely to close them under us.
+        timeout: IDLE_SOCKET_MS,
         ...(tls.ca === undefined ? {} : { ca: tls.ca as string | Buffer | (string | Buffer)[] }),
         ...(tls.cert === undefined ? {} : { cert: tls.cert }),
         ...(tls.key === undefined ? {} : { key: tls.key }),
@@ -74,18 +78,24 @@ export class ConsulHttp {
         rejectUnauthorized: tls.rejectUnauthorized ?? true,
       });
     } else {
-      this.#agent = new HttpAgent({ keepAlive: true });
+      this.#agent = new HttpAgent({ keepAlive: true, timeout: IDLE_SOCKET_MS });
     }
   }
 
-  /** Sends one request; retries once, silently, when a kept-alive connection turns out to be closed. */
+  /**
+   * Sends one request. A read that meets a kept-alive connection the agent has
+   * closed meanwhile is sent again on a fresh one; a write is not, since a reset
+   * connection cannot tell "never read" from "applied, answer lost".
+   */
   async request(call: HttpCall): Promise<HttpAnswer> {
-    if (this.#closed) throw new UnavailableError(`${call.what}: the Consul client is closed`);
-    try {
-      return await this.#once(call);
-    } catch (err) {
-      if (err instanceof StaleSocket) return this.#once(call);
-      throw err;
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) throw new UnavailableError(`${call.what}: the Consul client is closed`);
+      try {
+        return await this.#once(call);
+      } catch (err) {
+        if (!(err instanceof StaleSocket)) throw err;
+        if (attempt >= 2) throw new UnavailableError(`${call.what}: Consul kept closing the connection`, { cause: err });
+      }
     }
   }
 
@@ -167,8 +177,8 @@ export class ConsulHttp {
       }
       return new UnavailableError(`${call.what}: Consul did not answer within ${timeoutMs} ms`, { cause: err });
     }
-    // A kept-alive connection the agent had already closed: the request never reached it.
-    if (!answered && req?.reusedSocket === true && code === 'ECONNRESET') return new StaleSocket();
+    // A kept-alive connection the agent had already closed: a read is safe to send again.
+    if (!call.write && !answered && req?.reusedSocket === true && code === 'ECONNRESET') return new StaleSocket();
     if (typeof code === 'string' && CONNECT_ERRORS.has(code)) {
       return new UnavailableError(`${call.what}: cannot reach Consul at ${this.#options.base.host} (${code})`, { cause: err });
     }
