@@ -4,13 +4,16 @@
  *   taskgraph run regression --tasks 15 --standbys 3 --coordinator etcd://127.0.0.1:2379
  *
  * Arguments (`--arg key=value`): epochs (default 10), fanout (2),
- * fail-enter-epoch=TASK:EPOCH, parent-fail=P, child-fail=P, seed=N.
+ * fail-enter-epoch=TASK:EPOCH, parent-fail=P, child-fail=P, seed=N, and
+ * hold-serve=TASK:EPOCH:MS (the first incarnation of TASK holds its getGradient
+ * answer in EPOCH for MS and reports `{ hold: 'start' }`: a fault test pauses the
+ * process while a request is in flight).
  */
 import { InvalidArgumentError } from '@taskgraph/api';
 import { defineApp } from '@taskgraph/core';
 import type { AppContext } from '@taskgraph/core';
 import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from './regression.js';
-import type { RegressionFaults } from './regression.js';
+import type { RegressionFaults, RegressionOptions } from './regression.js';
 
 function intArg(ctx: Pick<AppContext, 'args'>, name: string, dflt: number, min: number): number {
   const v = ctx.args[name];
@@ -56,17 +59,33 @@ function faults(ctx: AppContext): RegressionFaults {
   return out;
 }
 
+function holdServe(ctx: AppContext): NonNullable<RegressionOptions['beforeServe']> | undefined {
+  const v = ctx.args['hold-serve'];
+  if (v === undefined) return undefined;
+  const m = /^(\d+):(\d+):(\d+)$/.exec(v);
+  if (!m) throw new InvalidArgumentError(`regression: --arg hold-serve=${v} must be TASK:EPOCH:MS`);
+  const [task, epoch, ms] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return async (info) => {
+    if (info.taskId !== task || info.epoch !== epoch || info.incarnation !== 1 || info.method !== 'getGradient') return;
+    ctx.report({ hold: 'start', task, epoch, pid: process.pid });
+    await new Promise((resolve) => setTimeout(resolve, ms));
+  };
+}
+
 export const regressionApp = defineApp({
   name: 'regression',
   linkTypes: REGRESSION_LINK_TYPES,
-  taskBuilder: (ctx) =>
-    new RegressionTaskBuilder({
+  taskBuilder: (ctx) => {
+    const beforeServe = holdServe(ctx);
+    return new RegressionTaskBuilder({
       numTasks: ctx.numTasks,
       numEpochs: intArg(ctx, 'epochs', 10, 0),
       fanout: intArg(ctx, 'fanout', 2, 1),
       faults: faults(ctx),
       onResult: (epoch, sum) => ctx.report({ epoch, sum }),
-    }),
+      ...(beforeServe ? { beforeServe } : {}),
+    });
+  },
   linkages: (ctx) => regressionLinkages({ numTasks: ctx.numTasks, fanout: intArg(ctx, 'fanout', 2, 1) }),
   verify: (ctx, results) => {
     const expected = expectedSums(ctx.numTasks, intArg(ctx, 'epochs', 10, 0));

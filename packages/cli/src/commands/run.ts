@@ -41,6 +41,8 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Progress lines (default: stdout). */
   readonly print?: (line: string) => void;
+  /** Called with every result a node process reports (tests act on them). */
+  readonly onReport?: (node: NodeProcess, record: unknown) => void;
 }
 
 export interface NodeProcess {
@@ -82,6 +84,8 @@ export class JobRun {
   readonly job: string;
   readonly processes: NodeProcess[] = [];
   readonly results: unknown[] = [];
+  /** Every result with the node process that reported it (in-process runs: -1). */
+  readonly reports: Array<{ node: number; record: unknown }> = [];
   private readonly print: (line: string) => void;
   private readonly logDir: string;
   private app!: TaskGraphApp;
@@ -203,7 +207,11 @@ export class JobRun {
   }
 
   private context() {
-    return { numTasks: this.o.tasks, args: this.o.args ?? {}, logger: silentLogger, report: (r: unknown) => void this.results.push(r) };
+    return { numTasks: this.o.tasks, args: this.o.args ?? {}, logger: silentLogger, report: (r: unknown) => {
+        this.results.push(r);
+        this.reports.push({ node: -1, record: r });
+      },
+    };
   }
 
   private async runProcesses(transportUrl: string): Promise<string> {
@@ -253,7 +261,10 @@ export class JobRun {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (line.startsWith('TG-RESULT ')) {
         try {
-          this.results.push(JSON.parse(line.slice(10)));
+          const record: unknown = JSON.parse(line.slice(10));
+          this.results.push(record);
+          this.reports.push({ node: index, record });
+          this.o.onReport?.(proc, record);
         } catch {
           log.write(`unparsable result line: ${line}\n`);
         }

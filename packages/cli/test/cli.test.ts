@@ -1,0 +1,101 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InvalidArgumentError } from '@taskgraph/api';
+import { describe, expect, it } from 'vitest';
+import { loadApp, main, parseAppArgs, readConfigFile, resolveConfig } from '../src/index.js';
+
+async function run(argv: string[]): Promise<{ code: number; out: string }> {
+  const lines: string[] = [];
+  const code = await main(argv, (s) => void lines.push(s));
+  return { code, out: lines.join('\n') };
+}
+
+describe('configuration', () => {
+  it('takes flags over environment over the config file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+    writeFileSync(join(dir, 'taskgraph.config.json'), JSON.stringify({ coordinator: 'etcd://file:2379', transport: 'grpc://0.0.0.0:1', sessionTtlMs: 7000 }));
+    expect(resolveConfig({}, {}, dir)).toEqual({ coordinator: 'etcd://file:2379', transport: 'grpc://0.0.0.0:1', sessionTtlMs: 7000 });
+    expect(resolveConfig({}, { TASKGRAPH_COORDINATOR: 'consul://env:8500' }, dir).coordinator).toBe('consul://env:8500');
+    expect(resolveConfig({ coordinator: 'k8s://?namespace=x' }, { TASKGRAPH_COORDINATOR: 'consul://env:8500' }, dir).coordinator).toBe('k8s://?namespace=x');
+    expect(resolveConfig({ ttl: '3000' }, {}, dir).sessionTtlMs).toBe(3000);
+  });
+
+  it('explains what is wrong with a config file or a value', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+    const file = join(dir, 'bad.json');
+    writeFileSync(file, '{ not json');
+    expect(() => readConfigFile(file, dir)).toThrow('is not valid JSON');
+    writeFileSync(file, JSON.stringify({ coordinatr: 'x' }));
+    expect(() => readConfigFile(file, dir)).toThrow('unknown key(s) coordinatr');
+    writeFileSync(file, JSON.stringify({ coordinator: 'localhost:2379' }));
+    expect(() => readConfigFile(file, dir)).toThrow('coordinator must be a URL like etcd://127.0.0.1:2379');
+    expect(() => readConfigFile(join(dir, 'missing.json'), dir)).toThrow('does not exist');
+    expect(() => resolveConfig({ ttl: '-5' }, {}, dir)).toThrow('sessionTtlMs must be a positive integer');
+    expect(() => resolveConfig({}, { TASKGRAPH_LOG_LEVEL: 'loud' }, dir)).toThrow('environment: logLevel must be one of');
+    expect(parseAppArgs(['a=1', 'b=x=y'])).toEqual({ a: '1', b: 'x=y' });
+    expect(() => parseAppArgs(['novalue'])).toThrow(InvalidArgumentError);
+  });
+
+  it('loads the built-in application and refuses what is not one', async () => {
+    const app = await loadApp('regression');
+    expect(app.name).toBe('regression');
+    expect(app.linkTypes).toEqual(['Parents', 'Children']);
+    await expect(loadApp('no-such-app-package')).rejects.toThrow('cannot load application "no-such-app-package"');
+    const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+    writeFileSync(join(dir, 'not-an-app.mjs'), 'export default { name: "x" };');
+    await expect(loadApp('./not-an-app.mjs', dir)).rejects.toThrow('an application must have linkTypes, taskBuilder(), linkages()');
+  });
+});
+
+describe('the taskgraph command', () => {
+  it('prints usage, and exits 2 on bad usage with one sentence', async () => {
+    expect((await run(['--help'])).code).toBe(0);
+    expect((await run([])).code).toBe(2);
+    const unknown = await run(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.out).toContain('unknown command "frobnicate"');
+    const noTasks = await run(['run', 'regression', '--coordinator', 'memory://x']);
+    expect(noTasks).toMatchObject({ code: 2, out: 'taskgraph: run needs --tasks N' });
+    const badUrl = await run(['job', 'status', 'j', '--coordinator', 'redis://h']);
+    expect(badUrl.code).toBe(2);
+    expect(badUrl.out).toContain('unknown scheme "redis"');
+    const badJob = await run(['job', 'status', 'Bad_Name', '--coordinator', 'memory://x']);
+    expect(badJob.out).toContain('job name "Bad_Name" is invalid');
+    const noCoord = await run(['job', 'status', 'j']);
+    expect(noCoord.out).toContain('no coordinator: pass --coordinator URL or set TASKGRAPH_COORDINATOR');
+    const localAcross = await run(['run', 'regression', '--tasks', '3', '--coordinator', 'etcd://127.0.0.1:1', '--transport', 'local://']);
+    expect(localAcross.out).toContain('local:// only connects nodes inside one process');
+  });
+
+  it('creates, shows, and deletes a job', async () => {
+    const c = ['--coordinator', 'memory://cli-jobs'];
+    expect(await run(['job', 'create', 'j1', '--tasks', '3', '--app', 'regression', ...c])).toEqual({
+      code: 0,
+      out: 'job j1 ready: 3 tasks, link types Parents, Children',
+    });
+    const conflict = await run(['job', 'create', 'j1', '--tasks', '4', '--link-types', 'Parents,Children', ...c]);
+    expect(conflict.code).toBe(2);
+    expect(conflict.out).toContain('already exists with numTasks=3');
+    const status = await run(['job', 'status', 'j1', ...c]);
+    expect(status.code).toBe(0);
+    expect(status.out).toContain('job j1: running, epoch 0, 3 tasks, link types Parents, Children');
+    expect(status.out).toContain('nodes: 0 live, 0 standby');
+    const json = await run(['job', 'status', 'j1', '--json', ...c]);
+    expect(JSON.parse(json.out)).toMatchObject({ job: 'j1', epoch: 0, state: 'running' });
+    expect((await run(['job', 'delete', 'j1', ...c])).code).toBe(0);
+    expect(await run(['job', 'status', 'j1', ...c])).toEqual({ code: 1, out: 'job j1 does not exist' });
+  });
+
+  it('runs the regression job in-process on memory:// and verifies the sums', async () => {
+    const r = await run(['run', 'regression', '--tasks', '7', '--standbys', '1', '--coordinator', 'memory://cli-run', '--arg', 'epochs=4']);
+    expect(r.out).toContain('regression: sums are exact: 0, 21, 42, 63, 84');
+    expect(r.code).toBe(0);
+  });
+
+  it('fails a run whose answer does not verify, and a run whose nodes all fail', async () => {
+    const r = await run(['run', 'regression', '--tasks', '3', '--coordinator', 'memory://cli-bad', '--arg', 'fanout=0']);
+    expect(r.code).not.toBe(0);
+    expect(r.out).toContain('fanout=0 must be an integer >= 1');
+  });
+});
