@@ -1,0 +1,541 @@
+/**
+ * The Kubernetes coordinator: keys as ConfigMaps, sessions and locks as Leases, one
+ * namespace, one store prefix. See README.md for the mapping and its costs.
+ */
+import type { KubeConfig } from '@kubernetes/client-node';
+import {
+  AlreadyExistsError,
+  ClosedError,
+  ConflictError,
+  InvalidArgumentError,
+  LeaseLostError,
+  NotFoundError,
+  TaskGraphError,
+  assertValidKey,
+  assertValidPrefix,
+  assertValidTtl,
+  assertValidValue,
+} from '@taskgraph/api';
+import type {
+  AcquireOptions,
+  Clock,
+  Coordinator,
+  CoordinatorCaps,
+  CreateOptions,
+  Entry,
+  ListResult,
+  Lock,
+  LockHolder,
+  LockOptions,
+  Logger,
+  Session,
+  SessionOptions,
+  TimerHandle,
+  Version,
+  WatchBatch,
+  WatchOptions,
+} from '@taskgraph/api';
+import { byteOrder, decodeKey, decodeKeyAt, encodeValue, newKeyObject, replacedKeyObject } from './codec.js';
+import { isTransient, KubeApi } from './kube.js';
+import { watchKeys } from './key-watch.js';
+import { acquireLock, handOverLease, K8sLock, lockHolder, type LockHost } from './locks.js';
+import { kindSelector, keyObjectName, keySelector, LABEL, sessionObjectName } from './names.js';
+import { LeaseObserver, type ObservedSession } from './observer.js';
+import { K8sSession, type SessionHost } from './session.js';
+
+/** What the Kubernetes backend offers; see README.md for why each value is what it is. */
+export const K8S_CAPS: CoordinatorCaps = {
+  backend: 'k8s',
+  watchCoalesces: false,
+  // leaseDurationSeconds is whole seconds; an hour is plenty for a job's liveness.
+  ttlRangeMs: [1000, 3_600_000],
+  ttlGranularityMs: 1000,
+  // The API server never expires a Lease: live participants do, one TTL (plus an observation
+  // slack) after they last saw it change.
+  expiryFactor: 1,
+  // A ConfigMap's data + binaryData may total 1 MiB; the value is its only entry.
+  maxValueBytes: 1024 * 1024,
+  maxKeyBytes: 4096,
+};
+
+export interface K8sCoordinatorSettings {
+  readonly kubeConfig: KubeConfig;
+  readonly namespace: string;
+  readonly prefix: string;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly requestTimeoutMs: number;
+  /** The timeoutSeconds each watch connection asks for (a new random value per connection in [min, max]). */
+  readonly watchTimeoutSeconds: readonly [number, number];
+  /** A watch connection that stays silent this long is replaced. */
+  readonly watchIdleTimeoutMs: number;
+  readonly watchAuditIntervalMs: number;
+  /** Whether this coordinator removes other participants' expired sessions. */
+  readonly janitor: boolean;
+  readonly janitorSweepIntervalMs: number;
+  readonly lockPollMs: number;
+}
+
+export const noopLogger: Logger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => noopLogger,
+};
+
+export class K8sCoordinator implements Coordinator {
+  readonly caps: CoordinatorCaps = K8S_CAPS;
+  readonly namespace: string;
+  readonly prefix: string;
+  /** @internal */
+  readonly api: KubeApi;
+  private readonly settings: K8sCoordinatorSettings;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  /** Aborts requests in flight: the very last step of close. */
+  private readonly apiClosed = new AbortController();
+  /** Ends this client's watches and waits. */
+  private readonly stopped = new AbortController();
+  private readonly sessions = new Set<K8sSession>();
+  private readonly cleanups = new Map<string, Promise<void>>();
+  private readonly background = new Set<Promise<unknown>>();
+  private readonly observer: LeaseObserver;
+  private readonly lockHost: LockHost;
+  private readonly sessionHost: SessionHost;
+  private sweepTimer: TimerHandle | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(settings: K8sCoordinatorSettings) {
+    this.settings = settings;
+    this.namespace = settings.namespace;
+    this.prefix = settings.prefix;
+    this.clock = settings.clock;
+    this.logger = settings.logger;
+    this.api = new KubeApi({
+      kubeConfig: settings.kubeConfig,
+      namespace: settings.namespace,
+      requestTimeoutMs: settings.requestTimeoutMs,
+      closed: this.apiClosed.signal,
+    });
+    this.observer = new LeaseObserver({
+      api: this.api,
+      clock: this.clock,
+      logger: this.logger,
+      labelSelector: `${LABEL.store}=${this.prefix}`,
+      closed: this.stopped.signal,
+      timeoutSeconds: () => this.watchTimeout(),
+      idleTimeoutMs: settings.watchIdleTimeoutMs,
+      hooks: {
+        onSessionGone: (id) => this.onSessionGone(id),
+        onSessionExpired: (s) => this.onSessionExpired(s),
+      },
+    });
+    this.lockHost = {
+      api: this.api,
+      prefix: this.prefix,
+      clock: this.clock,
+      logger: this.logger,
+      closed: this.stopped.signal,
+      observer: this.observer,
+      pollMs: settings.lockPollMs,
+      isSessionGone: (id) => this.isSessionGone(id),
+    };
+    this.sessionHost = {
+      api: this.api,
+      prefix: this.prefix,
+      clock: this.clock,
+      logger: this.logger,
+      cleanup: (session) => this.cleanupSession(session.id, { uid: session.leaseUid }),
+      forget: (session) => this.sessions.delete(session),
+    };
+    if (settings.janitor) this.scheduleSweep(Math.min(5000, settings.janitorSweepIntervalMs));
+  }
+
+  // ---- keys ----
+
+  async get(key: string): Promise<Entry | undefined> {
+    assertValidKey(key, this.caps.maxKeyBytes);
+    this.checkOpen();
+    const cm = await this.api.getConfigMap(keyObjectName(this.prefix, key));
+    if (cm === undefined) return undefined;
+    const k = decodeKeyAt(cm, key);
+    return { key, value: k.value, version: k.version };
+  }
+
+  async list(prefix: string): Promise<ListResult> {
+    assertValidPrefix(prefix, this.caps.maxKeyBytes);
+    this.checkOpen();
+    const list = await this.api.listConfigMaps({ labelSelector: keySelector(this.prefix, prefix) });
+    const entries: Entry[] = [];
+    for (const item of list.items) {
+      const k = decodeKey(item);
+      if (k !== undefined && k.key.startsWith(prefix)) entries.push({ key: k.key, value: k.value, version: k.version });
+    }
+    entries.sort((a, b) => byteOrder(a.key, b.key));
+    return { entries, revision: list.metadata?.resourceVersion ?? '' };
+  }
+
+  async create(key: string, value: Uint8Array, options: CreateOptions = {}): Promise<Version> {
+    assertValidKey(key, this.caps.maxKeyBytes);
+    assertValidValue(value, this.caps.maxValueBytes, key);
+    const encoded = encodeValue(value);
+    this.checkOpen();
+    let session: K8sSession | undefined;
+    if (options.session !== undefined) {
+      session = this.ownSession(options.session);
+      if (session.isLost()) throw new LeaseLostError(`cannot create ${JSON.stringify(key)}: session ${session.id} is lost`);
+    }
+    const body = newKeyObject(
+      this.prefix,
+      key,
+      encoded,
+      session === undefined ? undefined : { id: session.id, leaseName: session.leaseName, leaseUid: session.leaseUid },
+    );
+    try {
+      const created = await this.api.createConfigMap(body);
+      return created.metadata?.resourceVersion ?? '';
+    } catch (err) {
+      if (TaskGraphError.is(err, 'ALREADY_EXISTS')) {
+        // The name is taken: by this key (AlreadyExists), or by another that hashes alike.
+        const existing = await this.api.getConfigMap(keyObjectName(this.prefix, key));
+        if (existing !== undefined) decodeKeyAt(existing, key);
+        throw new AlreadyExistsError(`key ${JSON.stringify(key)} already exists`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  async update(key: string, value: Uint8Array, expect: Version): Promise<Version> {
+    assertValidKey(key, this.caps.maxKeyBytes);
+    assertValidValue(value, this.caps.maxValueBytes, key);
+    if (typeof expect !== 'string' || expect === '') throw new InvalidArgumentError(`update of ${JSON.stringify(key)}: expect must be a version string`);
+    const encoded = encodeValue(value);
+    this.checkOpen();
+    // A PUT replaces the whole object: read it first to keep its labels and owner (its session).
+    const current = await this.api.getConfigMap(keyObjectName(this.prefix, key));
+    if (current === undefined) throw new NotFoundError(`update of ${JSON.stringify(key)}: no such key`);
+    const k = decodeKeyAt(current, key);
+    if (k.version !== expect) throw new ConflictError(`update of ${JSON.stringify(key)}: version ${expect} is not the current ${k.version}`);
+    const updated = await this.api.replaceConfigMap(replacedKeyObject(current, expect, encoded));
+    return updated.metadata?.resourceVersion ?? '';
+  }
+
+  async delete(key: string, expect: Version): Promise<void> {
+    assertValidKey(key, this.caps.maxKeyBytes);
+    if (typeof expect !== 'string' || expect === '') throw new InvalidArgumentError(`delete of ${JSON.stringify(key)}: expect must be a version string`);
+    this.checkOpen();
+    // resourceVersions are unique store-wide: matching one can only be this key's object.
+    await this.api.deleteConfigMap(keyObjectName(this.prefix, key), { resourceVersion: expect });
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    assertValidPrefix(prefix, this.caps.maxKeyBytes);
+    this.checkOpen();
+    const list = await this.api.listConfigMaps({ labelSelector: keySelector(this.prefix, prefix) });
+    const names: string[] = [];
+    for (const item of list.items) {
+      const k = decodeKey(item);
+      if (k !== undefined && k.key.startsWith(prefix) && item.metadata?.name) names.push(item.metadata.name);
+    }
+    await inParallel(names, 8, async (name) => {
+      try {
+        await this.api.deleteConfigMap(name);
+      } catch (err) {
+        if (!TaskGraphError.is(err, 'NOT_FOUND')) throw err;
+      }
+    });
+  }
+
+  watch(prefix: string, options: WatchOptions): AsyncIterable<WatchBatch> {
+    assertValidPrefix(prefix, this.caps.maxKeyBytes);
+    this.checkOpen();
+    if (options.after !== undefined && (typeof options.after !== 'string' || !/^\d+$/.test(options.after))) {
+      throw new InvalidArgumentError(`watch of ${JSON.stringify(prefix)}: after must be a revision from list() or a batch, got ${JSON.stringify(options.after)}`);
+    }
+    return watchKeys({
+      api: this.api,
+      clock: this.clock,
+      logger: this.logger,
+      keyPrefix: prefix,
+      labelSelector: keySelector(this.prefix, prefix),
+      after: options.after,
+      signal: options.signal,
+      closed: this.stopped.signal,
+      timeoutSeconds: () => this.watchTimeout(),
+      idleTimeoutMs: this.settings.watchIdleTimeoutMs,
+      auditIntervalMs: this.settings.watchAuditIntervalMs,
+    });
+  }
+
+  // ---- sessions ----
+
+  async openSession(options: SessionOptions): Promise<Session> {
+    assertValidTtl(options?.ttlMs, this.caps.ttlRangeMs, 'the Kubernetes backend');
+    this.checkOpen();
+    const session = await K8sSession.open(this.sessionHost, options.ttlMs);
+    this.sessions.add(session);
+    if (this.closing !== undefined) {
+      await session.close();
+      throw new ClosedError('the Kubernetes coordinator was closed while the session opened');
+    }
+    return session;
+  }
+
+  // ---- locks ----
+
+  async acquire(name: string, session: Session, options: AcquireOptions = {}): Promise<Lock> {
+    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
+    this.checkOpen();
+    const own = this.ownSession(session);
+    const owner = this.ownerOf(options, own);
+    const lock = await this.serialized(own, name, options.signal, () => acquireLock(this.lockHost, name, own, owner, 'wait', options.signal));
+    return lock as K8sLock;
+  }
+
+  async tryAcquire(name: string, session: Session, options: LockOptions = {}): Promise<Lock | undefined> {
+    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
+    this.checkOpen();
+    const own = this.ownSession(session);
+    const owner = this.ownerOf(options, own);
+    if (own.isLost()) throw new LeaseLostError(`cannot acquire lock ${JSON.stringify(name)}: session ${own.id} is lost`);
+    if (lockBusy.get(own)?.has(name)) return undefined;
+    return this.serialized(own, name, undefined, () => acquireLock(this.lockHost, name, own, owner, 'try'));
+  }
+
+  async holder(name: string): Promise<LockHolder | undefined> {
+    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
+    this.checkOpen();
+    return lockHolder(this.lockHost, name);
+  }
+
+  // ---- lifecycle ----
+
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    await Promise.allSettled([...this.sessions].map((s) => s.close()));
+    this.stopped.abort(new ClosedError('the Kubernetes coordinator is closed'));
+    if (this.sweepTimer !== undefined) this.clock.clearTimeout(this.sweepTimer);
+    await this.observer.stop();
+    this.apiClosed.abort(new ClosedError('the Kubernetes coordinator is closed'));
+    await Promise.allSettled([...this.background]);
+  }
+
+  private checkOpen(): void {
+    if (this.closing !== undefined) throw new ClosedError('the Kubernetes coordinator is closed');
+  }
+
+  private ownSession(session: Session): K8sSession {
+    if (!(session instanceof K8sSession) || session.host !== this.sessionHost) {
+      throw new InvalidArgumentError('the session was not opened by this Kubernetes coordinator');
+    }
+    return session;
+  }
+
+  private ownerOf(options: LockOptions, session: K8sSession): string {
+    const owner = options.owner ?? session.id;
+    if (typeof owner !== 'string' || owner === '') throw new InvalidArgumentError('a lock owner must be a non-empty string');
+    return owner;
+  }
+
+  /**
+   * One acquire at a time per session and lock name in this process, and none while
+   * the session already holds it: a session waits for its own earlier Lock like anyone.
+   */
+  private async serialized(
+    session: K8sSession,
+    name: string,
+    signal: AbortSignal | undefined,
+    run: () => Promise<K8sLock | undefined>,
+  ): Promise<K8sLock | undefined> {
+    let busy = lockBusy.get(session);
+    if (busy === undefined) {
+      busy = new Map();
+      lockBusy.set(session, busy);
+    }
+    for (let pending = busy.get(name); pending !== undefined; pending = busy.get(name)) {
+      await untilAny(pending, signal, session.lost);
+      if (signal?.aborted || session.lost.aborted || this.closing !== undefined) break;
+    }
+    let free!: () => void;
+    const slot = new Promise<void>((resolve) => (free = resolve));
+    busy.set(name, slot);
+    const release = () => {
+      if (busy.get(name) === slot) busy.delete(name);
+      free();
+    };
+    try {
+      const lock = await run();
+      if (lock === undefined) {
+        release();
+        return undefined;
+      }
+      if (lock.lost.aborted) release();
+      else lock.lost.addEventListener('abort', release, { once: true });
+      return lock;
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  // ---- janitor ----
+
+  private async isSessionGone(id: string): Promise<boolean> {
+    if (this.observer.isSynced && this.observer.isKnown(id)) return false;
+    const lease = await this.api.getLease(sessionObjectName(this.prefix, id));
+    return lease === undefined;
+  }
+
+  private onSessionGone(id: string): void {
+    for (const s of this.sessions) if (s.id === id) s.leaseGone();
+    if (this.settings.janitor) this.track(this.cleanupSession(id));
+  }
+
+  private onSessionExpired(s: ObservedSession): void {
+    if (!this.settings.janitor) return;
+    this.logger.info('a session expired (its Lease did not change for longer than its duration); removing it', { session: s.id });
+    this.track(
+      (async () => {
+        try {
+          // The Lease goes first, only if still unrenewed: a renewal that lands first wins.
+          await this.api.deleteLease(s.leaseName, { uid: s.uid, resourceVersion: s.rv });
+        } catch (err) {
+          if (TaskGraphError.is(err, 'CONFLICT')) return;
+          if (!TaskGraphError.is(err, 'NOT_FOUND')) throw err;
+        }
+        await this.cleanupSession(s.id);
+      })(),
+    );
+  }
+
+  /**
+   * Removes what a session owned: its ephemeral keys (each delete conditional on the
+   * version read, so a concurrent update is re-read, not lost), its locks (handed to
+   * their next live waiter), and, when `lease` is given, its Lease.
+   */
+  private cleanupSession(id: string, lease?: { uid: string }): Promise<void> {
+    const running = this.cleanups.get(id);
+    if (running !== undefined && lease === undefined) return running;
+    const work = (async () => {
+      const keys = await this.api.listConfigMaps({ labelSelector: `${LABEL.store}=${this.prefix},${LABEL.kind}=key,${LABEL.session}=${id}` });
+      await inParallel(keys.items, 8, async (item) => this.deleteEphemeral(item.metadata?.name ?? '', id, item.metadata?.uid ?? '', item.metadata?.resourceVersion ?? ''));
+      const locks = await this.api.listLeases({ labelSelector: `${kindSelector(this.prefix, 'lock')},${LABEL.holder}=${id}` });
+      for (const l of locks.items) {
+        await handOverLease(this.lockHost, l.metadata?.name ?? '', id, l.spec?.leaseTransitions ?? 0);
+      }
+      if (lease !== undefined) {
+        try {
+          await this.api.deleteLease(sessionObjectName(this.prefix, id), { uid: lease.uid });
+        } catch (err) {
+          if (!TaskGraphError.is(err, 'NOT_FOUND', 'CONFLICT')) throw err;
+        }
+      }
+    })();
+    const tracked = work.finally(() => {
+      if (this.cleanups.get(id) === tracked) this.cleanups.delete(id);
+    });
+    this.cleanups.set(id, tracked);
+    return tracked;
+  }
+
+  private async deleteEphemeral(name: string, sessionId: string, uid: string, rv: string): Promise<void> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      try {
+        await this.api.deleteConfigMap(name, { uid, resourceVersion: rv });
+        return;
+      } catch (err) {
+        if (TaskGraphError.is(err, 'NOT_FOUND')) return;
+        if (!TaskGraphError.is(err, 'CONFLICT')) throw err;
+      }
+      const current = await this.api.getConfigMap(name);
+      if (current === undefined || current.metadata?.uid !== uid || current.metadata.labels?.[LABEL.session] !== sessionId) return;
+      rv = current.metadata.resourceVersion ?? '';
+    }
+  }
+
+  private scheduleSweep(delayMs: number): void {
+    if (this.stopped.signal.aborted) return;
+    this.sweepTimer = this.clock.setTimeout(() => {
+      this.track(
+        this.sweep().finally(() => this.scheduleSweep(this.settings.janitorSweepIntervalMs)),
+      );
+    }, delayMs);
+    this.sweepTimer.unref?.();
+  }
+
+  /** Ephemeral keys and held locks whose session's Lease no longer exists. */
+  private async sweep(): Promise<void> {
+    if (!this.observer.isSynced) return;
+    const ids = new Set<string>();
+    const keys = await this.api.listConfigMaps({ labelSelector: `${LABEL.store}=${this.prefix},${LABEL.kind}=key,${LABEL.session}` });
+    for (const item of keys.items) {
+      const id = item.metadata?.labels?.[LABEL.session];
+      if (id !== undefined) ids.add(id);
+    }
+    const locks = await this.api.listLeases({ labelSelector: `${kindSelector(this.prefix, 'lock')},${LABEL.holder}` });
+    for (const item of locks.items) {
+      const id = item.spec?.holderIdentity;
+      if (id) ids.add(id);
+    }
+    for (const id of ids) {
+      if (this.stopped.signal.aborted) return;
+      if (await this.isSessionGone(id)) {
+        this.logger.info('removing what a vanished session left behind', { session: id });
+        await this.cleanupSession(id);
+      }
+    }
+  }
+
+  private track(p: Promise<unknown>): void {
+    const t = p.catch((err: unknown) => {
+      if (!TaskGraphError.is(err, 'CLOSED') && !isTransient(err)) this.logger.warn('janitor work failed', { error: String(err) });
+      else this.logger.debug('janitor work interrupted', { error: String(err) });
+    });
+    this.background.add(t);
+    void t.finally(() => this.background.delete(t));
+  }
+
+  private watchTimeout(): number {
+    const [min, max] = this.settings.watchTimeoutSeconds;
+    return Math.round(min + Math.random() * (max - min));
+  }
+}
+
+/** Per session: the lock names it holds or is acquiring in this process. */
+const lockBusy = new WeakMap<K8sSession, Map<string, Promise<void>>>();
+
+function untilAny(p: Promise<void>, ...signals: (AbortSignal | undefined)[]): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      for (const s of signals) s?.removeEventListener('abort', done);
+      resolve();
+    };
+    for (const s of signals) {
+      if (s?.aborted) return done();
+      s?.addEventListener('abort', done, { once: true });
+    }
+    void p.then(done, done);
+  });
+}
+
+async function inParallel<T>(items: readonly T[], limit: number, run: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const errors: unknown[] = [];
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await run(item);
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+  });
+  await Promise.all(workers);
+  if (errors.length > 0) throw errors[0];
+}

@@ -1,0 +1,249 @@
+/**
+ * Every coordinator follows the Leases of its store (sessions and locks) with one
+ * watch. For sessions this is the local observation expiry is judged by: the API
+ * server never expires a Lease, and a remote renewTime means nothing on this
+ * machine's clock. A session is expired when its Lease's resourceVersion stayed
+ * unchanged for longer than its duration (plus a slack), timed from when this
+ * process first saw that version, on its own monotonic clock. Before acting, the
+ * verdict is confirmed by reading the Lease: if it moved meanwhile, it is alive.
+ *
+ * Why that is safe: the owner sends a renewal before the server stores it, and this
+ * process sees the stored version after that, so "first seen" is later than the
+ * owner's send time. The owner gives up at send time + TTL - margin; an observer
+ * acts no sooner than first seen + TTL + slack. With clocks that advance at the same
+ * rate, an observer never removes a session its owner still trusts.
+ */
+import type { V1Lease } from '@kubernetes/client-node';
+import { TaskGraphError } from '@taskgraph/api';
+import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
+import type { KubeApi } from './kube.js';
+import { LABEL } from './names.js';
+import { WatchStream } from './watch-stream.js';
+
+export interface ObservedSession {
+  readonly id: string;
+  readonly leaseName: string;
+  readonly uid: string;
+  readonly rv: string;
+  readonly durationMs: number;
+  /** When this process first saw `rv` (its clock). */
+  readonly seenAt: number;
+}
+
+export type LeaseChange =
+  | { readonly kind: 'lock'; readonly leaseName: string }
+  | { readonly kind: 'session-gone'; readonly id: string };
+
+export interface ObserverHooks {
+  /** A session's Lease is gone (closed, or removed by a janitor). */
+  onSessionGone(id: string, leaseName: string): void;
+  /** A session's Lease stayed unchanged past its duration, confirmed by a read. */
+  onSessionExpired(session: ObservedSession): void;
+}
+
+export interface LeaseObserverOptions {
+  readonly api: KubeApi;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly labelSelector: string;
+  readonly closed: AbortSignal;
+  readonly timeoutSeconds: () => number;
+  readonly idleTimeoutMs: number;
+  readonly hooks: ObserverHooks;
+}
+
+/** The slack an observer adds to a session's duration before calling it expired. */
+export function observationSlack(durationMs: number): number {
+  return Math.max(250, Math.round(durationMs * 0.05));
+}
+
+interface Entry {
+  session: ObservedSession;
+  timer: TimerHandle | undefined;
+}
+
+export class LeaseObserver {
+  private readonly sessions = new Map<string, Entry>();
+  private readonly listeners = new Set<(change: LeaseChange) => void>();
+  private stream: WatchStream | undefined;
+  private stopped = false;
+  private synced = false;
+  private readonly done: Promise<void>;
+  private retryTimer: TimerHandle | undefined;
+  private wakeRetry: (() => void) | undefined;
+
+  constructor(private readonly o: LeaseObserverOptions) {
+    this.done = this.run();
+  }
+
+  /** Whether the first list has been applied: until then, `isKnown` knows nothing. */
+  get isSynced(): boolean {
+    return this.synced;
+  }
+
+  /** Whether a Lease of session `id` was seen and not seen deleted. */
+  isKnown(id: string): boolean {
+    return this.sessions.has(id);
+  }
+
+  subscribe(listener: (change: LeaseChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Stops following; resolves when the loop has ended. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.stream?.stop();
+    if (this.retryTimer !== undefined) this.o.clock.clearTimeout(this.retryTimer);
+    this.wakeRetry?.();
+    for (const e of this.sessions.values()) if (e.timer !== undefined) this.o.clock.clearTimeout(e.timer);
+    this.sessions.clear();
+    await this.done;
+  }
+
+  private emit(change: LeaseChange): void {
+    for (const l of [...this.listeners]) l(change);
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped && !this.o.closed.aborted) {
+      try {
+        const list = await this.o.api.listLeases({ labelSelector: this.o.labelSelector });
+        if (this.stopped) return;
+        this.reconcile(list.items);
+        this.synced = true;
+        failures = 0;
+        this.stream = new WatchStream({
+          api: this.o.api,
+          resource: 'leases',
+          labelSelector: this.o.labelSelector,
+          from: list.metadata?.resourceVersion ?? '',
+          clock: this.o.clock,
+          logger: this.o.logger,
+          timeoutSeconds: this.o.timeoutSeconds,
+          idleTimeoutMs: this.o.idleTimeoutMs,
+        });
+        for await (const item of this.stream) {
+          if (item.kind === 'event') this.apply(item.type, item.object as V1Lease);
+          else if (item.kind === 'expired') break;
+        }
+      } catch (err) {
+        if (this.stopped || TaskGraphError.is(err, 'CLOSED')) return;
+        failures++;
+        this.o.logger.debug('the Lease observer failed; retrying', { error: String(err) });
+        await this.sleep(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.wakeRetry = resolve;
+      this.retryTimer = this.o.clock.setTimeout(resolve, ms);
+      this.retryTimer.unref?.();
+    });
+  }
+
+  /** A fresh list: sessions missing from it are gone; unchanged ones keep when they were first seen. */
+  private reconcile(items: readonly V1Lease[]): void {
+    const present = new Set<string>();
+    for (const lease of items) {
+      const id = sessionIdOf(lease);
+      if (id !== undefined) {
+        present.add(id);
+        this.upsert(id, lease);
+      }
+    }
+    for (const [id, e] of [...this.sessions]) {
+      if (!present.has(id)) this.gone(id, e.session.leaseName);
+    }
+    for (const lease of items) if (lease.metadata?.labels?.[LABEL.kind] === 'lock') this.emit({ kind: 'lock', leaseName: lease.metadata.name ?? '' });
+  }
+
+  private apply(type: 'ADDED' | 'MODIFIED' | 'DELETED', lease: V1Lease): void {
+    const kind = lease.metadata?.labels?.[LABEL.kind];
+    if (kind === 'lock') {
+      this.emit({ kind: 'lock', leaseName: lease.metadata?.name ?? '' });
+      return;
+    }
+    const id = sessionIdOf(lease);
+    if (id === undefined) return;
+    if (type === 'DELETED') this.gone(id, lease.metadata?.name ?? '');
+    else this.upsert(id, lease);
+  }
+
+  private upsert(id: string, lease: V1Lease, seenAt = this.o.clock.now()): void {
+    const rv = lease.metadata?.resourceVersion ?? '';
+    const existing = this.sessions.get(id);
+    if (existing !== undefined && existing.session.rv === rv) return;
+    if (existing?.timer !== undefined) this.o.clock.clearTimeout(existing.timer);
+    const session: ObservedSession = {
+      id,
+      leaseName: lease.metadata?.name ?? '',
+      uid: lease.metadata?.uid ?? '',
+      rv,
+      durationMs: (lease.spec?.leaseDurationSeconds ?? 1) * 1000,
+      seenAt,
+    };
+    const entry: Entry = { session, timer: undefined };
+    this.sessions.set(id, entry);
+    this.schedule(entry);
+  }
+
+  private gone(id: string, leaseName: string): void {
+    const e = this.sessions.get(id);
+    if (e?.timer !== undefined) this.o.clock.clearTimeout(e.timer);
+    this.sessions.delete(id);
+    this.emit({ kind: 'session-gone', id });
+    this.o.hooks.onSessionGone(id, leaseName);
+  }
+
+  private schedule(entry: Entry): void {
+    const s = entry.session;
+    const due = s.seenAt + s.durationMs + observationSlack(s.durationMs);
+    entry.timer = this.o.clock.setTimeout(() => void this.confirmExpiry(s), Math.max(0, due - this.o.clock.now()));
+    entry.timer.unref?.();
+  }
+
+  private async confirmExpiry(s: ObservedSession): Promise<void> {
+    if (this.stopped || this.sessions.get(s.id)?.session !== s) return;
+    let lease: V1Lease | undefined;
+    try {
+      lease = await this.o.api.getLease(s.leaseName);
+    } catch (err) {
+      if (this.stopped || TaskGraphError.is(err, 'CLOSED')) return;
+      // Cannot confirm now: look again shortly, with the same first-seen time.
+      const entry = this.sessions.get(s.id);
+      if (entry?.session === s) {
+        entry.timer = this.o.clock.setTimeout(() => void this.confirmExpiry(s), 500);
+        entry.timer.unref?.();
+      }
+      return;
+    }
+    const receivedAt = this.o.clock.now();
+    if (this.stopped || this.sessions.get(s.id)?.session !== s) return;
+    if (lease === undefined || lease.metadata?.uid !== s.uid) {
+      this.gone(s.id, s.leaseName);
+      return;
+    }
+    if (lease.metadata.resourceVersion !== s.rv) {
+      // Renewed after all (the watch lagged): a new observation starts when this read came back.
+      this.upsert(s.id, lease, receivedAt);
+      return;
+    }
+    this.o.hooks.onSessionExpired(s);
+    // If the janitor's removal does not go through (the owner renewed just in time), look again.
+    const entry = this.sessions.get(s.id);
+    if (entry?.session === s) {
+      entry.timer = this.o.clock.setTimeout(() => void this.confirmExpiry(s), Math.min(s.durationMs, 5000));
+      entry.timer.unref?.();
+    }
+  }
+}
+
+function sessionIdOf(lease: V1Lease): string | undefined {
+  if (lease.metadata?.labels?.[LABEL.kind] !== 'session') return undefined;
+  return lease.spec?.holderIdentity ?? undefined;
+}

@@ -1,0 +1,76 @@
+// Test plumbing: an emulator per test file, and clients that reach it through their
+// own TCP proxy (so one client can be partitioned while the others still work), each
+// with a kubeconfig written to a temporary directory.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Coordinator } from '@taskgraph/api';
+import { kubeconfigText, startK8sEmulator, type K8sEmulator, type K8sEmulatorOptions } from '@taskgraph/emulators';
+import { startTcpProxy, type TcpProxy } from '@taskgraph/testkit';
+import { createK8sCoordinator, K8sCoordinator, type K8sCoordinatorOptions } from '../src/index.js';
+
+export interface Harness {
+  readonly emulator: K8sEmulator;
+  readonly dir: string;
+  /** A kubeconfig file naming `server` (the emulator itself by default). */
+  kubeconfig(server?: string): Promise<string>;
+  /** A client through its own proxy; closing the client closes the proxy. */
+  client(prefix: string, options?: Partial<K8sCoordinatorOptions>): Promise<K8sCoordinator>;
+  proxyOf(c: Coordinator): TcpProxy;
+  close(): Promise<void>;
+}
+
+/** Settings that keep the tests quick on a busy machine without being timing-fragile. */
+export const TEST_OPTIONS: Partial<K8sCoordinatorOptions> = {
+  requestTimeoutMs: 3000,
+  watchTimeoutSeconds: [30, 60],
+  watchIdleTimeoutMs: 5000,
+  lockPollMs: 500,
+  janitorSweepIntervalMs: 2000,
+};
+
+let files = 0;
+
+export async function startHarness(options: K8sEmulatorOptions = {}): Promise<Harness> {
+  const emulator = await startK8sEmulator({ bookmarkIntervalMs: 1000, ...options });
+  const dir = await mkdtemp(join(tmpdir(), 'coord-k8s-'));
+  const proxies = new Map<Coordinator, TcpProxy>();
+  const all = new Set<TcpProxy>();
+  const kubeconfig = async (server = emulator.url): Promise<string> => {
+    const path = join(dir, `kubeconfig-${++files}`);
+    await writeFile(path, kubeconfigText({ server, token: emulator.token ?? 'anonymous', namespace: 'default', name: 'emulator' }));
+    return path;
+  };
+  return {
+    emulator,
+    dir,
+    kubeconfig,
+    async client(prefix, extra = {}) {
+      const proxy = await startTcpProxy({ target: emulator.port });
+      all.add(proxy);
+      const c = await createK8sCoordinator({ ...TEST_OPTIONS, ...extra, kubeconfigPath: await kubeconfig(`http://127.0.0.1:${proxy.port}`), prefix });
+      proxies.set(c, proxy);
+      const close = c.close.bind(c);
+      c.close = async () => {
+        try {
+          await close();
+        } finally {
+          proxy.heal();
+          await proxy.close();
+          all.delete(proxy);
+        }
+      };
+      return c;
+    },
+    proxyOf(c) {
+      const p = proxies.get(c);
+      if (p === undefined) throw new Error('not a harness client');
+      return p;
+    },
+    async close() {
+      for (const p of all) await p.close();
+      await emulator.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
