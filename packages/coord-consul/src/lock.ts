@@ -152,6 +152,13 @@ export async function acquireLock(
         await waitForChange(host, ahead.Key, ahead.ModifyIndex, what, signal);
         continue;
       }
+      // Held, by anyone: this session too, since locks are not re-entrant (it waits behind itself).
+      const current = await host.readKey(lockKey, what, { signal });
+      if (current.pair?.Session) {
+        if (!options.wait) return undefined;
+        await waitForChange(host, lockKey, current.pair.ModifyIndex, what, signal);
+        continue;
+      }
       const result = await tryTake(host, session, lockKey, ticketKey, value, what, signal);
       if (result.kind === 'locked') {
         taken = true;

@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TaskGraphError } from '@taskgraph/api';
+import { resolveCoordinator } from '@taskgraph/core';
 import type { ConsulEmulator } from '@taskgraph/emulators';
-import { MAX_VALUE_BYTES, escapeKey, unescapeKey } from '../src/index.js';
+import { ConsulCoordinator as ConsulCoordinatorClass, MAX_VALUE_BYTES, escapeKey, unescapeKey } from '../src/index.js';
 import type { ConsulCoordinator } from '../src/index.js';
 import { bytes, coordinator, emulator, text } from './helpers.js';
 
@@ -131,6 +132,18 @@ describe('ConsulCoordinator keys', () => {
     expect(code(await failure(c.create('bad//key', bytes('x'))))).toBe('INVALID_ARGUMENT');
     expect(code(await failure(c.get('x'.repeat(513))))).toBe('INVALID_ARGUMENT');
     expect(consul.requestCount).toBe(before);
+  });
+
+  it('is what core resolves a consul:// URL to', async () => {
+    const c = await resolveCoordinator(`consul://127.0.0.1:${consul.port}?namespace=resolved-${process.pid}`);
+    try {
+      expect(c).toBeInstanceOf(ConsulCoordinatorClass);
+      const v = await c.create('k', bytes('v'));
+      expect((await c.get('k'))?.version).toBe(v);
+      await c.deletePrefix('k');
+    } finally {
+      await c.close();
+    }
   });
 
   it('reports the caps of a Consul backend', async () => {

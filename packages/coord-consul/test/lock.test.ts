@@ -161,3 +161,20 @@ describe('Consul lock-delay', () => {
     expect(text((await c.get('addr'))!.value)).toBe('new node');
   });
 });
+
+describe('Consul locks are not re-entrant', () => {
+  it('a session asking again for a lock it holds waits behind itself', async () => {
+    const c = await make();
+    const s = await c.openSession({ ttlMs: 10_000 });
+    const first = await c.acquire('again', s);
+    expect(await c.tryAcquire('again', s)).toBeUndefined();
+    let second: Lock | undefined;
+    const waiting = c.acquire('again', s).then((l) => (second = l));
+    await waitFor(() => tickets(c, 'again').length === 1, 'the second acquire is queued');
+    expect(second).toBeUndefined();
+    await first.release();
+    await waiting;
+    expect(second!.token > first.token).toBe(true);
+    await second!.release();
+  });
+});
