@@ -53,7 +53,7 @@ describe('the regression job as OS processes on one real etcd', () => {
     async () => {
       const random = seededRandom(42);
       const killed: string[] = [];
-      let ctl: Controller | undefined;
+      const probeCtl: { ctl?: Controller } = {};
       const { run, lines } = quietRun({
         app: 'regression',
         tasks: 15,
@@ -65,7 +65,7 @@ describe('the regression job as OS processes on one real etcd', () => {
           if (e === 2 || e === 4 || e === 6) {
             void (async () => {
               await new Promise((r) => setTimeout(r, Math.floor(random() * 300)));
-              const victim = await ownerProcess(ctl!, run, (n) => Math.floor(random() * n));
+              const victim = await ownerProcess(probeCtl.ctl!, run, (n) => Math.floor(random() * n));
               if (victim && killed.length < 3 && !killed.includes(victim.nodeId)) {
                 killed.push(victim.nodeId);
                 victim.child.kill('SIGKILL');
@@ -74,7 +74,7 @@ describe('the regression job as OS processes on one real etcd', () => {
           }
         },
       });
-      ctl = createController({ coordinator: probe, job: run.job });
+      probeCtl.ctl = createController({ coordinator: probe, job: run.job });
       const result = await run.run();
       expect(killed).toHaveLength(3);
       expect(result.verdict?.message, lines.join('\n')).toBe(EXACT);
