@@ -157,14 +157,21 @@ export async function tryAcquireLock(host: LockHost, name: string, session: Etcd
   const range = host.keys.lockRange(name);
   // The compare covers the whole range: it holds only when no key is in it, so the
   // lock is taken only when nobody holds it nor waits for it, in one step.
-  const res = await host.txn(
-    {
-      compare: [{ key: range.start, range_end: range.end, target: 'Create', result: 'Equal', create_revision: 0 }],
-      success: [{ request_put: { key, value: Buffer.from(owner), lease: session.id } }],
-    },
-    'write',
-    what,
-  );
+  let res: ITxnResponse;
+  try {
+    res = await host.txn(
+      {
+        compare: [{ key: range.start, range_end: range.end, target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [{ request_put: { key, value: Buffer.from(owner), lease: session.id } }],
+      },
+      'write',
+      what,
+    );
+  } catch (err) {
+    // Taken or not, nobody would ever release it: make sure it is not held.
+    if (TaskGraphError.is(err, ErrorCodes.Indeterminate)) await withdraw(host, key, undefined, `${what} (withdrawing)`);
+    throw err;
+  }
   if (!res.succeeded) return undefined;
   return new EtcdLock(host, name, owner, BigInt(res.header.revision), session, key);
 }

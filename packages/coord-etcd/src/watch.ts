@@ -114,11 +114,6 @@ export class RawWatch implements AsyncIterableIterator<RawBatch> {
     return Promise.resolve({ value: undefined, done: true });
   }
 
-  /** True while a stream is open (for tests of resource ownership). */
-  get streaming(): boolean {
-    return this.#stream !== undefined;
-  }
-
   #connect(): void {
     if (this.#done) return;
     let opening: Promise<WatchStream>;

@@ -56,8 +56,3 @@ export function guardChild(child: ChildProcess): void {
     watchdog?.kill('SIGKILL');
   });
 }
-
-/** How many guarded children are still running. */
-export function guardedChildCount(): number {
-  return guarded.size;
-}
