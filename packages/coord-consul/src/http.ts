@@ -182,7 +182,8 @@ export class ConsulHttp {
     if (typeof code === 'string' && CONNECT_ERRORS.has(code)) {
       return new UnavailableError(`${call.what}: cannot reach Consul at ${this.#options.base.host} (${code})`, { cause: err });
     }
-    if (typeof code === 'string' && (code.startsWith('ERR_TLS') || code.includes('CERT') || code.startsWith('ERR_SSL'))) {
+    // OpenSSL's verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, SELF_SIGNED_CERT_IN_CHAIN, ...) and Node's ERR_TLS_*/ERR_SSL_*.
+    if (typeof code === 'string' && /CERT|SIGNATURE|ISSUER|^ERR_TLS|^ERR_SSL|HANDSHAKE/.test(code)) {
       return new UnavailableError(`${call.what}: TLS handshake with Consul at ${this.#options.base.host} failed: ${message}`, { cause: err });
     }
     if (call.write && sent) {
