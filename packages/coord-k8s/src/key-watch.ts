@@ -46,6 +46,11 @@ class KeyWatch {
   private readonly shadow = new Map<string, Shadow>();
   /** The revision of the last batch delivered (or the start): the consumer's resume point. */
   private frontier = '';
+  /**
+   * The revision of the last item handled (any event, or a bookmark): every change up to
+   * it has either been applied to the shadow or was never received.
+   */
+  private handled = '';
   private stream: WatchStream | undefined;
   /** A change the server delivered again at the same place after a check: not a loss. */
   private acceptedBreak: string | undefined;
@@ -107,6 +112,7 @@ class KeyWatch {
       if (k !== undefined && k.key.startsWith(this.o.keyPrefix)) this.shadow.set(k.key, { version: k.version, prev: k.prev });
     }
     this.frontier = after ?? list.metadata?.resourceVersion ?? '';
+    this.handled = this.frontier;
     if (this.o.signal.aborted || this.o.closed.aborted) return;
     this.stream = new WatchStream({
       api,
@@ -121,12 +127,19 @@ class KeyWatch {
   }
 
   private async handle(item: StreamItem): Promise<WatchBatch | undefined> {
-    if (item.kind === 'bookmark' || item.kind === 'tick') return undefined;
+    if (item.kind === 'tick') return undefined;
+    if (item.kind === 'bookmark') {
+      this.handled = item.rv;
+      return undefined;
+    }
     if (item.kind === 'expired') {
       throw new CompactedError(`the watch of ${JSON.stringify(this.o.keyPrefix)} fell behind the history the API server keeps (${item.message}); list again and watch after the new revision`);
     }
     const stored = decodeKey(item.object);
-    if (stored === undefined || !stored.key.startsWith(this.o.keyPrefix)) return undefined;
+    if (stored === undefined || !stored.key.startsWith(this.o.keyPrefix)) {
+      this.handled = item.rv;
+      return undefined;
+    }
     if (this.check(item.type, stored) === 'gap') {
       if (this.acceptedBreak === item.rv) {
         this.o.logger.warn('a key changed without TaskGraph\'s version chain (written by another tool?); accepting it', { key: stored.key, version: stored.version });
@@ -145,6 +158,7 @@ class KeyWatch {
       event = { type: 'put', key: stored.key, value: stored.value, version: stored.version };
     }
     this.frontier = item.rv;
+    this.handled = item.rv;
     return { revision: item.rv, events: [event] };
   }
 
@@ -157,13 +171,13 @@ class KeyWatch {
     return k.prev === seen.version ? 'ok' : 'gap';
   }
 
-  /** The state at exactly the frontier, from the server, against the shadow. */
-  private async shadowMatchesServer(): Promise<boolean> {
+  /** The server's state of the prefix at exactly `revision` against the shadow ('unknown': too old to read). */
+  private async compareWithServer(revision: string): Promise<'same' | 'different' | 'unknown'> {
     let list;
     try {
-      list = await this.o.api.listConfigMaps({ labelSelector: this.o.labelSelector, resourceVersion: this.frontier, exact: true });
+      list = await this.o.api.listConfigMaps({ labelSelector: this.o.labelSelector, resourceVersion: revision, exact: true });
     } catch (err) {
-      if (TaskGraphError.is(err, 'COMPACTED')) return false;
+      if (TaskGraphError.is(err, 'COMPACTED')) return 'unknown';
       throw err;
     }
     let count = 0;
@@ -171,20 +185,22 @@ class KeyWatch {
       const k = decodeKey(item);
       if (k === undefined || !k.key.startsWith(this.o.keyPrefix)) continue;
       count++;
-      if (this.shadow.get(k.key)?.version !== k.version) return false;
+      if (this.shadow.get(k.key)?.version !== k.version) return 'different';
     }
-    return count === this.shadow.size;
+    return count === this.shadow.size ? 'same' : 'different';
   }
 
   private async recover(key: string, rv: string): Promise<void> {
     this.o.logger.warn('a watch line was lost (the version chain of a key broke); checking what was delivered', { key, frontier: this.frontier, at: rv });
     this.stream?.stop();
-    if (!(await this.shadowMatchesServer())) {
+    // Nothing delivered after the frontier: is the state there the one delivered?
+    if ((await this.compareWithServer(this.frontier)) !== 'same') {
       throw new CompactedError(
         `the watch of ${JSON.stringify(this.o.keyPrefix)} lost a change before revision ${this.frontier} (a watch line never arrived); list again and watch after the new revision`,
       );
     }
     this.acceptedBreak = rv;
+    this.handled = this.frontier;
     this.restartStream();
   }
 
@@ -213,7 +229,9 @@ class KeyWatch {
 
   private async audit(): Promise<void> {
     this.auditDue = false;
-    if (!(await this.shadowMatchesServer())) {
+    // Every change up to the last item handled was delivered, unless its line was lost.
+    // (When that revision is already compacted there is nothing to compare with.)
+    if ((await this.compareWithServer(this.handled)) === 'different') {
       throw new CompactedError(
         `the watch of ${JSON.stringify(this.o.keyPrefix)} found its state different from the server's at revision ${this.frontier} (a watch line never arrived); list again and watch after the new revision`,
       );
