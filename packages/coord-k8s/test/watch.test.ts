@@ -191,7 +191,7 @@ describe('lines lost silently', () => {
     // @kubernetes/client-node skips a line it cannot parse without a word.
     h.emulator.faults.dropWatchLines(1, 'garble');
     v = await writer.update('d/k', bytes('2'), v);
-    v = await writer.update('d/k', bytes('3'), v);
+    await writer.update('d/k', bytes('3'), v);
     await until('every update', () => log.events.length >= 3);
     expect(describeEvents(log.events)).toEqual(['put d/k=1', 'put d/k=2', 'put d/k=3']);
     expect(log.finished()).toBe(false);

@@ -1,0 +1,138 @@
+// Locks as Leases: the Lease's shape, the fencing token, the queue that gives
+// first-come-first-served hand-over, and take-over after the holder's session expired.
+import type { Lock } from '@taskgraph/api';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ANNOTATION, LABEL, lockObjectName, type K8sCoordinator, type K8sSession } from '../src/index.js';
+import { call } from './raw.js';
+import { startHarness, type Harness } from './helpers.js';
+
+let h: Harness;
+let n = 0;
+const clients: K8sCoordinator[] = [];
+
+beforeAll(async () => {
+  h = await startHarness();
+});
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+
+afterAll(async () => {
+  await h.close();
+});
+
+async function clientsOf(count: number): Promise<K8sCoordinator[]> {
+  const prefix = `l${++n}`;
+  const out: K8sCoordinator[] = [];
+  for (let i = 0; i < count; i++) out.push(await h.client(prefix));
+  clients.push(...out);
+  return out;
+}
+
+const LEASES = '/apis/coordination.k8s.io/v1/namespaces/default/leases';
+
+interface LeaseView {
+  metadata: { labels: Record<string, string>; annotations?: Record<string, string> };
+  spec: { holderIdentity?: string; leaseTransitions?: number; leaseDurationSeconds?: number };
+}
+
+async function lease(prefix: string, name: string): Promise<LeaseView> {
+  return (await call(h, 'GET', `${LEASES}/${lockObjectName(prefix, name)}`)) as LeaseView;
+}
+
+async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('the lock Lease', () => {
+  it('names the holding session, counts transitions as the token, and mirrors the holder in a label', async () => {
+    const [a] = await clientsOf(1);
+    if (a === undefined) throw new Error('no client');
+    const s = (await a.openSession({ ttlMs: 2000 })) as K8sSession;
+    const lock = await a.acquire('jobs/j1/tasks/3', s, { owner: 'node-1' });
+    const view = await lease(a.prefix, 'jobs/j1/tasks/3');
+    expect(view.spec).toMatchObject({ holderIdentity: s.id, leaseTransitions: 1, leaseDurationSeconds: 2 });
+    expect(view.metadata.labels).toEqual({ [LABEL.store]: a.prefix, [LABEL.kind]: 'lock', [LABEL.holder]: s.id });
+    expect(view.metadata.annotations).toEqual({ [ANNOTATION.lock]: 'jobs/j1/tasks/3', [ANNOTATION.owner]: 'node-1' });
+    expect(lock.token).toBe(1n);
+    await lock.release();
+    const released = await lease(a.prefix, 'jobs/j1/tasks/3');
+    expect(released.spec.holderIdentity).toBeUndefined();
+    expect(released.metadata.labels[LABEL.holder]).toBeUndefined();
+    // The Lease stays, so the next holder's token is larger.
+    const again = await a.acquire('jobs/j1/tasks/3', s);
+    expect(again.token).toBe(2n);
+  });
+});
+
+describe('fairness', () => {
+  it('hands the lock over in the order the waiters queued', async () => {
+    const [a, b, c, d] = await clientsOf(4);
+    if (a === undefined || b === undefined || c === undefined || d === undefined) throw new Error('no clients');
+    const sa = await a.openSession({ ttlMs: 3000 });
+    const held = await a.acquire('fifo', sa);
+    const order: string[] = [];
+    const waiters: Promise<Lock>[] = [];
+    for (const [name, cl] of [['b', b], ['c', c], ['d', d]] as const) {
+      const s = await cl.openSession({ ttlMs: 3000 });
+      waiters.push(
+        cl.acquire('fifo', s).then((l) => {
+          order.push(name);
+          return l;
+        }),
+      );
+      // The next waiter starts only once this one is in the queue.
+      await until(`${name} is queued`, async () => (await lease(a.prefix, 'fifo')).metadata.annotations?.[ANNOTATION.queue]?.includes(s.id) ?? false);
+    }
+    await held.release();
+    let previous = held.token;
+    for (const [i, w] of waiters.entries()) {
+      const l = await w;
+      expect(order[i]).toBe(['b', 'c', 'd'][i]);
+      expect(l.token).toBe(previous + 1n);
+      previous = l.token;
+      await l.release();
+    }
+  });
+
+  it('skips a waiter whose session ended while it waited', async () => {
+    const [a, b, c] = await clientsOf(3);
+    if (a === undefined || b === undefined || c === undefined) throw new Error('no clients');
+    const held = await a.acquire('skip', await a.openSession({ ttlMs: 3000 }));
+    const sb = await b.openSession({ ttlMs: 3000 });
+    const gone = b.acquire('skip', sb).catch((err: unknown) => err);
+    await until('b is queued', async () => (await lease(a.prefix, 'skip')).metadata.annotations?.[ANNOTATION.queue]?.includes(sb.id) ?? false);
+    const sc = await c.openSession({ ttlMs: 3000 });
+    const next = c.acquire('skip', sc);
+    await until('c is queued', async () => (await lease(a.prefix, 'skip')).metadata.annotations?.[ANNOTATION.queue]?.includes(sc.id) ?? false);
+    await sb.close();
+    expect(await gone).toBeInstanceOf(Error);
+    await held.release();
+    expect((await next).owner).toBe(sc.id);
+  });
+});
+
+describe('take-over', () => {
+  it("a waiter takes the lock after the holder's session expires by observation (its owner partitioned)", async () => {
+    const [a, b] = await clientsOf(2);
+    if (a === undefined || b === undefined) throw new Error('no clients');
+    const sa = (await a.openSession({ ttlMs: 2000 })) as K8sSession;
+    const la = await a.acquire('takeover', sa);
+    const sb = await b.openSession({ ttlMs: 2000 });
+    const waiting = b.acquire('takeover', sb);
+    await until('b is queued', async () => (await lease(a.prefix, 'takeover')).metadata.annotations?.[ANNOTATION.queue]?.includes(sb.id) ?? false);
+    h.proxyOf(a).cut();
+    const lb = await waiting;
+    // Fencing: the old holder had given up before the new one was granted.
+    expect(sa.isLost()).toBe(true);
+    expect(la.lost.aborted).toBe(true);
+    expect(lb.token).toBeGreaterThan(la.token);
+    expect(await b.holder('takeover')).toEqual({ owner: sb.id, token: lb.token });
+    h.proxyOf(a).heal();
+  });
+});
