@@ -4,17 +4,18 @@
  * not the targets were met (the numbers are the result); 1 when it failed; 2 on
  * bad arguments.
  *
- * Options: --payloads 64,65536,1048576  --in-flight 1,16,64  --rounds 4
- *          --round-ms 1000 | --round-calls N   --warmup-ms 400 | --warmup-calls N
+ * Options: --payloads 64,65536,1048576  --in-flight 1,16,64  --rounds 6
+ *          --round-ms 800 | --round-calls N   --warmup-ms 300 | --warmup-calls N
  */
 import { parseArgs } from 'node:util';
 import { createLogger } from '@taskgraph/core';
-import { DEFAULT_IN_FLIGHT, DEFAULT_PAYLOADS, runDataPlane } from './src/data-plane.js';
+import { DEFAULT_IN_FLIGHT, DEFAULT_PAYLOADS, DEFAULT_ROUND, DEFAULT_WARMUP, runDataPlane } from './src/data-plane.js';
 import type { DataPlaneOptions } from './src/data-plane.js';
+import type { LoadSpec } from './src/load.js';
 
 const USAGE =
-  'usage: bench:data-plane [--payloads 64,65536,1048576] [--in-flight 1,16,64] [--rounds 4] ' +
-  '[--round-ms 1000 | --round-calls N] [--warmup-ms 400 | --warmup-calls N]';
+  'usage: bench:data-plane [--payloads 64,65536,1048576] [--in-flight 1,16,64] [--rounds 6] ' +
+  '[--round-ms 800 | --round-calls N] [--warmup-ms 300 | --warmup-calls N]';
 
 class UsageError extends Error {}
 
@@ -34,8 +35,8 @@ function count(name: string, text: string | undefined): number | undefined {
   return n;
 }
 
-function phase(ms: number | undefined, calls: number | undefined, defaultMs: number): { durationMs?: number; calls?: number } {
-  if (ms === undefined && calls === undefined) return { durationMs: defaultMs };
+function phase(ms: number | undefined, calls: number | undefined, fallback: Omit<LoadSpec, 'inFlight'>): Omit<LoadSpec, 'inFlight'> {
+  if (ms === undefined && calls === undefined) return fallback;
   return { ...(ms === undefined ? {} : { durationMs: ms }), ...(calls === undefined ? {} : { calls }) };
 }
 
@@ -59,8 +60,8 @@ function parse(argv: readonly string[]): DataPlaneOptions | 'help' {
     payloads: list('payloads', values.payloads, DEFAULT_PAYLOADS),
     inFlight: list('in-flight', values['in-flight'], DEFAULT_IN_FLIGHT),
     ...(rounds === undefined ? {} : { rounds }),
-    round: phase(count('round-ms', values['round-ms']), count('round-calls', values['round-calls']), 1000),
-    warmup: phase(count('warmup-ms', values['warmup-ms']), count('warmup-calls', values['warmup-calls']), 400),
+    round: phase(count('round-ms', values['round-ms']), count('round-calls', values['round-calls']), DEFAULT_ROUND),
+    warmup: phase(count('warmup-ms', values['warmup-ms']), count('warmup-calls', values['warmup-calls']), DEFAULT_WARMUP),
   };
 }
 

@@ -19,17 +19,22 @@ export const TARGETS = { throughput_ratio_min: 0.8, p50_added_us_max: 100, conne
 
 export const DEFAULT_PAYLOADS: readonly number[] = [64, 64 * 1024, 1024 * 1024];
 export const DEFAULT_IN_FLIGHT: readonly number[] = [1, 16, 64];
+// Many short rounds rather than a few long ones: a burst of load from elsewhere on
+// the machine then spoils a round of each side, not a whole side of a case.
+export const DEFAULT_ROUNDS = 6;
+export const DEFAULT_ROUND: Omit<LoadSpec, 'inFlight'> = { durationMs: 800 };
+export const DEFAULT_WARMUP: Omit<LoadSpec, 'inFlight'> = { durationMs: 300 };
 
 export interface DataPlaneOptions {
   /** Payload sizes in bytes (request and answer alike). Default 64 B, 64 KiB, 1 MiB. */
   readonly payloads?: readonly number[];
   /** Calls in flight. Default 1, 16, 64. */
   readonly inFlight?: readonly number[];
-  /** One timed round of one side (time and/or calls). Default 1 s. */
+  /** One timed round of one side (time and/or calls). Default 800 ms. */
   readonly round?: Omit<LoadSpec, 'inFlight'>;
-  /** Timed rounds per side per case. Default 4. */
+  /** Timed rounds per side per case. Default 6. */
   readonly rounds?: number;
-  /** The warm-up of each side before each case. Default 400 ms. */
+  /** The warm-up of each side before each case. Default 300 ms. */
   readonly warmup?: Omit<LoadSpec, 'inFlight'>;
   /** Applied to the transport and to the raw client and server. Default 16 MiB. */
   readonly maxMessageBytes?: number;
@@ -44,6 +49,8 @@ export interface SideResult {
   readonly calls_per_s: number;
   readonly p50_us: number;
   readonly p99_us: number;
+  /** CPU time of the whole process (both ends of the call) per call: robust to other load on the machine. */
+  readonly cpu_us_per_call: number;
 }
 
 export interface CaseResult {
@@ -54,6 +61,8 @@ export interface CaseResult {
   readonly raw: SideResult;
   readonly throughput_ratio: number;
   readonly p50_added_us: number;
+  /** framework.cpu_us_per_call / raw.cpu_us_per_call. */
+  readonly cpu_ratio: number;
 }
 
 export interface Summary {
@@ -88,10 +97,10 @@ function checkOptions(o: DataPlaneOptions): void {
     }
   }
   for (const n of o.inFlight ?? DEFAULT_IN_FLIGHT) checkLoadSpec({ inFlight: n, calls: 1 });
-  const rounds = o.rounds ?? 4;
+  const rounds = o.rounds ?? DEFAULT_ROUNDS;
   if (!Number.isInteger(rounds) || rounds < 1) throw new InvalidArgumentError(`rounds must be a positive integer, got ${String(rounds)}`);
-  checkLoadSpec({ inFlight: 1, ...(o.round ?? { durationMs: 1000 }) });
-  checkLoadSpec({ inFlight: 1, ...(o.warmup ?? { durationMs: 400 }) });
+  checkLoadSpec({ inFlight: 1, ...(o.round ?? DEFAULT_ROUND) });
+  checkLoadSpec({ inFlight: 1, ...(o.warmup ?? DEFAULT_WARMUP) });
 }
 
 /** Runs every case; `onCase` gets each result as soon as it is known. */
@@ -104,9 +113,9 @@ export async function runDataPlane(
   const maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
   const payloads = options.payloads ?? DEFAULT_PAYLOADS;
   const inFlights = options.inFlight ?? DEFAULT_IN_FLIGHT;
-  const roundSpec = options.round ?? { durationMs: 1000 };
-  const warmupSpec = options.warmup ?? { durationMs: 400 };
-  const rounds = options.rounds ?? 4;
+  const roundSpec = options.round ?? DEFAULT_ROUND;
+  const warmupSpec = options.warmup ?? DEFAULT_WARMUP;
+  const rounds = options.rounds ?? DEFAULT_ROUNDS;
   const started = performance.now();
 
   // Opened before any server starts, so every connection of the run is seen.
@@ -151,10 +160,12 @@ export async function runDataPlane(
           raw: w,
           throughput_ratio: w.calls_per_s > 0 ? round(f.calls_per_s / w.calls_per_s, 3) : 0,
           p50_added_us: round(f.p50_us - w.p50_us, 1),
+          cpu_ratio: w.cpu_us_per_call > 0 ? round(f.cpu_us_per_call / w.cpu_us_per_call, 3) : 0,
         };
         progress(
           `${label.padEnd(10)} framework ${f.calls_per_s.toFixed(0).padStart(6)}/s p50 ${f.p50_us.toFixed(0).padStart(6)} us | ` +
-            `raw ${w.calls_per_s.toFixed(0).padStart(6)}/s p50 ${w.p50_us.toFixed(0).padStart(6)} us | ratio ${result.throughput_ratio.toFixed(2)}`,
+            `raw ${w.calls_per_s.toFixed(0).padStart(6)}/s p50 ${w.p50_us.toFixed(0).padStart(6)} us | ratio ${result.throughput_ratio.toFixed(2)} ` +
+            `(cpu/call ${f.cpu_us_per_call.toFixed(0)} vs ${w.cpu_us_per_call.toFixed(0)} us)`,
         );
         cases.push(result);
         onCase(result);

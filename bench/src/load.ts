@@ -21,6 +21,13 @@ export interface LoadResult {
   readonly elapsedMs: number;
   /** Each completed call's latency, in microseconds, in completion order. */
   readonly latenciesUs: Float64Array;
+  /**
+   * CPU time this process spent meanwhile (user + system), in microseconds. Both
+   * ends of every call run in this process, so per call it is the cost of a whole
+   * round trip, and unlike wall time it hardly changes when other processes load
+   * the machine.
+   */
+  readonly cpuUs: number;
 }
 
 export function checkLoadSpec(spec: LoadSpec): void {
@@ -54,6 +61,7 @@ export async function runLoad(call: () => Promise<unknown>, spec: LoadSpec): Pro
   const t0 = performance.now();
   const deadline = spec.durationMs === undefined ? Number.POSITIVE_INFINITY : t0 + spec.durationMs;
   let lastEnd = t0;
+  const cpu0 = process.cpuUsage();
 
   const worker = async (): Promise<void> => {
     while (failure === undefined && started < limit && performance.now() < deadline) {
@@ -77,19 +85,22 @@ export async function runLoad(call: () => Promise<unknown>, spec: LoadSpec): Pro
   };
 
   await Promise.all(Array.from({ length: spec.inFlight }, worker));
+  const cpu = process.cpuUsage(cpu0);
   if (failure !== undefined) throw failure;
-  return { calls: completed, elapsedMs: lastEnd - t0, latenciesUs: latencies.subarray(0, completed) };
+  return { calls: completed, elapsedMs: lastEnd - t0, latenciesUs: latencies.subarray(0, completed), cpuUs: cpu.user + cpu.system };
 }
 
 /** Several runs of one side of one case, added up. */
 export class LoadTotals {
   #calls = 0;
   #elapsedMs = 0;
+  #cpuUs = 0;
   #parts: Float64Array[] = [];
 
   add(result: LoadResult): void {
     this.#calls += result.calls;
     this.#elapsedMs += result.elapsedMs;
+    this.#cpuUs += result.cpuUs;
     this.#parts.push(result.latenciesUs);
   }
 
@@ -97,7 +108,7 @@ export class LoadTotals {
     return this.#calls;
   }
 
-  summary(): { calls: number; calls_per_s: number; p50_us: number; p99_us: number } {
+  summary(): { calls: number; calls_per_s: number; p50_us: number; p99_us: number; cpu_us_per_call: number } {
     const all = new Float64Array(this.#calls);
     let at = 0;
     for (const part of this.#parts) {
@@ -110,6 +121,7 @@ export class LoadTotals {
       calls_per_s: this.#elapsedMs > 0 ? round((this.#calls * 1000) / this.#elapsedMs, 1) : 0,
       p50_us: round(percentile(all, 0.5), 1),
       p99_us: round(percentile(all, 0.99), 1),
+      cpu_us_per_call: this.#calls > 0 ? round(this.#cpuUs / this.#calls, 1) : 0,
     };
   }
 }

@@ -38,6 +38,7 @@ function expectSide(side: unknown, calls: number): void {
     calls_per_s: expect.any(Number) as number,
     p50_us: expect.any(Number) as number,
     p99_us: expect.any(Number) as number,
+    cpu_us_per_call: expect.any(Number) as number,
   });
   const s = side as { calls_per_s: number; p50_us: number; p99_us: number };
   expect(s.calls_per_s).toBeGreaterThan(0);
@@ -91,9 +92,9 @@ describe('statistics', () => {
     expect(percentile(sorted, 0.99)).toBe(10);
     expect(percentile(new Float64Array(0), 0.5)).toBe(0);
     const totals = new LoadTotals();
-    totals.add({ calls: 2, elapsedMs: 100, latenciesUs: Float64Array.from([30, 10]) });
-    totals.add({ calls: 2, elapsedMs: 100, latenciesUs: Float64Array.from([20, 40]) });
-    expect(totals.summary()).toEqual({ calls: 4, calls_per_s: 20, p50_us: 20, p99_us: 40 });
+    totals.add({ calls: 2, elapsedMs: 100, latenciesUs: Float64Array.from([30, 10]), cpuUs: 100 });
+    totals.add({ calls: 2, elapsedMs: 100, latenciesUs: Float64Array.from([20, 40]), cpuUs: 300 });
+    expect(totals.summary()).toEqual({ calls: 4, calls_per_s: 20, p50_us: 20, p99_us: 40, cpu_us_per_call: 100 });
   });
 
   it('labels sizes in round units', () => {
@@ -115,7 +116,7 @@ describe('runDataPlane', () => {
     expect(cases.map((c) => c.case)).toEqual(['64B x1', '64B x3', '64KiB x1', '64KiB x3']);
     expect(seen).toEqual(cases);
     for (const c of cases) {
-      expect(Object.keys(c)).toEqual(['case', 'payload_bytes', 'in_flight', 'framework', 'raw', 'throughput_ratio', 'p50_added_us']);
+      expect(Object.keys(c)).toEqual(['case', 'payload_bytes', 'in_flight', 'framework', 'raw', 'throughput_ratio', 'p50_added_us', 'cpu_ratio']);
       expectSide(c.framework, 24);
       expectSide(c.raw, 24);
       expect(c.throughput_ratio).toBeCloseTo(c.framework.calls_per_s / c.raw.calls_per_s, 2);
