@@ -2,7 +2,7 @@ import { ClosedError, EpochChangedError, InvalidArgumentError, TaskGraphError } 
 import type { EpochContext, Framework, Task } from '@taskgraph/api';
 import { createLocalTransport } from '@taskgraph/transport-local';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defineMethod, installSignalHandlers, jobKeys, serve } from '../src/index.js';
+import { TaskGraphNode, defineMethod, installSignalHandlers, jobKeys, serve } from '../src/index.js';
 import { recordingTask, until, world } from './helpers.js';
 
 const double = defineMethod<number, number>('double');
@@ -57,6 +57,21 @@ describe('node lifecycle and input checks', () => {
     await w.controller().createJob({ numTasks: 1, linkTypes: ['Parents'] });
     const { node } = await w.node(() => recordingTask([]), {}, 1);
     await expect(node.start()).rejects.toThrow('link type "Children" is not declared by job');
+  });
+
+  it('a TTL the backend refuses fails start() with InvalidArgument and leaves nothing behind', async () => {
+    w = world();
+    await w.controller().createJob({ numTasks: 1, linkTypes: LINKS });
+    const { node, coordinator } = await w.node(() => recordingTask([]), { sessionTtlMs: 50 }, 1);
+    const err = await node.start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as Error).message).toContain("outside memory's range");
+    expect(node.state).toBe('done');
+    expect(coordinator.openSessions).toBe(0);
+    expect(() => new TaskGraphNode({ job: w.job, coordinator, transport: node as never, attemptTimeoutMs: -1 })).toThrow(
+      'attemptTimeoutMs must be a positive number',
+    );
+    expect(() => new TaskGraphNode({ job: 'Bad Job', coordinator, transport: node as never })).toThrow('job name "Bad Job" is invalid');
   });
 
   it('waits for the job to be created, then runs', async () => {
