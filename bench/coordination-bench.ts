@@ -1,0 +1,196 @@
+/**
+ * The coordination benchmark: the framework's use of etcd against bare etcd3, on
+ * one etcd the benchmark starts itself (loopback, temporary data dir).
+ *
+ *  (a) epoch advance: incEpoch -> every task entered the new epoch, at 8 and 64
+ *      tasks, beside a bare compare-and-put seen through a watch;
+ *  (b) failover at TTL 2 s: SIGKILL of the owning process -> a standby published
+ *      the task, beside etcd's own expiry of a 2 s lease;
+ *  (c) store writes per task per epoch of the regression job (meta flags and
+ *      start-up excluded).
+ *
+ * Produces one result per measurement and a summary against the targets.
+ */
+import { InvalidArgumentError } from '@taskgraph/api';
+import type { Logger } from '@taskgraph/api';
+import { startEtcd } from '@taskgraph/testkit';
+import type { EtcdServer } from '@taskgraph/testkit';
+import { readEtcdVersion } from './coordination-etcd.js';
+import { runEpochAdvance } from './coordination-epoch.js';
+import type { EpochAdvanceResult } from './coordination-epoch.js';
+import { runFailover } from './coordination-failover.js';
+import type { FailoverResult } from './coordination-failover.js';
+import { runStoreWrites } from './coordination-writes.js';
+import type { StoreWritesResult } from './coordination-writes.js';
+import { round } from './src/load.js';
+
+export const TARGETS = { epoch_advance_ratio_64: 3, failover_over_ttl_s: 1, writes_per_task_epoch: 2 } as const;
+
+export const PARTS = ['epoch', 'failover', 'writes'] as const;
+export type Part = (typeof PARTS)[number];
+
+export interface CoordinationOptions {
+  readonly parts: readonly Part[];
+  /** (a) the job sizes, in tasks. */
+  readonly epochTasks: readonly number[];
+  /** (a) timed advances per size, untimed ones first, bare round trips, alternating rounds. */
+  readonly epochs: number;
+  readonly warmupEpochs: number;
+  readonly bareRounds: number;
+  readonly rounds: number;
+  /** (a) nodes per etcd client (1: each node its own). */
+  readonly nodesPerClient: number;
+  /** (a) pause between advances. */
+  readonly gapMs: number;
+  /** (b) */
+  readonly failoverReps: number;
+  readonly ttlMs: number;
+  readonly standbys: number;
+  /** (c) */
+  readonly regressionTasks: number;
+  readonly regressionEpochs: number;
+  readonly progress?: (line: string) => void;
+  /** The framework's logger (nodes, controller). Default silent. */
+  readonly logger?: Logger;
+}
+
+export const DEFAULTS: CoordinationOptions = {
+  parts: PARTS,
+  epochTasks: [8, 64],
+  epochs: 80,
+  warmupEpochs: 5,
+  bareRounds: 200,
+  rounds: 4,
+  nodesPerClient: 1,
+  gapMs: 50,
+  failoverReps: 6,
+  ttlMs: 2000,
+  standbys: 2,
+  regressionTasks: 15,
+  regressionEpochs: 10,
+};
+
+export type CoordinationResult = EpochAdvanceResult | FailoverResult | StoreWritesResult;
+
+export interface Summary {
+  readonly summary: true;
+  readonly epoch_advance_ratio_64: number | null;
+  readonly failover_over_ttl_s: number | null;
+  readonly writes_per_task_epoch: number | null;
+  readonly targets: typeof TARGETS;
+  readonly met: { readonly epoch_advance_ratio_64: boolean; readonly failover_over_ttl_s: boolean; readonly writes_per_task_epoch: boolean };
+  /** framework p50 / bare p50 of every epoch-advance size measured, by tasks. */
+  readonly epoch_advance_ratios: Readonly<Record<string, number>>;
+  readonly etcd_version: string;
+  readonly elapsed_s: number;
+}
+
+function positiveInt(name: string, v: number, min = 1): void {
+  if (!Number.isInteger(v) || v < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${String(v)}`);
+}
+
+export function checkOptions(o: CoordinationOptions): void {
+  if (o.parts.length === 0 || o.parts.some((p) => !PARTS.includes(p))) {
+    throw new InvalidArgumentError(`parts must be some of ${PARTS.join(', ')}, got ${JSON.stringify(o.parts)}`);
+  }
+  if (o.epochTasks.length === 0) throw new InvalidArgumentError('give at least one job size for the epoch advance');
+  for (const t of o.epochTasks) positiveInt('every epoch-advance job size', t);
+  positiveInt('epochs', o.epochs);
+  positiveInt('warmupEpochs', o.warmupEpochs, 0);
+  positiveInt('bareRounds', o.bareRounds);
+  positiveInt('rounds', o.rounds);
+  positiveInt('nodesPerClient', o.nodesPerClient);
+  positiveInt('gapMs', o.gapMs, 0);
+  positiveInt('failoverReps', o.failoverReps);
+  positiveInt('standbys', o.standbys);
+  if (!Number.isInteger(o.ttlMs) || o.ttlMs < 2000 || o.ttlMs % 1000 !== 0) {
+    throw new InvalidArgumentError(`ttlMs must be whole seconds, at least etcd's 2000 ms, got ${String(o.ttlMs)}`);
+  }
+  positiveInt('regressionTasks', o.regressionTasks, 2);
+  positiveInt('regressionEpochs', o.regressionEpochs, 2);
+}
+
+/** Runs the parts asked for; `onResult` gets each result as soon as it is known. */
+export async function runCoordination(
+  options: CoordinationOptions = DEFAULTS,
+  onResult: (result: CoordinationResult) => void = () => undefined,
+): Promise<{ results: CoordinationResult[]; summary: Summary }> {
+  checkOptions(options);
+  const o = options;
+  const progress = o.progress ?? (() => undefined);
+  const started = performance.now();
+  const results: CoordinationResult[] = [];
+  const emit = (r: CoordinationResult): void => {
+    results.push(r);
+    onResult(r);
+  };
+  let etcd: EtcdServer | undefined;
+  try {
+    progress('starting etcd on loopback');
+    etcd = await startEtcd({ name: 'bench' });
+    const common = { endpoints: etcd.endpoints, progress, ...(o.logger ? { logger: o.logger } : {}) };
+
+    if (o.parts.includes('epoch')) {
+      for (const tasks of o.epochTasks) {
+        progress(`epoch advance: ${tasks} tasks, ${o.epochs} timed advances, ${o.bareRounds} bare round trips`);
+        const r = await runEpochAdvance({
+          ...common,
+          ...(etcd.pid === undefined ? {} : { etcdPid: etcd.pid }),
+          tasks,
+          epochs: o.epochs,
+          warmupEpochs: o.warmupEpochs,
+          bareRounds: o.bareRounds,
+          rounds: o.rounds,
+          nodesPerClient: o.nodesPerClient,
+          gapMs: o.gapMs,
+          sessionTtlMs: 5000,
+        });
+        progress(
+          `epoch advance ${tasks} tasks: framework p50 ${r.framework.p50_ms} ms p99 ${r.framework.p99_ms} ms | bare p50 ${r.bare.p50_ms} ms ` +
+            `(fan-out to ${tasks}: ${r.bare_fanout.p50_ms} ms) | ratio ${r.ratio_p50}`,
+        );
+        emit(r);
+      }
+    }
+    if (o.parts.includes('failover')) {
+      progress(`failover: TTL ${o.ttlMs} ms, ${o.failoverReps} repetitions, ${o.standbys} standbys (node processes run from source through tsx)`);
+      const r = await runFailover({ ...common, clientAddress: etcd.clientAddress, ttlMs: o.ttlMs, repetitions: o.failoverReps, standbys: o.standbys });
+      progress(`failover: p50 ${r.framework.p50_s} s max ${r.framework.max_s} s | bare lease expiry p50 ${r.bare.p50_s} s | over TTL ${r.failover_over_ttl_s} s`);
+      emit(r);
+    }
+    if (o.parts.includes('writes')) {
+      progress(`store writes: the regression job, ${o.regressionTasks} tasks, epochs 0..${o.regressionEpochs}`);
+      const r = await runStoreWrites({ ...common, tasks: o.regressionTasks, epochs: o.regressionEpochs, sessionTtlMs: 5000 });
+      progress(`store writes: ${r.writes_per_task_epoch} per task per epoch (${r.writes_per_task_epoch_with_meta} with meta flags)`);
+      emit(r);
+    }
+
+    const epochResults = results.filter((r): r is EpochAdvanceResult => r.part === 'epoch_advance');
+    const ratios: Record<string, number> = {};
+    for (const r of epochResults) ratios[String(r.tasks)] = r.ratio_p50;
+    const ratio64 = ratios['64'] ?? null;
+    const failover = results.find((r): r is FailoverResult => r.part === 'failover');
+    const writes = results.find((r): r is StoreWritesResult => r.part === 'store_writes');
+    const overTtl = failover ? failover.failover_over_ttl_s : null;
+    const perTaskEpoch = writes ? writes.writes_per_task_epoch : null;
+    const summary: Summary = {
+      summary: true,
+      epoch_advance_ratio_64: ratio64,
+      failover_over_ttl_s: overTtl,
+      writes_per_task_epoch: perTaskEpoch,
+      targets: TARGETS,
+      met: {
+        epoch_advance_ratio_64: ratio64 !== null && ratio64 <= TARGETS.epoch_advance_ratio_64,
+        failover_over_ttl_s: overTtl !== null && overTtl <= TARGETS.failover_over_ttl_s,
+        writes_per_task_epoch: perTaskEpoch !== null && perTaskEpoch <= TARGETS.writes_per_task_epoch,
+      },
+      epoch_advance_ratios: ratios,
+      etcd_version: await readEtcdVersion(etcd.clientUrl),
+      elapsed_s: round((performance.now() - started) / 1000, 1),
+    };
+    return { results, summary };
+  } finally {
+    progress('stopping etcd');
+    await etcd?.cleanup();
+  }
+}
