@@ -4,10 +4,15 @@
  */
 import { startK8sEmulator, type K8sEmulatorOptions } from './emulator.js';
 
-const USAGE = `usage: k8s [--port <n>] [--host <addr>] [--kubeconfig <path>] [--namespace <name>]... [--token <t>] [--watch-retention <n>] [--bookmark-interval-ms <n>]`;
+const USAGE = `usage: taskgraph-emulator k8s [--port <n>] [--host <addr>] [--kubeconfig <path>] [--namespace <name>]... [--token <t>] [--watch-retention <n>] [--bookmark-interval-ms <n>]`;
 
 class UsageError extends Error {
   override readonly name = 'UsageError';
+}
+
+/** `--help`: not an error, the usage is the answer. */
+class HelpRequested extends Error {
+  override readonly name = 'HelpRequested';
 }
 
 interface Parsed {
@@ -60,7 +65,7 @@ function parseArgs(argv: readonly string[]): Parsed {
         break;
       case '-h':
       case '--help':
-        throw new UsageError(USAGE);
+        throw new HelpRequested(USAGE);
       default:
         throw new UsageError(`unknown argument ${JSON.stringify(arg)}\n${USAGE}`);
     }
@@ -73,16 +78,16 @@ function parseArgs(argv: readonly string[]): Parsed {
  * Parses `--port`, `--host`, `--kubeconfig <path>` (written for the emulator),
  * `--namespace` (repeatable; the first is the kubeconfig's), `--token`,
  * `--watch-retention` and `--bookmark-interval-ms`, starts the emulator, prints its
- * address, and resolves after SIGINT or SIGTERM has stopped it.
+ * address, and resolves after SIGINT or SIGTERM has stopped it. Bad arguments reject
+ * with an error whose message says what is wrong and shows the usage.
  */
 export async function runK8sEmulatorCommand(argv: string[]): Promise<void> {
   let parsed: Parsed;
   try {
     parsed = parseArgs(argv);
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exitCode = 2;
+    if (err instanceof HelpRequested) {
+      process.stdout.write(`${err.message}\n`);
       return;
     }
     throw err;
