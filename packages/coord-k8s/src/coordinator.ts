@@ -359,7 +359,11 @@ export class K8sCoordinator implements Coordinator {
     }
     for (let pending = busy.get(name); pending !== undefined; pending = busy.get(name)) {
       await untilAny(pending, signal, session.lost);
-      if (signal?.aborted || session.lost.aborted || this.closing !== undefined) break;
+      if (signal?.aborted || session.lost.aborted || this.closing !== undefined) {
+        // Without taking the slot: the acquire refuses at once (aborted, lost or closed).
+        this.checkOpen();
+        return run();
+      }
     }
     let free!: () => void;
     const slot = new Promise<void>((resolve) => (free = resolve));

@@ -16,6 +16,7 @@
 import { ClosedError, CompactedError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle, WatchBatch, WatchEvent } from '@taskgraph/api';
 import { decodeKey, type StoredKey } from './codec.js';
+import { isTransient } from './kube.js';
 import type { KubeApi } from './kube.js';
 import { WatchStream, type StreamItem } from './watch-stream.js';
 
@@ -100,7 +101,9 @@ class KeyWatch {
     // The shadow starts from the state at the starting revision: exactly `after`, or now.
     let list;
     try {
-      list = await api.listConfigMaps(after === undefined ? { labelSelector: this.o.labelSelector } : { labelSelector: this.o.labelSelector, resourceVersion: after, exact: true });
+      list = await this.retrying(() =>
+        api.listConfigMaps(after === undefined ? { labelSelector: this.o.labelSelector } : { labelSelector: this.o.labelSelector, resourceVersion: after, exact: true }),
+      );
     } catch (err) {
       if (TaskGraphError.is(err, 'COMPACTED')) {
         throw new CompactedError(`cannot watch ${JSON.stringify(this.o.keyPrefix)} after revision ${after ?? ''}: it is older than the history the API server keeps; list again and watch after the new revision`, { cause: err });
@@ -175,7 +178,7 @@ class KeyWatch {
   private async compareWithServer(revision: string): Promise<'same' | 'different' | 'unknown'> {
     let list;
     try {
-      list = await this.o.api.listConfigMaps({ labelSelector: this.o.labelSelector, resourceVersion: revision, exact: true });
+      list = await this.retrying(() => this.o.api.listConfigMaps({ labelSelector: this.o.labelSelector, resourceVersion: revision, exact: true }));
     } catch (err) {
       if (TaskGraphError.is(err, 'COMPACTED')) return 'unknown';
       throw err;
@@ -216,6 +219,34 @@ class KeyWatch {
       timeoutSeconds: this.o.timeoutSeconds,
       idleTimeoutMs: this.o.idleTimeoutMs,
     });
+  }
+
+  /**
+   * Runs a request until it gets an answer that is not a transient failure: a watch
+   * retries those inside, as the contract says, until its signal or close ends it.
+   */
+  private async retrying<T>(request: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await request();
+      } catch (err) {
+        if (!isTransient(err) || this.o.signal.aborted || this.o.closed.aborted) throw err;
+        this.o.logger.debug('a watch request failed; retrying', { prefix: this.o.keyPrefix, error: String(err) });
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            this.o.clock.clearTimeout(timer);
+            this.o.signal.removeEventListener('abort', done);
+            this.o.closed.removeEventListener('abort', done);
+            resolve();
+          };
+          const timer = this.o.clock.setTimeout(done, Math.min(5000, 100 * 2 ** Math.min(attempt, 6)));
+          timer.unref?.();
+          this.o.signal.addEventListener('abort', done, { once: true });
+          this.o.closed.addEventListener('abort', done, { once: true });
+        });
+        if (this.o.signal.aborted || this.o.closed.aborted) throw err;
+      }
+    }
   }
 
   private armAudit(): void {

@@ -145,11 +145,6 @@ export class K8sLock implements Lock, SessionDependent {
     this.session.dependents.delete(this);
   }
 
-  /** Whether this Lock still stands for the lock (neither released nor lost). */
-  get held(): boolean {
-    return !this.lost.aborted;
-  }
-
   release(): Promise<void> {
     this.releasing ??= this.doRelease();
     return this.releasing;

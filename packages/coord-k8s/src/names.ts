@@ -115,6 +115,3 @@ export function keySelector(prefix: string, keyPrefix: string): string {
 export function kindSelector(prefix: string, kind: 'session' | 'lock'): string {
   return `${LABEL.store}=${prefix},${LABEL.kind}=${kind}`;
 }
-
-/** Session ids are label values and parts of names: 20 lower-case hex characters. */
-export const SESSION_ID = /^[0-9a-f]{20}$/;

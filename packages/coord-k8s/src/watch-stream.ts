@@ -4,8 +4,7 @@
  * timeout, a proxy cutting an idle connection, a reset) or goes silent for too long,
  * it reconnects from the last resourceVersion it saw, which bookmarks advance. A
  * partial last line, which the client drops silently when a connection is cut, is
- * thereby received again. What it cannot repair it reports: a 410 Expired, and a
- * caller may restart it from an earlier point.
+ * thereby received again. What it cannot repair it reports: a 410 Expired.
  */
 import { Watch } from '@kubernetes/client-node';
 import { InternalError, TaskGraphError } from '@taskgraph/api';
@@ -62,15 +61,6 @@ export class WatchStream implements AsyncIterable<StreamItem> {
 
   constructor(private readonly o: WatchStreamOptions) {
     this.lastRv = o.from;
-    this.connect();
-  }
-
-  /** Drops what is queued and follows again from `rv` (a caller's recovery). */
-  restart(rv: string): void {
-    if (this.stopped) return;
-    this.queue.length = 0;
-    this.lastRv = rv;
-    this.disconnect();
     this.connect();
   }
 

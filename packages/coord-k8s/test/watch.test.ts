@@ -179,6 +179,22 @@ describe('streams that end early', () => {
   });
 });
 
+describe('an unavailable API server', () => {
+  it('a watch started while the server answers 503 retries inside and then delivers', async () => {
+    const c = await client(prefix());
+    const writer = await client(c.prefix);
+    const start = await c.list('u/');
+    h.emulator.faults.setUnavailable(true);
+    const lists = h.emulator.verbsUsed().get('configmaps:list') ?? 0;
+    const log = consume(c, 'u/', start.revision);
+    await until('the watch tried twice and was refused', () => (h.emulator.verbsUsed().get('configmaps:list') ?? 0) >= lists + 2);
+    h.emulator.faults.setUnavailable(false);
+    await writer.create('u/1', bytes('1'));
+    await until('the write is delivered', () => log.events.length === 1 || log.finished());
+    expect(describeEvents(log.events)).toEqual(['put u/1=1']);
+  });
+});
+
 describe('lines lost silently', () => {
   it('detects a lost line when the key changes again, and resumes transparently when nothing was delivered past it', async () => {
     const c = await client(prefix());

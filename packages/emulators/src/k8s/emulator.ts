@@ -109,7 +109,7 @@ export interface K8sEmulator {
   sendBookmarks(): void;
   /** How many watch streams are open. */
   openWatches(): number;
-  /** The API verbs served so far, as `resource:verb` (e.g. `leases:update`), with counts. */
+  /** The API verbs requested so far (also those a fault answered), as `resource:verb` (e.g. `leases:update`), with counts. */
   verbsUsed(): ReadonlyMap<string, number>;
   /** Stops the server: open watches are ended, connections closed. */
   close(): Promise<void>;
@@ -415,6 +415,10 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
     }
     const route = parseRoute(path);
     const isWatch = route !== undefined && method === 'GET' && (route.watchPath || flag(url.searchParams.get('watch')) === true);
+    if (route !== undefined) {
+      const verb = isWatch ? 'watch' : verbOf(method, route.name !== undefined);
+      if (verb !== undefined) countVerb(route.def.resource, verb);
+    }
     const injected = faults.failureFor(method, route?.def.resource, isWatch);
     if (injected !== undefined) {
       const err = faultStatus(injected);
@@ -436,7 +440,6 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
     }
     const { def, namespace, name } = route;
     if (isWatch) {
-      countVerb(def.resource, 'watch');
       startWatch(req, res, route, url);
       return;
     }
@@ -444,8 +447,7 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
     let result: Result;
     if (name === undefined) {
       if (method === 'GET') {
-        countVerb(def.resource, 'list');
-        const q = url.searchParams;
+          const q = url.searchParams;
         result = registry.list(def, namespace, {
           labelSelector: q.get('labelSelector') ?? undefined,
           fieldSelector: q.get('fieldSelector') ?? undefined,
@@ -455,28 +457,23 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
           continue: q.get('continue') ?? undefined,
         });
       } else if (method === 'POST') {
-        countVerb(def.resource, 'create');
-        requireJson(req, ['application/json']);
+          requireJson(req, ['application/json']);
         rejectDryRun(url);
         result = registry.create(def, namespace, parseJson(await readBody(req), false));
       } else {
         throw methodNotAllowed();
       }
     } else if (method === 'GET') {
-      countVerb(def.resource, 'get');
       result = registry.get(def, namespace, name);
     } else if (method === 'PUT') {
-      countVerb(def.resource, 'update');
       requireJson(req, ['application/json']);
       rejectDryRun(url);
       result = registry.update(def, namespace, name, parseJson(await readBody(req), false));
     } else if (method === 'PATCH') {
-      countVerb(def.resource, 'patch');
       requireJson(req, ['application/merge-patch+json']);
       rejectDryRun(url);
       result = registry.patch(def, namespace, name, parseJson(await readBody(req), false));
     } else if (method === 'DELETE') {
-      countVerb(def.resource, 'delete');
       rejectDryRun(url);
       const raw = await readBody(req);
       const body = parseJson(raw, true);
@@ -550,6 +547,24 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
       await closed;
     },
   };
+}
+
+/** The RBAC verb of a request (watches are decided before). */
+function verbOf(method: string, named: boolean): string | undefined {
+  switch (method) {
+    case 'GET':
+      return named ? 'get' : 'list';
+    case 'POST':
+      return named ? undefined : 'create';
+    case 'PUT':
+      return named ? 'update' : undefined;
+    case 'PATCH':
+      return named ? 'patch' : undefined;
+    case 'DELETE':
+      return named ? 'delete' : 'deletecollection';
+    default:
+      return undefined;
+  }
 }
 
 function rejectDryRun(url: URL): void {
