@@ -33,9 +33,14 @@ export interface CoordinationOptions {
   readonly parts: readonly Part[];
   /** (a) the job sizes, in tasks. */
   readonly epochTasks: readonly number[];
-  /** (a) timed advances per size, untimed ones first, bare round trips, alternating rounds. */
+  /** (a) timed advances per size, bare round trips, alternating rounds. */
   readonly epochs: number;
-  readonly warmupEpochs: number;
+  /**
+   * (a) untimed task-epochs first (advances = this / tasks): enough for the JIT to
+   * have compiled the hot paths, which takes the same number of node events at
+   * every size.
+   */
+  readonly warmupTaskEpochs: number;
   readonly bareRounds: number;
   readonly rounds: number;
   /** (a) nodes per etcd client (1: each node its own). */
@@ -57,13 +62,13 @@ export interface CoordinationOptions {
 export const DEFAULTS: CoordinationOptions = {
   parts: PARTS,
   epochTasks: [8, 64],
-  epochs: 80,
-  warmupEpochs: 5,
-  bareRounds: 200,
+  epochs: 200,
+  warmupTaskEpochs: 2000,
+  bareRounds: 400,
   rounds: 4,
   nodesPerClient: 1,
   gapMs: 50,
-  failoverReps: 6,
+  failoverReps: 8,
   ttlMs: 2000,
   standbys: 2,
   regressionTasks: 15,
@@ -96,7 +101,7 @@ export function checkOptions(o: CoordinationOptions): void {
   if (o.epochTasks.length === 0) throw new InvalidArgumentError('give at least one job size for the epoch advance');
   for (const t of o.epochTasks) positiveInt('every epoch-advance job size', t);
   positiveInt('epochs', o.epochs);
-  positiveInt('warmupEpochs', o.warmupEpochs, 0);
+  positiveInt('warmupTaskEpochs', o.warmupTaskEpochs, 0);
   positiveInt('bareRounds', o.bareRounds);
   positiveInt('rounds', o.rounds);
   positiveInt('nodesPerClient', o.nodesPerClient);
@@ -138,7 +143,7 @@ export async function runCoordination(
           ...(etcd.pid === undefined ? {} : { etcdPid: etcd.pid }),
           tasks,
           epochs: o.epochs,
-          warmupEpochs: o.warmupEpochs,
+          warmupEpochs: Math.ceil(o.warmupTaskEpochs / tasks),
           bareRounds: o.bareRounds,
           rounds: o.rounds,
           nodesPerClient: o.nodesPerClient,

@@ -10,8 +10,8 @@ import { DEFAULTS, PARTS, checkOptions, runCoordination } from './coordination-b
 import type { CoordinationOptions, Part } from './coordination-bench.js';
 
 export const USAGE =
-  'usage: bench:coordination [--parts epoch,failover,writes] [--tasks 8,64] [--epochs 80] [--warmup-epochs 5] ' +
-  '[--bare-rounds 200] [--rounds 4] [--nodes-per-client 1] [--gap-ms 50] [--failover-reps 6] [--ttl-ms 2000] ' +
+  'usage: bench:coordination [--parts epoch,failover,writes] [--tasks 8,64] [--epochs 200] [--warmup-task-epochs 2000] ' +
+  '[--bare-rounds 400] [--rounds 4] [--nodes-per-client 1] [--gap-ms 50] [--failover-reps 8] [--ttl-ms 2000] ' +
   '[--standbys 2] [--regression-tasks 15] [--regression-epochs 10]';
 
 export class UsageError extends Error {}
@@ -38,7 +38,7 @@ export function parseCommandLine(argv: readonly string[]): CoordinationOptions |
         parts: { type: 'string' },
         tasks: { type: 'string' },
         epochs: { type: 'string' },
-        'warmup-epochs': { type: 'string' },
+        'warmup-task-epochs': { type: 'string' },
         'bare-rounds': { type: 'string' },
         rounds: { type: 'string' },
         'nodes-per-client': { type: 'string' },
@@ -66,7 +66,7 @@ export function parseCommandLine(argv: readonly string[]): CoordinationOptions |
     parts,
     epochTasks: ints('tasks', values.tasks, DEFAULTS.epochTasks),
     epochs: int('epochs', values.epochs, DEFAULTS.epochs),
-    warmupEpochs: int('warmup-epochs', values['warmup-epochs'], DEFAULTS.warmupEpochs),
+    warmupTaskEpochs: int('warmup-task-epochs', values['warmup-task-epochs'], DEFAULTS.warmupTaskEpochs),
     bareRounds: int('bare-rounds', values['bare-rounds'], DEFAULTS.bareRounds),
     rounds: int('rounds', values.rounds, DEFAULTS.rounds),
     nodesPerClient: int('nodes-per-client', values['nodes-per-client'], DEFAULTS.nodesPerClient),

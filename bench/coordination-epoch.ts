@@ -38,7 +38,7 @@ export interface EpochAdvanceOptions {
   readonly tasks: number;
   /** Timed epoch advances. */
   readonly epochs: number;
-  /** Untimed advances first (connections, JIT). */
+  /** Untimed advances first (connections, JIT), back to back. */
   readonly warmupEpochs: number;
   /** Timed bare round trips (single watcher, and fan-out to N watchers, each). */
   readonly bareRounds: number;
@@ -74,7 +74,7 @@ export interface EpochAdvanceResult {
     readonly first_task_p50_ms: number;
     /** First task -> last task entered (the fan-out spread). */
     readonly spread_p50_ms: number;
-    /** This process's CPU per advance (all N nodes' work), and per task. */
+    /** CPU of this process's event loop (all N nodes run on it) per advance, and per task. */
     readonly cpu_ms_per_epoch: number;
     readonly cpu_us_per_task_epoch: number;
     /** etcd's CPU per advance, when its process could be read. */
@@ -318,11 +318,8 @@ export async function runEpochAdvance(o: EpochAdvanceOptions): Promise<EpochAdva
       return { total: last - t0, cas: casAt - t0, first: first - t0, spread: last - first };
     };
 
-    for (let i = 0; i < o.warmupEpochs; i++) {
-      await advance();
-      await sleepMs(o.gapMs);
-    }
-    for (let i = 0; i < Math.min(o.bareRounds, 10); i++) {
+    for (let i = 0; i < o.warmupEpochs; i++) await advance();
+    for (let i = 0; i < Math.min(o.bareRounds, 50); i++) {
       await single.once();
       await fanout.once();
     }

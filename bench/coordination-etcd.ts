@@ -135,14 +135,9 @@ export function counterPer(c: EtcdCounters, by: number): { requests: Record<stri
 
 const CLOCK_TICKS_PER_S = 100;
 
-/**
- * CPU time (user + system) a process has used, in ms, from /proc (Linux); undefined
- * elsewhere or when the process is gone. Resolution: 10 ms, fine over many epochs.
- */
-export function processCpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
+function statCpuMs(path: string): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(path, 'utf8');
     // The command name (field 2) may hold spaces; the fields after it are fixed.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const utime = Number(fields[11]);
@@ -154,8 +149,23 @@ export function processCpuMs(pid: number | undefined): number | undefined {
   }
 }
 
-/** This process's CPU time (user + system) in ms. */
+/**
+ * CPU time (user + system) a process has used, in ms, from /proc (Linux); undefined
+ * elsewhere or when the process is gone. Resolution: 10 ms, fine over many epochs.
+ */
+export function processCpuMs(pid: number | undefined): number | undefined {
+  return pid === undefined ? undefined : statCpuMs(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU time of this process's main thread (the event loop every in-process node
+ * runs on), in ms. Unlike `process.cpuUsage()` it leaves out V8's background
+ * compiler and GC threads, whose work lands wherever JIT warm-up happens to fall.
+ * Falls back to the whole process where /proc is missing.
+ */
 export function ownCpuMs(): number {
+  const main = statCpuMs(`/proc/self/task/${process.pid}/stat`);
+  if (main !== undefined) return main;
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }

@@ -41,7 +41,7 @@ const TINY = {
   ...DEFAULTS,
   epochTasks: [2],
   epochs: 3,
-  warmupEpochs: 1,
+  warmupTaskEpochs: 2,
   bareRounds: 4,
   rounds: 2,
   gapMs: 5,
