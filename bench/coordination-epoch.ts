@@ -62,8 +62,6 @@ export interface EpochAdvanceResult {
   readonly case: string;
   readonly tasks: number;
   readonly etcd_clients: number;
-  /** How much this process's resident memory grew per task once the job was up (MiB). */
-  readonly rss_mib_per_task: number;
   readonly framework: {
     readonly epochs: number;
     /** incEpoch called -> every task entered the new epoch. */
@@ -289,13 +287,11 @@ export async function runEpochAdvance(o: EpochAdvanceOptions): Promise<EpochAdva
       linkages: () => ({ [LINK]: new NoNeighbors() }),
     });
     const started = performance.now();
-    const rssBefore = process.memoryUsage.rss();
     await cluster.start();
     // A node that ends during the run ends it: its task would never enter another epoch.
     const ended = firstEnded(cluster);
     const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, ended]);
     await guard(probe.allEntered(0, START_TIMEOUT_MS));
-    const rssPerTask = (process.memoryUsage.rss() - rssBefore) / o.tasks / (1024 * 1024);
     o.progress(`epoch advance, ${o.tasks} tasks: the job is up (${((performance.now() - started) / 1000).toFixed(1)} s, ${clientCount} etcd clients)`);
 
     const bareNs = `${namespace}-bare/`;
@@ -378,7 +374,6 @@ export async function runEpochAdvance(o: EpochAdvanceOptions): Promise<EpochAdva
       case: `${o.tasks} tasks`,
       tasks: o.tasks,
       etcd_clients: clientCount,
-      rss_mib_per_task: round(rssPerTask, 2),
       framework: {
         epochs: n,
         p50_ms: total.p50,

@@ -112,7 +112,7 @@ describe('runCoordination', () => {
     expect(lines.some((l) => l.startsWith('starting etcd'))).toBe(true);
 
     const epoch = results[0] as EpochAdvanceResult;
-    expect(Object.keys(epoch)).toEqual(['part', 'case', 'tasks', 'etcd_clients', 'rss_mib_per_task', 'framework', 'bare', 'bare_fanout', 'ratio_p50', 'ratio_to_fanout_p50']);
+    expect(Object.keys(epoch)).toEqual(['part', 'case', 'tasks', 'etcd_clients', 'framework', 'bare', 'bare_fanout', 'ratio_p50', 'ratio_to_fanout_p50']);
     expect(epoch).toMatchObject({ case: '2 tasks', tasks: 2, etcd_clients: 2 });
     expect(epoch.framework.epochs).toBe(3);
     expect(epoch.framework.p50_ms).toBeGreaterThan(0);
