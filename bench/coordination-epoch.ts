@@ -312,6 +312,8 @@ export async function runEpochAdvance(o: EpochAdvanceOptions): Promise<EpochAdva
       if (!m || m.ctx.epoch !== epoch) throw new InternalError(`task 0 has not entered epoch ${epoch}`);
       const t0 = performance.now();
       const cas = m.fw.incEpoch(m.ctx).then(() => performance.now());
+      // Awaited below; if waiting for the tasks fails first, its outcome must not go unhandled.
+      cas.catch(() => undefined);
       const { first, last } = await guard(probe.allEntered(epoch + 1, ADVANCE_TIMEOUT_MS));
       const casAt = await cas;
       epoch++;
