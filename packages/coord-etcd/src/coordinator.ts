@@ -78,9 +78,11 @@ const silentLogger: Logger = {
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 /** A fault-handling policy that just runs the call: retries are decided here, per call kind. */
+// One signal that never aborts, shared: a new AbortController per call cost ~15 us.
+const neverAborted = new AbortController().signal;
 const passThrough = {
   execute: <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> =>
-    Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+    Promise.resolve().then(() => fn({ signal: neverAborted })),
 } as unknown as Policy;
 
 /** gRPC channel defaults: reconnect soon after etcd comes back, find dead connections, no receive limit on big lists. */

@@ -4,7 +4,6 @@
  * and leaves cleanly. It implements both `Bootstrap` (for the driver) and
  * `Framework` (for the task).
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { hostname } from 'node:os';
 import {
   ClosedError,
@@ -106,8 +105,19 @@ type LeaveReason = NodeOutcome['reason'] | 'failed';
 
 const enc = new TextEncoder();
 
-/** Set while a task callback runs, so that kill() from inside one does not wait for itself. */
-const insideCallback = new AsyncLocalStorage<boolean>();
+/**
+ * Builds an error without capturing a stack trace: epoch ends abort every node's
+ * context at once, and a stack per node per epoch was a measurable share of the cost.
+ */
+function withoutStack<T>(make: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return make();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
 
 export class TaskGraphNode implements Bootstrap, Framework {
   readonly nodeId: string;
@@ -158,6 +168,8 @@ export class TaskGraphNode implements Bootstrap, Framework {
   private queue: CallbackQueue | undefined;
   private readonly delivered = new Set<string>();
   private readonly pendingMeta = new Map<number, Array<{ from: number; linkType: string; meta: string }>>();
+  /** Epochs in which metas were addressed to this task and not yet deleted. */
+  private readonly metaEpochs = new Set<number>();
   /** Meta keys this incarnation created (so a second flag goes straight to compare-and-set). */
   private readonly metaKeysWritten = new Set<string>();
 
@@ -671,8 +683,11 @@ export class TaskGraphNode implements Bootstrap, Framework {
       this.epochCtrl.abort(why);
       const q = this.queue;
       if (q) {
+        const running = q.running;
         const closed = q.close();
-        if (!insideCallback.getStore()) await withTimeout(this.clock, closed, graceMs + 1000);
+        // While a callback runs, the caller is almost always that callback (kill() or a
+        // lease loss seen from inside it): waiting for it would wait for ourselves.
+        if (!running) await withTimeout(this.clock, closed, graceMs + 1000);
       }
       const cleanup: Array<Promise<unknown>> = [];
       if (this.task) {
@@ -729,7 +744,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
       this.logger.error('the epoch went backwards in the store (restored from an old backup?); following it', { from: this.epoch, to: epoch });
     }
     const old = this.epoch;
-    this.epochCtrl.abort(new EpochChangedError(`epoch ${old} is over`, { details: { current: epoch } }));
+    this.epochCtrl.abort(withoutStack(() => new EpochChangedError(`epoch ${old} is over`, { details: { current: epoch } })));
     this.epochCtrl = new AbortController();
     this.epoch = epoch;
     for (const id of this.delivered) {
@@ -739,7 +754,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
     this.metaKeysWritten.clear();
     if (this.phase === 'running') {
       this.enterEpoch(epoch);
-      if (old >= 0 && this.taskId !== undefined) this.cleanupMeta(this.taskId, old);
+      this.cleanupMeta(epoch);
     }
   }
 
@@ -754,10 +769,27 @@ export class TaskGraphNode implements Bootstrap, Framework {
     }
   }
 
-  private cleanupMeta(taskId: number, oldEpoch: number): void {
-    this.coordinator.deletePrefix(keys.metaEpoch(this.job, taskId, oldEpoch)).catch((err: unknown) => {
-      this.logger.debug('could not delete an old epoch’s metas (they are ignored)', { epoch: oldEpoch, error: (err as Error).message });
-    });
+  /**
+   * Deletes this task's metas of the epochs before `current` that had any (known from
+   * the meta watch), after the new epoch's enterEpoch has been queued: off the path of
+   * the epoch change, and no write at all for epochs without metas.
+   */
+  private cleanupMeta(current: number): void {
+    const taskId = this.taskId;
+    if (taskId === undefined) return;
+    const old = [...this.metaEpochs].filter((e) => e < current);
+    if (old.length === 0) return;
+    for (const e of old) this.metaEpochs.delete(e);
+    this.queue?.push(
+      () => {
+        for (const e of old) {
+          this.coordinator.deletePrefix(keys.metaEpoch(this.job, taskId, e)).catch((err: unknown) => {
+            this.logger.debug('could not delete an old epoch’s metas (they are ignored)', { epoch: e, error: (err as Error).message });
+          });
+        }
+      },
+      () => true,
+    );
   }
 
   private onTasksSnapshot(entries: readonly Entry[]): void {
@@ -806,6 +838,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
   private onMetaKey(key: string, value: Uint8Array): void {
     const mk = parseMetaKey(this.job, key);
     if (!mk || mk.to !== this.taskId) return;
+    this.metaEpochs.add(mk.epoch);
     let mv: MetaValue;
     try {
       mv = decodeMeta(key, value);
@@ -886,10 +919,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
   }
 
   private enqueue(epoch: number, run: () => void | Promise<void>): void {
-    this.queue?.push(
-      () => insideCallback.run(true, run),
-      () => this.phase === 'running' && this.epoch === epoch,
-    );
+    this.queue?.push(run, () => this.phase === 'running' && this.epoch === epoch);
   }
 
   private checkEpoch(ctx: EpochContext): void {
