@@ -77,6 +77,8 @@ export interface Summary {
   readonly framework_peers: number;
   /** TCP connections the raw server accepted during the run (the counting's own check: 1). */
   readonly raw_connections: number;
+  /** The largest `cpu_ratio`: the framework's CPU cost per call over raw's, at its worst (no target; steadier than wall time). */
+  readonly cpu_ratio_max: number;
   readonly elapsed_s: number;
 }
 
@@ -192,6 +194,7 @@ export async function runDataPlane(
       },
       framework_peers: ports.length,
       raw_connections: accepted.on(rw.port),
+      cpu_ratio_max: Math.max(...cases.map((c) => c.cpu_ratio)),
       elapsed_s: round((performance.now() - started) / 1000, 1),
     };
     return { cases, summary };

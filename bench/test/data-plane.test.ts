@@ -129,6 +129,7 @@ describe('runDataPlane', () => {
       targets: TARGETS,
       framework_peers: 1,
       raw_connections: 1,
+      cpu_ratio_max: Math.max(...cases.map((c) => c.cpu_ratio)),
     });
     // One TCP connection carries every call between the two nodes, whatever the concurrency.
     expect(summary.connections_per_peer).toBe(1);
