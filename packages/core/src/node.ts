@@ -4,6 +4,7 @@
  * and leaves cleanly. It implements both `Bootstrap` (for the driver) and
  * `Framework` (for the task).
  */
+import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import {
   ClosedError,
@@ -746,6 +747,8 @@ export class TaskGraphNode implements Bootstrap, Framework {
     const old = this.epoch;
     this.epochCtrl.abort(withoutStack(() => new EpochChangedError(`epoch ${old} is over`, { details: { current: epoch } })));
     this.epochCtrl = new AbortController();
+    // Every data request in flight listens on the epoch's signal; dozens at once are normal.
+    setMaxListeners(0, this.epochCtrl.signal);
     this.epoch = epoch;
     for (const id of this.delivered) {
       if (Number(id.slice(0, id.indexOf('|'))) < epoch) this.delivered.delete(id);

@@ -16,7 +16,7 @@ export {
   DEFAULT_SERVICE,
 } from './options.js';
 export type { GrpcTransportOptions } from './options.js';
-export { MetadataKeys, TrailerKeys } from './metadata.js';
+export { ENVELOPE_KEY, MetadataKeys, TrailerKeys, separateMetadataFromMeta } from './metadata.js';
 export { STATUS_BY_CODE } from './status.js';
 export { protobufCodec } from './protobuf.js';
 export type { ProtobufCodecOptions } from './protobuf.js';

@@ -8,7 +8,16 @@ import { InvalidArgumentError } from '@taskgraph/api';
 import type { RequestMeta } from '@taskgraph/api';
 import { Metadata } from '@grpc/grpc-js';
 
-/** The metadata keys a request carries. */
+/**
+ * The compact envelope this transport sends: one header holding every field,
+ * `job;from;to;epoch;token;requestId` (job and request id percent-encoded, so `;`
+ * never appears inside them). One header instead of six is measurably cheaper per
+ * call in grpc-js and Node's HTTP/2. Servers also accept the six separate headers
+ * below, which are easier to set by hand from another language.
+ */
+export const ENVELOPE_KEY = 'tg-env';
+
+/** The metadata keys a request may carry instead of the envelope. */
 export const MetadataKeys = {
   job: 'tg-job',
   from: 'tg-from',
@@ -54,9 +63,20 @@ function checkToken(value: unknown): string {
   return value;
 }
 
-/** Checks a request's meta (the same rules the server applies) and writes it as metadata. */
+/** Checks a request's meta (the same rules the server applies) and writes it as the one-header envelope. */
 export function metadataFromMeta(meta: RequestMeta): Metadata {
   if (typeof meta !== 'object' || meta === null) throw new InvalidArgumentError('request meta must be an object');
+  const md = new Metadata();
+  md.set(
+    ENVELOPE_KEY,
+    `${encodeURIComponent(checkText(meta.job, 'job'))};${checkInteger(meta.from, 'from', -1)};${checkInteger(meta.to, 'to', 0)};` +
+      `${checkInteger(meta.epoch, 'epoch', 0)};${checkToken(meta.token)};${encodeURIComponent(checkText(meta.requestId, 'requestId'))}`,
+  );
+  return md;
+}
+
+/** Writes a request's meta as six separate headers (what a hand-written client sends). */
+export function separateMetadataFromMeta(meta: RequestMeta): Metadata {
   const md = new Metadata();
   md.set(MetadataKeys.job, encodeURIComponent(checkText(meta.job, 'job')));
   md.set(MetadataKeys.from, String(checkInteger(meta.from, 'from', -1)));
@@ -65,6 +85,44 @@ export function metadataFromMeta(meta: RequestMeta): Metadata {
   md.set(MetadataKeys.token, checkToken(meta.token));
   md.set(MetadataKeys.requestId, encodeURIComponent(checkText(meta.requestId, 'requestId')));
   return md;
+}
+
+function decodeText(raw: string, key: string, field: string): string {
+  let value: string;
+  try {
+    value = decodeURIComponent(raw);
+  } catch {
+    throw new InvalidArgumentError(`request metadata ${key} is not valid percent-encoded text: ${JSON.stringify(raw)}`);
+  }
+  return checkText(value, field);
+}
+
+function parseInteger(raw: string, key: string, min: number): number {
+  const n = INTEGER.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new InvalidArgumentError(`request metadata ${key} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+function metaFromEnvelope(md: Metadata): RequestMeta {
+  const raw = single(md, ENVELOPE_KEY);
+  const parts = raw.split(';');
+  if (parts.length !== 6) {
+    throw new InvalidArgumentError(`request metadata ${ENVELOPE_KEY} must be job;from;to;epoch;token;requestId, got ${JSON.stringify(raw.slice(0, 200))}`);
+  }
+  const [job, from, to, epoch, token, requestId] = parts as [string, string, string, string, string, string];
+  if (!DECIMAL.test(token)) {
+    throw new InvalidArgumentError(`request metadata ${ENVELOPE_KEY} token must be a decimal fencing token, got ${JSON.stringify(token)}`);
+  }
+  return {
+    job: decodeText(job, `${ENVELOPE_KEY} job`, 'job'),
+    from: parseInteger(from, `${ENVELOPE_KEY} from`, -1),
+    to: parseInteger(to, `${ENVELOPE_KEY} to`, 0),
+    epoch: parseInteger(epoch, `${ENVELOPE_KEY} epoch`, 0),
+    token,
+    requestId: decodeText(requestId, `${ENVELOPE_KEY} requestId`, 'requestId'),
+  };
 }
 
 function single(md: Metadata, key: string): string {
@@ -77,27 +135,19 @@ function single(md: Metadata, key: string): string {
 }
 
 function decoded(md: Metadata, key: string, field: string): string {
-  const raw = single(md, key);
-  let value: string;
-  try {
-    value = decodeURIComponent(raw);
-  } catch {
-    throw new InvalidArgumentError(`request metadata ${key} is not valid percent-encoded text: ${JSON.stringify(raw)}`);
-  }
-  return checkText(value, field);
+  return decodeText(single(md, key), key, field);
 }
 
 function integer(md: Metadata, key: string, min: number): number {
-  const raw = single(md, key);
-  const n = INTEGER.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < min) {
-    throw new InvalidArgumentError(`request metadata ${key} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
-  }
-  return n;
+  return parseInteger(single(md, key), key, min);
 }
 
-/** Reads a request's meta from its metadata; throws InvalidArgumentError naming the bad key. */
+/**
+ * Reads a request's meta from its metadata: the envelope header when present, else
+ * the six separate headers. Throws InvalidArgumentError naming the bad key.
+ */
 export function metaFromMetadata(md: Metadata): RequestMeta {
+  if (md.get(ENVELOPE_KEY).length > 0) return metaFromEnvelope(md);
   const token = single(md, MetadataKeys.token);
   if (!DECIMAL.test(token)) {
     throw new InvalidArgumentError(`request metadata ${MetadataKeys.token} must be a decimal fencing token, got ${JSON.stringify(token)}`);

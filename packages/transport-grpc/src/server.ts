@@ -46,10 +46,16 @@ export function bufferView(bytes: Uint8Array): Buffer {
 }
 
 interface InFlight {
-  readonly controller: AbortController;
+  /** When the caller's deadline passes (ms since the epoch), or Infinity. */
+  readonly deadlineAt: number;
+  /** Tells the handler its deadline passed (its caller has been answered by grpc-js). */
+  expire(): void;
   /** Aborts the handler with `reason`, answers the call (if still open) with `answer`, and forgets it. */
   cutOff(reason: Error, answer: Error): void;
 }
+
+/** How often the server looks for calls whose deadline passed (one sweep, not a timer per call). */
+const DEADLINE_SWEEP_MS = 100;
 
 export function methodPath(service: string, method: string): string {
   return `/${service}/${method}`;
@@ -195,38 +201,42 @@ export class GrpcTransportServer implements TransportServer {
       return;
     }
 
-    const controller = new AbortController();
-    let deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+    // The handler's signal is made only if the handler reads it: an AbortSignal is
+    // the most expensive object of a call, and most handlers never look at it.
+    let controller: AbortController | undefined;
+    let abortReason: Error | undefined;
+    const abort = (reason: Error): void => {
+      if (abortReason !== undefined) return;
+      abortReason = reason;
+      controller?.abort(reason);
+    };
     let open = true;
     const finish = (): boolean => {
       if (!open) return false;
       open = false;
       this.#inFlight.delete(entry);
-      if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
       return true;
     };
+    const deadline = call.getDeadline();
+    const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
     const entry: InFlight = {
-      controller,
+      deadlineAt: Number.isFinite(deadlineAt) ? deadlineAt : Infinity,
+      // grpc-js answers DEADLINE_EXCEEDED by itself; the handler still needs to hear it.
+      expire: () => {
+        if (finish()) abort(new DeadlineExceededError(`the deadline of ${method} passed`));
+      },
       cutOff: (reason, answer) => {
-        controller.abort(reason);
+        abort(reason);
         if (finish()) callback(statusFromError(answer, Status.UNAVAILABLE));
       },
     };
     this.#inFlight.add(entry);
+    if (entry.deadlineAt !== Infinity) this.#sweepDeadlines();
 
     call.on('cancelled', () => {
       // grpc-js may also report a stream closing after the answer went out: not a cancel.
-      if (finish()) controller.abort(new AbortedError(`the caller cancelled ${method}`));
+      if (finish()) abort(new AbortedError(`the caller cancelled ${method}`));
     });
-    const deadline = call.getDeadline();
-    const remaining = (deadline instanceof Date ? deadline.getTime() : deadline) - Date.now();
-    if (Number.isFinite(remaining)) {
-      // grpc-js answers DEADLINE_EXCEEDED by itself; the handler still needs to hear it.
-      deadlineTimer = setTimeout(() => {
-        if (finish()) controller.abort(new DeadlineExceededError(`the deadline of ${method} passed`));
-      }, Math.max(0, remaining));
-      deadlineTimer.unref();
-    }
 
     const fail = (err: unknown): void => {
       if (finish()) callback(statusFromError(err));
@@ -247,11 +257,44 @@ export class GrpcTransportServer implements TransportServer {
     };
     let result: Promise<Uint8Array>;
     try {
-      result = Promise.resolve(this.#handler({ method, meta, payload: call.request, signal: controller.signal }));
+      result = Promise.resolve(
+        this.#handler({
+          method,
+          meta,
+          payload: call.request,
+          get signal(): AbortSignal {
+            if (controller === undefined) {
+              controller = new AbortController();
+              if (abortReason !== undefined) controller.abort(abortReason);
+            }
+            return controller.signal;
+          },
+        }),
+      );
     } catch (err) {
       result = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     result.then(succeed, fail);
+  }
+
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+
+  /** Runs while calls with deadlines are in flight: tells their handlers when a deadline passed. */
+  #sweepDeadlines(): void {
+    if (this.#sweeper !== undefined) return;
+    this.#sweeper = setInterval(() => {
+      const now = Date.now();
+      let pending = false;
+      for (const entry of [...this.#inFlight]) {
+        if (entry.deadlineAt <= now) entry.expire();
+        else if (entry.deadlineAt !== Infinity) pending = true;
+      }
+      if (!pending && this.#sweeper !== undefined) {
+        clearInterval(this.#sweeper);
+        this.#sweeper = undefined;
+      }
+    }, DEADLINE_SWEEP_MS);
+    this.#sweeper.unref();
   }
 
   stats(): GrpcServerStats {
@@ -295,6 +338,8 @@ export class GrpcTransportServer implements TransportServer {
     if (!drainedInTime) this.#server.forceShutdown();
     // Whatever is still open lost its connection to the forced shutdown: stop its handler.
     for (const entry of [...this.#inFlight]) entry.cutOff(reason, answer);
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
     this.#served.clear();
     this.#onClosed(this);
     this.#config.logger.debug('gRPC server closed', { address: this.address, drained: drainedInTime });

@@ -61,6 +61,9 @@ export class GrpcTransport implements Transport {
   readonly #config: ResolvedOptions;
   readonly #channelOptions: ChannelOptions;
   readonly #peers = new Map<string, Peer>();
+  /** Raw address -> normalized host:port, and method -> gRPC path: parsed once per value. */
+  readonly #targets = new Map<string, string>();
+  readonly #paths = new Map<string, string>();
   readonly #servers = new Set<GrpcTransportServer>();
   /** Calls in flight, so close() can cut them off. */
   readonly #pending = new Set<{ cancelForClose(): void }>();
@@ -101,8 +104,19 @@ export class GrpcTransport implements Transport {
 
   async call(address: string, method: string, meta: RequestMeta, payload: Uint8Array, options: CallOptions): Promise<Uint8Array> {
     if (this.#closing !== undefined) throw new ClosedError('the gRPC transport is closed');
-    const target = normalizeAddress(address);
-    assertValidMethodName(method);
+    // The hot path: addresses and method paths are parsed once, then looked up.
+    let target = this.#targets.get(address);
+    if (target === undefined) {
+      target = normalizeAddress(address);
+      if (this.#targets.size > 10_000) this.#targets.clear();
+      this.#targets.set(address, target);
+    }
+    let path = this.#paths.get(method);
+    if (path === undefined) {
+      assertValidMethodName(method);
+      path = methodPath(this.#config.service, method);
+      this.#paths.set(method, path);
+    }
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('call options must be an object');
     const { timeoutMs, signal } = options;
     if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
@@ -115,8 +129,8 @@ export class GrpcTransport implements Transport {
       });
     }
     const metadata = metadataFromMeta(meta);
-    const what = `gRPC call ${method} to ${target}`;
-    if (signal?.aborted) throw abortError(signal, what);
+    const what = () => `gRPC call ${method} to ${target}`;
+    if (signal?.aborted) throw abortError(signal, what());
 
     const peer = this.#peer(target);
     peer.calls += 1;
@@ -130,7 +144,7 @@ export class GrpcTransport implements Transport {
         },
       };
       const call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
-        methodPath(this.#config.service, method),
+        path,
         bufferView,
         bytesView,
         payload,
@@ -139,10 +153,10 @@ export class GrpcTransport implements Transport {
         (err: ServiceError | null, value?: Uint8Array) => {
           this.#pending.delete(pending);
           if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-          if (closedUnder) reject(new ClosedError(`${what} was cut off: the gRPC transport closed`));
-          else if (signal?.aborted) reject(abortError(signal, what));
+          if (closedUnder) reject(new ClosedError(`${what()} was cut off: the gRPC transport closed`));
+          else if (signal?.aborted) reject(abortError(signal, what()));
           else if (err) reject(errorFromStatus(err, { address: target, method }));
-          else if (value === undefined) reject(new InternalError(`${what} ended without a response`));
+          else if (value === undefined) reject(new InternalError(`${what()} ended without a response`));
           else resolve(value);
         },
       );

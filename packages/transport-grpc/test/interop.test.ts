@@ -111,6 +111,17 @@ describe('a plain grpc-js client calling a task method', () => {
       });
     }
 
+    it('reads the one-header envelope the transport sends, and refuses a malformed one', async () => {
+      const ok = await plainCall(client, '/taskgraph.v1.Task/Echo', Buffer.from('env'), plainMetadata({ 'tg-env': 'job%2Fa;-1;0;4;17;req%3B1' }));
+      expect(ok.value?.toString()).toBe('env');
+      expect(seen.at(-1)?.meta).toEqual({ job: 'job/a', from: -1, to: 0, epoch: 4, token: '17', requestId: 'req;1' });
+      for (const bad of ['j;1;0;4;17', 'j;1;0;four;17;r', 'j;1;0;4;0x1;r', ';1;0;4;17;r']) {
+        const r = await plainCall(client, '/taskgraph.v1.Task/Echo', Buffer.from('x'), plainMetadata({ 'tg-env': bad }));
+        expect(r.error?.code, bad).toBe(Status.INVALID_ARGUMENT);
+        expect(r.error?.details).toMatch(/tg-env|request meta job/);
+      }
+    });
+
     it('names every missing key', async () => {
       for (const key of Object.keys(goodHeaders)) {
         const headers = Object.fromEntries(Object.entries(goodHeaders).filter(([k]) => k !== key));
