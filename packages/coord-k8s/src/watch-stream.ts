@@ -6,7 +6,8 @@
  * partial last line, which the client drops silently when a connection is cut, is
  * thereby received again. What it cannot repair it reports: a 410 Expired.
  */
-import { Watch } from '@kubernetes/client-node';
+import type { Agent } from 'node:http';
+import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { InternalError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
 import type { KubeApi } from './kube.js';
@@ -54,6 +55,8 @@ export class WatchStream implements AsyncIterable<StreamItem> {
   private stopped = false;
   private generation = 0;
   private controller: AbortController | undefined;
+  /** The connection's own agent: destroying it ends the connection even before the server answered. */
+  private agent: Agent | undefined;
   private idleTimer: TimerHandle | undefined;
   private retryTimer: TimerHandle | undefined;
   private failures = 0;
@@ -101,6 +104,10 @@ export class WatchStream implements AsyncIterable<StreamItem> {
     this.generation++;
     this.controller?.abort();
     this.controller = undefined;
+    // The client's Watch hands out its AbortController only once the server has answered;
+    // a request still waiting for headers (a partition) is ended through its agent instead.
+    this.agent?.destroy();
+    this.agent = undefined;
     if (this.idleTimer !== undefined) this.o.clock.clearTimeout(this.idleTimer);
     if (this.retryTimer !== undefined) this.o.clock.clearTimeout(this.retryTimer);
     this.idleTimer = undefined;
@@ -133,7 +140,7 @@ export class WatchStream implements AsyncIterable<StreamItem> {
     if (this.stopped) return;
     const generation = ++this.generation;
     let received = false;
-    const watch = new Watch(this.o.api.kubeConfig);
+    const watch = new Watch(this.connectionConfig(generation));
     const query = {
       resourceVersion: this.lastRv,
       allowWatchBookmarks: true,
@@ -199,6 +206,23 @@ export class WatchStream implements AsyncIterable<StreamItem> {
         this.o.logger.warn('could not start a watch', { resource: this.o.resource, error: String(err) });
         this.reconnect(true);
       });
+  }
+
+  /**
+   * The kubeconfig as the Watch sees it, except that the agent it makes for this
+   * connection (client-node makes one per request) is kept, so that it can be destroyed.
+   */
+  private connectionConfig(generation: number): KubeConfig {
+    const base = this.o.api.kubeConfig;
+    const config = Object.create(base) as KubeConfig;
+    config.applyToFetchOptions = async (opts) => {
+      const options = await base.applyToFetchOptions(opts);
+      const agent = options.agent as Agent | undefined;
+      if (generation === this.generation) this.agent = agent;
+      else agent?.destroy();
+      return options;
+    };
+    return config;
   }
 
   private fail(err: unknown): void {

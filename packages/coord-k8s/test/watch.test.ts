@@ -3,8 +3,9 @@
 // silently, and silent connections.
 import { TaskGraphError, type Coordinator, type WatchBatch, type WatchEvent } from '@taskgraph/api';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { K8sCoordinator } from '../src/index.js';
-import { startHarness, type Harness } from './helpers.js';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
+import { createK8sCoordinator, type K8sCoordinator } from '../src/index.js';
+import { startHarness, TEST_OPTIONS, type Harness } from './helpers.js';
 
 let h: Harness;
 let n = 0;
@@ -176,6 +177,84 @@ describe('streams that end early', () => {
     proxy.heal();
     await until('the writes made during the partition', () => log.events.length >= 3);
     expect(describeEvents(log.events)).toEqual(['put p/1=1', 'put p/2=2', 'put p/3=3']);
+  });
+});
+
+describe('a long partition', () => {
+  /**
+   * A proxy that, once cut, forwards nothing and answers nothing, but keeps reading
+   * (unlike a paused socket, it notices when the client closes a connection): the
+   * number of connections it holds open is the number the client left open.
+   */
+  async function blackholeProxy(target: number) {
+    const held = new Set<Socket>();
+    let cut = false;
+    const server = createServer((client) => {
+      held.add(client);
+      client.on('close', () => held.delete(client));
+      client.on('error', () => client.destroy());
+      if (cut) {
+        client.on('data', () => undefined);
+        return;
+      }
+      const upstream = connect(target, '127.0.0.1');
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.on('data', (d: Buffer) => {
+        if (!cut) upstream.write(d);
+      });
+      upstream.on('data', (d: Buffer) => {
+        if (!cut) client.write(d);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      port: (server.address() as AddressInfo).port,
+      open: () => held.size,
+      cut: () => (cut = true),
+      close: async () => {
+        for (const s of held) s.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  }
+
+  it('keeps one connection per watch however often it gives up on a silent one', async () => {
+    const silences: string[] = [];
+    const logger = {
+      debug: (message: string) => {
+        if (message.includes('silent')) silences.push(message);
+      },
+      info: () => undefined,
+      warn: () => undefined,
+      error: () => undefined,
+      child: () => logger,
+    };
+    const proxy = await blackholeProxy(h.emulator.port);
+    const c = await createK8sCoordinator({
+      ...TEST_OPTIONS,
+      kubeconfigPath: await h.kubeconfig(`http://127.0.0.1:${proxy.port}`),
+      prefix: prefix(),
+      watchIdleTimeoutMs: 200,
+      logger,
+    });
+    try {
+      const start = await c.list('q/');
+      const log = consume(c, 'q/', start.revision);
+      await c.create('q/1', bytes('1'));
+      await until('the first event', () => log.events.length === 1);
+      proxy.cut();
+      // Every give-up tries a new connection, which hangs too; the one it replaces must be closed.
+      await until('several silent connections were given up', () => silences.length >= 8);
+      // The key watch and the Lease observer: one connection each, and maybe one closing.
+      expect(proxy.open()).toBeLessThanOrEqual(4);
+      log.stop();
+      expect(await log.ended).toBeUndefined();
+    } finally {
+      await c.close();
+      await proxy.close();
+    }
   });
 });
 
