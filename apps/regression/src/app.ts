@@ -5,9 +5,10 @@
  *
  * Arguments (`--arg key=value`): epochs (default 10), fanout (2),
  * fail-enter-epoch=TASK:EPOCH, parent-fail=P, child-fail=P, seed=N, and
- * hold-serve=TASK:EPOCH:MS (the first incarnation of TASK holds its getGradient
- * answer in EPOCH for MS and reports `{ hold: 'start' }`: a fault test pauses the
- * process while a request is in flight).
+ * pause-serve=TASK:EPOCH (the first incarnation of TASK, while it serves
+ * getGradient in EPOCH, reports `{ pause: 'start' }` and stops its own process with
+ * SIGSTOP, as a long GC pause would stop it in the middle of a request; whoever
+ * runs the job sends SIGCONT).
  */
 import { InvalidArgumentError } from '@taskgraph/api';
 import { defineApp } from '@taskgraph/core';
@@ -59,16 +60,19 @@ function faults(ctx: AppContext): RegressionFaults {
   return out;
 }
 
-function holdServe(ctx: AppContext): NonNullable<RegressionOptions['beforeServe']> | undefined {
-  const v = ctx.args['hold-serve'];
+function pauseServe(ctx: AppContext): NonNullable<RegressionOptions['beforeServe']> | undefined {
+  const v = ctx.args['pause-serve'];
   if (v === undefined) return undefined;
-  const m = /^(\d+):(\d+):(\d+)$/.exec(v);
-  if (!m) throw new InvalidArgumentError(`regression: --arg hold-serve=${v} must be TASK:EPOCH:MS`);
-  const [task, epoch, ms] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  return async (info) => {
-    if (info.taskId !== task || info.epoch !== epoch || info.incarnation !== 1 || info.method !== 'getGradient') return;
-    ctx.report({ hold: 'start', task, epoch, pid: process.pid });
-    await new Promise((resolve) => setTimeout(resolve, ms));
+  const m = /^(\d+):(\d+)$/.exec(v);
+  if (!m) throw new InvalidArgumentError(`regression: --arg pause-serve=${v} must be TASK:EPOCH`);
+  const [task, epoch] = [Number(m[1]), Number(m[2])];
+  let paused = false;
+  return (info) => {
+    if (paused || info.taskId !== task || info.epoch !== epoch || info.incarnation !== 1 || info.method !== 'getGradient') return;
+    paused = true;
+    ctx.report({ pause: 'start', task, epoch, pid: process.pid });
+    // Stops this whole process right here, mid-request; it goes on when continued.
+    process.kill(process.pid, 'SIGSTOP');
   };
 }
 
@@ -76,7 +80,7 @@ export const regressionApp = defineApp({
   name: 'regression',
   linkTypes: REGRESSION_LINK_TYPES,
   taskBuilder: (ctx) => {
-    const beforeServe = holdServe(ctx);
+    const beforeServe = pauseServe(ctx);
     return new RegressionTaskBuilder({
       numTasks: ctx.numTasks,
       numEpochs: intArg(ctx, 'epochs', 10, 0),

@@ -86,7 +86,7 @@ describe('the regression job as OS processes on one real etcd', () => {
   );
 
   it(
-    'a node SIGSTOPped for twice the TTL while serving: on SIGCONT it neither serves nor writes as the owner; exact sums',
+    'a node SIGSTOPped mid-request for twice the TTL: on SIGCONT it neither serves nor writes as the owner; exact sums',
     async () => {
       const ttl = 2000;
       let paused: NodeProcess | undefined;
@@ -95,12 +95,13 @@ describe('the regression job as OS processes on one real etcd', () => {
         tasks: 15,
         standbys: 3,
         restart: false,
-        args: { 'hold-serve': '3:2:1000' },
+        // The node serving task 3 stops itself (SIGSTOP) in the middle of answering
+        // getGradient in epoch 2; we continue it after twice the TTL.
+        args: { 'pause-serve': '3:2' },
         config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: ttl },
         onReport: (node, record) => {
-          if ((record as { hold?: string }).hold === 'start' && !paused) {
+          if ((record as { pause?: string }).pause === 'start' && !paused) {
             paused = node;
-            node.child.kill('SIGSTOP');
             setTimeout(() => node.child.kill('SIGCONT'), 2 * ttl);
           }
         },
@@ -110,9 +111,9 @@ describe('the regression job as OS processes on one real etcd', () => {
       expect(result.verdict?.message, lines.join('\n')).toBe(EXACT);
       const outcome = paused!.outcome as { reason?: string; stats?: { fencedLateResults: number; rejectedNotOwner: number } } | undefined;
       expect(outcome?.reason, 'the paused node left because its lease was lost').toBe('lease-lost');
-      // The held answer finished after the lease was gone: it must have been dropped
-      // (fenced), and any request that reached the old owner after SIGCONT refused.
-      expect(outcome?.stats?.fencedLateResults, 'its held answer was dropped, not sent').toBeGreaterThanOrEqual(1);
+      // The answer it was computing when it stopped finished after the lease was gone:
+      // it must have been dropped (fenced); requests that reached it after SIGCONT refused.
+      expect(outcome?.stats?.fencedLateResults, 'its late answer was dropped, not sent').toBeGreaterThanOrEqual(1);
       const stale = (outcome?.stats?.fencedLateResults ?? 0) + (outcome?.stats?.rejectedNotOwner ?? 0);
       console.log(`stale requests refused by the resumed node: ${stale}`);
       expect(result.failovers).toBeGreaterThanOrEqual(1);
