@@ -323,6 +323,7 @@ export class K8sCoordinator implements Coordinator {
     await this.observer.stop();
     this.apiClosed.abort(new ClosedError('the Kubernetes coordinator is closed'));
     await Promise.allSettled([...this.background]);
+    this.api.destroy();
   }
 
   private checkOpen(): void {
@@ -396,8 +397,20 @@ export class K8sCoordinator implements Coordinator {
   }
 
   private onSessionGone(id: string): void {
-    for (const s of this.sessions) if (s.id === id) s.leaseGone();
-    if (this.settings.janitor) this.track(this.cleanupSession(id));
+    let own = false;
+    for (const s of this.sessions) {
+      if (s.id === id) {
+        own = true;
+        s.leaseGone();
+      }
+    }
+    // An owner's own close cleans up; others look after a random delay, so that not all
+    // of them list at once (the first usually finds the rest already gone).
+    if (!this.settings.janitor || own) return;
+    const timer = this.clock.setTimeout(() => {
+      if (!this.stopped.signal.aborted) this.track(this.cleanupSession(id));
+    }, Math.random() * 1000);
+    timer.unref?.();
   }
 
   private onSessionExpired(s: ObservedSession): void {

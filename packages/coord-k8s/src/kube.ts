@@ -1,9 +1,12 @@
 /**
  * The only place that talks to the API server: @kubernetes/client-node calls with a
- * per-request deadline (the client has none of its own), Kubernetes errors turned
- * into typed TaskGraph errors, and the list of API verbs the backend uses, from
- * which the RBAC Role in deploy/k8s is checked.
+ * per-request deadline (the client has none of its own) over reused connections (it
+ * makes a new agent, so a new connection and TLS handshake, for every request),
+ * Kubernetes errors turned into typed TaskGraph errors, and the list of API verbs the
+ * backend uses, from which the RBAC Role in deploy/k8s is checked.
  */
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import {
   ApiException,
   CoordinationV1Api,
@@ -92,6 +95,7 @@ export class KubeApi {
   private readonly coordination: CoordinationV1Api;
   private readonly timeoutMs: number;
   private readonly closed: AbortSignal;
+  private shared: { agent: HttpAgent; options: Record<string, unknown> } | undefined;
 
   constructor(o: KubeApiOptions) {
     this.namespace = o.namespace;
@@ -164,6 +168,30 @@ export class KubeApi {
     });
   }
 
+  /** Closes the kept connections (after close has aborted what was in flight). */
+  destroy(): void {
+    this.shared?.agent.destroy();
+    this.shared = undefined;
+  }
+
+  /**
+   * One keep-alive agent for all requests, made like the one client-node made for this
+   * request (same TLS options). Proxy agents are left as they are.
+   */
+  private reuse(made: HttpAgent): HttpAgent {
+    const ctor = made.constructor;
+    if (ctor !== HttpAgent && ctor !== HttpsAgent) return made;
+    // Node keeps an agent's constructor options in `options` (not in its typings).
+    const options = { ...((made as unknown as { options?: Record<string, unknown> }).options ?? {}) };
+    const current = this.shared;
+    if (current !== undefined && current.agent.constructor === ctor && sameTls(current.options, options)) return current.agent;
+    current?.agent.destroy();
+    // Idle connections close after a second: nothing lingers once the traffic stops.
+    const agent = new (ctor as typeof HttpAgent)({ ...options, keepAlive: true, timeout: 1000 });
+    this.shared = { agent, options };
+    return agent;
+  }
+
   /** The URL path of a collection, for watches. */
   collectionPath(resource: Resource): string {
     const ns = encodeURIComponent(this.namespace);
@@ -185,6 +213,8 @@ export class KubeApi {
     const middleware: ObservableMiddleware = {
       pre: (ctx: RequestContext) => {
         ctx.setSignal(signal);
+        const made = ctx.getAgent();
+        if (made !== undefined && !this.closed.aborted) ctx.setAgent(this.reuse(made as HttpAgent));
         return new Observable(Promise.resolve(ctx));
       },
       post: (rsp: ResponseContext) => new Observable(Promise.resolve(rsp)),
@@ -239,6 +269,17 @@ export class KubeApi {
     if (write && !notSent) return new IndeterminateError(`${what}: ${detail}`, { cause: err });
     return new UnavailableError(`${what}: ${detail}`, { cause: err });
   }
+}
+
+const TLS_FIELDS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername'] as const;
+
+function sameTls(a: Record<string, unknown>, b: Record<string, unknown>): boolean {
+  return TLS_FIELDS.every((f) => {
+    const x = a[f];
+    const y = b[f];
+    if (Buffer.isBuffer(x) && Buffer.isBuffer(y)) return x.equals(y);
+    return x === y;
+  });
 }
 
 function listParams(o: ListOptions): {

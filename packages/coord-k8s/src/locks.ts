@@ -309,7 +309,11 @@ export async function acquireLock(
       const st = decode(lease);
       // Handed over to us while we waited.
       if (st.holder?.s === me.s) return grant(lease);
-      const holderGone = st.holder !== undefined && (await host.isSessionGone(st.holder.s));
+      // A try does not wait for the server to tell whether a holder it has not seen is gone.
+      const holderGone =
+        st.holder !== undefined &&
+        (mode === 'wait' || (host.observer.isSynced && !host.observer.isKnown(st.holder.s))) &&
+        (await host.isSessionGone(st.holder.s));
       if (st.holder === undefined || holderGone) {
         const live = await liveQueue(host, st.queue);
         const first = live[0];

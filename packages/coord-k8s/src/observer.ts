@@ -202,7 +202,10 @@ export class LeaseObserver {
 
   private schedule(entry: Entry): void {
     const s = entry.session;
-    const due = s.seenAt + s.durationMs + observationSlack(s.durationMs);
+    // Every participant would look at the same moment: a random delay lets the first one
+    // remove the session and the others learn it from the watch instead of all acting.
+    const spread = Math.random() * Math.min(1000, s.durationMs / 4);
+    const due = s.seenAt + s.durationMs + observationSlack(s.durationMs) + spread;
     entry.timer = this.o.clock.setTimeout(() => void this.confirmExpiry(s), Math.max(0, due - this.o.clock.now()));
     entry.timer.unref?.();
   }
