@@ -209,7 +209,16 @@ export class KubeApi {
 
   private async call<T>(resource: Resource, verb: Verb, name: string, run: (options: ConfigurationOptions) => Promise<T>): Promise<T> {
     if (this.closed.aborted) throw new ClosedError('the Kubernetes coordinator is closed');
-    const signal = AbortSignal.any([AbortSignal.timeout(this.timeoutMs), this.closed]);
+    // One controller with our own timer, not AbortSignal.any([AbortSignal.timeout(..), ..]):
+    // Node 20 may collect a timeout signal held only by a composite, so the request would
+    // never time out (nodejs/node#57736); a request stuck on a partitioned connection then
+    // hangs for good.
+    const deadline = new AbortController();
+    const signal = deadline.signal;
+    const timer = setTimeout(() => deadline.abort(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+    timer.unref();
+    const onClosed = (): void => deadline.abort(this.closed.reason);
+    this.closed.addEventListener('abort', onClosed, { once: true });
     const middleware: ObservableMiddleware = {
       pre: (ctx: RequestContext) => {
         ctx.setSignal(signal);
@@ -223,6 +232,9 @@ export class KubeApi {
       return await run({ middleware: [middleware], middlewareMergeStrategy: 'append' });
     } catch (err) {
       throw this.translate(err, resource, verb, name, signal);
+    } finally {
+      clearTimeout(timer);
+      this.closed.removeEventListener('abort', onClosed);
     }
   }
 

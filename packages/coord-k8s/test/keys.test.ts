@@ -1,6 +1,8 @@
 // Keys as ConfigMaps: the mapping, hash-collision detection, and how API errors and
 // network failures surface as typed errors.
 import { TaskGraphError } from '@taskgraph/api';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ANNOTATION, keyObjectName, LABEL, type K8sCoordinator } from '../src/index.js';
 import { keyLabels, keySelector } from '../src/names.js';
@@ -135,6 +137,24 @@ describe('failures', () => {
     expect((await rejection(c.create('t2', bytes('2')))).code).toBe('INDETERMINATE');
     h.proxyOf(c).heal();
     expect(await c.get('t')).toBeDefined();
+  });
+
+  it('a request that gets no answer times out even when a garbage collection runs while it waits', async () => {
+    // Node 20 can collect an AbortSignal.timeout held only by AbortSignal.any (nodejs/node#57736);
+    // a request's deadline must not depend on what the collector keeps.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const c = await client({ requestTimeoutMs: 800 });
+    await c.create('g', bytes('1'));
+    h.proxyOf(c).cut();
+    const reads = [c.get('g'), c.get('g'), c.list('g')].map((p) => rejection(p));
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      gc();
+    }
+    for (const e of await Promise.all(reads)) expect(e.code).toBe('UNAVAILABLE');
+    h.proxyOf(c).heal();
+    expect(await c.get('g')).toBeDefined();
   });
 
   it('credentials the API server refuses give an error naming the cause', async () => {
