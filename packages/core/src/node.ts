@@ -690,6 +690,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
         // lease loss seen from inside it): waiting for it would wait for ourselves.
         if (!running) await withTimeout(this.clock, closed, graceMs + 1000);
       }
+      this.logger.debug('leaving: callbacks ended');
       const cleanup: Array<Promise<unknown>> = [];
       if (this.task) {
         try {
@@ -701,14 +702,22 @@ export class TaskGraphNode implements Bootstrap, Framework {
       if (this.server) cleanup.push(this.server.close({ graceMs }));
       cleanup.push(...this.watches.map((w) => w.stop()));
       await Promise.allSettled(cleanup);
+      this.logger.debug('leaving: server and watches stopped');
       if (this.session) {
-        try {
-          // Closing the session releases the lock and deletes this node's ephemeral
-          // keys in one step, so a standby can claim the task at once.
-          await this.session.close();
-        } catch (err) {
-          this.logger.debug('closing the session failed (it ends at its TTL)', { error: (err as Error).message });
-        }
+        // Closing the session releases the lock and deletes this node's ephemeral keys in
+        // one step, so a standby can claim the task at once. A store that cannot be reached
+        // ends the session at its TTL instead; leaving never waits on it for longer.
+        let settled = false;
+        const closing = this.session.close().then(
+          () => void (settled = true),
+          (err: unknown) => {
+            settled = true;
+            this.logger.debug('closing the session failed (it ends at its TTL)', { error: (err as Error).message });
+          },
+        );
+        const boundMs = this.ttlMs + 5000;
+        await withTimeout(this.clock, closing, boundMs);
+        if (!settled) this.logger.warn('the store did not confirm the end of the session; it ends at its TTL', { waitedMs: boundMs });
       }
       this.phase = 'done';
       this.logger.info('left', { reason });
