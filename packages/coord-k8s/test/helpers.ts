@@ -26,7 +26,7 @@ export const TEST_OPTIONS: Partial<K8sCoordinatorOptions> = {
   watchTimeoutSeconds: [30, 60],
   watchIdleTimeoutMs: 5000,
   lockPollMs: 500,
-  janitorSweepIntervalMs: 2000,
+  janitorSweepIntervalMs: 10_000,
 };
 
 let files = 0;

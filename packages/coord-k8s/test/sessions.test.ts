@@ -175,7 +175,7 @@ describe('expiry by local observation', () => {
 
   it('a client with janitor: false removes nobody', async () => {
     const p = prefix();
-    const lazy = await client(p, { janitor: false });
+    const lazy = await client(p, { janitor: false, janitorSweepIntervalMs: 1000 });
     const id = 'b'.repeat(20);
     await call(h, 'POST', LEASES, {
       metadata: { name: `${p}-s-${id}`, labels: { [LABEL.store]: p, [LABEL.kind]: 'session' } },
@@ -185,10 +185,10 @@ describe('expiry by local observation', () => {
       metadata: { name: keyObjectName(p, 'x'), labels: { [LABEL.store]: p, [LABEL.kind]: 'key', [LABEL.session]: id }, annotations: { 'taskgraph.io/key': 'x' } },
       binaryData: { value: '' },
     });
-    // Three durations and three sweeps later the lazy client has removed nothing.
+    // Three durations and three sweep intervals later the lazy client has removed nothing.
     await new Promise((r) => setTimeout(r, 3500));
     expect(await lazy.get('x')).toBeDefined();
-    const active = await client(p);
+    const active = await client(p, { janitorSweepIntervalMs: 1000 });
     await until('an active janitor removes it', async () => (await active.get('x')) === undefined);
   });
 });
@@ -196,7 +196,7 @@ describe('expiry by local observation', () => {
 describe('the janitor sweep', () => {
   it("removes ephemeral keys whose session's Lease no longer exists", async () => {
     const p = prefix();
-    const c = await client(p);
+    const c = await client(p, { janitorSweepIntervalMs: 1000 });
     await call(h, 'POST', CONFIGMAPS, {
       metadata: {
         name: keyObjectName(p, 'left/behind'),

@@ -37,14 +37,15 @@ export interface StoreOptions {
   readonly initialRevision: number;
 }
 
-function storeKey(def: ResourceDef, namespace: string, name: string): string {
-  return `${def.resource}\u0000${namespace}\u0000${name}`;
+function collectionKey(def: ResourceDef, namespace: string): string {
+  return `${def.resource}\u0000${namespace}`;
 }
 
 export class ObjectStore {
   private revision: number;
   private compacted: number;
-  private readonly objects = new Map<string, StoredObject>();
+  /** Objects by kind and namespace, then by name: a list reads one collection only. */
+  private readonly collections = new Map<string, Map<string, StoredObject>>();
   private history: ChangeEvent[] = [];
   private readonly listeners = new Set<(e: ChangeEvent) => void>();
 
@@ -64,13 +65,12 @@ export class ObjectStore {
   }
 
   get(def: ResourceDef, namespace: string, name: string): StoredObject | undefined {
-    return this.objects.get(storeKey(def, namespace, name));
+    return this.collections.get(collectionKey(def, namespace))?.get(name);
   }
 
   /** Current objects of one kind in one namespace, sorted by name (etcd key order). */
   listCurrent(def: ResourceDef, namespace: string): StoredObject[] {
-    const out: StoredObject[] = [];
-    for (const o of this.objects.values()) if (o.def === def && o.namespace === namespace) out.push(o);
+    const out = [...(this.collections.get(collectionKey(def, namespace))?.values() ?? [])];
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
@@ -111,7 +111,7 @@ export class ObjectStore {
     const rv = ++this.revision;
     obj.metadata.resourceVersion = String(rv);
     const stored: StoredObject = { def, namespace, name, obj, rv };
-    this.objects.set(storeKey(def, namespace, name), stored);
+    this.collection(def, namespace).set(name, stored);
     this.record({ rv, type: 'ADDED', def, namespace, name, object: obj });
     return stored;
   }
@@ -121,7 +121,7 @@ export class ObjectStore {
     const rv = ++this.revision;
     obj.metadata.resourceVersion = String(rv);
     const stored: StoredObject = { def: previous.def, namespace: previous.namespace, name: previous.name, obj, rv };
-    this.objects.set(storeKey(previous.def, previous.namespace, previous.name), stored);
+    this.collection(previous.def, previous.namespace).set(previous.name, stored);
     this.record({ rv, type: 'MODIFIED', def: previous.def, namespace: previous.namespace, name: previous.name, object: obj, prev: previous.obj });
     return stored;
   }
@@ -129,7 +129,7 @@ export class ObjectStore {
   /** Removes an object; its DELETED event carries the last state at the deletion's revision. */
   remove(previous: StoredObject): number {
     const rv = ++this.revision;
-    this.objects.delete(storeKey(previous.def, previous.namespace, previous.name));
+    this.collections.get(collectionKey(previous.def, previous.namespace))?.delete(previous.name);
     const last: K8sObject = { ...previous.obj, metadata: { ...previous.obj.metadata, resourceVersion: String(rv) } };
     this.record({ rv, type: 'DELETED', def: previous.def, namespace: previous.namespace, name: previous.name, object: last, prev: previous.obj });
     return rv;
@@ -139,6 +139,16 @@ export class ObjectStore {
   compact(): void {
     this.history = [];
     this.compacted = this.revision;
+  }
+
+  private collection(def: ResourceDef, namespace: string): Map<string, StoredObject> {
+    const key = collectionKey(def, namespace);
+    let c = this.collections.get(key);
+    if (c === undefined) {
+      c = new Map();
+      this.collections.set(key, c);
+    }
+    return c;
   }
 
   subscribe(listener: (e: ChangeEvent) => void): () => void {

@@ -40,6 +40,23 @@ export interface WatchStreamOptions {
 
 const PRE_TIMEOUT_BOOKMARK_MS = 2000;
 
+/** An event's line is the same for every watch that sends it: serialised once. */
+const lines = new WeakMap<K8sObject, Map<string, string>>();
+
+function eventLine(def: ResourceDef, type: EventType, obj: K8sObject): string {
+  let byType = lines.get(obj);
+  if (byType === undefined) {
+    byType = new Map();
+    lines.set(obj, byType);
+  }
+  let line = byType.get(type);
+  if (line === undefined) {
+    line = JSON.stringify({ type, object: toJson(def, obj) });
+    byType.set(type, line);
+  }
+  return line;
+}
+
 export class WatchStream {
   private ended = false;
   private unsubscribe: (() => void) | undefined;
@@ -143,7 +160,7 @@ export class WatchStream {
   }
 
   private sendEvent(type: EventType, obj: K8sObject): void {
-    const line = JSON.stringify({ type, object: toJson(this.o.def, obj) });
+    const line = eventLine(this.o.def, type, obj);
     switch (this.o.faults.lineFate()) {
       case 'omit':
         return;
