@@ -159,6 +159,11 @@ export class TaskGraphNode implements Bootstrap, Framework {
   private epoch = -1;
   private epochVersion: Version | undefined;
   private epochCtrl = new AbortController();
+  /** The context handed to callbacks and handlers of the current epoch: one object per epoch. */
+  private epochContext: EpochContext | undefined;
+  /** Request ids are a prefix unique to this node object and a sequence number: no clock read or random draw per request. */
+  private readonly requestPrefix = `${uniqueId('req')}-`;
+  private requestSeq = 0;
   private jobDone = false;
 
   private readonly life = new AbortController();
@@ -348,15 +353,16 @@ export class TaskGraphNode implements Bootstrap, Framework {
       throw new InvalidArgumentError(`dataRequest ${method.name}: cannot encode the input with ${method.input.name}: ${(err as Error).message}`, { cause: err });
     }
     const timeoutMs = options.attemptTimeoutMs ?? this.attemptTimeoutMs;
-    const requestId = uniqueId('req');
-    const backoff = new Backoff(10, 1000);
+    const requestId = this.requestPrefix + String(++this.requestSeq);
+    // Made on the first retry: most requests never need one.
+    let backoff: Backoff | undefined;
     const from = this.taskId ?? -1;
     for (let attempt = 0; ; attempt++) {
       if (ctx.signal.aborted) throw abortError(ctx.signal, 'dataRequest');
       if (attempt > 0) this.stats.retries++;
       const target = this.addrs.get(toTask);
       if (!target) {
-        await this.waitForAddress(ctx.signal, backoff.next());
+        await this.waitForAddress(ctx.signal, (backoff ??= new Backoff(10, 1000)).next());
         continue;
       }
       let out: Uint8Array;
@@ -374,7 +380,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
           const theirs = (err as EpochChangedError).currentEpoch;
           if (theirs !== undefined && theirs > ctx.epoch) throw this.epochChanged(ctx.epoch, theirs);
           // The target has not entered our epoch yet: it will.
-          await sleep(this.clock, backoff.next(), ctx.signal);
+          await sleep(this.clock, (backoff ??= new Backoff(10, 1000)).next(), ctx.signal);
           continue;
         }
         if (TaskGraphError.is(err, 'NOT_OWNER', 'UNAVAILABLE')) {
@@ -384,11 +390,11 @@ export class TaskGraphNode implements Bootstrap, Framework {
             address: target.address,
             code: err.code,
           });
-          await this.waitForAddress(ctx.signal, backoff.next());
+          await this.waitForAddress(ctx.signal, (backoff ??= new Backoff(10, 1000)).next());
           continue;
         }
         if (TaskGraphError.is(err) && err.retryable) {
-          await sleep(this.clock, backoff.next(), ctx.signal);
+          await sleep(this.clock, (backoff ??= new Backoff(10, 1000)).next(), ctx.signal);
           continue;
         }
         throw err;
@@ -756,6 +762,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
     const old = this.epoch;
     this.epochCtrl.abort(withoutStack(() => new EpochChangedError(`epoch ${old} is over`, { details: { current: epoch } })));
     this.epochCtrl = new AbortController();
+    this.epochContext = undefined;
     // Every data request in flight listens on the epoch's signal; dozens at once are normal.
     setMaxListeners(0, this.epochCtrl.signal);
     this.epoch = epoch;
@@ -927,7 +934,8 @@ export class TaskGraphNode implements Bootstrap, Framework {
   // ---------------------------------------------------------------- helpers
 
   private context(): EpochContext {
-    return { epoch: this.epoch, signal: this.epochCtrl.signal };
+    this.epochContext ??= { epoch: this.epoch, signal: this.epochCtrl.signal };
+    return this.epochContext;
   }
 
   private enqueue(epoch: number, run: () => void | Promise<void>): void {
