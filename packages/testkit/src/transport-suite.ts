@@ -428,6 +428,36 @@ export function transportSuite(test: TestApi, factory: () => Promise<Transport>,
         assert.equal(caught, reason, `the call must reject with the signal's TaskGraphError reason, got ${describeError(caught)}`);
         assert.equal(runs, 2, 'the call with an already aborted signal must not run the handler');
       });
+      it('one signal shared by many calls (an epoch\'s): aborting it cancels every call still in flight, and only those', async () => {
+        const [a, b] = [await h.node(), await h.node()];
+        let waiting = 0;
+        const server = await serveAll(a, {
+          quick: (req) => Promise.resolve(req.payload),
+          wait: async (req) => {
+            waiting++;
+            await aborted(req.signal);
+            return text('unused');
+          },
+        });
+        const shared = new AbortController();
+        const options = { timeoutMs: patience, signal: shared.signal };
+        // Calls that finish before the abort are answered normally.
+        for (let i = 0; i < 5; i++) assert.equal(untext(await b.call(server.address, 'quick', makeMeta(), text(`q${i}`), options)), `q${i}`);
+        const pending = Array.from({ length: 6 }, () => b.call(server.address, 'wait', makeMeta(), text('x'), options));
+        await waitFor(() => waiting === 6, 'all six calls reach their handler', patience);
+        const reason = new EpochChangedError('epoch 7 is over', { details: { current: 8 } });
+        shared.abort(reason);
+        for (const p of pending) {
+          let caught: unknown;
+          await p.catch((e: unknown) => {
+            caught = e;
+          });
+          assert.equal(caught, reason, `every call sharing the signal rejects with its reason, got ${describeError(caught)}`);
+        }
+        // A new signal (the next epoch's) serves new calls.
+        const next = new AbortController();
+        assert.equal(untext(await b.call(server.address, 'quick', makeMeta(), text('n'), { timeoutMs: patience, signal: next.signal })), 'n');
+      });
     });
 
     describe('closing', () => {

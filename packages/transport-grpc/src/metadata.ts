@@ -63,13 +63,25 @@ function checkToken(value: unknown): string {
   return value;
 }
 
+/** A node sends every request of its life for one job: its encoding is kept. */
+let lastJob = '';
+let lastJobEncoded = '';
+
+function encodedJob(job: unknown): string {
+  if (job === lastJob && job !== '') return lastJobEncoded;
+  const encoded = encodeURIComponent(checkText(job, 'job'));
+  lastJob = job as string;
+  lastJobEncoded = encoded;
+  return encoded;
+}
+
 /** Checks a request's meta (the same rules the server applies) and writes it as the one-header envelope. */
 export function metadataFromMeta(meta: RequestMeta): Metadata {
   if (typeof meta !== 'object' || meta === null) throw new InvalidArgumentError('request meta must be an object');
   const md = new Metadata();
   md.set(
     ENVELOPE_KEY,
-    `${encodeURIComponent(checkText(meta.job, 'job'))};${checkInteger(meta.from, 'from', -1)};${checkInteger(meta.to, 'to', 0)};` +
+    `${encodedJob(meta.job)};${checkInteger(meta.from, 'from', -1)};${checkInteger(meta.to, 'to', 0)};` +
       `${checkInteger(meta.epoch, 'epoch', 0)};${checkToken(meta.token)};${encodeURIComponent(checkText(meta.requestId, 'requestId'))}`,
   );
   return md;
@@ -88,6 +100,8 @@ export function separateMetadataFromMeta(meta: RequestMeta): Metadata {
 }
 
 function decodeText(raw: string, key: string, field: string): string {
+  // Ordinary names carry no escapes: nothing to decode.
+  if (raw.indexOf('%') === -1) return checkText(raw, field);
   let value: string;
   try {
     value = decodeURIComponent(raw);

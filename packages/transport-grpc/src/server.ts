@@ -45,13 +45,82 @@ export function bufferView(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-interface InFlight {
-  /** When the caller's deadline passes (ms since the epoch), or Infinity. */
-  readonly deadlineAt: number;
+/**
+ * One call being served, and the request its handler sees. One object per call
+ * rather than a closure per concern: at small payloads a call's allocations are a
+ * good part of its cost. The handler's signal is made only if the handler reads it:
+ * an AbortSignal is the most expensive object of a call, and most handlers never
+ * look at it.
+ */
+class InboundCall implements InboundRequest {
+  #controller: AbortController | undefined;
+  #abortReason: Error | undefined;
+  #open = true;
+
+  constructor(
+    readonly method: string,
+    readonly meta: InboundRequest['meta'],
+    readonly payload: Uint8Array,
+    /** When the caller's deadline passes (ms since the epoch), or Infinity. */
+    readonly deadlineAt: number,
+    private readonly callback: sendUnaryData<Buffer>,
+    private readonly inFlight: Set<InboundCall>,
+    private readonly maxMessageBytes: number,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#abortReason !== undefined) this.#controller.abort(this.#abortReason);
+    }
+    return this.#controller.signal;
+  }
+
   /** Tells the handler its deadline passed (its caller has been answered by grpc-js). */
-  expire(): void;
+  expire(): void {
+    if (this.#finish()) this.#abort(new DeadlineExceededError(`the deadline of ${this.method} passed`));
+  }
+
+  cancelled(): void {
+    if (this.#finish()) this.#abort(new AbortedError(`the caller cancelled ${this.method}`));
+  }
+
   /** Aborts the handler with `reason`, answers the call (if still open) with `answer`, and forgets it. */
-  cutOff(reason: Error, answer: Error): void;
+  cutOff(reason: Error, answer: Error): void {
+    this.#abort(reason);
+    if (this.#finish()) this.callback(statusFromError(answer, Status.UNAVAILABLE));
+  }
+
+  fail(err: unknown): void {
+    if (this.#finish()) this.callback(statusFromError(err));
+  }
+
+  succeed(out: unknown): void {
+    if (!(out instanceof Uint8Array)) {
+      this.fail(new InternalError(`the handler of ${this.method} resolved with ${typeof out}, not a Uint8Array`));
+    } else if (out.byteLength > this.maxMessageBytes) {
+      this.fail(
+        new InvalidArgumentError(`the response of ${this.method} is ${out.byteLength} bytes; the limit is ${this.maxMessageBytes}`, {
+          details: { size: out.byteLength, limit: this.maxMessageBytes },
+        }),
+      );
+    } else if (this.#finish()) {
+      this.callback(null, bufferView(out));
+    }
+  }
+
+  #abort(reason: Error): void {
+    if (this.#abortReason !== undefined) return;
+    this.#abortReason = reason;
+    this.#controller?.abort(reason);
+  }
+
+  #finish(): boolean {
+    if (!this.#open) return false;
+    this.#open = false;
+    this.inFlight.delete(this);
+    return true;
+  }
 }
 
 /** How often the server looks for calls whose deadline passed (one sweep, not a timer per call). */
@@ -83,7 +152,7 @@ export class GrpcTransportServer implements TransportServer {
   readonly #handler: RequestHandler;
   readonly #onClosed: (server: GrpcTransportServer) => void;
   readonly #served = new Map<string, ServiceDefinition>();
-  readonly #inFlight = new Set<InFlight>();
+  readonly #inFlight = new Set<InboundCall>();
   #closing: Promise<void> | undefined;
 
   private constructor(
@@ -201,80 +270,23 @@ export class GrpcTransportServer implements TransportServer {
       return;
     }
 
-    // The handler's signal is made only if the handler reads it: an AbortSignal is
-    // the most expensive object of a call, and most handlers never look at it.
-    let controller: AbortController | undefined;
-    let abortReason: Error | undefined;
-    const abort = (reason: Error): void => {
-      if (abortReason !== undefined) return;
-      abortReason = reason;
-      controller?.abort(reason);
-    };
-    let open = true;
-    const finish = (): boolean => {
-      if (!open) return false;
-      open = false;
-      this.#inFlight.delete(entry);
-      return true;
-    };
     const deadline = call.getDeadline();
     const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
-    const entry: InFlight = {
-      deadlineAt: Number.isFinite(deadlineAt) ? deadlineAt : Infinity,
-      // grpc-js answers DEADLINE_EXCEEDED by itself; the handler still needs to hear it.
-      expire: () => {
-        if (finish()) abort(new DeadlineExceededError(`the deadline of ${method} passed`));
-      },
-      cutOff: (reason, answer) => {
-        abort(reason);
-        if (finish()) callback(statusFromError(answer, Status.UNAVAILABLE));
-      },
-    };
+    const entry = new InboundCall(method, meta, call.request, Number.isFinite(deadlineAt) ? deadlineAt : Infinity, callback, this.#inFlight, this.#config.maxMessageBytes);
     this.#inFlight.add(entry);
     if (entry.deadlineAt !== Infinity) this.#sweepDeadlines();
-
-    call.on('cancelled', () => {
-      // grpc-js may also report a stream closing after the answer went out: not a cancel.
-      if (finish()) abort(new AbortedError(`the caller cancelled ${method}`));
-    });
-
-    const fail = (err: unknown): void => {
-      if (finish()) callback(statusFromError(err));
-    };
-    const succeed = (out: unknown): void => {
-      if (!(out instanceof Uint8Array)) {
-        fail(new InternalError(`the handler of ${method} resolved with ${typeof out}, not a Uint8Array`));
-      } else if (out.byteLength > this.#config.maxMessageBytes) {
-        fail(
-          new InvalidArgumentError(
-            `the response of ${method} is ${out.byteLength} bytes; the limit is ${this.#config.maxMessageBytes}`,
-            { details: { size: out.byteLength, limit: this.#config.maxMessageBytes } },
-          ),
-        );
-      } else if (finish()) {
-        callback(null, bufferView(out));
-      }
-    };
+    // grpc-js may also report a stream closing after the answer went out: not a cancel.
+    call.on('cancelled', () => entry.cancelled());
     let result: Promise<Uint8Array>;
     try {
-      result = Promise.resolve(
-        this.#handler({
-          method,
-          meta,
-          payload: call.request,
-          get signal(): AbortSignal {
-            if (controller === undefined) {
-              controller = new AbortController();
-              if (abortReason !== undefined) controller.abort(abortReason);
-            }
-            return controller.signal;
-          },
-        }),
-      );
+      result = Promise.resolve(this.#handler(entry));
     } catch (err) {
       result = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    result.then(succeed, fail);
+    result.then(
+      (out) => entry.succeed(out),
+      (err: unknown) => entry.fail(err),
+    );
   }
 
   #sweeper: ReturnType<typeof setInterval> | undefined;

@@ -11,7 +11,7 @@ import {
 } from '@taskgraph/api';
 import type { CallOptions, ListenOptions, RequestMeta, Transport } from '@taskgraph/api';
 import { Client, connectivityState } from '@grpc/grpc-js';
-import type { ChannelOptions, ServiceError } from '@grpc/grpc-js';
+import type { ChannelOptions, ClientUnaryCall, ServiceError } from '@grpc/grpc-js';
 import { clientConnections } from './channelz.js';
 import type { ConnectionInfo } from './channelz.js';
 import { metadataFromMeta } from './metadata.js';
@@ -66,7 +66,9 @@ export class GrpcTransport implements Transport {
   readonly #paths = new Map<string, string>();
   readonly #servers = new Set<GrpcTransportServer>();
   /** Calls in flight, so close() can cut them off. */
-  readonly #pending = new Set<{ cancelForClose(): void }>();
+  readonly #pending = new Set<OutboundCall>();
+  /** Calls in flight by the signal that cancels them. */
+  readonly #bySignal = new WeakMap<AbortSignal, Set<OutboundCall>>();
   #closing: Promise<void> | undefined;
 
   constructor(options: GrpcTransportOptions = {}) {
@@ -129,43 +131,52 @@ export class GrpcTransport implements Transport {
       });
     }
     const metadata = metadataFromMeta(meta);
-    const what = () => `gRPC call ${method} to ${target}`;
-    if (signal?.aborted) throw abortError(signal, what());
+    if (signal?.aborted) throw abortError(signal, `gRPC call ${method} to ${target}`);
 
     const peer = this.#peer(target);
     peer.calls += 1;
-    return new Promise<Uint8Array>((resolve, reject) => {
-      let onAbort: (() => void) | undefined;
-      let closedUnder = false;
-      const pending = {
-        cancelForClose: () => {
-          closedUnder = true;
-          call.cancel();
-        },
-      };
-      const call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
+    const out = new OutboundCall(target, method, signal, this.#pending);
+    this.#pending.add(out);
+    if (signal !== undefined) this.#cancelOnAbort(signal, out);
+    try {
+      out.call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
         path,
         bufferView,
         bytesView,
         payload,
         metadata,
         { deadline: Date.now() + timeoutMs },
-        (err: ServiceError | null, value?: Uint8Array) => {
-          this.#pending.delete(pending);
-          if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-          if (closedUnder) reject(new ClosedError(`${what()} was cut off: the gRPC transport closed`));
-          else if (signal?.aborted) reject(abortError(signal, what()));
-          else if (err) reject(errorFromStatus(err, { address: target, method }));
-          else if (value === undefined) reject(new InternalError(`${what()} ended without a response`));
-          else resolve(value);
-        },
+        (err: ServiceError | null, value?: Uint8Array) => out.done(err, value),
       );
-      this.#pending.add(pending);
-      if (signal !== undefined) {
-        onAbort = () => call.cancel();
-        signal.addEventListener('abort', onAbort, { once: true });
-      }
-    });
+    } catch (err) {
+      out.forget();
+      throw err;
+    }
+    return out.promise;
+  }
+
+  /**
+   * One 'abort' listener per signal, however many calls share it (a data request's
+   * signal is its epoch's): adding and removing an EventTarget listener per call
+   * costs more than the rest of the call's bookkeeping.
+   */
+  #cancelOnAbort(signal: AbortSignal, out: OutboundCall): void {
+    let calls = this.#bySignal.get(signal);
+    if (calls === undefined) {
+      const set = new Set<OutboundCall>();
+      calls = set;
+      this.#bySignal.set(signal, set);
+      signal.addEventListener(
+        'abort',
+        () => {
+          for (const c of [...set]) c.cancel();
+          set.clear();
+        },
+        { once: true },
+      );
+    }
+    out.watchers = calls;
+    calls.add(out);
   }
 
   #peer(address: string): Peer {
@@ -212,11 +223,61 @@ export class GrpcTransport implements Transport {
   }
 
   async #close(): Promise<void> {
-    // Cancelling sends RST_STREAM, so the servers' handlers hear that the caller left.
     for (const pending of [...this.#pending]) pending.cancelForClose();
     for (const peer of this.#peers.values()) peer.client.close();
     this.#peers.clear();
     await Promise.all([...this.#servers].map((s) => s.close({ graceMs: 0 })));
+  }
+}
+
+/** One call in flight: its promise, and what cancels it (close, its signal). */
+class OutboundCall {
+  call: ClientUnaryCall | undefined;
+  /** The calls sharing this call's signal, when it has one. */
+  watchers: Set<OutboundCall> | undefined;
+  readonly promise: Promise<Uint8Array>;
+  #resolve!: (value: Uint8Array) => void;
+  #reject!: (err: Error) => void;
+  #closedUnder = false;
+
+  constructor(
+    private readonly target: string,
+    private readonly method: string,
+    private readonly signal: AbortSignal | undefined,
+    private readonly pending: Set<OutboundCall>,
+  ) {
+    this.promise = new Promise<Uint8Array>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  cancel(): void {
+    this.call?.cancel();
+  }
+
+  /** Cancelling sends RST_STREAM, so the server's handler hears that the caller left. */
+  cancelForClose(): void {
+    this.#closedUnder = true;
+    this.call?.cancel();
+  }
+
+  forget(): void {
+    this.pending.delete(this);
+    this.watchers?.delete(this);
+  }
+
+  done(err: ServiceError | null, value: Uint8Array | undefined): void {
+    this.forget();
+    if (this.#closedUnder) this.#reject(new ClosedError(`${this.what()} was cut off: the gRPC transport closed`));
+    else if (this.signal?.aborted) this.#reject(abortError(this.signal, this.what()));
+    else if (err) this.#reject(errorFromStatus(err, { address: this.target, method: this.method }));
+    else if (value === undefined) this.#reject(new InternalError(`${this.what()} ended without a response`));
+    else this.#resolve(value);
+  }
+
+  private what(): string {
+    return `gRPC call ${this.method} to ${this.target}`;
   }
 }
 
