@@ -9,9 +9,10 @@
  * keepalives stop (grant, put a key with it, keep it alive a while, stop, time
  * until the key's delete event).
  *
- * The node processes run the CLI from source through tsx's loader, so the
- * benchmark needs no build; the loader costs start-up time, which is outside the
- * timed window (a replacement standby is started after each repetition).
+ * The node processes run the built CLI (`npm run bench:coordination` builds first),
+ * with tsx's loader only for the idle application's TypeScript; the loader costs
+ * start-up time, which is outside the timed window (a replacement standby is
+ * started after each repetition).
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -137,7 +138,7 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
   const procs: NodeProcess[] = [];
   const watchers: Watcher[] = [];
   const tsxLoader = pathToFileURL(require.resolve('tsx')).href;
-  const cli = `${rootDir}packages/cli/src/cli.ts`;
+  const cli = `${rootDir}packages/cli/dist/cli.js`;
   const app = fileURLToPath(new URL('./coordination-idle-app.ts', import.meta.url));
   const url = `etcd://${o.clientAddress}?namespace=${namespace}`;
 
@@ -148,7 +149,7 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
     const child = spawn(process.execPath, args, {
       cwd: rootDir,
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, TSX_TSCONFIG_PATH: `${rootDir}tsconfig.base.json`, TASKGRAPH_LOG_FORMAT: 'text' },
+      env: { ...process.env, TASKGRAPH_LOG_FORMAT: 'text' },
     });
     const stderr: string[] = [];
     child.stderr!.setEncoding('utf8');
