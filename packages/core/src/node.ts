@@ -6,6 +6,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import {
   ClosedError,
   DecodeFailedError,
@@ -162,7 +163,9 @@ export class TaskGraphNode implements Bootstrap, Framework {
   /** The context handed to callbacks and handlers of the current epoch: one object per epoch. */
   private epochContext: EpochContext | undefined;
   /** Request ids are a prefix unique to this node object and a sequence number: no clock read or random draw per request. */
-  private readonly requestPrefix = `${uniqueId('req')}-`;
+  private readonly requestPrefix = `${randomBytes(6).toString('base64url')}-`;
+  /** The call options of the current epoch's requests with the default timeout: one object per epoch. */
+  private callOptions: { readonly timeoutMs: number; readonly signal: AbortSignal } | undefined;
   private requestSeq = 0;
   private jobDone = false;
 
@@ -352,7 +355,11 @@ export class TaskGraphNode implements Bootstrap, Framework {
       if (TaskGraphError.is(err)) throw err;
       throw new InvalidArgumentError(`dataRequest ${method.name}: cannot encode the input with ${method.input.name}: ${(err as Error).message}`, { cause: err });
     }
-    const timeoutMs = options.attemptTimeoutMs ?? this.attemptTimeoutMs;
+    let callOptions = this.callOptions;
+    if (options.attemptTimeoutMs !== undefined || callOptions?.signal !== ctx.signal) {
+      callOptions = { timeoutMs: options.attemptTimeoutMs ?? this.attemptTimeoutMs, signal: ctx.signal };
+      if (options.attemptTimeoutMs === undefined) this.callOptions = callOptions;
+    }
     const requestId = this.requestPrefix + String(++this.requestSeq);
     // Made on the first retry: most requests never need one.
     let backoff: Backoff | undefined;
@@ -372,7 +379,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
           method.name,
           { job: this.job, from, to: toTask, epoch: ctx.epoch, token: target.token, requestId },
           payload,
-          { timeoutMs, signal: ctx.signal },
+          callOptions,
         );
       } catch (err) {
         if (ctx.signal.aborted) throw abortError(ctx.signal, 'dataRequest');
