@@ -159,9 +159,8 @@ export class TaskGraphNode implements Bootstrap, Framework {
 
   private epoch = -1;
   private epochVersion: Version | undefined;
-  private epochCtrl = new AbortController();
-  /** The context handed to callbacks and handlers of the current epoch: one object per epoch. */
-  private epochContext: EpochContext | undefined;
+  /** The context handed to callbacks and handlers of the current epoch: one per epoch. */
+  private scope: EpochScope = epochScope(0);
   /** Request ids are a prefix unique to this node object and a sequence number: no clock read or random draw per request. */
   private readonly requestPrefix = `${randomBytes(6).toString('base64url')}-`;
   /** The call options of the current epoch's requests with the default timeout: one object per epoch. */
@@ -694,7 +693,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
     this.leaving = (async () => {
       const why = reason === 'failed' ? new ClosedError('the node failed') : new ClosedError(`the node is leaving (${reason})`);
       this.life.abort(why);
-      this.epochCtrl.abort(why);
+      this.scope.end(() => why);
       const q = this.queue;
       if (q) {
         const running = q.running;
@@ -767,11 +766,8 @@ export class TaskGraphNode implements Bootstrap, Framework {
       this.logger.error('the epoch went backwards in the store (restored from an old backup?); following it', { from: this.epoch, to: epoch });
     }
     const old = this.epoch;
-    this.epochCtrl.abort(withoutStack(() => new EpochChangedError(`epoch ${old} is over`, { details: { current: epoch } })));
-    this.epochCtrl = new AbortController();
-    this.epochContext = undefined;
-    // Every data request in flight listens on the epoch's signal; dozens at once are normal.
-    setMaxListeners(0, this.epochCtrl.signal);
+    this.scope.end(() => withoutStack(() => new EpochChangedError(`epoch ${old} is over`, { details: { current: epoch } })));
+    this.scope = epochScope(epoch);
     this.epoch = epoch;
     for (const id of this.delivered) {
       if (Number(id.slice(0, id.indexOf('|'))) < epoch) this.delivered.delete(id);
@@ -941,8 +937,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
   // ---------------------------------------------------------------- helpers
 
   private context(): EpochContext {
-    this.epochContext ??= { epoch: this.epoch, signal: this.epochCtrl.signal };
-    return this.epochContext;
+    return this.scope.context;
   }
 
   private enqueue(epoch: number, run: () => void | Promise<void>): void {
@@ -950,6 +945,11 @@ export class TaskGraphNode implements Bootstrap, Framework {
   }
 
   private checkEpoch(ctx: EpochContext): void {
+    // The current epoch's own context: checked without making its signal.
+    if (ctx === this.scope.context && !this.scope.ended) {
+      if (this.phase === 'leaving' || this.phase === 'done') throw new ClosedError('the node has left');
+      return;
+    }
     if (!ctx || typeof ctx.epoch !== 'number' || !(ctx.signal instanceof AbortSignal)) {
       throw new InvalidArgumentError('pass the EpochContext your callback received');
     }
@@ -1042,6 +1042,48 @@ function positive(v: number | undefined, dflt: number, name: string, zeroOk = fa
     throw new InvalidArgumentError(`${name} must be a ${zeroOk ? 'non-negative' : 'positive'} number of ms, got ${String(v)}`);
   }
   return v;
+}
+
+interface EpochScope {
+  readonly context: EpochContext;
+  readonly ended: boolean;
+  /** Ends the epoch: its signal, if anyone made it, aborts with `reason()`; one made later is born aborted. */
+  end(reason: () => Error): void;
+}
+
+/**
+ * An epoch's context, whose AbortSignal is made only when first read: most epochs
+ * of most tasks never read it, and making, aborting and dispatching a signal (and
+ * building its reason) for every task at every epoch is a good part of an epoch
+ * change's CPU when many nodes share a process. The getter is an own enumerable
+ * property, so a spread copy of the context still has its signal.
+ */
+function epochScope(epoch: number): EpochScope {
+  let controller: AbortController | undefined;
+  let reason: (() => Error) | undefined;
+  const context: EpochContext = {
+    epoch,
+    get signal(): AbortSignal {
+      if (controller === undefined) {
+        controller = new AbortController();
+        // Every data request in flight listens on the epoch's signal; dozens at once are normal.
+        setMaxListeners(0, controller.signal);
+        if (reason !== undefined) controller.abort(reason());
+      }
+      return controller.signal;
+    },
+  };
+  return {
+    context,
+    get ended() {
+      return reason !== undefined;
+    },
+    end(why) {
+      if (reason !== undefined) return;
+      reason = why;
+      controller?.abort(why());
+    },
+  };
 }
 
 async function withTimeout(clock: Clock, p: Promise<void>, ms: number): Promise<void> {

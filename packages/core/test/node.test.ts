@@ -119,6 +119,33 @@ describe('node lifecycle and input checks', () => {
     expect(await codeOf(fw.dataRequest(a.box.ctx!, 1, double, 1))).toBe('CLOSED');
   });
 
+  it("an epoch's signal read only after the epoch ended is already aborted; a spread copy of the context keeps it", async () => {
+    w = world();
+    await w.controller().createJob({ numTasks: 1, linkTypes: LINKS });
+    const contexts: EpochContext[] = [];
+    const a = handleTask((ctx) => void contexts.push(ctx));
+    const { node } = await w.node(() => a.task);
+    const run = node.start();
+    await until(() => contexts.length === 1, 'epoch 0 entered');
+    const first = contexts[0]!;
+    const copy = { ...first };
+    expect(copy.signal).toBe(first.signal);
+    expect(first.signal.aborted).toBe(false);
+    await a.box.fw!.incEpoch(first);
+    await until(() => contexts.length === 2, 'epoch 1 entered');
+    const second = contexts[1]!;
+    // Epoch 1's signal was never read while it ran: read after its end, it is born aborted.
+    await a.box.fw!.incEpoch(second);
+    await until(() => contexts.length === 3, 'epoch 2 entered');
+    expect(second.signal.aborted).toBe(true);
+    expect(second.signal.reason).toBeInstanceOf(EpochChangedError);
+    expect(first.signal.aborted).toBe(true);
+    expect(await codeOf(a.box.fw!.incEpoch({ ...second }))).toBe('EPOCH_CHANGED');
+    expect(contexts[2]!.signal.aborted).toBe(false);
+    await a.box.fw!.shutdownJob();
+    expect((await run).reason).toBe('job-done');
+  });
+
   it('fences requests by job, token and epoch, and survives undecodable payloads', async () => {
     w = world();
     const ctl = w.controller();
