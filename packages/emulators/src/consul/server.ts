@@ -212,6 +212,7 @@ export class ConsulEmulator {
   #port: number;
   #closed = false;
   #requests = 0;
+  readonly #requestListeners = new Set<(request: { readonly method: string; readonly path: string }) => void>();
 
   /** Use {@link startConsulEmulator}. */
   constructor(options: ConsulEmulatorOptions = {}) {
@@ -269,6 +270,16 @@ export class ConsulEmulator {
   /** Requests received so far (every one, answered or not). */
   get requestCount(): number {
     return this.#requests;
+  }
+
+  /**
+   * Calls `listener` with the method and URL path of every request received from now
+   * on (answered or not), until the returned function is called. Lets a test count
+   * only its own client's requests when others share the emulator.
+   */
+  onRequest(listener: (request: { readonly method: string; readonly path: string }) => void): () => void {
+    this.#requestListeners.add(listener);
+    return () => this.#requestListeners.delete(listener);
   }
 
   /** Blocking queries waiting right now. */
@@ -359,6 +370,10 @@ export class ConsulEmulator {
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
     this.#requests += 1;
+    if (this.#requestListeners.size > 0) {
+      const request = { method: req.method ?? 'GET', path: new URL(req.url ?? '/', 'http://emulator').pathname };
+      for (const listener of this.#requestListeners) listener(request);
+    }
     void this.#respond(req, res).catch((err: unknown) => {
       if (!res.headersSent && !res.destroyed) this.#send(res, text(500, String(err)));
     });
