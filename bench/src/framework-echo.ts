@@ -9,7 +9,7 @@
  */
 import { ClosedError, InternalError } from '@taskgraph/api';
 import type { EpochContext, Framework, Logger, Task, TaskBuilder } from '@taskgraph/api';
-import { LocalCluster, bytesCodec, defineMethod, serve, silentLogger } from '@taskgraph/core';
+import { LocalCluster, bytesCodec, defineMethod, nodeResources, serve, silentLogger } from '@taskgraph/core';
 import { MemoryStore, createMemoryCoordinator } from '@taskgraph/coord-memory';
 import { createGrpcTransport } from '@taskgraph/transport-grpc';
 import type { GrpcTransport } from '@taskgraph/transport-grpc';
@@ -152,14 +152,7 @@ export async function startFrameworkEcho(options: FrameworkEchoOptions): Promise
       const coordinator = await createMemoryCoordinator({ store, logger });
       const transport = await createGrpcTransport({ host: '127.0.0.1', maxMessageBytes: options.maxMessageBytes, logger });
       transports.set(index, transport);
-      return {
-        coordinator,
-        transport,
-        close: async () => {
-          await transport.close();
-          await coordinator.close();
-        },
-      };
+      return nodeResources(coordinator, transport);
     },
     builder: () => builder,
     linkages: () => ({}),

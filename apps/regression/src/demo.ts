@@ -9,7 +9,7 @@
  *          --coordinator URL --transport URL (or TASKGRAPH_COORDINATOR / TASKGRAPH_TRANSPORT)
  */
 import { parseArgs } from 'node:util';
-import { LocalCluster, createLogger, resolveCoordinator, resolveTransport } from '@taskgraph/core';
+import { LocalCluster, createLogger, nodeResources, resolveCoordinator, resolveTransport } from '@taskgraph/core';
 import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from './regression.js';
 
 const { values } = parseArgs({
@@ -86,14 +86,7 @@ async function main(): Promise<number> {
     resources: async () => {
       const coordinator = await resolveCoordinator(values.coordinator!, { logger });
       const transport = await resolveTransport(values.transport!);
-      return {
-        coordinator,
-        transport,
-        close: async () => {
-          await transport.close();
-          await coordinator.close();
-        },
-      };
+      return nodeResources(coordinator, transport);
     },
     builder: () => new RegressionTaskBuilder({ numTasks, numEpochs, onResult, onTaskStart }),
     linkages: () => regressionLinkages({ numTasks }),

@@ -1,5 +1,5 @@
 import { MemoryStore, createMemoryCoordinator } from '@taskgraph/coord-memory';
-import { LocalCluster, silentLogger } from '@taskgraph/core';
+import { LocalCluster, nodeResources, silentLogger } from '@taskgraph/core';
 import { LocalNetwork, createLocalTransport } from '@taskgraph/transport-local';
 import { describe, expect, it } from 'vitest';
 import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from '../src/index.js';
@@ -17,7 +17,7 @@ async function runRegression(numTasks: number, standbys: number, numEpochs: numb
     resources: async () => {
       const coordinator = await createMemoryCoordinator({ store, namespace: 'tg' });
       const transport = await createLocalTransport({ network });
-      return { coordinator, transport, close: async () => { await transport.close(); await coordinator.close(); } };
+      return nodeResources(coordinator, transport);
     },
     builder: () => new RegressionTaskBuilder({ numTasks, numEpochs, onResult: (e, s) => sums.set(e, s) }),
     linkages: () => regressionLinkages({ numTasks }),

@@ -3,7 +3,7 @@
 // proxy, so one node can be cut off the store while the others keep going.
 import { startConsulEmulator } from '@taskgraph/emulators';
 import type { ConsulEmulator } from '@taskgraph/emulators';
-import type { NodeResources } from '@taskgraph/core';
+import { nodeResources, type NodeResources } from '@taskgraph/core';
 import { scenarioSuite, startTcpProxy } from '@taskgraph/testkit';
 import type { TcpProxy } from '@taskgraph/testkit';
 import { createGrpcTransport } from '@taskgraph/transport-grpc';
@@ -34,16 +34,10 @@ scenarioSuite(
       const coordinator = await createConsulCoordinator({ address: `http://${proxy.address}`, namespace: 'scenarios', requestTimeoutMs: 5_000 });
       proxies.set(coordinator, proxy);
       const transport = await createGrpcTransport('grpc://127.0.0.1:0');
-      return {
-        coordinator,
-        transport,
-        close: async () => {
-          await transport.close();
-          await coordinator.close();
-          proxies.delete(coordinator);
-          await proxy.close();
-        },
-      };
+      return nodeResources(coordinator, transport, async () => {
+        proxies.delete(coordinator);
+        await proxy.close();
+      });
     },
     isolate: async (resources) => {
       const proxy = proxies.get(resources.coordinator);

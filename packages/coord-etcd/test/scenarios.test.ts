@@ -2,7 +2,7 @@
 // transports. Every node reaches etcd through its own TCP proxy, so one node can be
 // cut off the store while the others keep going.
 import type { ScenarioBackend } from '@taskgraph/testkit';
-import type { NodeResources } from '@taskgraph/core';
+import { nodeResources, type NodeResources } from '@taskgraph/core';
 import { scenarioSuite, startEtcd, startTcpProxy } from '@taskgraph/testkit';
 import type { EtcdServer, TcpProxy } from '@taskgraph/testkit';
 import { createGrpcTransport } from '@taskgraph/transport-grpc';
@@ -33,16 +33,10 @@ function backend(name: string, transport: () => Promise<Transport>): ScenarioBac
       const coordinator = await createEtcdCoordinator(`etcd://${proxy.address}?namespace=scenarios`);
       proxies.set(coordinator, proxy);
       const t = await transport();
-      return {
-        coordinator,
-        transport: t,
-        close: async () => {
-          await t.close();
-          await coordinator.close();
-          proxies.delete(coordinator);
-          await proxy.close();
-        },
-      };
+      return nodeResources(coordinator, t, async () => {
+        proxies.delete(coordinator);
+        await proxy.close();
+      });
     },
     isolate: async (resources) => {
       const proxy = proxies.get(resources.coordinator);

@@ -6,6 +6,7 @@ import { scenarioSuite } from '@taskgraph/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest';
 import { startHarness } from './helpers.js';
 import type { Harness } from './helpers.js';
+import { nodeResources } from '@taskgraph/core';
 
 let h: Harness;
 
@@ -27,14 +28,7 @@ scenarioSuite(
     resources: async () => {
       const coordinator = await h.client('scenarios');
       const transport = await createGrpcTransport('grpc://127.0.0.1:0');
-      return {
-        coordinator,
-        transport,
-        close: async () => {
-          await transport.close();
-          await coordinator.close();
-        },
-      };
+      return nodeResources(coordinator, transport);
     },
     isolate: async (resources) => {
       const proxy = h.proxyOf(resources.coordinator);

@@ -16,7 +16,7 @@ export { installSignalHandlers } from './signals.js';
 export { keys as jobKeys, assertValidJobName, FORMAT_VERSION } from './layout.js';
 export type { JobSpec, NodeValue, AddrValue } from './layout.js';
 export { sleep, Backoff } from './async.js';
-export { LocalCluster } from './local-cluster.js';
+export { LocalCluster, nodeResources } from './local-cluster.js';
 export type { LocalClusterOptions, NodeResources, ClusterNode, ClusterEvent } from './local-cluster.js';
 export type { Phase as NodePhase } from './node.js';
 export { defineApp, assertApp } from './app.js';

@@ -20,6 +20,23 @@ export interface NodeResources {
   close(): Promise<void>;
 }
 
+/**
+ * A node's resources whose `close` stops the transport first (nothing is served
+ * any more), then the coordinator (the session ends, so the slot frees), then
+ * runs `afterClose` (a test's proxy, say).
+ */
+export function nodeResources(coordinator: Coordinator, transport: Transport, afterClose?: () => void | Promise<void>): NodeResources {
+  return {
+    coordinator,
+    transport,
+    close: async () => {
+      await transport.close();
+      await coordinator.close();
+      await afterClose?.();
+    },
+  };
+}
+
 export interface LocalClusterOptions {
   readonly job: string;
   readonly numTasks: number;

@@ -163,8 +163,6 @@ export class TaskGraphNode implements Bootstrap, Framework {
   private scope: EpochScope = epochScope(0);
   /** Request ids are a prefix unique to this node object and a sequence number: no clock read or random draw per request. */
   private readonly requestPrefix = `${randomBytes(6).toString('base64url')}-`;
-  /** The call options of the current epoch's requests with the default timeout: one object per epoch. */
-  private callOptions: { readonly timeoutMs: number; readonly signal: AbortSignal } | undefined;
   private requestSeq = 0;
   private jobDone = false;
 
@@ -354,21 +352,16 @@ export class TaskGraphNode implements Bootstrap, Framework {
       if (TaskGraphError.is(err)) throw err;
       throw new InvalidArgumentError(`dataRequest ${method.name}: cannot encode the input with ${method.input.name}: ${(err as Error).message}`, { cause: err });
     }
-    let callOptions = this.callOptions;
-    if (options.attemptTimeoutMs !== undefined || callOptions?.signal !== ctx.signal) {
-      callOptions = { timeoutMs: options.attemptTimeoutMs ?? this.attemptTimeoutMs, signal: ctx.signal };
-      if (options.attemptTimeoutMs === undefined) this.callOptions = callOptions;
-    }
+    const callOptions = { timeoutMs: options.attemptTimeoutMs ?? this.attemptTimeoutMs, signal: ctx.signal };
     const requestId = this.requestPrefix + String(++this.requestSeq);
-    // Made on the first retry: most requests never need one.
-    let backoff: Backoff | undefined;
+    const backoff = new Backoff(10, 1000);
     const from = this.taskId ?? -1;
     for (let attempt = 0; ; attempt++) {
       if (ctx.signal.aborted) throw abortError(ctx.signal, 'dataRequest');
       if (attempt > 0) this.stats.retries++;
       const target = this.addrs.get(toTask);
       if (!target) {
-        await this.waitForAddress(ctx.signal, (backoff ??= new Backoff(10, 1000)).next());
+        await this.waitForAddress(ctx.signal, backoff.next());
         continue;
       }
       let out: Uint8Array;
@@ -386,7 +379,7 @@ export class TaskGraphNode implements Bootstrap, Framework {
           const theirs = (err as EpochChangedError).currentEpoch;
           if (theirs !== undefined && theirs > ctx.epoch) throw this.epochChanged(ctx.epoch, theirs);
           // The target has not entered our epoch yet: it will.
-          await sleep(this.clock, (backoff ??= new Backoff(10, 1000)).next(), ctx.signal);
+          await sleep(this.clock, backoff.next(), ctx.signal);
           continue;
         }
         if (TaskGraphError.is(err, 'NOT_OWNER', 'UNAVAILABLE')) {
@@ -396,11 +389,11 @@ export class TaskGraphNode implements Bootstrap, Framework {
             address: target.address,
             code: err.code,
           });
-          await this.waitForAddress(ctx.signal, (backoff ??= new Backoff(10, 1000)).next());
+          await this.waitForAddress(ctx.signal, backoff.next());
           continue;
         }
         if (TaskGraphError.is(err) && err.retryable) {
-          await sleep(this.clock, (backoff ??= new Backoff(10, 1000)).next(), ctx.signal);
+          await sleep(this.clock, backoff.next(), ctx.signal);
           continue;
         }
         throw err;
@@ -719,17 +712,13 @@ export class TaskGraphNode implements Bootstrap, Framework {
         // Closing the session releases the lock and deletes this node's ephemeral keys in
         // one step, so a standby can claim the task at once. A store that cannot be reached
         // ends the session at its TTL instead; leaving never waits on it for longer.
-        let settled = false;
-        const closing = this.session.close().then(
-          () => void (settled = true),
-          (err: unknown) => {
-            settled = true;
-            this.logger.debug('closing the session failed (it ends at its TTL)', { error: (err as Error).message });
-          },
-        );
+        const closing = this.session.close().catch((err: unknown) => {
+          this.logger.debug('closing the session failed (it ends at its TTL)', { error: (err as Error).message });
+        });
         const boundMs = this.ttlMs + 5000;
-        await withTimeout(this.clock, closing, boundMs);
-        if (!settled) this.logger.warn('the store did not confirm the end of the session; it ends at its TTL', { waitedMs: boundMs });
+        if (!(await withTimeout(this.clock, closing, boundMs))) {
+          this.logger.warn('the store did not confirm the end of the session; it ends at its TTL', { waitedMs: boundMs });
+        }
       }
       this.phase = 'done';
       this.logger.info('left', { reason });
@@ -1086,16 +1075,18 @@ function epochScope(epoch: number): EpochScope {
   };
 }
 
-async function withTimeout(clock: Clock, p: Promise<void>, ms: number): Promise<void> {
+/** Waits for `p` at most `ms`; true when it settled in time. */
+async function withTimeout(clock: Clock, p: Promise<void>, ms: number): Promise<boolean> {
   let timer: ReturnType<Clock['setTimeout']> | undefined;
-  await Promise.race([
-    p,
-    new Promise<void>((resolve) => {
-      timer = clock.setTimeout(resolve, ms);
+  const settled = await Promise.race([
+    p.then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = clock.setTimeout(() => resolve(false), ms);
       timer.unref?.();
     }),
   ]);
   if (timer) clock.clearTimeout(timer);
+  return settled;
 }
 
 /** Creates a node. Wire the application with `setTaskBuilder` and `addLinkage`, then `start()`. */

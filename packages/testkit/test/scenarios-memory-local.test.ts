@@ -2,6 +2,7 @@ import { MemoryCoordinator, MemoryStore } from '@taskgraph/coord-memory';
 import { LocalNetwork, createLocalTransport } from '@taskgraph/transport-local';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest';
 import { scenarioSuite } from '../src/index.js';
+import { nodeResources } from '@taskgraph/core';
 
 const store = new MemoryStore();
 const network = new LocalNetwork();
@@ -15,14 +16,7 @@ scenarioSuite(
     resources: async () => {
       const coordinator = new MemoryCoordinator({ store, namespace: 'scenarios' });
       const transport = await createLocalTransport({ network });
-      return {
-        coordinator,
-        transport,
-        close: async () => {
-          await transport.close();
-          await coordinator.close();
-        },
-      };
+      return nodeResources(coordinator, transport);
     },
     isolate: async (resources) => {
       const c = resources.coordinator as MemoryCoordinator;

@@ -4,6 +4,7 @@ import { MemoryCoordinator, MemoryStore } from '@taskgraph/coord-memory';
 import { scenarioSuite } from '@taskgraph/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest';
 import { createGrpcTransport } from '../src/index.js';
+import { nodeResources } from '@taskgraph/core';
 
 const store = new MemoryStore();
 
@@ -16,14 +17,7 @@ scenarioSuite(
     resources: async () => {
       const coordinator = new MemoryCoordinator({ store, namespace: 'scenarios' });
       const transport = await createGrpcTransport('grpc://127.0.0.1:0');
-      return {
-        coordinator,
-        transport,
-        close: async () => {
-          await transport.close();
-          await coordinator.close();
-        },
-      };
+      return nodeResources(coordinator, transport);
     },
     isolate: async (resources) => {
       const c = resources.coordinator as MemoryCoordinator;
