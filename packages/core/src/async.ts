@@ -93,3 +93,17 @@ export function uniqueId(prefix: string): string {
   counter = (counter + 1) % 1_000_000;
   return `${prefix}-${process.pid.toString(36)}-${Date.now().toString(36)}-${counter.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
+
+/** Waits for `p` at most `ms`; true when it settled in time. */
+export async function withTimeout(clock: Clock, p: Promise<void>, ms: number): Promise<boolean> {
+  let timer: ReturnType<Clock['setTimeout']> | undefined;
+  const settled = await Promise.race([
+    p.then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = clock.setTimeout(() => resolve(false), ms);
+      timer.unref?.();
+    }),
+  ]);
+  if (timer) clock.clearTimeout(timer);
+  return settled;
+}

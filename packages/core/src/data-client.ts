@@ -1,0 +1,112 @@
+/**
+ * The data plane's client side: `dataRequest` resolves the target task's node from
+ * the address book (never the store), sends the job, epoch, sender, target token
+ * and a request id, and retries with jittered backoff through the failures a
+ * failover produces, until an answer comes or the epoch ends. A request is never
+ * resent into another epoch.
+ */
+import { randomBytes } from 'node:crypto';
+import { DecodeFailedError, EpochChangedError, InvalidArgumentError, TaskGraphError, abortError } from '@taskgraph/api';
+import type { Clock, EpochContext, Logger, MethodSpec, Transport } from '@taskgraph/api';
+import { Backoff, sleep } from './async.js';
+import type { AddressBook } from './address-book.js';
+import type { NodeStats } from './stats.js';
+
+export interface DataClientOptions {
+  readonly job: string;
+  readonly transport: Transport;
+  readonly addresses: AddressBook;
+  readonly clock: Clock;
+  readonly stats: NodeStats;
+  /** The default deadline of one attempt. */
+  readonly attemptTimeoutMs: number;
+  /** The error for a caller whose epoch `asked` is over, given the epoch the other side is in. */
+  epochChanged(asked: number, current: number): EpochChangedError;
+  logger(): Logger;
+}
+
+export interface DataCall<I, O> {
+  readonly ctx: EpochContext;
+  /** The sending task (-1 for a caller that is not a task). */
+  readonly from: number;
+  readonly to: number;
+  readonly method: MethodSpec<I, O>;
+  readonly input: I;
+  readonly attemptTimeoutMs?: number | undefined;
+}
+
+export class DataClient {
+  /** Request ids are a prefix unique to this client and a sequence number: no clock read or random draw per request. */
+  private readonly requestPrefix = `${randomBytes(6).toString('base64url')}-`;
+  private requestSeq = 0;
+
+  constructor(private readonly o: DataClientOptions) {}
+
+  async request<I, O>(call: DataCall<I, O>): Promise<O> {
+    const { ctx, method, to } = call;
+    if (!method || typeof method.name !== 'string' || !method.input || !method.output) {
+      throw new InvalidArgumentError('dataRequest needs a MethodSpec ({ name, input, output })');
+    }
+    let payload: Uint8Array;
+    try {
+      payload = method.input.encode(call.input);
+    } catch (err) {
+      if (TaskGraphError.is(err)) throw err;
+      throw new InvalidArgumentError(`dataRequest ${method.name}: cannot encode the input with ${method.input.name}: ${(err as Error).message}`, { cause: err });
+    }
+    const out = await this.exchange(ctx, call.from, to, method.name, payload, call.attemptTimeoutMs ?? this.o.attemptTimeoutMs);
+    try {
+      return method.output.decode(out);
+    } catch (err) {
+      if (TaskGraphError.is(err)) throw err;
+      throw new DecodeFailedError(`dataRequest ${method.name} from task ${to}: cannot decode the output: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Sends until an answer comes: the retry loop, on bytes. */
+  private async exchange(ctx: EpochContext, from: number, to: number, method: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    const { addresses, clock } = this.o;
+    const callOptions = { timeoutMs, signal: ctx.signal };
+    const requestId = this.requestPrefix + String(++this.requestSeq);
+    const backoff = new Backoff(10, 1000);
+    for (let attempt = 0; ; attempt++) {
+      if (ctx.signal.aborted) throw abortError(ctx.signal, 'dataRequest');
+      if (attempt > 0) this.o.stats.retries++;
+      const target = addresses.get(to);
+      if (!target) {
+        await this.waitForAddress(ctx.signal, backoff.next());
+        continue;
+      }
+      try {
+        return await this.o.transport.call(target.address, method, { job: this.o.job, from, to, epoch: ctx.epoch, token: target.token, requestId }, payload, callOptions);
+      } catch (err) {
+        if (ctx.signal.aborted) throw abortError(ctx.signal, 'dataRequest');
+        if (TaskGraphError.is(err, 'EPOCH_CHANGED')) {
+          const theirs = (err as EpochChangedError).currentEpoch;
+          if (theirs !== undefined && theirs > ctx.epoch) throw this.o.epochChanged(ctx.epoch, theirs);
+          // The target has not entered our epoch yet: it will.
+          await sleep(clock, backoff.next(), ctx.signal);
+          continue;
+        }
+        if (TaskGraphError.is(err, 'NOT_OWNER', 'UNAVAILABLE')) {
+          this.o.logger().debug('data request: target not reachable at its address; re-resolving', { to, method, address: target.address, code: err.code });
+          await this.waitForAddress(ctx.signal, backoff.next());
+          continue;
+        }
+        if (TaskGraphError.is(err) && err.retryable) {
+          await sleep(clock, backoff.next(), ctx.signal);
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  private async waitForAddress(signal: AbortSignal, ms: number): Promise<void> {
+    try {
+      await this.o.addresses.waitForChange(this.o.clock, ms, signal);
+    } catch {
+      throw abortError(signal, 'dataRequest');
+    }
+  }
+}

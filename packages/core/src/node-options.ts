@@ -1,0 +1,70 @@
+/**
+ * A node's options, checked once at construction and resolved to the values the
+ * node runs with.
+ */
+import { InvalidArgumentError, systemClock } from '@taskgraph/api';
+import type { Clock, Coordinator, Logger, Transport } from '@taskgraph/api';
+import { uniqueId } from './async.js';
+import { assertValidJobName, assertValidNodeId } from './layout.js';
+
+export interface BootstrapOptions {
+  /** The job this node joins (created by a controller). */
+  readonly job: string;
+  readonly coordinator: Coordinator;
+  readonly transport: Transport;
+  /** Default: a unique id. */
+  readonly nodeId?: string;
+  /** The session TTL. Default: 5 s, raised to the backend's minimum. */
+  readonly sessionTtlMs?: number;
+  /** The task slot to try first (a hint; any free slot is taken). */
+  readonly preferredTask?: number;
+  /** Deadline of one data-request attempt. Default 10 s. */
+  readonly attemptTimeoutMs?: number;
+  /** The largest meta string, in UTF-8 bytes. Default 1024. */
+  readonly maxMetaBytes?: number;
+  /** How long `stop()` lets requests in flight finish. Default 2 s. */
+  readonly drainMs?: number;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+/** The options with every default applied. */
+export interface NodeConfig {
+  readonly job: string;
+  readonly nodeId: string;
+  readonly coordinator: Coordinator;
+  readonly transport: Transport;
+  readonly clock: Clock;
+  readonly ttlMs: number;
+  readonly preferredTask: number | undefined;
+  readonly attemptTimeoutMs: number;
+  readonly maxMetaBytes: number;
+  readonly drainMs: number;
+}
+
+export function nodeConfig(options: BootstrapOptions): NodeConfig {
+  assertValidJobName(options.job);
+  const nodeId = options.nodeId ?? uniqueId('node');
+  assertValidNodeId(nodeId);
+  const [minTtl, maxTtl] = options.coordinator.caps.ttlRangeMs;
+  return {
+    job: options.job,
+    nodeId,
+    coordinator: options.coordinator,
+    transport: options.transport,
+    clock: options.clock ?? systemClock,
+    ttlMs: options.sessionTtlMs ?? Math.min(maxTtl, Math.max(minTtl, 5000)),
+    preferredTask: options.preferredTask,
+    attemptTimeoutMs: positive(options.attemptTimeoutMs, 10_000, 'attemptTimeoutMs'),
+    maxMetaBytes: positive(options.maxMetaBytes, 1024, 'maxMetaBytes'),
+    drainMs: positive(options.drainMs, 2000, 'drainMs', true),
+  };
+}
+
+function positive(v: number | undefined, dflt: number, name: string, zeroOk = false): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!zeroOk && v === 0)) {
+    throw new InvalidArgumentError(`${name} must be a ${zeroOk ? 'non-negative' : 'positive'} number of ms, got ${String(v)}`);
+  }
+  return v;
+}

@@ -1,0 +1,76 @@
+/**
+ * The data plane's server side: every request is checked before its handler runs
+ * (job, target task and token, a live session, the epoch) and again after it (an
+ * answer computed while the lease or the epoch ended is dropped), so a node that
+ * lost its task never answers for it.
+ */
+import { DecodeFailedError, EpochChangedError, MethodNotFoundError, NotOwnerError, TaskGraphError } from '@taskgraph/api';
+import type { AnyMethodHandler, EpochContext, InboundRequest } from '@taskgraph/api';
+import type { NodeStats } from './stats.js';
+
+/** The task a node serves now. */
+export interface ServedTask {
+  readonly id: number;
+  /** The incarnation's fencing token, in decimal. */
+  readonly token: string;
+  readonly methods: ReadonlyMap<string, AnyMethodHandler>;
+}
+
+export interface RequestServerOptions {
+  readonly job: string;
+  readonly stats: NodeStats;
+  /** The task served now: undefined unless the node runs one. */
+  served(): ServedTask | undefined;
+  /** Synchronous: true once the session is lost (including a deadline passed during a pause). */
+  sessionLost(): boolean;
+  readonly epochs: { readonly epoch: number; readonly context: EpochContext };
+}
+
+export class RequestServer {
+  constructor(private readonly o: RequestServerOptions) {}
+
+  /** The transport's handler. */
+  readonly handle = async (req: InboundRequest): Promise<Uint8Array> => {
+    const { stats, epochs } = this.o;
+    const m = req.meta;
+    if (m.job !== this.o.job) {
+      stats.rejectedNotOwner++;
+      throw new NotOwnerError(`this node serves job ${this.o.job}, not ${m.job}`);
+    }
+    const task = this.o.served();
+    if (!task || m.to !== task.id || m.token !== task.token || this.o.sessionLost()) {
+      stats.rejectedNotOwner++;
+      throw new NotOwnerError(`this node does not run task ${m.to} with token ${m.token}`, {
+        details: { task: m.to, ...(task?.id === m.to ? { token: task.token } : {}) },
+      });
+    }
+    if (m.epoch !== epochs.epoch) {
+      stats.rejectedEpoch++;
+      throw new EpochChangedError(`task ${m.to} is in epoch ${epochs.epoch}, the request is for epoch ${m.epoch}`, {
+        details: { current: epochs.epoch, requested: m.epoch },
+      });
+    }
+    const handler = task.methods.get(req.method);
+    if (!handler) throw new MethodNotFoundError(`task ${m.to} does not serve method "${req.method}"`);
+    let input: unknown;
+    try {
+      input = handler.spec.input.decode(req.payload);
+    } catch (err) {
+      if (TaskGraphError.is(err, 'DECODE_FAILED')) throw err;
+      throw new DecodeFailedError(`method ${req.method}: cannot decode the input: ${(err as Error).message}`, { cause: err });
+    }
+    const output = await handler.handle(epochs.context, input, m.from);
+    // Late work is fenced: if the lease or the epoch ended while the handler ran,
+    // its answer may be stale and a successor may already be serving.
+    if (this.o.served() !== task || this.o.sessionLost()) {
+      stats.fencedLateResults++;
+      throw new NotOwnerError(`task ${m.to} lost its lease while serving ${req.method}`, { details: { task: m.to } });
+    }
+    if (epochs.epoch !== m.epoch) {
+      stats.fencedLateResults++;
+      throw new EpochChangedError(`epoch ${m.epoch} ended while serving ${req.method}`, { details: { current: epochs.epoch } });
+    }
+    stats.served++;
+    return handler.spec.output.encode(output);
+  };
+}

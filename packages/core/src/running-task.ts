@@ -1,0 +1,149 @@
+/**
+ * A task this node has claimed, for exactly as long as it holds it: the lock and
+ * its fencing token, the incarnation, the application's task object, the queue
+ * that runs its callbacks one at a time, the methods it serves, and its meta
+ * inbox and outbox. Made on claim, closed on leaving; nothing outlives it.
+ */
+import { InvalidArgumentError } from '@taskgraph/api';
+import type { AnyMethodHandler, Clock, Coordinator, Lock, Logger, Session, Task } from '@taskgraph/api';
+import type { AddressBook } from './address-book.js';
+import { withTimeout } from './async.js';
+import { CallbackQueue } from './callback-queue.js';
+import type { EpochTracker } from './epoch.js';
+import { keys } from './layout.js';
+import { MetaInbox } from './meta-inbox.js';
+import { MetaOutbox } from './meta-outbox.js';
+import type { ServedTask } from './request-server.js';
+import type { NodeStats } from './stats.js';
+
+/** What a running task uses of its node. */
+export interface TaskEnvironment {
+  readonly job: string;
+  readonly coordinator: Coordinator;
+  readonly session: Session;
+  readonly clock: Clock;
+  readonly stats: NodeStats;
+  readonly epochs: Pick<EpochTracker, 'epoch' | 'context'>;
+  readonly addresses: Pick<AddressBook, 'get'>;
+  /** True while the node runs this task (callbacks queued for other times are dropped). */
+  isServing(running: RunningTask): boolean;
+  /** A callback threw. */
+  onCallbackError(err: unknown): void;
+  /** Throws when the node may no longer act as the task's owner. */
+  assertOwner(what: string): void;
+}
+
+export interface TaskClaim {
+  readonly id: number;
+  readonly lock: Lock;
+  readonly incarnation: number;
+  readonly task: Task;
+  readonly logger: Logger;
+}
+
+export class RunningTask implements ServedTask {
+  readonly id: number;
+  readonly lock: Lock;
+  /** The fencing token, in decimal (as it travels in requests and records). */
+  readonly token: string;
+  readonly incarnation: number;
+  readonly task: Task;
+  readonly logger: Logger;
+  readonly inbox: MetaInbox;
+  readonly outbox: MetaOutbox;
+  private readonly queue: CallbackQueue;
+  private served = new Map<string, AnyMethodHandler>();
+
+  constructor(
+    private readonly env: TaskEnvironment,
+    claim: TaskClaim,
+  ) {
+    const { id, task } = claim;
+    this.id = id;
+    this.lock = claim.lock;
+    this.token = claim.lock.token.toString();
+    this.incarnation = claim.incarnation;
+    this.task = task;
+    this.logger = claim.logger;
+    this.queue = new CallbackQueue((err) => env.onCallbackError(err));
+    this.inbox = new MetaInbox({
+      job: env.job,
+      taskId: id,
+      epochs: env.epochs,
+      senderToken: (from) => env.addresses.get(from)?.token,
+      deliver: (ctx, epoch, from, linkType, meta) => this.enqueue(epoch, () => task.metaReady(ctx, from, linkType, meta)),
+      logger: this.logger,
+    });
+    this.outbox = new MetaOutbox({ ...env, taskId: id, token: this.token });
+  }
+
+  get methods(): ReadonlyMap<string, AnyMethodHandler> {
+    return this.served;
+  }
+
+  /** Reads the methods the task declares (after its `init`); a name declared twice is an error. */
+  declareMethods(): readonly string[] {
+    const methods = new Map<string, AnyMethodHandler>();
+    for (const m of this.task.methods ?? []) {
+      if (methods.has(m.spec.name)) throw new InvalidArgumentError(`task ${this.id} declares method "${m.spec.name}" twice`);
+      methods.set(m.spec.name, m);
+    }
+    this.served = methods;
+    return [...methods.keys()];
+  }
+
+  /** Queues a callback of `epoch`: it runs only if, at its turn, the task still runs in that epoch. */
+  enqueue(epoch: number, run: () => void | Promise<void>): void {
+    this.queue.push(run, () => this.env.isServing(this) && this.env.epochs.epoch === epoch);
+  }
+
+  /** The task enters `epoch`: its enterEpoch, then the metas held for that epoch. */
+  enterEpoch(epoch: number): void {
+    const { task } = this;
+    const ctx = this.env.epochs.context;
+    this.enqueue(epoch, () => task.enterEpoch(ctx, epoch));
+    this.inbox.release(epoch);
+  }
+
+  /** The node moved to `epoch`; `serving` tells whether the task runs yet. */
+  onEpochChange(epoch: number, serving: boolean): void {
+    this.inbox.onEpochChange(epoch);
+    this.outbox.onEpochChange();
+    if (!serving) return;
+    this.enterEpoch(epoch);
+    // The old epochs' metas go after the new epoch's enterEpoch is queued: off the
+    // path of the epoch change, and no write at all for epochs without metas.
+    const old = this.inbox.takeOldEpochs(epoch);
+    if (old.length === 0) return;
+    const { coordinator, job } = this.env;
+    this.queue.push(
+      () => {
+        for (const e of old) {
+          coordinator.deletePrefix(keys.metaEpoch(job, this.id, e)).catch((err: unknown) => {
+            this.logger.debug('could not delete an old epoch’s metas (they are ignored)', { epoch: e, error: (err as Error).message });
+          });
+        }
+      },
+      () => true,
+    );
+  }
+
+  /**
+   * Stops the callbacks: what has not started is dropped; the one running, if any,
+   * is given `graceMs` (plus a second) unless the caller is that callback itself.
+   * Then the task's `exit()`.
+   */
+  async close(graceMs: number): Promise<void> {
+    const running = this.queue.running;
+    const closed = this.queue.close();
+    // While a callback runs, the caller is almost always that callback (kill() or a
+    // lease loss seen from inside it): waiting for it would wait for ourselves.
+    if (!running) await withTimeout(this.env.clock, closed, graceMs + 1000);
+    this.logger.debug('leaving: callbacks ended');
+    try {
+      await this.task.exit();
+    } catch (err) {
+      this.logger.warn('task exit() threw', { error: (err as Error).message });
+    }
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * The store operations the runtime composes: one read-modify-write helper that
+ * every compare-and-set in core goes through, the create-replacing-a-stale-record
+ * step of publishing an address, and waiting for a key to appear.
+ */
+import { TaskGraphError, abortError } from '@taskgraph/api';
+import type { Clock, Coordinator, Entry, Logger, Session, Version } from '@taskgraph/api';
+import { Backoff, sleep } from './async.js';
+
+export interface CasUpdateOptions {
+  readonly clock: Clock;
+  /** Bounds the retries: their waits reject with the signal's reason when it aborts. */
+  readonly signal: AbortSignal;
+  /** A key the update creates is tied to this session (deleted when it ends). */
+  readonly session?: Session;
+  /**
+   * What the caller already knows of the key, to save the first read: its entry, or
+   * `null` when it is known to be absent (the first attempt is then a create).
+   */
+  readonly known?: Entry | null | undefined;
+  /** Runs right before every write; throws to stop (a lost lease, a node that left). */
+  readonly beforeWrite?: () => void;
+  /** Counts the writes attempted (for the node's stats). */
+  readonly onWrite?: () => void;
+}
+
+export interface CasOutcome {
+  /** False when `next` left the key as it was. */
+  readonly written: boolean;
+  /** The key's version after the update (or as read, when nothing was written). */
+  readonly version: Version | undefined;
+}
+
+/** After this many lost races in a row, retries wait a jittered backoff before re-reading. */
+const FREE_RACES = 3;
+
+/**
+ * Read-modify-write of one key by compare-and-set. `next(current)` gets the key's
+ * entry (undefined when absent) and returns the bytes to store, or undefined to
+ * leave it as it is; it may throw to stop (the epoch moved on, say).
+ *
+ * Lost races (Conflict, AlreadyExists, NotFound) re-read and call `next` again. An
+ * Indeterminate write is re-read: if the key holds exactly the bytes written, the
+ * write is taken as applied, otherwise `next` decides again on what is there.
+ * Other retryable failures (Unavailable) wait a jittered backoff and try again;
+ * anything else is thrown. Every wait ends when `signal` aborts (the first attempt
+ * is made whatever the signal: callers check their own state before calling).
+ */
+export async function casUpdate(
+  coordinator: Coordinator,
+  key: string,
+  next: (current: Entry | undefined) => Uint8Array | undefined,
+  options: CasUpdateOptions,
+): Promise<CasOutcome> {
+  const backoff = new Backoff();
+  let current: Entry | undefined = options.known ?? undefined;
+  let mustRead = options.known === undefined;
+  let races = 0;
+  const pause = () => sleep(options.clock, backoff.next(), options.signal);
+  for (;;) {
+    if (mustRead) {
+      try {
+        current = await coordinator.get(key);
+      } catch (err) {
+        if (!TaskGraphError.is(err) || !err.retryable) throw err;
+        await pause();
+        continue;
+      }
+      mustRead = false;
+    }
+    const value = next(current);
+    if (value === undefined) return { written: false, version: current?.version };
+    options.beforeWrite?.();
+    options.onWrite?.();
+    try {
+      const version = current
+        ? await coordinator.update(key, value, current.version)
+        : await coordinator.create(key, value, options.session ? { session: options.session } : undefined);
+      return { written: true, version };
+    } catch (err) {
+      if (TaskGraphError.is(err, 'CONFLICT', 'ALREADY_EXISTS', 'NOT_FOUND')) {
+        mustRead = true;
+        if (++races > FREE_RACES) await pause();
+        continue;
+      }
+      if (TaskGraphError.is(err, 'INDETERMINATE')) {
+        const seen = await readRetrying(coordinator, key, pause);
+        if (seen && sameBytes(seen.value, value)) return { written: true, version: seen.version };
+        current = seen;
+        continue;
+      }
+      if (TaskGraphError.is(err) && err.retryable) {
+        await pause();
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+async function readRetrying(coordinator: Coordinator, key: string, pause: () => Promise<void>): Promise<Entry | undefined> {
+  for (;;) {
+    try {
+      return await coordinator.get(key);
+    } catch (err) {
+      if (!TaskGraphError.is(err) || !err.retryable) throw err;
+      await pause();
+    }
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export interface CreateReplacingOptions {
+  readonly session: Session;
+  readonly logger: Logger;
+  readonly beforeWrite?: () => void;
+  readonly onWrite?: () => void;
+  /** Gives up after this many stale records removed in a row. Default 20. */
+  readonly maxAttempts?: number;
+}
+
+/**
+ * Creates an ephemeral record that a predecessor may still hold: a predecessor's
+ * record outlives its lock only until its session ends, and the caller holds the
+ * lock now, so a record found in the way is stale and is removed. (An update would
+ * not do: the key would keep the predecessor's session and vanish with it.)
+ */
+export async function createReplacing(coordinator: Coordinator, key: string, value: Uint8Array, options: CreateReplacingOptions): Promise<void> {
+  const max = options.maxAttempts ?? 20;
+  for (let i = 0; ; i++) {
+    options.beforeWrite?.();
+    options.onWrite?.();
+    try {
+      await coordinator.create(key, value, { session: options.session });
+      return;
+    } catch (err) {
+      if (!TaskGraphError.is(err, 'ALREADY_EXISTS') || i >= max) throw err;
+    }
+    const old = await coordinator.get(key);
+    if (!old) continue;
+    options.logger.info("removing the previous incarnation's record", { key });
+    try {
+      await coordinator.delete(key, old.version);
+    } catch (err) {
+      if (!TaskGraphError.is(err, 'CONFLICT', 'NOT_FOUND')) throw err;
+    }
+  }
+}
+
+export interface WaitForKeyOptions {
+  readonly clock: Clock;
+  readonly signal: AbortSignal;
+  /** Re-reads at least this often, in case a watch misses the creation. Default 2 s. */
+  readonly recheckMs?: number;
+  /** Called once when the key is not there at first. */
+  readonly onWait?: () => void;
+}
+
+/** Resolves with the key's entry once it exists: a read, then a watch, re-read every `recheckMs`. */
+export async function waitForKey(coordinator: Coordinator, key: string, options: WaitForKeyOptions): Promise<Entry> {
+  const { clock, signal } = options;
+  let waited = false;
+  for (;;) {
+    const e = await coordinator.get(key);
+    if (e) return e;
+    if (!waited) {
+      options.onWait?.();
+      waited = true;
+    }
+    const ctrl = new AbortController();
+    const onAbort = () => ctrl.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const timer = clock.setTimeout(() => ctrl.abort(), options.recheckMs ?? 2000);
+    timer.unref?.();
+    try {
+      for await (const batch of coordinator.watch(key, { signal: ctrl.signal })) {
+        if (batch.events.some((ev) => ev.type === 'put' && ev.key === key)) break;
+      }
+    } catch (err) {
+      if (!TaskGraphError.is(err) || !err.retryable) throw err;
+    } finally {
+      clock.clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (signal.aborted) throw abortError(signal, `waiting for ${key}`);
+  }
+}
