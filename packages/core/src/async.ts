@@ -107,3 +107,20 @@ export async function withTimeout(clock: Clock, p: Promise<void>, ms: number): P
   if (timer) clock.clearTimeout(timer);
   return settled;
 }
+
+export interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(reason: unknown): void;
+}
+
+/** A promise with its settle functions (Promise.withResolvers, which Node 20 lacks). */
+export function deferred<T>(): Deferred<T> {
+  let resolve: (value: T) => void = () => undefined;
+  let reject: (reason: unknown) => void = () => undefined;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}

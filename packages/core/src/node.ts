@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
 import type { Bootstrap, Logger, NodeOutcome, Session, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
 import { AddressBook } from './address-book.js';
-import { withTimeout } from './async.js';
+import { deferred, withTimeout } from './async.js';
 import { Claimer } from './claimer.js';
 import type { Claim } from './claimer.js';
 import { DataClient } from './data-client.js';
@@ -64,8 +64,7 @@ export class TaskGraphNode implements Bootstrap {
   /** What every incarnation's framework calls back into. */
   private readonly frameworkHost: FrameworkHost;
   private leaving: Promise<void> | undefined;
-  private readonly outcome: { resolve: (o: NodeOutcome) => void; reject: (e: unknown) => void };
-  private readonly done: Promise<NodeOutcome>;
+  private readonly outcome = deferred<NodeOutcome>();
 
   constructor(options: BootstrapOptions) {
     this.config = nodeConfig(options);
@@ -92,13 +91,8 @@ export class TaskGraphNode implements Bootstrap {
       kill: () => this.kill(),
       shutdownJob: () => this.shutdownJob(),
     };
-    let settle: TaskGraphNode['outcome'] | undefined;
-    this.done = new Promise<NodeOutcome>((resolve, reject) => {
-      settle = { resolve, reject };
-    });
-    this.outcome = settle!;
     // start() is what callers await; a failure before it is awaited must not be unhandled.
-    this.done.catch(() => undefined);
+    this.outcome.promise.catch(() => undefined);
   }
 
   // ---------------------------------------------------------------- Bootstrap
@@ -128,7 +122,7 @@ export class TaskGraphNode implements Bootstrap {
       // A stop or a lease loss during start-up already decided how the node ends.
       if (!this.life.signal.aborted) this.fail(err);
     });
-    return this.done;
+    return this.outcome.promise;
   }
 
   async stop(reason = 'stop requested'): Promise<void> {
