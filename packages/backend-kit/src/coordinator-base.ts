@@ -124,8 +124,9 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
   /**
    * Called by `watch()` at once (it is not async): check `after` here and throw
    * InvalidArgumentError if it is no revision of this backend, and take "now" here
-   * if the watch starts from now. The iterable must end without error when `signal`
-   * or `closedSignal` aborts. The base ends an iteration that starts after either
+   * if the watch starts from now. Start no I/O before the iterable is iterated (the
+   * base calls this even on a closed coordinator). The iterable must end without
+   * error when `signal` or `closedSignal` aborts. The base ends an iteration that starts after either
    * (Closed when the coordinator closed), without calling the iterable.
    */
   protected abstract doWatch(prefix: string, after: string | undefined, signal: AbortSignal): AsyncIterable<WatchBatch>;
