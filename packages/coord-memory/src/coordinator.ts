@@ -1,46 +1,18 @@
 /**
- * A client of a MemoryStore: what a node holds as its "connection". It validates
- * input, applies its namespace, keeps its sessions alive, and carries the fault
- * switches that make it unreachable, frozen or failing, as a real client would be.
+ * A client of a MemoryStore: what a node holds as its "connection". It applies its
+ * namespace and carries the fault switches that make it unreachable, frozen or
+ * failing, as a real client would be. Input checks, the closed guard and session
+ * keepalives are the backend kit's (CoordinatorBase, LeaseSession).
  */
-import {
-  ClosedError,
-  InvalidArgumentError,
-  LeaseLostError,
-  UnavailableError,
-  abortError,
-  assertValidKey,
-  assertValidPrefix,
-  assertValidTtl,
-  assertValidValue,
-  utf8Length,
-} from '@taskgraph/api';
-import type {
-  AcquireOptions,
-  Clock,
-  Coordinator,
-  CoordinatorCaps,
-  CreateOptions,
-  Entry,
-  ListResult,
-  Lock,
-  LockHolder,
-  LockOptions,
-  Logger,
-  Session,
-  SessionOptions,
-  Version,
-  WatchBatch,
-  WatchEvent,
-  WatchOptions,
-} from '@taskgraph/api';
+import { InvalidArgumentError, UnavailableError, abortError, assertValidKey } from '@taskgraph/api';
+import type { Clock, CoordinatorCaps, Entry, ListResult, Lock, LockHolder, Logger, Session, Version, WatchBatch, WatchEvent } from '@taskgraph/api';
+import { CoordinatorBase, describeKey, silentLogger } from '@taskgraph/backend-kit';
 import { FaultSet } from './faults.js';
 import type { MemoryOperation } from './faults.js';
 import { MemoryLock } from './lock.js';
-import { silentLogger } from './logger.js';
 import { Pulse, nextPulse } from './pulse.js';
 import { MemorySession } from './session.js';
-import type { SessionHost } from './session.js';
+import type { MemorySessionHost } from './session.js';
 import { MemoryStore } from './store.js';
 import type { HistoryRecord, LockRequest } from './store.js';
 
@@ -80,20 +52,15 @@ function parseRevision(revision: unknown): number {
   return Number(revision);
 }
 
-export class MemoryCoordinator implements Coordinator {
-  readonly caps: CoordinatorCaps = MEMORY_CAPS;
+export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
   readonly store: MemoryStore;
   readonly namespace: string;
   readonly id: string;
   /** Faults only this client meets; patterns match the keys it is called with. */
   readonly faults = new FaultSet();
 
-  readonly #clock: Clock;
-  readonly #logger: Logger;
   readonly #pulse = new Pulse();
-  readonly #closeController = new AbortController();
-  readonly #sessions = new Set<MemorySession>();
-  readonly #sessionHost: SessionHost;
+  readonly #sessionHost: MemorySessionHost;
   #unreachable = false;
   #frozen = false;
   #watches = 0;
@@ -104,30 +71,29 @@ export class MemoryCoordinator implements Coordinator {
     }
     const namespace = options.namespace ?? '';
     if (namespace !== '') assertValidKey(namespace, MEMORY_CAPS.maxKeyBytes, 'namespace');
-    this.store = options.store ?? new MemoryStore(options.clock ? { clock: options.clock } : {});
+    const store = options.store ?? new MemoryStore(options.clock ? { clock: options.clock } : {});
+    const id = options.id ?? `client-${++clientSeq}`;
+    super({
+      caps: MEMORY_CAPS,
+      label: `memory coordinator ${id}`,
+      clock: options.clock ?? store.clock,
+      logger: (options.logger ?? silentLogger).child({ coordinator: id }),
+    });
+    this.store = store;
     this.namespace = namespace;
-    this.id = options.id ?? `client-${++clientSeq}`;
-    this.#clock = options.clock ?? this.store.clock;
-    this.#logger = (options.logger ?? silentLogger).child({ coordinator: this.id });
+    this.id = id;
     this.#sessionHost = {
-      clock: this.#clock,
-      logger: this.#logger,
-      keepalive: async (id) => {
-        await this.#gate('keepalive', id, id);
-        this.store.keepalive(id);
+      keepalive: async (sessionId) => {
+        await this.#gate('keepalive', sessionId, sessionId);
+        this.store.keepalive(sessionId);
       },
-      closeRemote: async (id) => {
-        await this.#gate('closeSession', id, id, undefined, this.closed ? 'closing' : 'call');
-        this.store.closeSession(id);
+      closeRemote: async (sessionId) => {
+        await this.#gate('closeSession', sessionId, sessionId, undefined, this.closed ? 'closing' : 'call');
+        this.store.closeSession(sessionId);
       },
-      onServerEnd: (id, listener) => this.store.onSessionEnd(id, listener),
+      onServerEnd: (sessionId, listener) => this.store.onSessionEnd(sessionId, listener),
       canHear: () => !this.#unreachable && !this.#frozen && !this.store.frozen && !this.closed,
-      forget: (session) => this.#sessions.delete(session),
     };
-  }
-
-  get closed(): boolean {
-    return this.#closeController.signal.aborted;
   }
 
   // ---- fault switches -------------------------------------------------------
@@ -168,11 +134,6 @@ export class MemoryCoordinator implements Coordinator {
     return this.store.expireSession(typeof session === 'string' ? session : session.id);
   }
 
-  /** Sessions opened by this client and not yet closed or lost. */
-  get openSessions(): number {
-    return this.#sessions.size;
-  }
-
   /** Watches of this client whose iterators have not finished. */
   get activeWatches(): number {
     return this.#watches;
@@ -180,78 +141,62 @@ export class MemoryCoordinator implements Coordinator {
 
   // ---- keys -----------------------------------------------------------------
 
-  async get(key: string): Promise<Entry | undefined> {
-    assertValidKey(key, this.caps.maxKeyBytes);
+  protected async doGet(key: string): Promise<Entry | undefined> {
     const stored = this.#stored(key);
     await this.#gate('get', key, stored);
     const found = this.store.get(stored);
     return found && { key, value: found.value, version: found.version };
   }
 
-  async list(prefix: string): Promise<ListResult> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
+  protected async doList(prefix: string): Promise<ListResult> {
     const stored = this.#stored(prefix);
     await this.#gate('list', prefix, stored);
     const { entries, revision } = this.store.range(stored);
     return { entries: entries.map((e) => ({ ...e, key: this.#unstored(e.key) })), revision: String(revision) };
   }
 
-  async create(key: string, value: Uint8Array, options: CreateOptions = {}): Promise<Version> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    assertValidValue(value, this.caps.maxValueBytes, key);
-    const session = options.session === undefined ? undefined : this.#ownSession(options.session);
+  protected async doCreate(key: string, value: Uint8Array, session: MemorySession | undefined): Promise<Version> {
     const stored = this.#stored(key);
     // Copy before waiting at the gate: the caller may reuse its buffer as soon as we return a promise.
     const copy = value.slice();
     await this.#gate('create', key, stored);
-    if (session?.isLost()) throw new LeaseLostError(`cannot create ${JSON.stringify(key)}: session ${session.id} is lost`);
+    if (session) this.assertLive(session, `create of ${describeKey(key)}`);
     return this.store.create(stored, copy, session?.id);
   }
 
-  async update(key: string, value: Uint8Array, expect: Version): Promise<Version> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    assertValidValue(value, this.caps.maxValueBytes, key);
-    this.#assertVersion(expect);
+  protected async doUpdate(key: string, value: Uint8Array, expect: Version): Promise<Version> {
     const stored = this.#stored(key);
     const copy = value.slice();
     await this.#gate('update', key, stored);
     return this.store.update(stored, copy, expect);
   }
 
-  async delete(key: string, expect: Version): Promise<void> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    this.#assertVersion(expect);
+  protected async doDelete(key: string, expect: Version): Promise<void> {
     const stored = this.#stored(key);
     await this.#gate('delete', key, stored);
     this.store.delete(stored, expect);
   }
 
-  async deletePrefix(prefix: string): Promise<void> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
+  protected async doDeletePrefix(prefix: string): Promise<void> {
     const stored = this.#stored(prefix);
     await this.#gate('deletePrefix', prefix, stored);
     this.store.deletePrefix(stored);
   }
 
-  watch(prefix: string, options: WatchOptions): AsyncIterable<WatchBatch> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
-    const signal = (options as Partial<WatchOptions> | undefined)?.signal;
-    if (!(signal instanceof AbortSignal)) throw new InvalidArgumentError('watch needs options.signal, an AbortSignal that ends it');
+  protected doWatch(prefix: string, after: string | undefined, signal: AbortSignal): AsyncIterable<WatchBatch> {
     // "From now" means from this call, not from the first next(): writes made in between are delivered.
-    const start = options.after === undefined ? this.store.revision : parseRevision(options.after);
+    const start = after === undefined ? this.store.revision : parseRevision(after);
     const stored = this.#stored(prefix);
     return { [Symbol.asyncIterator]: () => this.#watch(prefix, stored, start, signal) };
   }
 
   async *#watch(prefix: string, stored: string, start: number, signal: AbortSignal): AsyncGenerator<WatchBatch, void, undefined> {
-    if (signal.aborted) return;
-    if (this.closed) throw new ClosedError(`memory coordinator ${this.id} is closed`);
     this.faults.check('watch', prefix);
     this.store.faults.check('watch', stored);
     this.#watches++;
     try {
       let cursor = start;
-      const stops = [signal, this.#closeController.signal];
+      const stops = [signal, this.closedSignal];
       for (;;) {
         if (signal.aborted || this.closed) return;
         if (this.#unreachable || this.#frozen || this.store.frozen) {
@@ -284,87 +229,62 @@ export class MemoryCoordinator implements Coordinator {
 
   // ---- sessions -------------------------------------------------------------
 
-  async openSession(options: SessionOptions): Promise<Session> {
-    const ttlMs = (options as Partial<SessionOptions> | undefined)?.ttlMs;
-    assertValidTtl(ttlMs, this.caps.ttlRangeMs, this.caps.backend);
-    const sentAt = this.#clock.now();
+  protected async doOpenSession(ttlMs: number): Promise<MemorySession> {
+    const sentAt = this.clock.now();
     await this.#gate('openSession', '', '');
-    const session = new MemorySession(this.#sessionHost, this.store.openSession(ttlMs), ttlMs, sentAt);
-    if (!session.lost.aborted) this.#sessions.add(session);
-    return session;
+    return new MemorySession(this.sessionContext, this.#sessionHost, this.store.openSession(ttlMs), ttlMs, sentAt);
   }
 
   // ---- locks ----------------------------------------------------------------
 
-  async acquire(name: string, session: Session, options: AcquireOptions = {}): Promise<Lock> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
-    const own = this.#ownSession(session);
-    const owner = this.#owner(options, own);
-    const signal = options.signal;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('acquire options.signal must be an AbortSignal');
-    const what = `acquire of lock ${JSON.stringify(name)}`;
-    if (signal?.aborted) throw abortError(signal, what);
+  protected async doAcquire(name: string, session: MemorySession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {
+    const what = `acquire of lock ${describeKey(name)}`;
     const stored = this.#stored(name);
     await this.#gate('acquire', name, stored, signal);
-    if (own.isLost()) throw new LeaseLostError(`cannot acquire lock ${JSON.stringify(name)}: session ${own.id} is lost`);
+    this.assertLive(session, what);
+    const stops = this.acquireStops(what, session, signal);
 
     return new Promise<Lock>((resolve, reject) => {
       let settled = false;
       let request: LockRequest | undefined;
-      const closeSignal = this.#closeController.signal;
-      const cleanup = (): void => {
-        signal?.removeEventListener('abort', onAbort);
-        own.lost.removeEventListener('abort', onLost);
-        closeSignal.removeEventListener('abort', onClose);
-      };
+      let unsubscribe = (): void => undefined;
       const fail = (err: unknown): void => {
         if (settled) return;
         settled = true;
-        cleanup();
+        unsubscribe();
         if (request) this.store.cancelLockRequest(request);
         reject(err);
       };
-      const onAbort = (): void => fail(abortError(signal as AbortSignal, what));
-      const onLost = (): void => fail(new LeaseLostError(`session ${own.id} was lost while waiting for lock ${JSON.stringify(name)}`));
-      const onClose = (): void => fail(new ClosedError(`memory coordinator ${this.id} was closed while waiting for lock ${JSON.stringify(name)}`));
       const onGrant = (token: bigint): void => {
         if (settled) {
           // Granted in the same instant the wait was given up: hand it straight on.
-          this.store.releaseLock(stored, own.id, token);
+          this.store.releaseLock(stored, session.id, token);
           return;
         }
         settled = true;
-        cleanup();
-        resolve(new MemoryLock(this.#lockHost, stored, name, owner, token, own));
+        unsubscribe();
+        resolve(new MemoryLock(this.#lockHost, stored, name, owner, token, session));
       };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      own.lost.addEventListener('abort', onLost, { once: true });
-      closeSignal.addEventListener('abort', onClose, { once: true });
-      // Any of them may have aborted while the gate was awaited; a listener added late never fires.
-      if (signal?.aborted) return onAbort();
-      if (own.isLost()) return onLost();
-      if (closeSignal.aborted) return onClose();
+      // A stop may have fired while the gate was awaited: then this fails at once.
+      unsubscribe = stops.onStop(fail);
+      if (settled) return;
       try {
-        request = this.store.requestLock({ name: stored, sessionId: own.id, owner }, onGrant, fail);
+        request = this.store.requestLock({ name: stored, sessionId: session.id, owner }, onGrant, fail);
       } catch (err) {
         fail(err);
       }
     });
   }
 
-  async tryAcquire(name: string, session: Session, options: LockOptions = {}): Promise<Lock | undefined> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
-    const own = this.#ownSession(session);
-    const owner = this.#owner(options, own);
+  protected async doTryAcquire(name: string, session: MemorySession, owner: string): Promise<Lock | undefined> {
     const stored = this.#stored(name);
     await this.#gate('tryAcquire', name, stored);
-    if (own.isLost()) throw new LeaseLostError(`cannot acquire lock ${JSON.stringify(name)}: session ${own.id} is lost`);
-    const token = this.store.tryLock({ name: stored, sessionId: own.id, owner });
-    return token === undefined ? undefined : new MemoryLock(this.#lockHost, stored, name, owner, token, own);
+    this.assertLive(session, `tryAcquire of lock ${describeKey(name)}`);
+    const token = this.store.tryLock({ name: stored, sessionId: session.id, owner });
+    return token === undefined ? undefined : new MemoryLock(this.#lockHost, stored, name, owner, token, session);
   }
 
-  async holder(name: string): Promise<LockHolder | undefined> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
+  protected async doHolder(name: string): Promise<LockHolder | undefined> {
     const stored = this.#stored(name);
     await this.#gate('holder', name, stored);
     const h = this.store.lockHolder(stored);
@@ -378,16 +298,6 @@ export class MemoryCoordinator implements Coordinator {
     },
   };
 
-  // ---- lifecycle --------------------------------------------------------------
-
-  /** Closes every open session (their keys go, their locks pass on), ends watches; later calls reject with ClosedError. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.#closeController.abort(new ClosedError(`memory coordinator ${this.id} is closed`));
-    this.#pulse.fire();
-    await Promise.all([...this.#sessions].map((s) => s.close()));
-  }
-
   // ---- internals --------------------------------------------------------------
 
   /**
@@ -397,11 +307,11 @@ export class MemoryCoordinator implements Coordinator {
    */
   async #gate(op: MemoryOperation, key: string, stored: string, signal?: AbortSignal, mode: GateMode = 'call'): Promise<void> {
     for (;;) {
-      if (mode === 'call' && this.closed) throw new ClosedError(`memory coordinator ${this.id} is closed`);
+      if (mode === 'call') this.assertOpen(op);
       if (signal?.aborted) throw abortError(signal, op);
       if (this.#frozen || this.store.frozen) {
         if (mode === 'closing') throw new UnavailableError(`memory coordinator ${this.id} is frozen: ${op} was not applied`);
-        const stops = signal ? [this.#closeController.signal, signal] : [this.#closeController.signal];
+        const stops = signal ? [this.closedSignal, signal] : [this.closedSignal];
         await nextPulse([this.#pulse, this.store.pulse], stops);
         continue;
       }
@@ -418,27 +328,5 @@ export class MemoryCoordinator implements Coordinator {
 
   #unstored(key: string): string {
     return this.namespace === '' ? key : key.slice(this.namespace.length + 1);
-  }
-
-  #ownSession(session: unknown): MemorySession {
-    if (!(session instanceof MemorySession) || session.host !== this.#sessionHost) {
-      throw new InvalidArgumentError(`the session was not opened by memory coordinator ${this.id}`);
-    }
-    return session;
-  }
-
-  #owner(options: LockOptions, session: MemorySession): string {
-    const owner = options.owner ?? session.id;
-    if (typeof owner !== 'string' || owner.length === 0) throw new InvalidArgumentError('lock owner must be a non-empty string');
-    if (utf8Length(owner) > this.caps.maxKeyBytes) {
-      throw new InvalidArgumentError(`lock owner is ${utf8Length(owner)} bytes; the limit is ${this.caps.maxKeyBytes}`);
-    }
-    return owner;
-  }
-
-  #assertVersion(version: unknown): void {
-    if (typeof version !== 'string' || version.length === 0) {
-      throw new InvalidArgumentError(`version must be a non-empty string from get, list, create or update, got ${JSON.stringify(version)}`);
-    }
   }
 }

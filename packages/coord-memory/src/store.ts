@@ -7,8 +7,8 @@
  */
 import { CompactedError, InvalidArgumentError, LeaseLostError, NotFoundError, ConflictError, AlreadyExistsError, systemClock } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
+import { silentLogger } from '@taskgraph/backend-kit';
 import { FaultSet } from './faults.js';
-import { silentLogger } from './logger.js';
 import { Pulse } from './pulse.js';
 
 export interface MemoryStoreOptions {

@@ -1,6 +1,6 @@
 import type { Logger } from '@taskgraph/api';
 
-/** The default logger: memory coordination has nothing worth printing unless asked. */
+/** The default logger of a backend: nothing is printed unless the caller gives a logger. */
 export const silentLogger: Logger = {
   debug: () => undefined,
   info: () => undefined,
