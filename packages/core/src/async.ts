@@ -1,47 +1,10 @@
 /**
- * Timing primitives on an injectable clock: sleep, backoff, and a wake-up signal
- * for level-triggered loops.
+ * Timing primitives on an injectable clock: a wake-up signal for level-triggered
+ * loops, a bounded wait, a deferred, ids. Sleep and backoff are the backend kit's
+ * (one copy in the repository).
  */
 import { abortError } from '@taskgraph/api';
 import type { Clock } from '@taskgraph/api';
-
-/** Resolves after `ms` on `clock`; rejects with the signal's reason when it aborts first. */
-export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.reject(abortError(signal, 'sleep'));
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => {
-      clock.clearTimeout(timer);
-      reject(abortError(signal!, 'sleep'));
-    };
-    const timer = clock.setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    timer.unref?.();
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/** Jittered exponential backoff: `next()` grows from `initialMs` to `maxMs`. */
-export class Backoff {
-  private attempt = 0;
-  constructor(
-    private readonly initialMs = 20,
-    private readonly maxMs = 1000,
-    private readonly random: () => number = Math.random,
-  ) {}
-
-  next(): number {
-    const base = Math.min(this.maxMs, this.initialMs * 2 ** this.attempt);
-    this.attempt = Math.min(this.attempt + 1, 30);
-    // Full jitter in the upper half: spreads retries without collapsing to zero.
-    return base / 2 + (base / 2) * this.random();
-  }
-
-  reset(): void {
-    this.attempt = 0;
-  }
-}
 
 /**
  * A level-triggered wake-up: `notify()` any number of times, `wait()` resolves at

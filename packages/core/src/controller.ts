@@ -4,7 +4,7 @@
  */
 import { ConflictError, InvalidArgumentError, NotFoundError, TaskGraphError, abortError, systemClock } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger } from '@taskgraph/api';
-import { Backoff, sleep } from './async.js';
+import { Backoff, sleep } from '@taskgraph/backend-kit';
 import {
   FORMAT_VERSION,
   assertValidJobName,

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { DecodeFailedError, EpochChangedError, InvalidArgumentError, TaskGraphError, abortError } from '@taskgraph/api';
 import type { Clock, EpochContext, Logger, MethodSpec, Transport } from '@taskgraph/api';
-import { Backoff, sleep } from './async.js';
+import { Backoff, sleep } from '@taskgraph/backend-kit';
 import type { AddressBook } from './address-book.js';
 import type { NodeStats } from './stats.js';
 

@@ -15,7 +15,7 @@ export type { ModuleImporter, ResolveOptions } from './resolve.js';
 export { installSignalHandlers } from './signals.js';
 export { keys as jobKeys, assertValidJobName, FORMAT_VERSION } from './layout.js';
 export type { JobSpec, NodeValue, AddrValue } from './layout.js';
-export { sleep, Backoff } from './async.js';
+export { sleep, Backoff } from '@taskgraph/backend-kit';
 export { LocalCluster, nodeResources } from './local-cluster.js';
 export type { LocalClusterOptions, NodeResources, ClusterNode, ClusterEvent } from './local-cluster.js';
 export type { Phase as NodePhase } from './node.js';

@@ -5,7 +5,7 @@
  */
 import { TaskGraphError, abortError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger, Session, Version } from '@taskgraph/api';
-import { Backoff, sleep } from './async.js';
+import { Backoff, sleep } from '@taskgraph/backend-kit';
 
 export interface CasUpdateOptions {
   readonly clock: Clock;

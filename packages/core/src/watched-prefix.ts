@@ -7,7 +7,7 @@
  */
 import { TaskGraphError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger, Revision, WatchEvent } from '@taskgraph/api';
-import { Backoff, sleep } from './async.js';
+import { Backoff, sleep } from '@taskgraph/backend-kit';
 
 export interface PrefixHandlers {
   /** The full state under the prefix (on start, and again after a compaction). */
