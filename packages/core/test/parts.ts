@@ -100,6 +100,8 @@ export class FlakyCoordinator implements Coordinator {
   readonly tricks: WriteTrick[] = [];
   /** Keys written through create or update, in order (including misreported ones). */
   readonly writes: string[] = [];
+  /** Prefixes passed to deletePrefix, in order. */
+  readonly deletedPrefixes: string[] = [];
 
   constructor(
     readonly inner: Coordinator,
@@ -129,6 +131,7 @@ export class FlakyCoordinator implements Coordinator {
   }
 
   deletePrefix(prefix: string): Promise<void> {
+    this.deletedPrefixes.push(prefix);
     return this.inner.deletePrefix(prefix);
   }
 
