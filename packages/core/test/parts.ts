@@ -102,6 +102,8 @@ export class FlakyCoordinator implements Coordinator {
   readonly writes: string[] = [];
   /** Prefixes passed to deletePrefix, in order. */
   readonly deletedPrefixes: string[] = [];
+  /** Runs before each create or update; a promise it returns holds that write until it settles. */
+  beforeWrite: ((key: string) => Promise<void> | undefined) | undefined;
 
   constructor(
     readonly inner: Coordinator,
@@ -161,6 +163,7 @@ export class FlakyCoordinator implements Coordinator {
 
   private async write(key: string, apply: () => Promise<Version>): Promise<Version> {
     this.writes.push(key);
+    await this.beforeWrite?.(key);
     const trick = this.tricks.shift();
     if (trick === 'lost-indeterminate') throw new IndeterminateError(`write of ${key}: no answer (not applied)`);
     if (trick === 'applied-then-indeterminate') {
@@ -210,6 +213,20 @@ export async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
 /** The code of a TaskGraphError (or the text of anything else). */
 export function codeOf(err: unknown): string {
   return TaskGraphError.is(err) ? err.code : String(err);
+}
+
+/**
+ * Awaits `p` while moving `clock` on in `stepMs` steps, for code whose waits (backoffs)
+ * a test does not want to pin down; fails after `maxSteps` steps.
+ */
+export async function settleOn<T>(clock: ManualClock, p: Promise<T>, stepMs = 1000, maxSteps = 100): Promise<T> {
+  const t = track(p);
+  for (let i = 0; !t.state.settled; i++) {
+    if (i === maxSteps) throw new Error(`still pending after ${maxSteps} steps of ${stepMs} ms`);
+    await turn();
+    if (!t.state.settled) await clock.advance(stepMs);
+  }
+  return p;
 }
 
 /** Lets promise jobs and immediates queued so far run. */

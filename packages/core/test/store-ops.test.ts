@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { casUpdate, createReplacing, waitForKey } from '../src/store-ops.js';
 import type { CasUpdateOptions } from '../src/store-ops.js';
 import { until } from './helpers.js';
-import { FlakyCoordinator, bytes, codeOf, memoryWorld, recordingLogger, rejectionOf, text, track, turn } from './parts.js';
+import { FlakyCoordinator, bytes, codeOf, memoryWorld, recordingLogger, rejectionOf, settleOn, text, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
 afterEach(async () => {
@@ -252,7 +252,7 @@ describe('casUpdate', () => {
       c.writes.splice(0);
       c.tricks.push('lost-indeterminate');
       const seen: Array<string | undefined> = [];
-      const out = await casUpdate(c, 'n', counter(seen), options());
+      const out = await settleOn(w.clock, casUpdate(c, 'n', counter(seen), options()));
       expect(seen).toEqual(['5', '5']);
       expect(w.text('n')).toBe('6');
       expect(out).toEqual({ written: true, version: (await c.get('n'))?.version });
@@ -269,8 +269,7 @@ describe('casUpdate', () => {
       const run = track(casUpdate(c, 'n', counter([]), options({ known: { key: 'n', value: bytes('5'), version } })));
       await until(() => fault.hits === 1 && w.clock.pendingTimers().length === 1, 'the re-read to back off');
       expect(run.state.settled).toBe(false);
-      await w.clock.advance(20);
-      await run.promise;
+      await settleOn(w.clock, run.promise);
       expect(w.text('n')).toBe('6');
     });
   });
