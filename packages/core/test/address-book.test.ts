@@ -87,6 +87,16 @@ describe('AddressBook', () => {
     expect(addresses.get(0)).toBeUndefined();
   });
 
+  it('an address that disappears is forgotten (its node went away) unless another task is still there, as a snapshot does', () => {
+    const { addresses, forgotten } = book();
+    addresses.snapshot([entry(0, addr('a')), entry(1, addr('shared')), entry(2, addr('shared'))]);
+    addresses.event(del(0));
+    addresses.event(del(1));
+    expect(forgotten).toEqual(['a']);
+    addresses.event(del(2));
+    expect(forgotten).toEqual(['a', 'shared']);
+  });
+
   it('set() records the node’s own address before the watch echoes it', () => {
     const { addresses } = book();
     addresses.set(3, addr('me', '42'));

@@ -165,6 +165,32 @@ describe('MetaInbox', () => {
     expect(seen()).toEqual(['0|0|Parents|ten']);
   });
 
+  it('a record whose token is not a decimal number is a corrupt record: logged and skipped, the rest still delivered', () => {
+    const { box, seen, tokens, logger } = make(0);
+    tokens.set(0, '20');
+    const bad = record(0, 0, 'Parents', ['x'], 'not-a-number');
+    expect(() => box.event(put(bad))).not.toThrow();
+    expect(() => box.snapshot([bad, record(0, 2, 'Parents', ['y'])])).not.toThrow();
+    expect(seen()).toEqual(['0|2|Parents|y']);
+    expect(logger.lines.filter((l) => l.level === 'warn').map((l) => l.fields['key'])).toEqual([bad.key, bad.key]);
+  });
+
+  it('fed by a real watch, a record with a non-decimal token does not stop the metas that follow', async () => {
+    const { w, box, seen, tokens } = make(0);
+    tokens.set(0, '20');
+    const c = w.client();
+    const watch = new WatchedPrefix(c, keys.metaFor(JOB, ME), box, w.clock, recordingLogger());
+    await watch.start(new AbortController().signal);
+    try {
+      await c.create(keys.meta(JOB, ME, 0, 0, 'Parents'), encodeJson({ token: 'x1', metas: ['bad'] }));
+      await c.create(keys.meta(JOB, ME, 0, 2, 'Parents'), encodeJson({ token: '3', metas: ['good'] }));
+      await until(() => seen().length === 1, 'the good meta', 3000);
+      expect(seen()).toEqual(['0|2|Parents|good']);
+    } finally {
+      await watch.stop();
+    }
+  });
+
   it('logs and skips a corrupt record, but still counts its epoch for clean-up', () => {
     const { box, seen, logger } = make(0);
     const key = keys.meta(JOB, ME, 0, 0, 'Parents');

@@ -8,7 +8,7 @@ import { encodeJson, keys } from '../src/layout.js';
 import { RunningTask } from '../src/running-task.js';
 import { newStats } from '../src/stats.js';
 import { recordingTask, until } from './helpers.js';
-import { FlakyCoordinator, bytes, gate, memoryWorld, recordingLogger, turn } from './parts.js';
+import { FlakyCoordinator, bytes, gate, memoryWorld, recordingLogger, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
 afterEach(async () => {
@@ -292,6 +292,22 @@ describe('RunningTask', () => {
       running.enqueue(0, () => void log.push('queued'));
       await done.promise;
       expect(log).toEqual(['exit', 'close returned inside']);
+    });
+
+    it('called from outside while a callback runs, it gives that callback graceMs (plus a second) before exit()', async () => {
+      const { running, log } = await setup();
+      const held = gate();
+      running.enqueue(0, async () => {
+        log.push('callback starts');
+        await held.promise;
+        log.push('callback ends');
+      });
+      await until(() => log.length === 1, 'the callback');
+      const closing = track(running.close(1000));
+      await turn();
+      held.open();
+      await closing.promise;
+      expect(log).toEqual(['callback starts', 'callback ends', 'exit']);
     });
 
     it('an exit() that throws is logged; close still resolves', async () => {

@@ -259,6 +259,24 @@ describe('casUpdate', () => {
       expect(c.writes).toEqual(['n', 'n']);
     });
 
+    it('a store answering every write Indeterminate is not hammered: the retries back off and end when the signal aborts', async () => {
+      w = memoryWorld();
+      const c = new FlakyCoordinator(w.client());
+      await c.create('n', bytes('5'));
+      c.writes.splice(0);
+      for (let i = 0; i < 50; i++) c.tricks.push('lost-indeterminate');
+      const ctrl = new AbortController();
+      const reason = new ClosedError('the node is leaving');
+      c.beforeWrite = () => {
+        if (c.writes.length === 2) ctrl.abort(reason);
+        return undefined;
+      };
+      const run = casUpdate(c, 'n', counter([]), options({ signal: ctrl.signal }));
+      expect(await rejectionOf(settleOn(w.clock, run))).toBe(reason);
+      expect(c.writes.length).toBeLessThanOrEqual(3);
+      expect(w.text('n')).toBe('5');
+    });
+
     it('the re-read itself retries Unavailable after a backoff', async () => {
       w = memoryWorld();
       const inner = w.client();
