@@ -50,7 +50,7 @@ export class AddressBook implements PrefixHandlers {
     for (const [id, a] of [...this.addrs]) {
       if (!seen.has(id)) {
         this.addrs.delete(id);
-        this.transport.forget(a.address);
+        if (!this.anyAt(a.address)) this.transport.forget(a.address);
       }
     }
     this.changed.notify();
@@ -72,6 +72,8 @@ export class AddressBook implements PrefixHandlers {
       }
     } else {
       this.addrs.delete(k.task);
+      // The owner's node went away (a failover is a delete, then a put): drop its connection.
+      if (old && !this.anyAt(old.address)) this.transport.forget(old.address);
       this.freed.notify();
     }
     this.changed.notify();

@@ -5,8 +5,6 @@
 export class CallbackQueue {
   private tail: Promise<void> = Promise.resolve();
   private closed = false;
-  /** True while a callback runs. */
-  running = false;
 
   constructor(private readonly onError: (err: unknown) => void) {}
 
@@ -14,13 +12,10 @@ export class CallbackQueue {
     if (this.closed) return;
     this.tail = this.tail.then(async () => {
       if (this.closed || !stillWanted()) return;
-      this.running = true;
       try {
         await run();
       } catch (err) {
         this.onError(err);
-      } finally {
-        this.running = false;
       }
     });
   }

@@ -108,9 +108,16 @@ export class Claimer {
     this.o.addresses.set(task, value);
   }
 
+  /** Whether the job is finished (done or failed), read from the store; a corrupt status counts as running, as the watch treats it. */
   private async jobIsDone(): Promise<boolean> {
     const key = keys.status(this.o.job);
     const e = await this.o.coordinator.get(key);
-    return e !== undefined && decodeStatus(key, e.value).state === 'done';
+    if (e === undefined) return false;
+    try {
+      return decodeStatus(key, e.value).state !== 'running';
+    } catch (err) {
+      this.o.logger.warn('ignoring a corrupt job status', { key, error: (err as Error).message });
+      return false;
+    }
   }
 }

@@ -80,7 +80,7 @@ export class EpochTracker {
   private current = -1;
   /** The version of the epoch key as the watch last delivered it: an advance needs no read. */
   private version: Version | undefined;
-  private scope: EpochScope = epochScope(0);
+  private scope: EpochScope = epochScope(-1);
   private readonly key: string;
 
   constructor(private readonly o: EpochTrackerOptions) {
@@ -159,9 +159,7 @@ export class EpochTracker {
   }
 
   /** The error for a caller whose epoch `asked` is over. */
-  changed(asked: number, current: number | undefined = this.current): EpochChangedError {
-    return new EpochChangedError(`epoch ${asked} is over (the job is in epoch ${current ?? 'unknown'})`, {
-      details: current === undefined ? { requested: asked } : { current, requested: asked },
-    });
+  changed(asked: number, current: number = this.current): EpochChangedError {
+    return new EpochChangedError(`epoch ${asked} is over (the job is in epoch ${current})`, { details: { current, requested: asked } });
   }
 }

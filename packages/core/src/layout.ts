@@ -204,7 +204,7 @@ export function decodeNode(key: string, bytes: Uint8Array): NodeValue {
 
 export function decodeMeta(key: string, bytes: Uint8Array): MetaValue {
   const v = parse(key, bytes);
-  if (!isObj(v) || typeof v['token'] !== 'string' || !Array.isArray(v['metas']) || !v['metas'].every((m) => typeof m === 'string')) {
+  if (!isObj(v) || typeof v['token'] !== 'string' || !/^\d+$/.test(v['token']) || !Array.isArray(v['metas']) || !v['metas'].every((m) => typeof m === 'string')) {
     throw corrupt(key, 'bad meta record');
   }
   return { token: v['token'], metas: v['metas'] as string[] };

@@ -88,7 +88,7 @@ export class TaskGraphNode implements Bootstrap {
       data: this.data,
       assertAlive: () => this.assertAlive(),
       assertOwner: (what) => this.assertOwner(what),
-      kill: () => this.kill(),
+      kill: () => this.kill({ fromTask: true }),
       shutdownJob: () => this.shutdownJob(),
     };
     // start() is what callers await; a failure before it is awaited must not be unhandled.
@@ -137,9 +137,9 @@ export class TaskGraphNode implements Bootstrap {
   }
 
   /** This node leaves now; its task is re-run elsewhere (its slot frees at once). */
-  async kill(): Promise<void> {
+  async kill(options: { fromTask?: boolean } = {}): Promise<void> {
     this.logger.info('killed');
-    await this.leave('killed', 0);
+    await this.leave('killed', 0, options);
   }
 
   /** Marks the job done: every node calls its task's `exit()` and stops. */
@@ -334,13 +334,14 @@ export class TaskGraphNode implements Bootstrap {
     if (this.phase === 'done') return;
     if (this.phase !== 'leaving') {
       this.logger.error('node failed', { error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
-      void this.leave('failed', 0, err);
+      void this.leave('failed', 0, { error: err });
       return;
     }
     this.logger.error('node failed while leaving', { error: err instanceof Error ? err.message : String(err) });
   }
 
-  private leave(reason: LeaveReason, graceMs: number, error?: unknown): Promise<void> {
+  /** `fromTask`: the task itself asked (from inside a callback, perhaps): its running callback is not waited for. */
+  private leave(reason: LeaveReason, graceMs: number, options: { error?: unknown; fromTask?: boolean | undefined } = {}): Promise<void> {
     if (this.leaving) return this.leaving;
     const taskId = this.claimedTask;
     this.phase = 'leaving';
@@ -348,7 +349,7 @@ export class TaskGraphNode implements Bootstrap {
       const why = reason === 'failed' ? new ClosedError('the node failed') : new ClosedError(`the node is leaving (${reason})`);
       this.life.abort(why);
       this.epochs.end(why);
-      if (this.running) await this.running.close(graceMs);
+      if (this.running) await this.running.close(graceMs, { fromTask: options.fromTask ?? false });
       const cleanup: Array<Promise<unknown>> = [];
       if (this.server) cleanup.push(this.server.close({ graceMs }));
       cleanup.push(...this.watches.map((w) => w.stop()));
@@ -357,7 +358,7 @@ export class TaskGraphNode implements Bootstrap {
       if (this.session) await this.endSession(this.session);
       this.phase = 'done';
       this.logger.info('left', { reason });
-      if (reason === 'failed') this.outcome.reject(error);
+      if (reason === 'failed') this.outcome.reject(options.error);
       else this.outcome.resolve(taskId === undefined ? { reason } : { reason, taskId });
     })();
     return this.leaving;

@@ -53,6 +53,8 @@ export class RunningTask implements ServedTask {
   readonly outbox: MetaOutbox;
   private readonly queue: CallbackQueue;
   private served = new Map<string, AnyMethodHandler>();
+  /** The epoch the task entered last. */
+  private entered: number | undefined;
 
   constructor(
     private readonly env: TaskEnvironment,
@@ -97,8 +99,14 @@ export class RunningTask implements ServedTask {
     this.queue.push(run, () => this.env.isServing(this) && this.env.epochs.epoch === epoch);
   }
 
-  /** The task enters `epoch`: its enterEpoch, then the metas held for that epoch. */
+  /**
+   * The task enters `epoch`: its enterEpoch, then the metas held for that epoch.
+   * Once per epoch: the epoch may change while the task starts serving, and both
+   * the start and the change then ask for it.
+   */
   enterEpoch(epoch: number): void {
+    if (epoch === this.entered) return;
+    this.entered = epoch;
     const { task } = this;
     const ctx = this.env.epochs.context;
     this.enqueue(epoch, () => task.enterEpoch(ctx, epoch));
@@ -130,15 +138,13 @@ export class RunningTask implements ServedTask {
 
   /**
    * Stops the callbacks: what has not started is dropped; the one running, if any,
-   * is given `graceMs` (plus a second) unless the caller is that callback itself.
-   * Then the task's `exit()`.
+   * is given `graceMs` (plus a second) to end before the task's `exit()`, unless the
+   * close comes from the task itself (`kill()` awaited inside a callback): waiting
+   * for that callback would be waiting for ourselves.
    */
-  async close(graceMs: number): Promise<void> {
-    const running = this.queue.running;
+  async close(graceMs: number, options: { fromTask?: boolean } = {}): Promise<void> {
     const closed = this.queue.close();
-    // While a callback runs, the caller is almost always that callback (kill() or a
-    // lease loss seen from inside it): waiting for it would wait for ourselves.
-    if (!running) await withTimeout(this.env.clock, closed, graceMs + 1000);
+    if (!options.fromTask) await withTimeout(this.env.clock, closed, graceMs + 1000);
     this.logger.debug('leaving: callbacks ended');
     try {
       await this.task.exit();

@@ -86,7 +86,9 @@ export async function casUpdate(
       if (TaskGraphError.is(err, 'INDETERMINATE')) {
         const seen = await readRetrying(coordinator, key, pause);
         if (seen && sameBytes(seen.value, value)) return { written: true, version: seen.version };
+        // Not applied (or overwritten since): a store that times out writes is slow; do not hammer it.
         current = seen;
+        await pause();
         continue;
       }
       if (TaskGraphError.is(err) && err.retryable) {
@@ -164,6 +166,7 @@ export interface WaitForKeyOptions {
 /** Resolves with the key's entry once it exists: a read, then a watch, re-read every `recheckMs`. */
 export async function waitForKey(coordinator: Coordinator, key: string, options: WaitForKeyOptions): Promise<Entry> {
   const { clock, signal } = options;
+  const backoff = new Backoff(50, 2000);
   let waited = false;
   for (;;) {
     const e = await coordinator.get(key);
@@ -177,16 +180,20 @@ export async function waitForKey(coordinator: Coordinator, key: string, options:
     signal.addEventListener('abort', onAbort, { once: true });
     const timer = clock.setTimeout(() => ctrl.abort(), options.recheckMs ?? 2000);
     timer.unref?.();
+    let failed = false;
     try {
       for await (const batch of coordinator.watch(key, { signal: ctrl.signal })) {
         if (batch.events.some((ev) => ev.type === 'put' && ev.key === key)) break;
       }
     } catch (err) {
       if (!TaskGraphError.is(err) || !err.retryable) throw err;
+      failed = true;
     } finally {
       clock.clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
     }
+    // A watch that fails at once would make this a busy loop of reads.
+    if (failed) await sleep(clock, backoff.next(), signal).catch(() => undefined);
     if (signal.aborted) throw abortError(signal, `waiting for ${key}`);
   }
 }

@@ -33,7 +33,7 @@ export class WatchedPrefix {
     if (parent.aborted) this.controller.abort(parent.reason);
     else parent.addEventListener('abort', () => this.controller.abort(parent.reason), { once: true });
     const first = await this.coordinator.list(this.prefix);
-    this.handlers.snapshot(first.entries);
+    this.deliverSnapshot(first.entries);
     this.loop = this.follow(first.revision);
   }
 
@@ -50,11 +50,11 @@ export class WatchedPrefix {
       try {
         if (after === undefined) {
           const snap = await this.coordinator.list(this.prefix);
-          this.handlers.snapshot(snap.entries);
+          this.deliverSnapshot(snap.entries);
           after = snap.revision;
         }
         for await (const batch of this.coordinator.watch(this.prefix, { after, signal })) {
-          for (const ev of batch.events) this.handlers.event(ev);
+          for (const ev of batch.events) this.deliverEvent(ev);
           after = batch.revision;
           backoff.reset();
         }
@@ -73,6 +73,26 @@ export class WatchedPrefix {
       } catch {
         return;
       }
+    }
+  }
+
+  /**
+   * A handler that throws must not stall the watch: treated as a watch failure, the
+   * same batch would be replayed forever. The entry is logged and skipped.
+   */
+  private deliverEvent(ev: WatchEvent): void {
+    try {
+      this.handlers.event(ev);
+    } catch (err) {
+      this.logger.error('a store change could not be handled; skipped', { key: ev.key, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  private deliverSnapshot(entries: readonly Entry[]): void {
+    try {
+      this.handlers.snapshot(entries);
+    } catch (err) {
+      this.logger.error('a store snapshot could not be handled in full', { prefix: this.prefix, error: err instanceof Error ? err.message : String(err) });
     }
   }
 }

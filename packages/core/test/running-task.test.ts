@@ -281,11 +281,11 @@ describe('RunningTask', () => {
       expect(log).toEqual(['exit']);
     });
 
-    it('called from inside the running callback, it does not wait for that callback', async () => {
+    it('called by the task from inside the running callback, it does not wait for that callback', async () => {
       const { running, log } = await setup();
       const done = gate();
       running.enqueue(0, async () => {
-        await running.close(60_000);
+        await running.close(60_000, { fromTask: true });
         log.push('close returned inside');
         done.open();
       });

@@ -428,12 +428,17 @@ describe('waitForKey', () => {
     expect(w.clock.pendingTimers()).toEqual([]);
   });
 
-  it('a retryable watch failure re-reads; any other is thrown', async () => {
+  it('a retryable watch failure backs off on the clock, then re-reads; any other is thrown', async () => {
     w = memoryWorld();
     const c = w.client();
     const blip = c.faults.add({ op: 'watch', key: 'spec', times: 1 });
     const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: live() }));
-    await until(() => blip.hits === 1 && c.activeWatches === 1, 'a second watch');
+    await until(() => blip.hits === 1, 'the failed watch');
+    // No second watch until the back-off (at most 50 ms at first) has passed on the clock.
+    await until(() => w.clock.pendingTimers().length === 1, 'the back-off timer');
+    expect(c.activeWatches).toBe(0);
+    await w.clock.advance(50);
+    await until(() => c.activeWatches === 1, 'a second watch');
     await c.create('spec', bytes('s'));
     expect((await run.promise).value).toEqual(bytes('s'));
 
