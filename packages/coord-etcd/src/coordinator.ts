@@ -5,12 +5,15 @@
  * version = mod_revision; create/update/delete are transactions comparing the
  * key's create or mod revision; a failed compare reads the key in the same
  * transaction, so Conflict and NotFound are told apart from one snapshot.
+ *
+ * The contract's input checks, the closed guard and session ownership and liveness
+ * are CoordinatorBase's (the backend kit): each hook here gets checked input on an
+ * open coordinator and only says how etcd does the operation.
  */
 import { Etcd3 } from 'etcd3';
 import type { IKeyValue, IOptions, IRangeResponse, IRequestOp, ITxnRequest, ITxnResponse } from 'etcd3';
 import {
   AlreadyExistsError,
-  ClosedError,
   ConflictError,
   ErrorCodes,
   InvalidArgumentError,
@@ -18,33 +21,9 @@ import {
   NotFoundError,
   TaskGraphError,
   UnavailableError,
-  abortError,
-  assertValidKey,
-  assertValidPrefix,
-  assertValidTtl,
-  assertValidValue,
-  systemClock,
-  utf8Length,
 } from '@taskgraph/api';
-import type {
-  AcquireOptions,
-  Clock,
-  Coordinator,
-  CoordinatorCaps,
-  CreateOptions,
-  Entry,
-  ListResult,
-  Lock,
-  LockHolder,
-  LockOptions,
-  Logger,
-  Session,
-  SessionOptions,
-  Version,
-  WatchBatch,
-  WatchEvent,
-  WatchOptions,
-} from '@taskgraph/api';
+import type { CoordinatorCaps, Entry, ListResult, Lock, LockHolder, Version, WatchBatch, WatchEvent } from '@taskgraph/api';
+import { CoordinatorBase, describeKey, silentLogger } from '@taskgraph/backend-kit';
 import { mapEtcdError, type CallKind } from './errors.js';
 import { Keyspace } from './keys.js';
 import { acquireLock, lockHolder, tryAcquireLock, type LockHost } from './lock.js';
@@ -56,7 +35,7 @@ import {
   checkNamespace,
   type EtcdCoordinatorOptions,
 } from './options.js';
-import { EtcdSession, type SessionHost } from './session.js';
+import { EtcdSession, type EtcdSessionHost } from './session.js';
 import { RawWatch, type RawWatchDeps } from './watch.js';
 
 /** The longest key or lock name we accept, in bytes. */
@@ -67,14 +46,6 @@ export const MAX_KEY_BYTES = 3072;
  */
 const REQUEST_OVERHEAD_BYTES = 3 * (MAX_KEY_BYTES + MAX_NAMESPACE_BYTES + 64) + 1024;
 export const MAX_SESSION_TTL_MS = 3_600_000;
-
-const silentLogger: Logger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => silentLogger,
-};
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 /** A fault-handling policy that just runs the call: retries are decided here, per call kind. */
@@ -99,75 +70,71 @@ function copyValue(b: Buffer): Uint8Array {
   return new Uint8Array(b);
 }
 
-function parseVersion(version: unknown, what: string): bigint | undefined {
-  if (typeof version !== 'string' || version.length === 0) {
-    throw new InvalidArgumentError(`${what}: version must be a non-empty string from get, list, create or update, got ${JSON.stringify(version)}`);
-  }
-  // Any other string is a version no etcd key can have: it fails the compare like a stale one.
+/** A version as etcd's mod_revision; any other string is one no etcd key can have: it fails the compare like a stale one. */
+function parseVersion(version: string): bigint | undefined {
   return /^[1-9][0-9]{0,18}$/.test(version) ? BigInt(version) : undefined;
 }
 
-function parseRevision(revision: unknown): bigint {
-  if (typeof revision !== 'string' || !/^(0|[1-9][0-9]{0,18})$/.test(revision)) {
+function parseRevision(revision: string): bigint {
+  if (!/^(0|[1-9][0-9]{0,18})$/.test(revision)) {
     throw new InvalidArgumentError(`revision ${JSON.stringify(revision)} is not an etcd revision (a decimal string from list or a watch batch)`);
   }
   return BigInt(revision);
 }
 
-function describeKey(key: string): string {
-  return JSON.stringify(key.length > 80 ? `${key.slice(0, 80)}...` : key);
+/** The options that are numbers, checked, and the capabilities that follow from them. */
+function etcdCaps(numbers: { readonly requestTimeoutMs: number | undefined; readonly maxRequestBytes: number | undefined; readonly minSessionTtlMs: number | undefined }): CoordinatorCaps {
+  const { maxRequestBytes, minSessionTtlMs } = numbers;
+  for (const [name, value] of Object.entries(numbers)) {
+    if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
+      throw new InvalidArgumentError(`etcd coordinator option ${name} must be a positive whole number, got ${String(value)}`);
+    }
+  }
+  const maxValueBytes = (maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES) - REQUEST_OVERHEAD_BYTES;
+  if (maxValueBytes < 1024) throw new InvalidArgumentError(`etcd coordinator option maxRequestBytes ${String(maxRequestBytes)} is too small`);
+  return Object.freeze({
+    backend: 'etcd',
+    watchCoalesces: false,
+    ttlRangeMs: Object.freeze([minSessionTtlMs ?? DEFAULT_MIN_SESSION_TTL_MS, MAX_SESSION_TTL_MS]) as readonly [number, number],
+    ttlGranularityMs: 1000,
+    // etcd sweeps expired leases every 500 ms and a new leader extends every lease by
+    // an election timeout (1 s by default): a lease can outlive its TTL by that much.
+    expiryFactor: 1.5,
+    maxValueBytes,
+    maxKeyBytes: MAX_KEY_BYTES,
+  });
 }
 
-export class EtcdCoordinator implements Coordinator {
-  readonly caps: CoordinatorCaps;
+export class EtcdCoordinator extends CoordinatorBase<EtcdSession> {
   readonly namespace: string;
   readonly #client: Etcd3;
   readonly #keys: Keyspace;
-  readonly #clock: Clock;
-  readonly #logger: Logger;
   readonly #requestTimeoutMs: number;
   readonly #attempts: number;
-  readonly #closeController = new AbortController();
-  readonly #sessions = new Set<EtcdSession>();
-  readonly #background = new Set<Promise<void>>();
   readonly #watchDeps: RawWatchDeps;
-  readonly #sessionHost: SessionHost;
+  readonly #sessionHost: EtcdSessionHost;
   readonly #lockHost: LockHost;
-  #closing: Promise<void> | undefined;
 
   constructor(options: EtcdCoordinatorOptions) {
     const { namespace, requestTimeoutMs, maxRequestBytes, minSessionTtlMs, clock, logger, ...clientOptions } = options;
     checkNamespace(namespace);
     const hosts = typeof clientOptions.hosts === 'string' ? [clientOptions.hosts] : [...(clientOptions.hosts ?? [])];
     if (hosts.length === 0) throw new InvalidArgumentError('etcd coordinator options need hosts (e.g. ["http://127.0.0.1:2379"])');
-    for (const [name, value] of Object.entries({ requestTimeoutMs, maxRequestBytes, minSessionTtlMs })) {
-      if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
-        throw new InvalidArgumentError(`etcd coordinator option ${name} must be a positive whole number, got ${String(value)}`);
-      }
-    }
+    const caps = etcdCaps({ requestTimeoutMs, maxRequestBytes, minSessionTtlMs });
     if ('faultHandling' in clientOptions) {
       throw new InvalidArgumentError('etcd coordinator options take no faultHandling: the coordinator decides which calls are safe to retry');
     }
+    super({
+      caps,
+      label: 'etcd coordinator',
+      ...(clock ? { clock } : {}),
+      logger: (logger ?? silentLogger).child({ coordinator: 'etcd', namespace }),
+    });
     this.namespace = namespace;
     this.#keys = new Keyspace(namespace);
-    this.#clock = clock ?? systemClock;
-    this.#logger = (logger ?? silentLogger).child({ coordinator: 'etcd', namespace });
     this.#requestTimeoutMs = requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     // A request that never left may go to another endpoint at once; one endpoint gets one try.
     this.#attempts = hosts.length === 1 ? 1 : hosts.length + 1;
-    const maxValueBytes = (maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES) - REQUEST_OVERHEAD_BYTES;
-    if (maxValueBytes < 1024) throw new InvalidArgumentError(`etcd coordinator option maxRequestBytes ${String(maxRequestBytes)} is too small`);
-    this.caps = Object.freeze({
-      backend: 'etcd',
-      watchCoalesces: false,
-      ttlRangeMs: Object.freeze([minSessionTtlMs ?? DEFAULT_MIN_SESSION_TTL_MS, MAX_SESSION_TTL_MS]) as readonly [number, number],
-      ttlGranularityMs: 1000,
-      // etcd sweeps expired leases every 500 ms and a new leader extends every lease by
-      // an election timeout (1 s by default): a lease can outlive its TTL by that much.
-      expiryFactor: 1.5,
-      maxValueBytes,
-      maxKeyBytes: MAX_KEY_BYTES,
-    });
     this.#client = new Etcd3({
       ...clientOptions,
       hosts,
@@ -178,35 +145,24 @@ export class EtcdCoordinator implements Coordinator {
     });
     this.#watchDeps = {
       open: () => this.#client.watchClient.watch(),
-      clock: this.#clock,
-      logger: this.#logger,
+      clock: this.clock,
+      logger: this.logger,
       mapFailure: (err) => {
         const { error } = mapEtcdError(err, 'read', 'watch');
         return { error, retry: error.code === ErrorCodes.Unavailable };
       },
     };
     this.#sessionHost = {
-      clock: this.#clock,
-      logger: this.#logger,
       openKeepAlive: () => this.#client.leaseClient.leaseKeepAlive(),
       mapFailure: (err) => mapEtcdError(err, 'read', 'keepalive').error,
-      revoke: (session) => this.#revoke(session),
-      ended: (session, revoking) => {
-        this.#sessions.delete(session);
-        if (revoking) this.#track(revoking);
-      },
+      revoke: (id) => this.#revoke(id),
     };
     this.#lockHost = {
       keys: this.#keys,
-      logger: this.#logger,
-      closed: this.#closeController.signal,
+      logger: this.logger,
       txn: (request, kind, what) => this.#txn(request, kind, what),
       waitForDelete: (key, after, signals, what) => this.#waitForDelete(key, after, signals, what),
     };
-  }
-
-  get closed(): boolean {
-    return this.#closeController.signal.aborted;
   }
 
   /** The etcd3 client underneath, for what the contract does not cover (tests use it to compact). */
@@ -217,7 +173,8 @@ export class EtcdCoordinator implements Coordinator {
   // ---- calls ------------------------------------------------------------------
 
   async #call<T>(kind: CallKind, what: string, run: (options: { deadline: number }) => Promise<T>): Promise<T> {
-    if (this.closed) throw new ClosedError(`${what}: the etcd coordinator is closed`);
+    // Lock waits call again after waiting: the coordinator may have closed meanwhile.
+    this.assertOpen(what);
     for (let attempt = 1; ; attempt++) {
       try {
         return await run({ deadline: Date.now() + this.#requestTimeoutMs });
@@ -241,48 +198,24 @@ export class EtcdCoordinator implements Coordinator {
     return { key: this.#keys.userKey(kv.key), value: copyValue(kv.value), version: kv.mod_revision };
   }
 
-  #ownSession(session: unknown, what: string): EtcdSession {
-    if (!(session instanceof EtcdSession) || !this.#sessions.has(session)) {
-      if (session instanceof EtcdSession && session.isLost()) {
-        throw new LeaseLostError(`${what}: session ${session.id} is lost or closed`);
-      }
-      throw new InvalidArgumentError(`${what}: the session was not opened by this etcd coordinator`);
-    }
-    return session;
-  }
-
-  #owner(options: LockOptions, session: EtcdSession): string {
-    const owner = options.owner ?? session.id;
-    if (typeof owner !== 'string' || owner.length === 0) throw new InvalidArgumentError('lock owner must be a non-empty string');
-    const n = utf8Length(owner);
-    if (n > this.caps.maxKeyBytes) throw new InvalidArgumentError(`lock owner is ${n} bytes; the limit is ${this.caps.maxKeyBytes}`);
-    return owner;
-  }
-
   // ---- keys -------------------------------------------------------------------
 
-  async get(key: string): Promise<Entry | undefined> {
-    assertValidKey(key, this.caps.maxKeyBytes);
+  protected async doGet(key: string): Promise<Entry | undefined> {
     const res = await this.#range(this.#keys.key(key), undefined, `get of ${describeKey(key)}`);
     const kv = res.kvs[0];
     return kv && this.#entry(kv);
   }
 
-  async list(prefix: string): Promise<ListResult> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
+  protected async doList(prefix: string): Promise<ListResult> {
     const range = this.#keys.prefix(prefix);
     const res = await this.#range(range.start, range.end, `list of ${describeKey(prefix)}`);
     const kvs = range.coversLocks ? res.kvs.filter((kv) => !this.#keys.isLockKey(kv.key)) : res.kvs;
     return { entries: kvs.map((kv) => this.#entry(kv)), revision: res.header.revision };
   }
 
-  async create(key: string, value: Uint8Array, options: CreateOptions = {}): Promise<Version> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    assertValidValue(value, this.caps.maxValueBytes, key);
+  protected async doCreate(key: string, value: Uint8Array, session: EtcdSession | undefined): Promise<Version> {
     const what = `create of ${describeKey(key)}`;
-    const session = options.session === undefined ? undefined : this.#ownSession(options.session, what);
     const stored = this.#keys.key(key);
-    if (session?.isLost()) throw new LeaseLostError(`${what}: session ${session.id} is lost`);
     let res: ITxnResponse;
     try {
       res = await this.#txn(
@@ -294,33 +227,27 @@ export class EtcdCoordinator implements Coordinator {
         what,
       );
     } catch (err) {
-      if (session && TaskGraphError.is(err, ErrorCodes.LeaseLost)) session.markLost('etcd no longer has its lease');
+      if (session && TaskGraphError.is(err, ErrorCodes.LeaseLost)) session.lose(new LeaseLostError(`session ${session.id}: etcd no longer has its lease`, { cause: err }));
       throw err;
     }
     if (!res.succeeded) throw new AlreadyExistsError(`${what}: the key already exists`);
     return res.header.revision;
   }
 
-  async update(key: string, value: Uint8Array, expect: Version): Promise<Version> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    assertValidValue(value, this.caps.maxValueBytes, key);
+  protected async doUpdate(key: string, value: Uint8Array, expect: Version): Promise<Version> {
     const what = `update of ${describeKey(key)}`;
-    const expected = parseVersion(expect, what);
     const stored = this.#keys.key(key);
     // ignore_lease keeps the key's lease: an update must not detach a key from its session.
     const put: IRequestOp = { request_put: { key: stored, value: Buffer.from(value), ignore_lease: true } };
-    const res = await this.#compareAndDo(stored, expected, put, 'write', what);
+    const res = await this.#compareAndDo(stored, parseVersion(expect), put, 'write', what);
     return res.header.revision;
   }
 
-  async delete(key: string, expect: Version): Promise<void> {
-    assertValidKey(key, this.caps.maxKeyBytes);
+  protected async doDelete(key: string, expect: Version): Promise<void> {
     const what = `delete of ${describeKey(key)}`;
-    const expected = parseVersion(expect, what);
     const stored = this.#keys.key(key);
-    await this.#compareAndDo(stored, expected, { request_delete_range: { key: stored } }, 'write', what);
+    await this.#compareAndDo(stored, parseVersion(expect), { request_delete_range: { key: stored } }, 'write', what);
   }
-
   /** Runs `op` if the key's mod_revision is `expected`; else says whether it was missing or changed. */
   async #compareAndDo(stored: Buffer, expected: bigint | undefined, op: IRequestOp, kind: CallKind, what: string): Promise<ITxnResponse> {
     const probe: IRequestOp = { request_range: { key: stored, keys_only: true } };
@@ -338,8 +265,7 @@ export class EtcdCoordinator implements Coordinator {
     throw new ConflictError(`${what}: the key's version is ${current.mod_revision}, not the expected one`);
   }
 
-  async deletePrefix(prefix: string): Promise<void> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
+  protected async doDeletePrefix(prefix: string): Promise<void> {
     const range = this.#keys.prefix(prefix);
     const locks = this.#keys.locks;
     // Locks are not keys: a prefix that covers the lock subtree is deleted around it.
@@ -352,22 +278,17 @@ export class EtcdCoordinator implements Coordinator {
   // ---- watch ------------------------------------------------------------------
 
   #rawWatch(start: Buffer, end: Buffer, after: bigint | undefined, signals: readonly AbortSignal[], what: string): RawWatch {
-    return new RawWatch(this.#watchDeps, { start, end }, after, [...signals, this.#closeController.signal], what);
+    return new RawWatch(this.#watchDeps, { start, end }, after, [...signals, this.closedSignal], what);
   }
 
-  watch(prefix: string, options: WatchOptions): AsyncIterable<WatchBatch> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
-    const signal = (options as Partial<WatchOptions> | undefined)?.signal;
-    if (!(signal instanceof AbortSignal)) throw new InvalidArgumentError('watch needs options.signal, an AbortSignal that ends it');
-    const after = options.after === undefined ? undefined : parseRevision(options.after);
+  /** Without `after`, the watch starts where etcd is when its stream is created: at the first `next()`. */
+  protected doWatch(prefix: string, after: string | undefined, signal: AbortSignal): AsyncIterable<WatchBatch> {
+    const from = after === undefined ? undefined : parseRevision(after);
     const range = this.#keys.prefix(prefix);
     const what = `watch of ${describeKey(prefix)}`;
     return {
       [Symbol.asyncIterator]: (): AsyncIterator<WatchBatch> => {
-        if (this.closed && !signal.aborted) {
-          return { next: () => Promise.reject(new ClosedError(`${what}: the etcd coordinator is closed`)) };
-        }
-        const raw = this.#rawWatch(range.start, range.end, after, [signal], what);
+        const raw = this.#rawWatch(range.start, range.end, from, [signal], what);
         return {
           next: async (): Promise<IteratorResult<WatchBatch>> => {
             for (;;) {
@@ -394,44 +315,31 @@ export class EtcdCoordinator implements Coordinator {
 
   // ---- sessions ---------------------------------------------------------------
 
-  async openSession(options: SessionOptions): Promise<EtcdSession> {
-    const ttlMs = (options as Partial<SessionOptions> | undefined)?.ttlMs;
-    assertValidTtl(ttlMs, this.caps.ttlRangeMs, this.caps.backend);
+  protected async doOpenSession(ttlMs: number): Promise<EtcdSession> {
     const what = 'openSession';
-    const sentAt = this.#clock.now();
+    const sentAt = this.clock.now();
     let res;
     try {
-      res = await this.#call('write', what, (o) => this.#client.leaseClient.leaseGrant({ TTL: Math.ceil(ttlMs / 1000) }, o));
+      // The base rounded the TTL up to whole seconds, as etcd grants them.
+      res = await this.#call('write', what, (o) => this.#client.leaseClient.leaseGrant({ TTL: ttlMs / 1000 }, o));
     } catch (err) {
       // A grant whose answer was lost leaves at most an unused lease that expires by itself: safe to retry.
       if (TaskGraphError.is(err, ErrorCodes.Indeterminate)) throw new UnavailableError(err.message, { cause: err });
       throw err;
     }
     if (res.error) throw new UnavailableError(`${what}: etcd refused the lease: ${res.error}`);
-    if (this.closed) {
-      void this.#client.leaseClient.leaseRevoke({ ID: res.ID }).catch(() => undefined);
-      throw new ClosedError(`${what}: the etcd coordinator was closed meanwhile`);
-    }
-    const session = new EtcdSession(this.#sessionHost, res.ID, Number(res.TTL) * 1000, sentAt);
-    this.#sessions.add(session);
-    return session;
+    return new EtcdSession(this.sessionContext, this.#sessionHost, res.ID, Number(res.TTL) * 1000, sentAt);
   }
 
-  async #revoke(session: EtcdSession): Promise<void> {
+  /** Revokes a lease; a lease etcd no longer has is already what a revoke wants. */
+  async #revoke(id: string): Promise<void> {
     try {
       // Straight to the client: the coordinator may be closing, and revoking is part of that.
-      await this.#client.leaseClient.leaseRevoke({ ID: session.id }, { deadline: Date.now() + this.#requestTimeoutMs });
+      await this.#client.leaseClient.leaseRevoke({ ID: id }, { deadline: Date.now() + this.#requestTimeoutMs });
     } catch (err) {
-      const { error } = mapEtcdError(err, 'write', `revoke of session ${session.id}`);
-      if (error.code !== ErrorCodes.LeaseLost) {
-        this.#logger.warn('could not revoke an etcd lease; it expires at its TTL', { session: session.id, error: error.message });
-      }
+      const { error } = mapEtcdError(err, 'write', `revoke of session ${id}`);
+      if (error.code !== ErrorCodes.LeaseLost) throw error;
     }
-  }
-
-  #track(p: Promise<void>): void {
-    this.#background.add(p);
-    void p.finally(() => this.#background.delete(p));
   }
 
   // ---- locks ------------------------------------------------------------------
@@ -455,49 +363,28 @@ export class EtcdCoordinator implements Coordinator {
     }
   }
 
-  async acquire(name: string, session: Session, options: AcquireOptions = {}): Promise<Lock> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
+  protected doAcquire(name: string, session: EtcdSession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {
     const what = `acquire of lock ${describeKey(name)}`;
-    const own = this.#ownSession(session, what);
-    const owner = this.#owner(options, own);
-    const signal = options.signal;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('acquire options.signal must be an AbortSignal');
-    if (signal?.aborted) throw abortError(signal, what);
-    if (this.closed) throw new ClosedError(`${what}: the etcd coordinator is closed`);
-    if (own.isLost()) throw new LeaseLostError(`${what}: session ${own.id} is lost`);
-    return acquireLock(this.#lockHost, name, own, owner, signal);
+    return acquireLock(this.#lockHost, name, session, owner, this.acquireStops(what, session, signal), what);
   }
 
-  async tryAcquire(name: string, session: Session, options: LockOptions = {}): Promise<Lock | undefined> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
-    const what = `tryAcquire of lock ${describeKey(name)}`;
-    const own = this.#ownSession(session, what);
-    const owner = this.#owner(options, own);
-    if (own.isLost()) throw new LeaseLostError(`${what}: session ${own.id} is lost`);
+  protected async doTryAcquire(name: string, session: EtcdSession, owner: string): Promise<Lock | undefined> {
     try {
-      return await tryAcquireLock(this.#lockHost, name, own, owner);
+      return await tryAcquireLock(this.#lockHost, name, session, owner, `tryAcquire of lock ${describeKey(name)}`);
     } catch (err) {
-      if (TaskGraphError.is(err, ErrorCodes.LeaseLost)) own.markLost('etcd no longer has its lease');
+      if (TaskGraphError.is(err, ErrorCodes.LeaseLost)) session.lose(new LeaseLostError(`session ${session.id}: etcd no longer has its lease`, { cause: err }));
       throw err;
     }
   }
 
-  async holder(name: string): Promise<LockHolder | undefined> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
-    return lockHolder(this.#lockHost, name);
+  protected doHolder(name: string): Promise<LockHolder | undefined> {
+    return lockHolder(this.#lockHost, name, `holder of lock ${describeKey(name)}`);
   }
 
   // ---- lifecycle --------------------------------------------------------------
 
-  /** Revokes open sessions (best effort), ends watches and lock waits, closes the client. */
-  close(): Promise<void> {
-    if (this.#closing) return this.#closing;
-    this.#closeController.abort(new ClosedError('the etcd coordinator is closed'));
-    this.#closing = (async () => {
-      await Promise.all([...this.#sessions].map((s) => s.close()));
-      await Promise.all([...this.#background]);
-      this.#client.close();
-    })();
-    return this.#closing;
+  /** Runs after every session was revoked and every watch and lock wait ended. */
+  protected override async doClose(): Promise<void> {
+    this.#client.close();
   }
 }

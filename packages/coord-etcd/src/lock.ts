@@ -11,8 +11,9 @@
  * instead of being handed the lock it already holds.
  */
 import type { IKeyValue, IRangeResponse, ITxnRequest, ITxnResponse } from 'etcd3';
-import { ClosedError, ErrorCodes, LeaseLostError, TaskGraphError, abortError } from '@taskgraph/api';
+import { ClosedError, ErrorCodes, LeaseLostError, TaskGraphError } from '@taskgraph/api';
 import type { Lock, LockHolder, Logger } from '@taskgraph/api';
+import type { Stops } from '@taskgraph/backend-kit';
 import type { CallKind } from './errors.js';
 import type { Keyspace } from './keys.js';
 import type { EtcdSession } from './session.js';
@@ -20,8 +21,6 @@ import type { EtcdSession } from './session.js';
 export interface LockHost {
   readonly keys: Keyspace;
   readonly logger: Logger;
-  /** Aborts when the coordinator closes. */
-  readonly closed: AbortSignal;
   txn(request: ITxnRequest, kind: CallKind, what: string): Promise<ITxnResponse>;
   /** Resolves when `key` is deleted after revision `after`, or when one of `signals` aborts. */
   waitForDelete(key: Buffer, after: bigint, signals: readonly AbortSignal[], what: string): Promise<void>;
@@ -54,51 +53,14 @@ async function withdraw(host: LockHost, key: Buffer, createRevision: bigint | un
   }
 }
 
-/** Runs `work` unless a signal aborts first; then rejects with that signal's error. */
-function raceSignals<T>(work: Promise<T>, stops: readonly { signal: AbortSignal; error: () => Error }[]): Promise<T> {
-  // The work may fail after a signal won the race; nobody waits for it then.
-  work.catch(() => undefined);
-  return new Promise<T>((resolve, reject) => {
-    const listeners: (() => void)[] = [];
-    const cleanup = (): void => {
-      stops.forEach((s, i) => s.signal.removeEventListener('abort', listeners[i] as () => void));
-    };
-    for (const stop of stops) {
-      const onAbort = (): void => {
-        cleanup();
-        reject(stop.error());
-      };
-      listeners.push(onAbort);
-      if (stop.signal.aborted) {
-        cleanup();
-        reject(stop.error());
-        return;
-      }
-      stop.signal.addEventListener('abort', onAbort, { once: true });
-    }
-    work.then(
-      (v) => {
-        cleanup();
-        resolve(v);
-      },
-      (err: unknown) => {
-        cleanup();
-        reject(err);
-      },
-    );
-  });
-}
-
-export async function acquireLock(host: LockHost, name: string, session: EtcdSession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {
-  const what = `acquire of lock ${JSON.stringify(name)}`;
+/**
+ * Waits for lock `name` in the queue of its waiters. `stops` are why the wait ends
+ * early (the coordinator closed, the caller's signal, the session lost); `what`
+ * names the call for messages.
+ */
+export async function acquireLock(host: LockHost, name: string, session: EtcdSession, owner: string, stops: Stops, what: string): Promise<Lock> {
   const key = waiterKey(host, name, session);
   const range = host.keys.lockRange(name);
-  const stops = [
-    ...(signal ? [{ signal, error: () => abortError(signal, what) }] : []),
-    { signal: session.lost, error: () => new LeaseLostError(`${what}: session ${session.id} was lost while waiting`, { cause: session.lost.reason }) },
-    { signal: host.closed, error: () => new ClosedError(`${what}: the etcd coordinator was closed while waiting`) },
-  ];
-  const stopSignals = stops.map((s) => s.signal);
 
   let token: bigint;
   try {
@@ -113,7 +75,7 @@ export async function acquireLock(host: LockHost, name: string, session: EtcdSes
   try {
     for (;;) {
       // One snapshot: the waiter just before ours, and whether ours still exists.
-      const res = await raceSignals(
+      const res = await stops.race(
         host.txn(
           {
             success: [
@@ -134,7 +96,6 @@ export async function acquireLock(host: LockHost, name: string, session: EtcdSes
           'read',
           what,
         ),
-        stops,
       );
       const ours = rangeOf(res, 1)?.kvs[0];
       if (!ours || BigInt(ours.create_revision) !== token) {
@@ -142,7 +103,7 @@ export async function acquireLock(host: LockHost, name: string, session: EtcdSes
       }
       const before = rangeOf(res, 0)?.kvs[0];
       if (!before) break;
-      await raceSignals(host.waitForDelete(before.key, BigInt(res.header.revision), stopSignals, what), stops);
+      await stops.race(host.waitForDelete(before.key, BigInt(res.header.revision), stops.signals, what));
     }
   } catch (err) {
     await withdraw(host, key, token, `${what} (withdrawing)`);
@@ -151,8 +112,7 @@ export async function acquireLock(host: LockHost, name: string, session: EtcdSes
   return new EtcdLock(host, name, owner, token, session, key);
 }
 
-export async function tryAcquireLock(host: LockHost, name: string, session: EtcdSession, owner: string): Promise<Lock | undefined> {
-  const what = `tryAcquire of lock ${JSON.stringify(name)}`;
+export async function tryAcquireLock(host: LockHost, name: string, session: EtcdSession, owner: string, what: string): Promise<Lock | undefined> {
   const key = waiterKey(host, name, session);
   const range = host.keys.lockRange(name);
   // The compare covers the whole range: it holds only when no key is in it, so the
@@ -176,12 +136,12 @@ export async function tryAcquireLock(host: LockHost, name: string, session: Etcd
   return new EtcdLock(host, name, owner, BigInt(res.header.revision), session, key);
 }
 
-export async function lockHolder(host: LockHost, name: string): Promise<LockHolder | undefined> {
+export async function lockHolder(host: LockHost, name: string, what: string): Promise<LockHolder | undefined> {
   const range = host.keys.lockRange(name);
   const res = await host.txn(
     { success: [{ request_range: { key: range.start, range_end: range.end, sort_target: 'Create', sort_order: 'Ascend', limit: 1 } }] },
     'read',
-    `holder of lock ${JSON.stringify(name)}`,
+    what,
   );
   const first: IKeyValue | undefined = rangeOf(res, 0)?.kvs[0];
   return first && { owner: first.value.toString('utf8'), token: BigInt(first.create_revision) };

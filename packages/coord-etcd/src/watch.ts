@@ -17,6 +17,7 @@
 import type { IDuplexStream, IEvent, IWatchRequest, IWatchResponse } from 'etcd3';
 import { CompactedError, InternalError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
+import { Backoff } from '@taskgraph/backend-kit';
 import type { KeyRange } from './keys.js';
 
 export type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse>;
@@ -35,8 +36,6 @@ export interface RawWatchDeps {
   readonly mapFailure: (err: unknown) => { readonly error: TaskGraphError; readonly retry: boolean };
 }
 
-const INITIAL_BACKOFF_MS = 100;
-const MAX_BACKOFF_MS = 2000;
 /** Batches buffered before the stream is paused until the consumer catches up. */
 const HIGH_WATER = 256;
 const LOW_WATER = 64;
@@ -64,7 +63,8 @@ export class RawWatch implements AsyncIterableIterator<RawBatch> {
   /** The first revision not yet delivered; undefined until etcd says where "now" is. */
   #next: bigint | undefined;
   #timer: TimerHandle | undefined;
-  #backoffMs = INITIAL_BACKOFF_MS;
+  /** Reconnect delays, reset once etcd has created the watch again; capped as gRPC's reconnect backoff is here. */
+  readonly #backoff = new Backoff(100, 2000);
 
   /**
    * @param after deliver revisions after this one; undefined: from when the stream is created
@@ -164,7 +164,7 @@ export class RawWatch implements AsyncIterableIterator<RawBatch> {
       return;
     }
     if (res.created) {
-      this.#backoffMs = INITIAL_BACKOFF_MS;
+      this.#backoff.reset();
       const head = BigInt(res.header.revision);
       if (this.#next === undefined) {
         this.#next = head + 1n;
@@ -216,8 +216,7 @@ export class RawWatch implements AsyncIterableIterator<RawBatch> {
       this.#finish(error);
       return;
     }
-    const delay = this.#backoffMs * (0.8 + 0.4 * Math.random());
-    this.#backoffMs = Math.min(MAX_BACKOFF_MS, this.#backoffMs * 2);
+    const delay = this.#backoff.next();
     this.#deps.logger.debug('etcd watch stream failed; reconnecting', { watch: this.#what, next: String(this.#next), delayMs: Math.round(delay), error: error.message });
     const timer = this.#deps.clock.setTimeout(() => {
       this.#timer = undefined;
