@@ -142,40 +142,18 @@ export class ConsulCoordinator extends CoordinatorBase<ConsulSession> {
     return wait + wait / 16 + this.#options.requestTimeoutMs;
   }
 
-  async #readKey(
+  /** Reads one key, or with `recurse` every key under a prefix; with `index`, as a blocking query that waits for a change past it. */
+  async #readKv(
     consulKey: string,
     what: string,
-    options: { readonly index?: number; readonly signal?: AbortSignal; readonly consistent?: boolean },
-  ): Promise<{ index: number; pair: KvPair | undefined }> {
-    const timeoutMs = this.#readTimeout(options.index);
-    const answer = await this.#call(
-      {
-        method: 'GET',
-        path: kvPath(consulKey),
-        query: this.#readQuery(options.index, options.consistent ?? true),
-        write: false,
-        what,
-        ...(timeoutMs === undefined ? {} : { timeoutMs }),
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-      },
-      [200, 404],
-    );
-    const index = consulIndex(answer);
-    if (answer.status === 404) return { index, pair: undefined };
-    return { index, pair: parsePairs(answer.body, what)[0] };
-  }
-
-  async #readPrefix(
-    consulPrefix: string,
-    what: string,
-    options: { readonly index?: number; readonly signal?: AbortSignal },
+    options: { readonly index?: number; readonly signal?: AbortSignal; readonly consistent?: boolean; readonly recurse?: boolean },
   ): Promise<{ index: number; pairs: KvPair[] }> {
     const timeoutMs = this.#readTimeout(options.index);
     const answer = await this.#call(
       {
         method: 'GET',
-        path: kvPath(consulPrefix),
-        query: { recurse: true, ...this.#readQuery(options.index, true) },
+        path: kvPath(consulKey),
+        query: { ...(options.recurse ? { recurse: true } : {}), ...this.#readQuery(options.index, options.consistent ?? true) },
         write: false,
         what,
         ...(timeoutMs === undefined ? {} : { timeoutMs }),
@@ -183,8 +161,20 @@ export class ConsulCoordinator extends CoordinatorBase<ConsulSession> {
       },
       [200, 404],
     );
-    const index = consulIndex(answer);
-    return { index, pairs: answer.status === 404 ? [] : parsePairs(answer.body, what) };
+    return { index: consulIndex(answer), pairs: answer.status === 404 ? [] : parsePairs(answer.body, what) };
+  }
+
+  async #readKey(
+    consulKey: string,
+    what: string,
+    options: { readonly index?: number; readonly signal?: AbortSignal; readonly consistent?: boolean },
+  ): Promise<{ index: number; pair: KvPair | undefined }> {
+    const { index, pairs } = await this.#readKv(consulKey, what, options);
+    return { index, pair: pairs[0] };
+  }
+
+  #readPrefix(consulPrefix: string, what: string, options: { readonly index?: number; readonly signal?: AbortSignal }): Promise<{ index: number; pairs: KvPair[] }> {
+    return this.#readKv(consulPrefix, what, { ...options, recurse: true });
   }
 
   #entry(key: string, pair: KvPair): Entry {
