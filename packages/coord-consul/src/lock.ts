@@ -41,8 +41,9 @@ const encoder = new TextEncoder();
 const CHANGE_RETRY = new Backoff(200, 200);
 
 /**
- * How often to try again a key Consul refuses because of a lock-delay: Consul does
- * not say when the delay ends, so poll, at most every second and at least every 100 ms.
+ * How long to wait before trying again a key Consul refuses because of a
+ * lock-delay: Consul does not say when the delay ends, so poll, every lock-delay
+ * but between 100 ms and 1 s apart.
  */
 export function lockDelayPollMs(lockDelayMs: number): number {
   return Math.max(100, Math.min(lockDelayMs || 1000, 1000));
