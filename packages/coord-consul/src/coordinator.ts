@@ -4,50 +4,18 @@
  * (behavior "delete"), watches as blocking queries, fair locks with `acquire`.
  */
 import { hostname } from 'node:os';
-import {
-  AlreadyExistsError,
-  ClosedError,
-  ConflictError,
-  InvalidArgumentError,
-  LeaseLostError,
-  NotFoundError,
-  TaskGraphError,
-  UnavailableError,
-  abortError,
-  assertValidKey,
-  assertValidPrefix,
-  assertValidTtl,
-  assertValidValue,
-  systemClock,
-} from '@taskgraph/api';
-import type {
-  AcquireOptions,
-  Clock,
-  Coordinator,
-  CoordinatorCaps,
-  CreateOptions,
-  Entry,
-  ListResult,
-  Lock,
-  LockHolder,
-  LockOptions,
-  Logger,
-  Session,
-  SessionOptions,
-  Version,
-  WatchBatch,
-  WatchOptions,
-} from '@taskgraph/api';
-import { ConsulHttp, consulIndex, statusError } from './http.js';
+import { AlreadyExistsError, ConflictError, NotFoundError, UnavailableError } from '@taskgraph/api';
+import type { CoordinatorCaps, Entry, ListResult, Lock, LockHolder, Version, WatchBatch } from '@taskgraph/api';
+import { CoordinatorBase, describeKey, pause, silentLogger } from '@taskgraph/backend-kit';
+import { ConsulHttp, consulIndex, parseIndex, statusError } from './http.js';
 import type { HttpAnswer, HttpCall } from './http.js';
 import { Keyspace, kvPath } from './keys.js';
-import { acquireLock, checkOwner } from './lock.js';
+import { acquireLock, lockDelayPollMs } from './lock.js';
 import type { LockHost } from './lock.js';
 import { resolveOptions } from './options.js';
 import type { ConsulCoordinatorOptions, ResolvedOptions } from './options.js';
-import { ConsulSession } from './session.js';
-import type { SessionHost } from './session.js';
-import { pause } from './timing.js';
+import { ConsulSession, refusedSession } from './session.js';
+import type { ConsulSessionHost } from './session.js';
 import { StateCache, parseRevision, watchPrefix } from './watch.js';
 import type { PrefixState, WatchHost } from './watch.js';
 import { fromBase64, lockToken, parsePairs, parseTxn, toBase64 } from './wire.js';
@@ -64,86 +32,64 @@ export const MAX_KEY_BYTES = 512;
  */
 export const MAX_VALUE_BYTES = 378 * 1024;
 
+const CONSUL_CAPS: CoordinatorCaps = Object.freeze({
+  backend: 'consul',
+  watchCoalesces: true,
+  ttlRangeMs: SESSION_TTL_RANGE_MS,
+  ttlGranularityMs: 1000,
+  // Consul arms the invalidation timer at TTL x 2 (structs.SessionTTLMultiplier).
+  expiryFactor: 2,
+  maxValueBytes: MAX_VALUE_BYTES,
+  maxKeyBytes: MAX_KEY_BYTES,
+});
+
 const WRITE_VERBS: ReadonlySet<string> = new Set(['set', 'cas', 'lock', 'unlock', 'delete', 'delete-cas', 'delete-tree']);
 const decoder = new TextDecoder();
-
-const silentLogger: Logger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => silentLogger,
-};
-
-function describe(key: string): string {
-  return JSON.stringify(key.length > 80 ? `${key.slice(0, 80)}...` : key);
-}
-
-/** The Consul index in a version this backend handed out, or undefined when it cannot be one. */
-function versionIndex(version: Version): number | undefined {
-  return typeof version === 'string' && /^[1-9]\d{0,15}$/.test(version) ? Number(version) : undefined;
-}
 
 const encoder = new TextEncoder();
 function compareBytes(a: string, b: string): number {
   return Buffer.compare(Buffer.from(encoder.encode(a)), Buffer.from(encoder.encode(b)));
 }
 
-export class ConsulCoordinator implements Coordinator {
-  readonly caps: CoordinatorCaps;
+export class ConsulCoordinator extends CoordinatorBase<ConsulSession> {
   readonly namespace: string;
   readonly #options: ResolvedOptions;
   readonly #http: ConsulHttp;
   readonly #keys: Keyspace;
-  readonly #clock: Clock;
-  readonly #logger: Logger;
-  readonly #closeController = new AbortController();
-  readonly #sessions = new Set<ConsulSession>();
-  readonly #background = new Set<Promise<void>>();
   readonly #cache = new StateCache();
-  readonly #sessionHost: SessionHost;
+  readonly #sessionHost: ConsulSessionHost;
   readonly #lockHost: LockHost;
   readonly #watchHost: WatchHost;
   #tickets = 0;
-  #closing: Promise<void> | undefined;
 
   constructor(options: ConsulCoordinatorOptions) {
-    this.#options = resolveOptions(options);
-    this.namespace = this.#options.namespace;
-    this.#clock = options.clock ?? systemClock;
-    this.#logger = (options.logger ?? silentLogger).child({ backend: 'consul', namespace: this.namespace });
+    const resolved = resolveOptions(options);
+    super({
+      caps: CONSUL_CAPS,
+      label: 'Consul coordinator',
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
+      logger: (options.logger ?? silentLogger).child({ backend: 'consul', namespace: resolved.namespace }),
+    });
+    this.#options = resolved;
+    this.namespace = resolved.namespace;
     this.#keys = new Keyspace(this.namespace);
     this.#http = new ConsulHttp({
-      base: this.#options.base,
-      tls: this.#options.tls,
-      token: this.#options.token,
-      datacenter: this.#options.datacenter,
-      clock: this.#clock,
-      requestTimeoutMs: this.#options.requestTimeoutMs,
-    });
-    this.caps = Object.freeze({
-      backend: 'consul',
-      watchCoalesces: true,
-      ttlRangeMs: SESSION_TTL_RANGE_MS,
-      ttlGranularityMs: 1000,
-      // Consul arms the invalidation timer at TTL x 2 (structs.SessionTTLMultiplier).
-      expiryFactor: 2,
-      maxValueBytes: MAX_VALUE_BYTES,
-      maxKeyBytes: MAX_KEY_BYTES,
+      base: resolved.base,
+      tls: resolved.tls,
+      token: resolved.token,
+      datacenter: resolved.datacenter,
+      clock: this.clock,
+      requestTimeoutMs: resolved.requestTimeoutMs,
     });
     this.#sessionHost = {
-      clock: this.#clock,
-      logger: this.#logger,
       renew: (id, timeoutMs) => this.#renew(id, timeoutMs),
-      destroy: (session) => this.#destroy(session),
-      abandon: (session) => this.#track(this.#destroy(session).catch(() => undefined)),
-      forget: (session) => this.#sessions.delete(session),
+      destroy: (id) => this.#destroy(id),
     };
     this.#lockHost = {
       keys: this.#keys,
-      clock: this.#clock,
-      logger: this.#logger,
-      closed: this.#closeController.signal,
+      clock: this.clock,
+      logger: this.logger,
+      closed: this.closedSignal,
       txn: (ops, what, signal) => this.#txn(ops, what, signal),
       readKey: (key, what, opts) => this.#readKey(key, what, opts ?? {}),
       readPrefix: async (prefix, what, signal) => {
@@ -153,23 +99,14 @@ export class ConsulCoordinator implements Coordinator {
       nextTicket: (session) => `${session.id}-${++this.#tickets}`,
     };
     this.#watchHost = {
-      clock: this.#clock,
-      logger: this.#logger,
+      clock: this.clock,
+      logger: this.logger,
       cache: this.#cache,
       read: (prefix, opts) => this.#readState(prefix, opts),
     };
   }
 
   // ---- plumbing ----------------------------------------------------------------
-
-  #open(what: string): void {
-    if (this.#closeController.signal.aborted) throw new ClosedError(`${what}: the Consul coordinator is closed`);
-  }
-
-  #track(work: Promise<void>): void {
-    this.#background.add(work);
-    void work.finally(() => this.#background.delete(work));
-  }
 
   async #call(call: HttpCall, accept: readonly number[]): Promise<HttpAnswer> {
     const answer = await this.#http.request(call);
@@ -205,40 +142,18 @@ export class ConsulCoordinator implements Coordinator {
     return wait + wait / 16 + this.#options.requestTimeoutMs;
   }
 
-  async #readKey(
+  /** Reads one key, or with `recurse` every key under a prefix; with `index`, as a blocking query that waits for a change past it. */
+  async #readKv(
     consulKey: string,
     what: string,
-    options: { readonly index?: number; readonly signal?: AbortSignal; readonly consistent?: boolean },
-  ): Promise<{ index: number; pair: KvPair | undefined }> {
-    const timeoutMs = this.#readTimeout(options.index);
-    const answer = await this.#call(
-      {
-        method: 'GET',
-        path: kvPath(consulKey),
-        query: this.#readQuery(options.index, options.consistent ?? true),
-        write: false,
-        what,
-        ...(timeoutMs === undefined ? {} : { timeoutMs }),
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-      },
-      [200, 404],
-    );
-    const index = consulIndex(answer);
-    if (answer.status === 404) return { index, pair: undefined };
-    return { index, pair: parsePairs(answer.body, what)[0] };
-  }
-
-  async #readPrefix(
-    consulPrefix: string,
-    what: string,
-    options: { readonly index?: number; readonly signal?: AbortSignal },
+    options: { readonly index?: number; readonly signal?: AbortSignal; readonly consistent?: boolean; readonly recurse?: boolean },
   ): Promise<{ index: number; pairs: KvPair[] }> {
     const timeoutMs = this.#readTimeout(options.index);
     const answer = await this.#call(
       {
         method: 'GET',
-        path: kvPath(consulPrefix),
-        query: { recurse: true, ...this.#readQuery(options.index, true) },
+        path: kvPath(consulKey),
+        query: { ...(options.recurse ? { recurse: true } : {}), ...this.#readQuery(options.index, options.consistent ?? true) },
         write: false,
         what,
         ...(timeoutMs === undefined ? {} : { timeoutMs }),
@@ -246,8 +161,20 @@ export class ConsulCoordinator implements Coordinator {
       },
       [200, 404],
     );
-    const index = consulIndex(answer);
-    return { index, pairs: answer.status === 404 ? [] : parsePairs(answer.body, what) };
+    return { index: consulIndex(answer), pairs: answer.status === 404 ? [] : parsePairs(answer.body, what) };
+  }
+
+  async #readKey(
+    consulKey: string,
+    what: string,
+    options: { readonly index?: number; readonly signal?: AbortSignal; readonly consistent?: boolean },
+  ): Promise<{ index: number; pair: KvPair | undefined }> {
+    const { index, pairs } = await this.#readKv(consulKey, what, options);
+    return { index, pair: pairs[0] };
+  }
+
+  #readPrefix(consulPrefix: string, what: string, options: { readonly index?: number; readonly signal?: AbortSignal }): Promise<{ index: number; pairs: KvPair[] }> {
+    return this.#readKv(consulPrefix, what, { ...options, recurse: true });
   }
 
   #entry(key: string, pair: KvPair): Entry {
@@ -261,62 +188,42 @@ export class ConsulCoordinator implements Coordinator {
       try {
         out.push(this.#entry(this.#keys.contractKey(pair.Key), pair));
       } catch (err) {
-        this.#logger.warn('skipping a Consul key this backend cannot read', { key: pair.Key, error: String(err) });
+        this.logger.warn('skipping a Consul key this backend cannot read', { key: pair.Key, error: String(err) });
       }
     }
     return out.sort((a, b) => compareBytes(a.key, b.key));
   }
 
   async #readState(prefix: string, options: { readonly index?: number; readonly signal: AbortSignal }): Promise<PrefixState> {
-    const read = await this.#readPrefix(this.#keys.prefix(prefix), `watch of ${describe(prefix)}`, options);
+    const read = await this.#readPrefix(this.#keys.prefix(prefix), `watch of ${describeKey(prefix)}`, options);
     return { index: read.index, entries: new Map(this.#entries(read.pairs).map((e) => [e.key, e])) };
   }
 
   /** Why a compare-and-set failed, from a fresh read: the key is gone, or its version moved. */
   async #explainFailure(key: string, expect: Version, what: string): Promise<never> {
     const { pair } = await this.#readKey(this.#keys.key(key), what, {});
-    if (!pair) throw new NotFoundError(`${what}: no key ${describe(key)}`);
-    throw new ConflictError(`${what}: ${describe(key)} is at version ${pair.ModifyIndex}, not ${expect}`, {
+    if (!pair) throw new NotFoundError(`${what}: no key ${describeKey(key)}`);
+    throw new ConflictError(`${what}: ${describeKey(key)} is at version ${pair.ModifyIndex}, not ${expect}`, {
       details: { key, expected: expect, actual: String(pair.ModifyIndex) },
     });
   }
 
-  #ownSession(session: Session, what: string): ConsulSession {
-    if (!(session instanceof ConsulSession) || session.host !== this.#sessionHost) {
-      throw new InvalidArgumentError(`${what}: the session was not opened by this Consul coordinator`);
-    }
-    if (session.isLost()) {
-      const reason: unknown = session.lost.reason;
-      const why = TaskGraphError.is(reason, 'CLOSED') ? 'was closed' : 'is lost';
-      throw new LeaseLostError(`${what}: session ${session.id} ${why}`, { cause: reason });
-    }
-    return session;
-  }
-
   // ---- keys ----------------------------------------------------------------------
 
-  async get(key: string): Promise<Entry | undefined> {
-    this.#open('get');
-    assertValidKey(key, MAX_KEY_BYTES);
-    const { pair } = await this.#readKey(this.#keys.key(key), `get of ${describe(key)}`, {});
+  protected async doGet(key: string): Promise<Entry | undefined> {
+    const { pair } = await this.#readKey(this.#keys.key(key), `get of ${describeKey(key)}`, {});
     return pair && this.#entry(key, pair);
   }
 
-  async list(prefix: string): Promise<ListResult> {
-    this.#open('list');
-    assertValidPrefix(prefix, MAX_KEY_BYTES);
-    const read = await this.#readPrefix(this.#keys.prefix(prefix), `list of ${describe(prefix)}`, {});
+  protected async doList(prefix: string): Promise<ListResult> {
+    const read = await this.#readPrefix(this.#keys.prefix(prefix), `list of ${describeKey(prefix)}`, {});
     const entries = this.#entries(read.pairs);
     this.#cache.remember(prefix, { index: read.index, entries: new Map(entries.map((e) => [e.key, e])) });
     return { entries, revision: String(read.index) };
   }
 
-  async create(key: string, value: Uint8Array, options: CreateOptions = {}): Promise<Version> {
-    this.#open('create');
-    assertValidKey(key, MAX_KEY_BYTES);
-    assertValidValue(value, MAX_VALUE_BYTES, key);
-    const what = `create of ${describe(key)}`;
-    const session = options.session === undefined ? undefined : this.#ownSession(options.session, what);
+  protected async doCreate(key: string, value: Uint8Array, session: ConsulSession | undefined): Promise<Version> {
+    const what = `create of ${describeKey(key)}`;
     const consulKey = this.#keys.key(key);
     const encoded = toBase64(value);
     // An ephemeral key is created already held by the session (behavior "delete" removes it with the session).
@@ -326,7 +233,7 @@ export class ConsulCoordinator implements Coordinator {
           { Verb: 'lock', Key: consulKey, Value: encoded, Session: session.id },
         ]
       : [{ Verb: 'cas', Key: consulKey, Value: encoded, Index: 0 }];
-    const giveUpAt = this.#clock.now() + this.#options.lockDelayMs + 60_000;
+    const giveUpAt = this.clock.now() + this.#options.lockDelayMs + 60_000;
     for (;;) {
       const outcome = await this.#txn(ops, what);
       if (outcome.ok) {
@@ -335,29 +242,23 @@ export class ConsulCoordinator implements Coordinator {
         return String(pair.ModifyIndex);
       }
       const text = outcome.errors.map((e) => e.What).join('; ');
-      if (/invalid session|missing session/.test(text) && session) {
-        const err = new LeaseLostError(`${what}: Consul no longer knows session ${session.id}`);
-        session.lose(err);
-        throw err;
-      }
+      const gone = session && refusedSession(session, text, what);
+      if (gone) throw gone;
       if (text.includes('lock delay')) {
         // The key was held by a session that ended; Consul keeps it unlockable for that session's lock-delay.
-        if (this.#clock.now() >= giveUpAt) throw new UnavailableError(`${what}: Consul kept refusing the key because of a lock-delay (${text})`);
-        await pause(this.#clock, Math.max(100, Math.min(this.#options.lockDelayMs || 1000, 1000)), this.#closeController.signal);
-        this.#open(what);
-        if (session?.isLost()) throw new LeaseLostError(`${what}: session ${session.id} was lost while waiting out a lock-delay`, { cause: session.lost.reason });
+        if (this.clock.now() >= giveUpAt) throw new UnavailableError(`${what}: Consul kept refusing the key because of a lock-delay (${text})`);
+        await pause(this.clock, lockDelayPollMs(this.#options.lockDelayMs), this.closedSignal);
+        this.assertOpen(what);
+        if (session) this.assertLive(session, what);
         continue;
       }
       throw new AlreadyExistsError(`${what}: the key exists`, { details: { key } });
     }
   }
 
-  async update(key: string, value: Uint8Array, expect: Version): Promise<Version> {
-    this.#open('update');
-    assertValidKey(key, MAX_KEY_BYTES);
-    assertValidValue(value, MAX_VALUE_BYTES, key);
-    const what = `update of ${describe(key)}`;
-    const index = versionIndex(expect);
+  protected async doUpdate(key: string, value: Uint8Array, expect: Version): Promise<Version> {
+    const what = `update of ${describeKey(key)}`;
+    const index = parseIndex(expect);
     if (index === undefined) return this.#explainFailure(key, expect, what);
     // Flags carry the replaced version: the entry then always differs, so every
     // update moves ModifyIndex (Consul skips writes that change nothing). A CAS
@@ -369,11 +270,9 @@ export class ConsulCoordinator implements Coordinator {
     return String(pair.ModifyIndex);
   }
 
-  async delete(key: string, expect: Version): Promise<void> {
-    this.#open('delete');
-    assertValidKey(key, MAX_KEY_BYTES);
-    const what = `delete of ${describe(key)}`;
-    const index = versionIndex(expect);
+  protected async doDelete(key: string, expect: Version): Promise<void> {
+    const what = `delete of ${describeKey(key)}`;
+    const index = parseIndex(expect);
     if (index === undefined) return this.#explainFailure(key, expect, what);
     const consulKey = this.#keys.key(key);
     // delete-cas alone would report success for a missing key; check-index fails then.
@@ -387,36 +286,28 @@ export class ConsulCoordinator implements Coordinator {
     if (!outcome.ok) await this.#explainFailure(key, expect, what);
   }
 
-  async deletePrefix(prefix: string): Promise<void> {
-    this.#open('deletePrefix');
-    assertValidPrefix(prefix, MAX_KEY_BYTES);
-    await this.#call({ method: 'DELETE', path: kvPath(this.#keys.prefix(prefix)), query: { recurse: true }, write: true, what: `deletePrefix of ${describe(prefix)}` }, [200]);
+  protected async doDeletePrefix(prefix: string): Promise<void> {
+    await this.#call({ method: 'DELETE', path: kvPath(this.#keys.prefix(prefix)), query: { recurse: true }, write: true, what: `deletePrefix of ${describeKey(prefix)}` }, [200]);
   }
 
-  watch(prefix: string, options: WatchOptions): AsyncIterable<WatchBatch> {
-    this.#open('watch');
-    assertValidPrefix(prefix, MAX_KEY_BYTES);
-    if (!(options?.signal instanceof AbortSignal)) throw new InvalidArgumentError('watch needs options.signal to end it');
-    if (options.after !== undefined) parseRevision(options.after);
-    const signal = AbortSignal.any([options.signal, this.#closeController.signal]);
-    return watchPrefix(this.#watchHost, prefix, options.after, signal);
+  protected doWatch(prefix: string, after: string | undefined, signal: AbortSignal): AsyncIterable<WatchBatch> {
+    // Checked at the call; the first read, which takes "now" when there is no `after`, is made by the first next().
+    if (after !== undefined) parseRevision(after);
+    return watchPrefix(this.#watchHost, prefix, after, AbortSignal.any([signal, this.closedSignal]));
   }
 
   // ---- sessions ----------------------------------------------------------------
 
-  async openSession(options: SessionOptions): Promise<Session> {
-    this.#open('openSession');
-    assertValidTtl(options?.ttlMs, this.caps.ttlRangeMs, 'consul');
-    const seconds = Math.ceil(options.ttlMs / 1000);
+  protected async doOpenSession(ttlMs: number): Promise<ConsulSession> {
     const body = {
       Name: `taskgraph ${hostname()} pid ${process.pid}`,
-      TTL: `${seconds}s`,
+      TTL: `${ttlMs / 1000}s`,
       Behavior: 'delete',
       LockDelay: `${Math.round(this.#options.lockDelayMs)}ms`,
       // No health checks: the TTL alone decides, whichever agent the client talks to.
       NodeChecks: [],
     };
-    const sentAt = this.#clock.now();
+    const sentAt = this.clock.now();
     const answer = await this.#call({ method: 'PUT', path: '/v1/session/create', body: JSON.stringify(body), write: true, what: 'openSession' }, [200]);
     let id: unknown;
     try {
@@ -425,13 +316,7 @@ export class ConsulCoordinator implements Coordinator {
       id = undefined;
     }
     if (typeof id !== 'string' || id === '') throw new UnavailableError('openSession: Consul did not answer a session ID');
-    if (this.#closeController.signal.aborted) {
-      this.#track(this.#destroyId(id).catch(() => undefined));
-      throw new ClosedError('openSession: the Consul coordinator was closed meanwhile');
-    }
-    const session = new ConsulSession(this.#sessionHost, id, seconds * 1000, sentAt);
-    this.#sessions.add(session);
-    return session;
+    return new ConsulSession(this.sessionContext, this.#sessionHost, id, ttlMs, sentAt);
   }
 
   async #renew(id: string, timeoutMs: number): Promise<boolean> {
@@ -442,72 +327,35 @@ export class ConsulCoordinator implements Coordinator {
     return answer.status === 200;
   }
 
-  async #destroy(session: ConsulSession): Promise<void> {
-    // Released locks start no lock-delay; locks that go with the session would.
-    await Promise.allSettled([...session.locks].map((lock) => lock.releaseForClose()));
-    await this.#destroyId(session.id);
-  }
-
-  async #destroyId(id: string): Promise<void> {
+  async #destroy(id: string): Promise<void> {
     await this.#call({ method: 'PUT', path: `/v1/session/destroy/${encodeURIComponent(id)}`, write: true, what: `destroy of session ${id}` }, [200]);
   }
 
   // ---- locks ---------------------------------------------------------------------
 
-  async acquire(name: string, session: Session, options: AcquireOptions = {}): Promise<Lock> {
-    this.#open('acquire');
-    assertValidKey(name, MAX_KEY_BYTES, 'lock name');
-    const what = `acquire of ${describe(name)}`;
-    const s = this.#ownSession(session, what);
-    const owner = checkOwner(options.owner ?? s.id, MAX_KEY_BYTES);
-    if (options.signal?.aborted) throw abortError(options.signal, what);
-    const lock = await acquireLock(this.#lockHost, s, name, owner, {
-      wait: true,
-      lockDelayMs: this.#options.lockDelayMs,
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-    });
+  protected async doAcquire(name: string, session: ConsulSession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {
+    const what = `acquire of lock ${describeKey(name)}`;
+    const stops = this.acquireStops(what, session, signal);
+    const lock = await acquireLock(this.#lockHost, session, name, owner, { wait: true, stops, what, lockDelayMs: this.#options.lockDelayMs });
     if (!lock) throw new UnavailableError(`${what}: gave up waiting`);
     return lock;
   }
 
-  async tryAcquire(name: string, session: Session, options: LockOptions = {}): Promise<Lock | undefined> {
-    this.#open('tryAcquire');
-    assertValidKey(name, MAX_KEY_BYTES, 'lock name');
-    const what = `tryAcquire of ${describe(name)}`;
-    const s = this.#ownSession(session, what);
-    const owner = checkOwner(options.owner ?? s.id, MAX_KEY_BYTES);
-    return acquireLock(this.#lockHost, s, name, owner, { wait: false, lockDelayMs: this.#options.lockDelayMs });
+  protected async doTryAcquire(name: string, session: ConsulSession, owner: string): Promise<Lock | undefined> {
+    const what = `tryAcquire of lock ${describeKey(name)}`;
+    const stops = this.acquireStops(what, session, undefined);
+    return acquireLock(this.#lockHost, session, name, owner, { wait: false, stops, what, lockDelayMs: this.#options.lockDelayMs });
   }
 
-  async holder(name: string): Promise<LockHolder | undefined> {
-    this.#open('holder');
-    assertValidKey(name, MAX_KEY_BYTES, 'lock name');
-    const { pair } = await this.#readKey(this.#keys.lock(name), `holder of ${describe(name)}`, {});
+  protected async doHolder(name: string): Promise<LockHolder | undefined> {
+    const { pair } = await this.#readKey(this.#keys.lock(name), `holder of lock ${describeKey(name)}`, {});
     if (!pair?.Session) return undefined;
     return { owner: decoder.decode(fromBase64(pair.Value)), token: lockToken(pair) };
   }
 
   // ---- lifecycle -------------------------------------------------------------------
 
-  close(): Promise<void> {
-    this.#closing ??= this.#close();
-    return this.#closing;
-  }
-
-  async #close(): Promise<void> {
-    this.#closeController.abort(new ClosedError('the Consul coordinator was closed'));
-    await Promise.allSettled([...this.#sessions].map((s) => s.close()));
-    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+  protected override async doClose(): Promise<void> {
     this.#http.close();
   }
-
-  /** @internal For tests: sessions this coordinator keeps alive. */
-  get openSessions(): number {
-    return this.#sessions.size;
-  }
-}
-
-/** True when `err` says the operation did not happen and may be retried as is. */
-export function isRetryable(err: unknown): boolean {
-  return TaskGraphError.is(err) && err.retryable;
 }

@@ -219,6 +219,16 @@ export function statusError(answer: HttpAnswer, call: Pick<HttpCall, 'what' | 'w
   return new InvalidArgumentError(`${call.what}: unexpected answer from Consul (${said})`);
 }
 
+/** True when `err` says the request was not applied and may be sent again as is. */
+export function retryable(err: unknown): boolean {
+  return TaskGraphError.is(err) && err.retryable;
+}
+
+/** The Consul index a version or revision this backend handed out stands for, or undefined when it cannot be one. */
+export function parseIndex(text: string): number | undefined {
+  return /^[1-9]\d{0,15}$/.test(text) ? Number(text) : undefined;
+}
+
 /** X-Consul-Index, with Consul's rule that 0 (or nothing) counts as 1. */
 export function consulIndex(answer: HttpAnswer): number {
   const raw = answer.headers['x-consul-index'];

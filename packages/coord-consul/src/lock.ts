@@ -11,11 +11,14 @@
  * holder either recreates it at a higher CreateIndex or, if it survived, takes it
  * at a higher LockIndex. Either way the token strictly increases.
  */
-import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError, UnavailableError, abortError } from '@taskgraph/api';
+import { ClosedError, LeaseLostError, TaskGraphError, UnavailableError, abortError } from '@taskgraph/api';
 import type { Clock, Lock, Logger } from '@taskgraph/api';
+import { Backoff, pause } from '@taskgraph/backend-kit';
+import type { Stops } from '@taskgraph/backend-kit';
+import { retryable } from './http.js';
 import type { Keyspace } from './keys.js';
+import { refusedSession } from './session.js';
 import type { ConsulSession } from './session.js';
-import { backoffMs, pause } from './timing.js';
 import { lockToken, toBase64 } from './wire.js';
 import type { KvPair, TxnOp, TxnOutcome } from './wire.js';
 
@@ -23,7 +26,7 @@ export interface LockHost {
   readonly keys: Keyspace;
   readonly clock: Clock;
   readonly logger: Logger;
-  /** The signal that aborts when the coordinator closes. */
+  /** Aborts when the coordinator closes: tickets are then left to their sessions. */
   readonly closed: AbortSignal;
   txn(ops: readonly TxnOp[], what: string, signal?: AbortSignal): Promise<TxnOutcome>;
   /** Reads one key; with `index`, waits (a blocking query) until it changes past that index. */
@@ -33,6 +36,18 @@ export interface LockHost {
 }
 
 const encoder = new TextEncoder();
+
+/** A blocking query that failed is retried after 100 to 200 ms. */
+const CHANGE_RETRY = new Backoff(200, 200);
+
+/**
+ * How long to wait before trying again a key Consul refuses because of a
+ * lock-delay: Consul does not say when the delay ends, so poll, every lock-delay
+ * but between 100 ms and 1 s apart.
+ */
+export function lockDelayPollMs(lockDelayMs: number): number {
+  return Math.max(100, Math.min(lockDelayMs || 1000, 1000));
+}
 
 export class ConsulLock implements Lock {
   readonly name: string;
@@ -91,23 +106,20 @@ export class ConsulLock implements Lock {
 
 type Attempt = { readonly kind: 'locked'; readonly pair: KvPair } | { readonly kind: 'held' } | { readonly kind: 'delayed' };
 
-/** Queues a ticket, waits to be first, takes the lock. `give up` decides whether to wait at all. */
+/**
+ * Queues a ticket, waits to be first, takes the lock. Without `wait` it gives up
+ * (undefined) instead of waiting. It stops when one of `stops` fires.
+ */
 export async function acquireLock(
   host: LockHost,
   session: ConsulSession,
   name: string,
   owner: string,
-  options: { readonly wait: boolean; readonly signal?: AbortSignal; readonly lockDelayMs: number },
+  options: { readonly wait: boolean; readonly stops: Stops; readonly what: string; readonly lockDelayMs: number },
 ): Promise<ConsulLock | undefined> {
-  const signals = [session.lost, host.closed];
-  if (options.signal) signals.push(options.signal);
-  const signal = AbortSignal.any(signals);
-  const failed = (): TaskGraphError => {
-    if (session.lost.aborted) return abortError(session.lost, `acquire of ${JSON.stringify(name)}`);
-    if (host.closed.aborted) return new ClosedError(`acquire of ${JSON.stringify(name)}: the coordinator was closed`);
-    return abortError(options.signal ?? signal, `acquire of ${JSON.stringify(name)}`);
-  };
-  const what = `acquire of lock ${JSON.stringify(name)}`;
+  const { stops, what } = options;
+  const signal = AbortSignal.any(stops.signals);
+  const failed = (): TaskGraphError => stops.reason() ?? abortError(signal, what);
   const lockKey = host.keys.lock(name);
   const queue = host.keys.queue(name);
   const ticketKey = queue + host.nextTicket(session);
@@ -131,8 +143,9 @@ export async function acquireLock(
   if (!enqueued.ok) throw leaseOrUnexpected(enqueued.errors.map((e) => e.What), session, what);
 
   let taken = false;
+  const retry = new Backoff(100, 5000);
   try {
-    for (let attempt = 0; ; attempt++) {
+    for (;;) {
       if (signal.aborted) throw failed();
       let tickets: KvPair[];
       try {
@@ -141,7 +154,7 @@ export async function acquireLock(
       } catch (err) {
         if (signal.aborted) throw failed();
         if (!options.wait || !retryable(err)) throw err;
-        await pause(host.clock, backoffMs(attempt), signal);
+        await pause(host.clock, retry.next(), signal);
         continue;
       }
       const mine = tickets.findIndex((p) => p.Key === ticketKey);
@@ -167,7 +180,7 @@ export async function acquireLock(
       if (!options.wait) return undefined;
       if (result.kind === 'delayed') {
         // Consul refuses the lock until the previous holder's lock-delay ends; it does not say when.
-        await pause(host.clock, Math.max(100, Math.min(options.lockDelayMs || 1000, 1000)), signal);
+        await pause(host.clock, lockDelayPollMs(options.lockDelayMs), signal);
         continue;
       }
       const held = await host.readKey(lockKey, what, { signal });
@@ -181,18 +194,9 @@ export async function acquireLock(
   }
 }
 
-function retryable(err: unknown): boolean {
-  return TaskGraphError.is(err) && err.retryable;
-}
-
 function leaseOrUnexpected(whats: readonly string[], session: ConsulSession, what: string): TaskGraphError {
   const text = whats.join('; ');
-  if (/invalid session|missing session/.test(text)) {
-    const err = new LeaseLostError(`${what}: Consul no longer knows session ${session.id} (${text})`);
-    session.lose(err);
-    return err;
-  }
-  return new UnavailableError(`${what}: Consul refused the transaction (${text})`);
+  return refusedSession(session, text, what) ?? new UnavailableError(`${what}: Consul refused the transaction (${text})`);
 }
 
 async function tryTake(host: LockHost, session: ConsulSession, lockKey: string, ticketKey: string, value: string, what: string, signal: AbortSignal): Promise<Attempt> {
@@ -209,13 +213,14 @@ async function tryTake(host: LockHost, session: ConsulSession, lockKey: string, 
   } catch (err) {
     if (!TaskGraphError.is(err, 'INDETERMINATE')) throw err;
     // The answer was lost: the lock may be ours. Read it back rather than leak it.
-    for (let attempt = 0; ; attempt++) {
+    const retry = new Backoff(100, 5000);
+    for (;;) {
       try {
         const { pair } = await host.readKey(lockKey, what, { signal });
         return pair && pair.Session === session.id ? { kind: 'locked', pair } : { kind: 'held' };
       } catch (readErr) {
         if (signal.aborted || !retryable(readErr)) throw readErr;
-        await pause(host.clock, backoffMs(attempt), signal);
+        await pause(host.clock, retry.next(), signal);
       }
     }
   }
@@ -236,7 +241,7 @@ async function waitForChange(host: LockHost, consulKey: string, index: number, w
     await host.readKey(consulKey, what, { index, signal });
   } catch (err) {
     if (signal.aborted || !retryable(err)) throw err;
-    await pause(host.clock, backoffMs(1), signal);
+    await pause(host.clock, CHANGE_RETRY.next(), signal);
   }
 }
 
@@ -248,11 +253,4 @@ async function dropTicket(host: LockHost, ticketKey: string, session: ConsulSess
     // The ticket goes away with the session anyway; until then it only delays later waiters.
     host.logger.warn('could not drop a lock ticket', { ticket: ticketKey, error: String(err) });
   }
-}
-
-export function checkOwner(owner: unknown, maxBytes: number): string {
-  if (typeof owner !== 'string' || owner === '') throw new InvalidArgumentError('lock owner must be a non-empty string');
-  const n = encoder.encode(owner).length;
-  if (n > maxBytes) throw new InvalidArgumentError(`lock owner is ${n} bytes; the limit is ${maxBytes}`);
-  return owner;
 }

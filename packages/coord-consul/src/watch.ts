@@ -12,9 +12,10 @@
  * blocks on the new, lower index; answers that come back early without a change
  * are rate-limited so a confused server cannot make the loop spin.
  */
-import { CompactedError, InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
+import { CompactedError, InvalidArgumentError } from '@taskgraph/api';
 import type { Clock, Entry, Logger, Revision, WatchBatch, WatchEvent } from '@taskgraph/api';
-import { backoffMs, pause } from './timing.js';
+import { Backoff, pause } from '@taskgraph/backend-kit';
+import { parseIndex, retryable } from './http.js';
 
 /** A prefix's entries as of one read, by contract key, with the read's X-Consul-Index. */
 export interface PrefixState {
@@ -69,10 +70,11 @@ export interface WatchHost {
 
 /** Parses a revision this backend handed out (a positive decimal X-Consul-Index). */
 export function parseRevision(revision: Revision): number {
-  if (typeof revision !== 'string' || !/^[1-9]\d{0,15}$/.test(revision)) {
+  const index = parseIndex(revision);
+  if (index === undefined) {
     throw new InvalidArgumentError(`revision ${JSON.stringify(revision)} did not come from the Consul backend (it must be a Consul index)`);
   }
-  return Number(revision);
+  return index;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -96,13 +98,10 @@ export function diffStates(before: ReadonlyMap<string, Entry>, after: ReadonlyMa
   return [...deletes, ...puts.map((e): WatchEvent => ({ type: 'put', key: e.key, value: e.value, version: e.version }))];
 }
 
-function retryable(err: unknown): boolean {
-  return TaskGraphError.is(err) && err.retryable;
-}
-
 /** Reads until it succeeds or the signal aborts (then undefined). Non-retryable errors are thrown. */
 async function readRetrying(host: WatchHost, prefix: string, index: number | undefined, signal: AbortSignal): Promise<PrefixState | undefined> {
-  for (let attempt = 0; ; attempt++) {
+  const retry = new Backoff(100, 5000);
+  for (;;) {
     if (signal.aborted) return undefined;
     try {
       return await host.read(prefix, index === undefined ? { signal } : { index, signal });
@@ -110,7 +109,7 @@ async function readRetrying(host: WatchHost, prefix: string, index: number | und
       if (signal.aborted) return undefined;
       if (!retryable(err)) throw err;
       host.logger.debug('Consul watch read failed; retrying', { prefix, error: String(err) });
-      await pause(host.clock, backoffMs(attempt), signal);
+      await pause(host.clock, retry.next(), signal);
     }
   }
 }
@@ -144,7 +143,8 @@ export async function* watchPrefix(host: WatchHost, prefix: string, after: Revis
     index = now.index;
   }
 
-  let idleAnswers = 0;
+  // Exact doubling from 20 ms to 1 s, reset by an answer that carried a change or waited.
+  const idle = new Backoff(20, 1000, () => 1);
   while (!signal.aborted) {
     const started = host.clock.now();
     const next = await readRetrying(host, prefix, index, signal);
@@ -156,17 +156,13 @@ export async function* watchPrefix(host: WatchHost, prefix: string, after: Revis
     base = next.entries;
     index = next.index;
     if (events.length > 0) {
-      idleAnswers = 0;
+      idle.reset();
       host.cache.remember(prefix, next);
       yield { revision: String(next.index), events };
       continue;
     }
     // An answer without a change that came back at once is not a timeout: do not let it spin.
-    if (host.clock.now() - started < 500) {
-      idleAnswers += 1;
-      await pause(host.clock, Math.min(1000, 10 * 2 ** idleAnswers), signal);
-    } else {
-      idleAnswers = 0;
-    }
+    if (host.clock.now() - started < 500) await pause(host.clock, idle.next(), signal);
+    else idle.reset();
   }
 }

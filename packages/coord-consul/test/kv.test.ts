@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { TaskGraphError } from '@taskgraph/api';
+import { InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
 import { resolveCoordinator } from '@taskgraph/core';
 import type { ConsulEmulator } from '@taskgraph/emulators';
 import { ConsulCoordinator as ConsulCoordinatorClass, MAX_VALUE_BYTES, escapeKey, unescapeKey } from '../src/index.js';
@@ -233,10 +233,33 @@ describe('ConsulCoordinator failures', () => {
     expect(await same.get('k')).toBeUndefined();
   });
 
-  it('refuses calls after close with ClosedError', async () => {
+  it('checks input before the closed state: an empty version, a bad key or TTL is InvalidArgument, with no request', async () => {
+    const c = await make();
+    const v = await c.create('k', bytes('v'));
+    let sent = 0;
+    const stop = consul.onRequest(({ path }) => {
+      if (path.includes(c.namespace) || path === '/v1/txn' || path.startsWith('/v1/session/')) sent++;
+    });
+    try {
+      expect(code(await failure(c.update('k', bytes('x'), '')))).toBe('INVALID_ARGUMENT');
+      expect(code(await failure(c.delete('k', '')))).toBe('INVALID_ARGUMENT');
+      await c.close();
+      expect(code(await failure(c.get('bad//key')))).toBe('INVALID_ARGUMENT');
+      expect(code(await failure(c.delete('k', '')))).toBe('INVALID_ARGUMENT');
+      expect(code(await failure(c.openSession({ ttlMs: 1 })))).toBe('INVALID_ARGUMENT');
+      expect(() => c.watch('bad//', { signal: new AbortController().signal })).toThrow(InvalidArgumentError);
+      expect(code(await failure(c.delete('k', v)))).toBe('CLOSED');
+    } finally {
+      stop();
+    }
+    expect(sent).toBe(0);
+  });
+
+  it('refuses calls after close with ClosedError; a watch reports it from its iterator', async () => {
     const c = await make();
     await c.close();
     expect(code(await failure(c.get('k')))).toBe('CLOSED');
-    expect(() => c.watch('p/', { signal: new AbortController().signal })).toThrow(/closed/);
+    const iterator = c.watch('p/', { signal: new AbortController().signal })[Symbol.asyncIterator]();
+    expect(code(await failure(iterator.next()))).toBe('CLOSED');
   });
 });
