@@ -21,6 +21,18 @@ describe('configuration', () => {
     expect(resolveConfig({ ttl: '3000' }, {}, dir).sessionTtlMs).toBe(3000);
   });
 
+  it('takes plug-ins from flags, or the environment, or the file: the higher source replaces the list', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+    writeFileSync(join(dir, 'taskgraph.config.json'), JSON.stringify({ plugins: ['./from-file.mjs', 'taskgraph-plugin-x'] }));
+    expect(resolveConfig({}, {}, dir).plugins).toEqual(['./from-file.mjs', 'taskgraph-plugin-x']);
+    expect(resolveConfig({}, { TASKGRAPH_PLUGINS: './a.mjs, b ,' }, dir).plugins).toEqual(['./a.mjs', 'b']);
+    expect(resolveConfig({ plugin: ['./flag.mjs'] }, { TASKGRAPH_PLUGINS: './a.mjs' }, dir).plugins).toEqual(['./flag.mjs']);
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ plugins: './not-a-list.mjs' }));
+    expect(() => readConfigFile(join(dir, 'bad.json'), dir)).toThrow('plugins must be a list of module paths or package names, got "./not-a-list.mjs"');
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ plugins: ['ok', ''] }));
+    expect(() => readConfigFile(join(dir, 'bad.json'), dir)).toThrow('plugins must be a list');
+  });
+
   it('explains what is wrong with a config file or a value', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
     const file = join(dir, 'bad.json');

@@ -22,9 +22,14 @@ export type TaskGraphPlugin = (host: PluginHost) => void | Promise<void>;
 
 const host: PluginHost = { registerCoordinator, registerTransport, resolveCoordinator, resolveTransport };
 
+// A plug-in's function makes new loaders on every call, so a second call would
+// collide with the first; a module is installed once however often it is named,
+// and every caller learns how that one installation went.
+const installed = new WeakMap<object, Promise<void>>();
+
 /**
- * Runs an imported plug-in module: calls its default export with the registry. A
- * module without one is accepted when importing it was the point (it registered
+ * Runs an imported plug-in module once: calls its default export with the registry.
+ * A module without one is accepted when importing it was the point (it registered
  * itself with its own import of core).
  */
 export async function installPlugin(mod: Record<string, unknown>, name: string): Promise<void> {
@@ -33,5 +38,10 @@ export async function installPlugin(mod: Record<string, unknown>, name: string):
   if (typeof plugin !== 'function') {
     throw new InvalidArgumentError(`plug-in ${name}: its default export must be a function that takes { registerCoordinator, registerTransport }`);
   }
-  await (plugin as TaskGraphPlugin)(host);
+  let done = installed.get(mod);
+  if (!done) {
+    done = (async () => (plugin as TaskGraphPlugin)(host))();
+    installed.set(mod, done);
+  }
+  await done;
 }

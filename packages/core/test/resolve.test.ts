@@ -201,7 +201,10 @@ describe('the backend registry', () => {
         host.registerTransport('test-plugin', () => async (url: string | URL) => host.resolveTransport(String(url).replace(/^test-plugin:/, 'local:'))),
       );
     };
-    await installPlugin({ default: plugin }, 'test-plugin.mjs');
+    const mod = { default: plugin };
+    await installPlugin(mod, 'test-plugin.mjs');
+    await installPlugin(mod, 'test-plugin.mjs');
+    expect(undos).toHaveLength(1);
     try {
       const t = await resolveTransport('test-plugin://');
       expect(t.kind).toBe('local');
@@ -210,6 +213,9 @@ describe('the backend registry', () => {
       for (const u of undos) u();
     }
     await expect(installPlugin({}, 'self-registering.mjs')).resolves.toBeUndefined();
+    const failing = { default: () => Promise.reject(new Error('cannot register')) };
+    await expect(installPlugin(failing, 'failing.mjs')).rejects.toThrow('cannot register');
+    await expect(installPlugin(failing, 'failing.mjs')).rejects.toThrow('cannot register');
     await expect(installPlugin({ default: { registerCoordinator: 1 } }, 'odd.mjs')).rejects.toThrow(
       'plug-in odd.mjs: its default export must be a function',
     );
