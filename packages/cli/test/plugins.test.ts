@@ -4,7 +4,7 @@
  * command's process and in every node process it starts.
  */
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEtcd } from '@taskgraph/testkit';
 import type { EtcdServer } from '@taskgraph/testkit';
@@ -31,6 +31,7 @@ function runCli(args: string[], cwd: string): Promise<{ code: number | null; out
 
 describe('plug-ins', () => {
   const plugin = writeCountingPlugin();
+  afterAll(() => rmSync(plugin.dir, { recursive: true, force: true }));
 
   it('a transport registered by a plug-in carries an in-process run', async () => {
     const r = await run(['run', 'regression', '--tasks', '3', '--coordinator', 'memory://cli-plugin', '--transport', 'counted+local://', '--plugin', plugin.path, '--arg', 'epochs=2']);
