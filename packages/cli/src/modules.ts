@@ -7,7 +7,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { InvalidArgumentError } from '@taskgraph/api';
 
-export function isPathSpec(spec: string): boolean {
+function isPathSpec(spec: string): boolean {
   return spec.startsWith('.') || isAbsolute(spec);
 }
 
