@@ -11,9 +11,11 @@ export interface CliConfig {
   readonly transport?: string;
   readonly sessionTtlMs?: number;
   readonly logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** Modules (paths or package names) that register more URL schemes; loaded before any URL is used. */
+  readonly plugins?: readonly string[];
 }
 
-const KEYS = ['coordinator', 'transport', 'sessionTtlMs', 'logLevel'] as const;
+const KEYS = ['coordinator', 'transport', 'sessionTtlMs', 'logLevel', 'plugins'] as const;
 const LEVELS = ['debug', 'info', 'warn', 'error', 'silent'];
 
 export const DEFAULT_CONFIG_FILE = 'taskgraph.config.json';
@@ -55,10 +57,17 @@ function validate(obj: Record<string, unknown>, where: string): CliConfig {
     if (typeof obj['logLevel'] !== 'string' || !LEVELS.includes(obj['logLevel'])) throw new InvalidArgumentError(`${where}: logLevel must be one of ${LEVELS.join(', ')}`);
     out.logLevel = obj['logLevel'] as CliConfig['logLevel'] & string;
   }
+  if (obj['plugins'] !== undefined) {
+    const v = obj['plugins'];
+    if (!Array.isArray(v) || !v.every((p): p is string => typeof p === 'string' && p.trim() !== '')) {
+      throw new InvalidArgumentError(`${where}: plugins must be a list of module paths or package names, got ${JSON.stringify(v)}`);
+    }
+    out.plugins = v.map((p) => p.trim());
+  }
   return out;
 }
 
-/** Flags over environment over file. */
+/** Flags over environment over file; a list (plugins) from a higher source replaces a lower one's. */
 export function resolveConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): CliConfig {
   const file = readConfigFile(typeof flags['config'] === 'string' ? flags['config'] : undefined, cwd);
   const fromEnv = validate(
@@ -67,6 +76,7 @@ export function resolveConfig(flags: Record<string, unknown>, env: NodeJS.Proces
       ...(env['TASKGRAPH_TRANSPORT'] ? { transport: env['TASKGRAPH_TRANSPORT'] } : {}),
       ...(env['TASKGRAPH_SESSION_TTL_MS'] ? { sessionTtlMs: env['TASKGRAPH_SESSION_TTL_MS'] } : {}),
       ...(env['TASKGRAPH_LOG_LEVEL'] ? { logLevel: env['TASKGRAPH_LOG_LEVEL'] } : {}),
+      ...(env['TASKGRAPH_PLUGINS'] ? { plugins: env['TASKGRAPH_PLUGINS'].split(',').filter((p) => p.trim() !== '') } : {}),
     },
     'environment',
   );
@@ -76,6 +86,7 @@ export function resolveConfig(flags: Record<string, unknown>, env: NodeJS.Proces
       ...(flags['transport'] !== undefined ? { transport: flags['transport'] } : {}),
       ...(flags['ttl'] !== undefined ? { sessionTtlMs: flags['ttl'] } : {}),
       ...(flags['log-level'] !== undefined ? { logLevel: flags['log-level'] } : {}),
+      ...(flags['plugin'] !== undefined ? { plugins: flags['plugin'] } : {}),
     },
     'flags',
   );

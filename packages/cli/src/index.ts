@@ -10,3 +10,4 @@ export { runJobCommand, formatStatus } from './commands/job.js';
 export { resolveConfig, readConfigFile, parseAppArgs } from './config.js';
 export type { CliConfig } from './config.js';
 export { loadApp, BUILTIN_APPS } from './app-loader.js';
+export { loadPlugins } from './plugins.js';

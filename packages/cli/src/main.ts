@@ -23,10 +23,13 @@ usage:
 the module's default export is an application made with defineApp() from @taskgraph/core.
 
 configuration: flags, then TASKGRAPH_COORDINATOR / TASKGRAPH_TRANSPORT / TASKGRAPH_SESSION_TTL_MS /
-TASKGRAPH_LOG_LEVEL, then --config FILE (default ./taskgraph.config.json):
-  { "coordinator": "etcd://127.0.0.1:2379", "transport": "grpc://0.0.0.0:0", "sessionTtlMs": 5000, "logLevel": "info" }
+TASKGRAPH_LOG_LEVEL / TASKGRAPH_PLUGINS (comma-separated), then --config FILE (default ./taskgraph.config.json):
+  { "coordinator": "etcd://127.0.0.1:2379", "transport": "grpc://0.0.0.0:0", "sessionTtlMs": 5000, "logLevel": "info",
+    "plugins": ["./my-backend-plugin.mjs"] }
 URLs: memory://[name]  etcd://host:2379[,host2:2379]?namespace=tg  consul://host:8500  k8s://?namespace=default
       local://  grpc://0.0.0.0:0?advertise=HOST
+      each from its package (@taskgraph/coord-etcd, @taskgraph/transport-grpc, ...), installed beside this one;
+      --plugin MODULE (repeatable) loads a module whose default export registers more schemes
 
 exit codes: 0 success, 1 the job or node failed, 2 bad usage or configuration, 3 the node lost its lease`;
 
@@ -54,6 +57,7 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
         config: { type: 'string' },
         'log-level': { type: 'string' },
         'log-dir': { type: 'string' },
+        plugin: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     });

@@ -1,9 +1,20 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '@taskgraph/api';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadApp, main, parseAppArgs, readConfigFile, resolveConfig } from '../src/index.js';
+
+const tempDirs: string[] = [];
+afterAll(() => {
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+  tempDirs.push(d);
+  return d;
+}
 
 async function run(argv: string[]): Promise<{ code: number; out: string }> {
   const lines: string[] = [];
@@ -13,7 +24,7 @@ async function run(argv: string[]): Promise<{ code: number; out: string }> {
 
 describe('configuration', () => {
   it('takes flags over environment over the config file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+    const dir = tempDir();
     writeFileSync(join(dir, 'taskgraph.config.json'), JSON.stringify({ coordinator: 'etcd://file:2379', transport: 'grpc://0.0.0.0:1', sessionTtlMs: 7000 }));
     expect(resolveConfig({}, {}, dir)).toEqual({ coordinator: 'etcd://file:2379', transport: 'grpc://0.0.0.0:1', sessionTtlMs: 7000 });
     expect(resolveConfig({}, { TASKGRAPH_COORDINATOR: 'consul://env:8500' }, dir).coordinator).toBe('consul://env:8500');
@@ -21,8 +32,20 @@ describe('configuration', () => {
     expect(resolveConfig({ ttl: '3000' }, {}, dir).sessionTtlMs).toBe(3000);
   });
 
+  it('takes plug-ins from flags, or the environment, or the file: the higher source replaces the list', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'taskgraph.config.json'), JSON.stringify({ plugins: ['./from-file.mjs', 'taskgraph-plugin-x'] }));
+    expect(resolveConfig({}, {}, dir).plugins).toEqual(['./from-file.mjs', 'taskgraph-plugin-x']);
+    expect(resolveConfig({}, { TASKGRAPH_PLUGINS: './a.mjs, b ,' }, dir).plugins).toEqual(['./a.mjs', 'b']);
+    expect(resolveConfig({ plugin: ['./flag.mjs'] }, { TASKGRAPH_PLUGINS: './a.mjs' }, dir).plugins).toEqual(['./flag.mjs']);
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ plugins: './not-a-list.mjs' }));
+    expect(() => readConfigFile(join(dir, 'bad.json'), dir)).toThrow('plugins must be a list of module paths or package names, got "./not-a-list.mjs"');
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ plugins: ['ok', ''] }));
+    expect(() => readConfigFile(join(dir, 'bad.json'), dir)).toThrow('plugins must be a list');
+  });
+
   it('explains what is wrong with a config file or a value', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+    const dir = tempDir();
     const file = join(dir, 'bad.json');
     writeFileSync(file, '{ not json');
     expect(() => readConfigFile(file, dir)).toThrow('is not valid JSON');
@@ -42,7 +65,7 @@ describe('configuration', () => {
     expect(app.name).toBe('regression');
     expect(app.linkTypes).toEqual(['Parents', 'Children']);
     await expect(loadApp('no-such-app-package')).rejects.toThrow('cannot load application "no-such-app-package"');
-    const dir = mkdtempSync(join(tmpdir(), 'tg-cli-'));
+    const dir = tempDir();
     writeFileSync(join(dir, 'not-an-app.mjs'), 'export default { name: "x" };');
     await expect(loadApp('./not-an-app.mjs', dir)).rejects.toThrow('an application must have linkTypes, taskBuilder(), linkages()');
   });

@@ -1,7 +1,7 @@
 /**
  * @taskgraph/core: the TaskGraph runtime. `createBootstrap` runs a node,
  * `createController` manages a job, `resolveCoordinator`/`resolveTransport` pick
- * backends from URLs.
+ * backends from URLs, `registerCoordinator`/`registerTransport` add schemes.
  */
 export { TaskGraphNode, createBootstrap } from './node.js';
 export type { BootstrapOptions, NodeStats } from './node.js';
@@ -10,8 +10,12 @@ export type { ControllerOptions, JobDefinition, JobStatus, TaskState } from './c
 export { jsonCodec, bytesCodec, defineMethod, serve } from './codec.js';
 export { createLogger, silentLogger } from './logger.js';
 export type { LoggerOptions } from './logger.js';
-export { resolveCoordinator, resolveTransport, COORDINATOR_PACKAGES, TRANSPORT_PACKAGES } from './resolve.js';
+export { resolveCoordinator, resolveTransport, importPackage } from './resolve.js';
 export type { ModuleImporter, ResolveOptions } from './resolve.js';
+export { registerCoordinator, registerTransport, registeredSchemes } from './registry.js';
+export type { BackendKind, BackendLoader, RegisterOptions } from './registry.js';
+export { installPlugin } from './plugin.js';
+export type { PluginHost, TaskGraphPlugin } from './plugin.js';
 export { installSignalHandlers } from './signals.js';
 export { keys as jobKeys, assertValidJobName, FORMAT_VERSION } from './layout.js';
 export type { JobSpec, NodeValue, AddrValue } from './layout.js';

@@ -1,54 +1,59 @@
 /**
- * Backends chosen by configuration: a URL's scheme names the package that
- * implements it, imported at run time, so core never depends on a backend and the
- * same application runs unchanged on every one.
+ * Backends chosen by configuration: a URL's scheme names, through the registry, the
+ * module that implements it, imported at run time, so core never depends on a
+ * backend and the same application runs unchanged on every one.
  */
 import { BackendNotInstalledError, InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
 import type { Coordinator, CoordinatorFactory, CoordinatorRuntimeOptions, Transport, TransportFactory } from '@taskgraph/api';
-
-export const COORDINATOR_PACKAGES: Readonly<Record<string, string>> = {
-  memory: '@taskgraph/coord-memory',
-  etcd: '@taskgraph/coord-etcd',
-  consul: '@taskgraph/coord-consul',
-  k8s: '@taskgraph/coord-k8s',
-};
-
-export const TRANSPORT_PACKAGES: Readonly<Record<string, string>> = {
-  local: '@taskgraph/transport-local',
-  grpc: '@taskgraph/transport-grpc',
-};
+import { lookupScheme, registeredSchemes } from './registry.js';
+import type { BackendKind, Registration } from './registry.js';
 
 /** Imports a module by name; replaceable in tests. */
 export type ModuleImporter = (specifier: string) => Promise<Record<string, unknown>>;
 
 const defaultImporter: ModuleImporter = (specifier) => import(specifier) as Promise<Record<string, unknown>>;
 
-function schemeOf(url: string, what: string, table: Readonly<Record<string, string>>): string {
+const REGISTER = { coordinator: 'registerCoordinator', transport: 'registerTransport' } as const;
+
+function schemeOf(url: string, kind: BackendKind): string {
+  const schemes = registeredSchemes(kind);
   if (typeof url !== 'string' || url.trim() === '') {
-    throw new InvalidArgumentError(`${what} URL is empty: use one of ${Object.keys(table).map((s) => `${s}://`).join(', ')}`);
+    throw new InvalidArgumentError(`${kind} URL is empty: use one of ${schemes.map((s) => `${s}://`).join(', ')}`);
   }
   const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url.trim());
   if (!m) {
-    throw new InvalidArgumentError(
-      `${what} URL ${JSON.stringify(url)} has no scheme: write it like ${Object.keys(table).map((s) => `${s}://...`).join(' or ')}`,
-    );
+    throw new InvalidArgumentError(`${kind} URL ${JSON.stringify(url)} has no scheme: write it like ${schemes.map((s) => `${s}://...`).join(' or ')}`);
   }
   const scheme = m[1]!.toLowerCase();
-  if (!(scheme in table)) {
+  if (!lookupScheme(kind, scheme)) {
     throw new InvalidArgumentError(
-      `${what} URL ${JSON.stringify(url)} has the unknown scheme "${scheme}": supported are ${Object.keys(table).join(', ')}`,
+      `${kind} URL ${JSON.stringify(url)} has the unknown scheme "${scheme}": supported are ${schemes.join(', ')} (a plug-in adds more with ${REGISTER[kind]}())`,
     );
   }
   return scheme;
 }
 
-async function load(pkg: string, what: string, importer: ModuleImporter): Promise<Record<string, unknown>> {
+function isMissing(err: unknown, pkg: string): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  // Only the package itself: a missing dependency *of* the package is its own bug.
+  return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && message.includes(pkg);
+}
+
+/**
+ * Imports an npm package, and when it is not installed says in one sentence which
+ * one to install: `the coordinator etcd:// needs the package @taskgraph/coord-etcd,
+ * which is not installed: run \`npm install @taskgraph/coord-etcd\``.
+ */
+export async function importPackage(pkg: string, what: string, importer: ModuleImporter = defaultImporter): Promise<Record<string, unknown>> {
+  return guardMissing(pkg, what, () => importer(pkg));
+}
+
+async function guardMissing<T>(pkg: string | undefined, what: string, load: () => T | Promise<T>): Promise<T> {
   try {
-    return await importer(pkg);
+    return await load();
   } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    const message = err instanceof Error ? err.message : String(err);
-    if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && message.includes(pkg)) {
+    if (pkg !== undefined && isMissing(err, pkg)) {
       throw new BackendNotInstalledError(`the ${what} needs the package ${pkg}, which is not installed: run \`npm install ${pkg}\``, {
         cause: err,
         details: { package: pkg },
@@ -58,47 +63,48 @@ async function load(pkg: string, what: string, importer: ModuleImporter): Promis
   }
 }
 
-function factoryOf<T>(mod: Record<string, unknown>, name: string, pkg: string): T {
-  const f = mod[name];
+/** The factory a registration leads to: the loader's function, or its module's export. */
+async function factoryOf<T>(kind: BackendKind, scheme: string, reg: Registration, importer: ModuleImporter): Promise<T> {
+  const name = kind === 'coordinator' ? 'createCoordinator' : 'createTransport';
+  const what = `${kind} ${scheme}://`;
+  const loader = reg.loader;
+  const loaded: unknown = await guardMissing(reg.package, what, () => (typeof loader === 'string' ? importer(loader) : loader()));
+  if (typeof loaded === 'function') return loaded as T;
+  const f = typeof loaded === 'object' && loaded !== null ? (loaded as Record<string, unknown>)[name] : undefined;
   if (typeof f !== 'function') {
-    throw new BackendNotInstalledError(`${pkg} does not export ${name}(): is it a TaskGraph backend of a compatible version?`, {
-      details: { package: pkg },
+    const source = reg.package ?? (typeof loader === 'string' ? loader : `the loader registered for ${scheme}://`);
+    throw new BackendNotInstalledError(`${source} does not export ${name}(): is it a TaskGraph backend of a compatible version?`, {
+      details: { scheme, ...(reg.package ? { package: reg.package } : {}) },
     });
   }
   return f as T;
 }
 
+async function open<F, B>(kind: BackendKind, url: string, importer: ModuleImporter | undefined, create: (f: F) => Promise<B>): Promise<B> {
+  const scheme = schemeOf(url, kind);
+  const factory = await factoryOf<F>(kind, scheme, lookupScheme(kind, scheme)!, importer ?? defaultImporter);
+  try {
+    return await create(factory);
+  } catch (err) {
+    if (TaskGraphError.is(err)) throw err;
+    throw new InvalidArgumentError(`cannot open ${kind} ${url}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 export interface ResolveOptions extends CoordinatorRuntimeOptions {
+  /** Imports registrations given as module specifiers (tests replace it). */
   readonly importer?: ModuleImporter;
 }
 
-/** `memory://`, `etcd://h:2379?namespace=tg`, `consul://h:8500`, `k8s://?namespace=default`. */
+/** `memory://`, `etcd://h:2379?namespace=tg`, `consul://h:8500`, `k8s://?namespace=default`, or a registered scheme. */
 export async function resolveCoordinator(url: string, options: ResolveOptions = {}): Promise<Coordinator> {
-  const scheme = schemeOf(url, 'coordinator', COORDINATOR_PACKAGES);
-  const pkg = COORDINATOR_PACKAGES[scheme]!;
-  const mod = await load(pkg, `coordinator ${scheme}://`, options.importer ?? defaultImporter);
-  const create = factoryOf<CoordinatorFactory>(mod, 'createCoordinator', pkg);
   const runtime: { -readonly [K in keyof CoordinatorRuntimeOptions]: CoordinatorRuntimeOptions[K] } = {};
   if (options.clock) runtime.clock = options.clock;
   if (options.logger) runtime.logger = options.logger;
-  try {
-    return await create(url, runtime);
-  } catch (err) {
-    if (TaskGraphError.is(err)) throw err;
-    throw new InvalidArgumentError(`cannot open coordinator ${url}: ${(err as Error).message}`, { cause: err });
-  }
+  return open<CoordinatorFactory, Coordinator>('coordinator', url, options.importer, (create) => create(url, runtime));
 }
 
-/** `local://`, `grpc://0.0.0.0:0`. */
+/** `local://`, `grpc://0.0.0.0:0`, or a registered scheme. */
 export async function resolveTransport(url: string, options: { importer?: ModuleImporter } = {}): Promise<Transport> {
-  const scheme = schemeOf(url, 'transport', TRANSPORT_PACKAGES);
-  const pkg = TRANSPORT_PACKAGES[scheme]!;
-  const mod = await load(pkg, `transport ${scheme}://`, options.importer ?? defaultImporter);
-  const create = factoryOf<TransportFactory>(mod, 'createTransport', pkg);
-  try {
-    return await create(url);
-  } catch (err) {
-    if (TaskGraphError.is(err)) throw err;
-    throw new InvalidArgumentError(`cannot open transport ${url}: ${(err as Error).message}`, { cause: err });
-  }
+  return open<TransportFactory, Transport>('transport', url, options.importer, (create) => create(url));
 }

@@ -7,6 +7,7 @@ import { createController, createLogger, resolveCoordinator } from '@taskgraph/c
 import type { JobStatus } from '@taskgraph/core';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
+import { loadPlugins } from '../plugins.js';
 
 export interface JobCommandOptions {
   readonly action: string;
@@ -37,6 +38,7 @@ export async function runJobCommand(o: JobCommandOptions): Promise<number> {
   if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL or set TASKGRAPH_COORDINATOR');
   const out = o.out ?? ((line: string) => process.stdout.write(`${line}\n`));
   const logger = createLogger({ level: o.config.logLevel ?? 'warn' });
+  await loadPlugins(o.config.plugins);
   const coordinator = await resolveCoordinator(o.config.coordinator, { logger });
   try {
     const ctl = createController({ coordinator, job: o.job, logger });

@@ -9,6 +9,7 @@ import { createBootstrap, createController, createLogger, installSignalHandlers,
 import { systemClock } from '@taskgraph/api';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
+import { loadPlugins } from '../plugins.js';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, leaseLost: 3 } as const;
 
@@ -26,6 +27,7 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
   if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL or set TASKGRAPH_COORDINATOR');
   if (!o.config.transport) throw new InvalidArgumentError('no transport: pass --transport URL or set TASKGRAPH_TRANSPORT');
   const logger = createLogger({ level: o.config.logLevel ?? 'info' });
+  await loadPlugins(o.config.plugins);
   const app = await loadApp(o.app);
   const coordinator = await resolveCoordinator(o.config.coordinator, { logger });
   let transport;

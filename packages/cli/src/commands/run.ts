@@ -19,6 +19,7 @@ import { Controller, LocalCluster, createLogger, resolveCoordinator, resolveTran
 import type { AppVerdict, JobStatus, TaskGraphApp } from '@taskgraph/core';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
+import { loadPlugins } from '../plugins.js';
 
 export interface RunOptions {
   readonly app: string;
@@ -111,6 +112,7 @@ export class JobRun {
 
   async run(): Promise<RunResult> {
     const started = systemClock.now();
+    await loadPlugins(this.o.config.plugins);
     this.app = await loadApp(this.o.app);
     const transportUrl = this.o.config.transport ?? (this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
     if (!this.inProcess && transportUrl.startsWith('local:')) {
@@ -248,6 +250,8 @@ export class JobRun {
     if (this.o.config.sessionTtlMs) args.push('--ttl', String(this.o.config.sessionTtlMs));
     args.push('--log-level', this.o.config.logLevel === 'silent' ? 'warn' : (this.o.config.logLevel ?? 'info'));
     for (const [k, v] of Object.entries(this.o.args ?? {})) args.push('--arg', `${k}=${v}`);
+    // The node processes resolve the same URLs, so they need the same plug-ins.
+    for (const p of this.o.config.plugins ?? []) args.push('--plugin', p);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TASKGRAPH_LOG_FORMAT: 'text' } });
     const proc: NodeProcess = {
       index,
