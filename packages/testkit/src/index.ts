@@ -11,7 +11,9 @@ export type { TcpProxy, TcpProxyOptions } from './tcp-proxy.js';
 export { freePort, freePorts } from './process/free-port.js';
 export * from './transport-suite.js';
 export * from './coordinator-suite.js';
-export { scenarioSuite, seededRandom } from './scenarios/scenario-suite.js';
+export { scenarioSuite } from './scenarios/scenario-suite.js';
+// Kept here too, where scenario tests have always found it.
+export { seededRandom } from '@taskgraph/workloads';
 export type { ScenarioBackend } from './scenarios/scenario-suite.js';
 export { countHandles, leakedHandles } from './scenarios/handles.js';
 export type { HandleCounts } from './scenarios/handles.js';

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import type { Coordinator, Logger } from '@taskgraph/api';
 import { LocalCluster, createLogger } from '@taskgraph/core';
 import type { NodeResources } from '@taskgraph/core';
-import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from '@taskgraph/app-regression';
-import type { RegressionOptions } from '@taskgraph/app-regression';
+import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages, seededRandom } from '@taskgraph/workloads';
+import type { RegressionOptions } from '@taskgraph/workloads';
 import type { TestApi } from '../types.js';
 import { countHandles, leakedHandles } from './handles.js';
 import {
@@ -44,18 +44,6 @@ export interface ScenarioBackend {
   readonly timeoutMs?: number;
   /** Log level of the nodes (default: silent; TASKGRAPH_LOG_LEVEL overrides). */
   readonly logger?: Logger;
-}
-
-/** A seeded random source (mulberry32), so a failure pattern can be reproduced. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 let jobSeq = 0;
