@@ -4,6 +4,8 @@
  */
 export type * from './types.js';
 export * from './clock.js';
+export { eventually } from './eventually.js';
+export type { EventuallyOptions, Truthy } from './eventually.js';
 export { startEtcd, startEtcdCluster, etcdBinary } from './etcd-server.js';
 export type { EtcdServer, EtcdCluster, StartEtcdOptions, StartEtcdClusterOptions } from './etcd-server.js';
 export { startTcpProxy } from './tcp-proxy.js';
