@@ -1,35 +1,10 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TaskGraphError } from '@taskgraph/api';
 import { resolveCoordinator } from '@taskgraph/core';
-import type { ConsulEmulator } from '@taskgraph/emulators';
 import { ConsulCoordinator as ConsulCoordinatorClass, MAX_VALUE_BYTES, escapeKey, unescapeKey } from '../src/index.js';
-import type { ConsulCoordinator } from '../src/index.js';
-import { bytes, coordinator, emulator, text } from './helpers.js';
+import { bytes, consulFixture, coordinator, emulator, text } from './helpers.js';
 
-let consul: ConsulEmulator;
-const open: ConsulCoordinator[] = [];
-
-beforeAll(async () => {
-  consul = await emulator();
-});
-
-afterEach(async () => {
-  consul.faults.unavailable = false;
-  consul.faults.dropAnswers = 0;
-  consul.faults.delayAnswerMs = 0;
-  if (!consul.running) await consul.start();
-  await Promise.all(open.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await consul.close();
-});
-
-async function make(options: Parameters<typeof coordinator>[1] = {}): Promise<ConsulCoordinator> {
-  const c = await coordinator(consul, options);
-  open.push(c);
-  return c;
-}
+const { consul, make } = consulFixture();
 
 function code(err: unknown): string | undefined {
   return TaskGraphError.is(err) ? err.code : undefined;
