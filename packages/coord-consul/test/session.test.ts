@@ -1,20 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { TaskGraphError } from '@taskgraph/api';
-import { ManualClock, eventually } from '@taskgraph/testkit';
+import { ManualClock, eventually, rejection } from '@taskgraph/testkit';
 import type { ConsulSession } from '../src/index.js';
 import { activeHandles, bytes, consulFixture, coordinator, patience } from './helpers.js';
 
 const { consul, make } = consulFixture();
-
-async function rejection(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('Consul sessions', () => {
   it('refuses TTLs outside [10 s, 86400 s] before any request', async () => {

@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { eventually, startEtcdCluster, type EtcdCluster } from '@taskgraph/testkit';
-import { Clients, bytes, etcdFixture, patience, rejection, text } from './helpers.js';
+import { eventually, startEtcdCluster, type EtcdCluster, rejection } from '@taskgraph/testkit';
+import { Clients, bytes, etcdFixture, patience, text } from './helpers.js';
 import { createEtcdCoordinator } from '../src/index.js';
 
 const clients = new Clients();

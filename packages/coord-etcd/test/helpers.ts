@@ -18,16 +18,6 @@ export const text = (b: Uint8Array | undefined): string | undefined => (b === un
 /** How long these tests wait on etcd: leader elections, restarts and lease expiry take seconds on a busy machine. */
 export const patience: EventuallyOptions = { timeoutMs: 20_000 };
 
-/** The error a promise rejects with (fails the test if it resolves). */
-export async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected a rejection, but the promise resolved');
-}
-
 /** Coordinators made by a test, closed by `closeAll`. */
 export class Clients {
   readonly #made: { close(): Promise<void> | void }[] = [];

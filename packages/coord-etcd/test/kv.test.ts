@@ -1,8 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { resolveCoordinator } from '@taskgraph/core';
-import { eventually } from '@taskgraph/testkit';
+import { eventually, rejection } from '@taskgraph/testkit';
 import { EtcdCoordinator } from '../src/index.js';
-import { bytes, etcdFixture, patience, rejection, text } from './helpers.js';
+import { bytes, etcdFixture, patience, text } from './helpers.js';
 
 const etcd = etcdFixture();
 

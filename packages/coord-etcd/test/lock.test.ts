@@ -1,8 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import type { Lock } from '@taskgraph/api';
-import { eventually } from '@taskgraph/testkit';
+import { eventually, rejection } from '@taskgraph/testkit';
 import type { EtcdCoordinator } from '../src/index.js';
-import { etcdFixture, namespace, patience, rejection } from './helpers.js';
+import { etcdFixture, namespace, patience } from './helpers.js';
 
 const etcd = etcdFixture();
 

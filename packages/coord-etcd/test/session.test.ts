@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { eventually, startTcpProxy, type TcpProxy } from '@taskgraph/testkit';
+import { eventually, startTcpProxy, type TcpProxy, rejection } from '@taskgraph/testkit';
 import type { EtcdSession } from '../src/index.js';
-import { bytes, etcdFixture, patience, rejection } from './helpers.js';
+import { bytes, etcdFixture, patience } from './helpers.js';
 
 const etcd = etcdFixture();
 

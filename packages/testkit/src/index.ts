@@ -6,6 +6,7 @@ export type * from './types.js';
 export * from './clock.js';
 export { eventually } from './eventually.js';
 export type { EventuallyOptions, Truthy } from './eventually.js';
+export { rejection } from './rejection.js';
 export { startEtcd, startEtcdCluster, etcdBinary } from './etcd-server.js';
 export type { EtcdServer, EtcdCluster, StartEtcdOptions, StartEtcdClusterOptions } from './etcd-server.js';
 export { startTcpProxy } from './tcp-proxy.js';

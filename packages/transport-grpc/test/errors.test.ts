@@ -15,8 +15,8 @@ import {
 import type { InboundRequest, RequestHandler } from '@taskgraph/api';
 import { createGrpcTransport } from '../src/index.js';
 import type { GrpcTransport, GrpcTransportServer } from '../src/index.js';
-import { eventually, freePort } from '@taskgraph/testkit';
-import { bytes, goodHeaders, meta, plainCall, plainClient, plainMetadata, rejection, text } from './helpers.js';
+import { eventually, freePort, rejection } from '@taskgraph/testkit';
+import { bytes, goodHeaders, meta, plainCall, plainClient, plainMetadata, text } from './helpers.js';
 
 const opts = { timeoutMs: 10_000 };
 

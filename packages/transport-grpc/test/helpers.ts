@@ -4,7 +4,6 @@
  */
 import { Client, Metadata, credentials } from '@grpc/grpc-js';
 import type { ServiceError, StatusObject } from '@grpc/grpc-js';
-import { TaskGraphError } from '@taskgraph/api';
 import type { RequestMeta } from '@taskgraph/api';
 
 export function meta(overrides: Partial<RequestMeta> = {}): RequestMeta {
@@ -60,16 +59,6 @@ export function plainClient(address: string): Client {
 }
 
 /** The TaskGraphError `p` rejects with; fails if it resolves or rejects with anything else. */
-export async function rejection(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw new Error(`expected a TaskGraphError, got ${String(err)}`);
-  }
-  throw new Error('expected the call to fail');
-}
-
 /** Counts of the kinds of handles that a transport opens (sockets, servers). */
 export function socketHandles(): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'TCPServerWrap').length;

@@ -2,8 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ClosedError, ErrorCodes, TaskGraphError, UnavailableError } from '@taskgraph/api';
 import { createGrpcTransport } from '../src/index.js';
 import type { GrpcTransport, GrpcTransportServer } from '../src/index.js';
-import { eventually } from '@taskgraph/testkit';
-import { bytes, meta, rejection, socketHandles, text } from './helpers.js';
+import { eventually, rejection } from '@taskgraph/testkit';
+import { bytes, meta, socketHandles, text } from './helpers.js';
 
 const opts = { timeoutMs: 10_000 };
 const echo = { methods: ['Echo'], handler: async (req: { payload: Uint8Array }) => req.payload };
