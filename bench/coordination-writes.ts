@@ -19,7 +19,7 @@ import { LocalCluster, silentLogger } from '@taskgraph/core';
 import type { NodeResources } from '@taskgraph/core';
 import { createEtcdCoordinator } from '@taskgraph/coord-etcd';
 import { LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
-import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from '@taskgraph/app-regression';
+import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from '@taskgraph/workloads';
 import type { IWatchResponse, Watcher } from 'etcd3';
 import { firstEnded } from './coordination-epoch.js';
 import { bareClient, runId } from './coordination-etcd.js';

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { ErrorCodes } from '@taskgraph/api';
 import { DEFAULTS, TARGETS, checkOptions, runCoordination } from '../coordination-bench.js';
 import type { CoordinationResult } from '../coordination-bench.js';
@@ -27,14 +28,6 @@ function openHandles(): Record<string, number> {
     if (kind === 'TCPServerWrap' || kind === 'TCPSocketWrap' || kind === 'Timeout' || kind === 'ProcessWrap') counts[kind] = (counts[kind] ?? 0) + 1;
   }
   return counts;
-}
-
-async function until(check: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 const TINY = {
@@ -157,7 +150,8 @@ describe('runCoordination', () => {
 
     // Node processes, etcd, sockets and timers are all gone.
     const leftOver = (): string[] => Object.entries(openHandles()).flatMap(([kind, n]) => (n > (before[kind] ?? 0) ? [kind] : []));
-    await until(() => leftOver().length === 0, 15_000);
+    // On timeout the assertion below names what is still open.
+    await eventually('every handle is closed', () => leftOver().length === 0, { timeoutMs: 15_000 }).catch(() => undefined);
     expect(leftOver()).toEqual([]);
   });
 });

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { ErrorCodes, InternalError } from '@taskgraph/api';
 import { TARGETS, runDataPlane, sizeLabel } from '../src/data-plane.js';
 import type { CaseResult } from '../src/data-plane.js';
@@ -22,14 +23,6 @@ function openHandles(): Record<string, number> {
     if (kind === 'TCPServerWrap' || kind === 'TCPSocketWrap' || kind === 'Timeout') counts[kind] = (counts[kind] ?? 0) + 1;
   }
   return counts;
-}
-
-async function until(check: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 function expectSide(side: unknown, calls: number): void {
@@ -138,7 +131,8 @@ describe('runDataPlane', () => {
 
     // Servers, sockets and timers are all closed (sockets close a moment after the calls end).
     const leftOver = (): string[] => Object.entries(openHandles()).flatMap(([kind, n]) => (n > (before[kind] ?? 0) ? [kind] : []));
-    await until(() => leftOver().length === 0, 10_000);
+    // On timeout the assertion below names what is still open.
+    await eventually('every handle is closed', () => leftOver().length === 0, { timeoutMs: 10_000 }).catch(() => undefined);
     expect(leftOver()).toEqual([]);
   });
 

@@ -13,8 +13,8 @@
 import { InvalidArgumentError } from '@taskgraph/api';
 import { defineApp } from '@taskgraph/core';
 import type { AppContext } from '@taskgraph/core';
-import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from './regression.js';
-import type { RegressionFaults, RegressionOptions } from './regression.js';
+import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages, seededRandom } from '@taskgraph/workloads';
+import type { RegressionFaults, RegressionOptions } from '@taskgraph/workloads';
 
 function intArg(ctx: Pick<AppContext, 'args'>, name: string, dflt: number, min: number): number {
   const v = ctx.args[name];
@@ -32,18 +32,6 @@ function probArg(ctx: AppContext, name: string): number | undefined {
   return p;
 }
 
-/** A small seeded generator, so a process's fault pattern can be reproduced. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function faults(ctx: AppContext): RegressionFaults {
   const out: { -readonly [K in keyof RegressionFaults]: RegressionFaults[K] } = {};
   const fe = ctx.args['fail-enter-epoch'];
@@ -56,7 +44,7 @@ function faults(ctx: AppContext): RegressionFaults {
   const cf = probArg(ctx, 'child-fail');
   if (pf !== undefined) out.parentDataFailProbability = pf;
   if (cf !== undefined) out.childDataFailProbability = cf;
-  if (ctx.args['seed'] !== undefined) out.random = seeded(intArg(ctx, 'seed', 0, 0) + process.pid);
+  if (ctx.args['seed'] !== undefined) out.random = seededRandom(intArg(ctx, 'seed', 0, 0) + process.pid);
   return out;
 }
 

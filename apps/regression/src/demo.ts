@@ -10,7 +10,7 @@
  */
 import { parseArgs } from 'node:util';
 import { LocalCluster, createLogger, nodeResources, resolveCoordinator, resolveTransport } from '@taskgraph/core';
-import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from './regression.js';
+import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from '@taskgraph/workloads';
 
 const { values } = parseArgs({
   options: {

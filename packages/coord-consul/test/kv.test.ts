@@ -1,48 +1,11 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
+import { describe, expect, it } from 'vitest';
+import { InvalidArgumentError } from '@taskgraph/api';
 import { resolveCoordinator } from '@taskgraph/core';
-import type { ConsulEmulator } from '@taskgraph/emulators';
+import { rejection } from '@taskgraph/testkit';
 import { ConsulCoordinator as ConsulCoordinatorClass, MAX_VALUE_BYTES, escapeKey, unescapeKey } from '../src/index.js';
-import type { ConsulCoordinator } from '../src/index.js';
-import { bytes, coordinator, emulator, text } from './helpers.js';
+import { bytes, consulFixture, coordinator, emulator, text } from './helpers.js';
 
-let consul: ConsulEmulator;
-const open: ConsulCoordinator[] = [];
-
-beforeAll(async () => {
-  consul = await emulator();
-});
-
-afterEach(async () => {
-  consul.faults.unavailable = false;
-  consul.faults.dropAnswers = 0;
-  consul.faults.delayAnswerMs = 0;
-  if (!consul.running) await consul.start();
-  await Promise.all(open.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await consul.close();
-});
-
-async function make(options: Parameters<typeof coordinator>[1] = {}): Promise<ConsulCoordinator> {
-  const c = await coordinator(consul, options);
-  open.push(c);
-  return c;
-}
-
-function code(err: unknown): string | undefined {
-  return TaskGraphError.is(err) ? err.code : undefined;
-}
-
-async function failure(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected the promise to reject');
-}
+const { consul, make } = consulFixture();
 
 describe('key escaping', () => {
   it('round-trips any key and keeps prefixes as prefixes', () => {
@@ -66,14 +29,14 @@ describe('ConsulCoordinator keys', () => {
     expect(e1 && { key: e1.key, value: text(e1.value), version: e1.version }).toEqual({ key: 'jobs/a/spec', value: 'one', version: v1 });
     const v2 = await c.update('jobs/a/spec', bytes('two'), v1);
     expect(Number(v2)).toBeGreaterThan(Number(v1));
-    expect(code(await failure(c.update('jobs/a/spec', bytes('three'), v1)))).toBe('CONFLICT');
-    expect(code(await failure(c.create('jobs/a/spec', bytes('again'))))).toBe('ALREADY_EXISTS');
-    expect(code(await failure(c.delete('jobs/a/spec', v1)))).toBe('CONFLICT');
+    expect((await rejection(c.update('jobs/a/spec', bytes('three'), v1))).code).toBe('CONFLICT');
+    expect((await rejection(c.create('jobs/a/spec', bytes('again')))).code).toBe('ALREADY_EXISTS');
+    expect((await rejection(c.delete('jobs/a/spec', v1))).code).toBe('CONFLICT');
     await c.delete('jobs/a/spec', v2);
     expect(await c.get('jobs/a/spec')).toBeUndefined();
-    expect(code(await failure(c.update('jobs/a/spec', bytes('x'), v2)))).toBe('NOT_FOUND');
-    expect(code(await failure(c.delete('jobs/a/spec', v2)))).toBe('NOT_FOUND');
-    expect(code(await failure(c.update('jobs/a/spec', bytes('x'), 'not-a-version')))).toBe('NOT_FOUND');
+    expect((await rejection(c.update('jobs/a/spec', bytes('x'), v2))).code).toBe('NOT_FOUND');
+    expect((await rejection(c.delete('jobs/a/spec', v2))).code).toBe('NOT_FOUND');
+    expect((await rejection(c.update('jobs/a/spec', bytes('x'), 'not-a-version'))).code).toBe('NOT_FOUND');
   });
 
   it('moves the version on every update, even when the value does not change', async () => {
@@ -82,7 +45,7 @@ describe('ConsulCoordinator keys', () => {
     const v2 = await c.update('k', bytes('same'), v1);
     const v3 = await c.update('k', bytes('same'), v2);
     expect(new Set([v1, v2, v3]).size).toBe(3);
-    expect(code(await failure(c.update('k', bytes('same'), v1)))).toBe('CONFLICT');
+    expect((await rejection(c.update('k', bytes('same'), v1))).code).toBe('CONFLICT');
   });
 
   it('keeps keys Consul’s current key rules would refuse (spaces, unicode, .json endings)', async () => {
@@ -133,9 +96,9 @@ describe('ConsulCoordinator keys', () => {
       if (path.includes(c.namespace) || path === '/v1/txn') sent++;
     });
     try {
-      expect(code(await failure(c.update('big', new Uint8Array(MAX_VALUE_BYTES + 1), v)))).toBe('INVALID_ARGUMENT');
-      expect(code(await failure(c.create('bad//key', bytes('x'))))).toBe('INVALID_ARGUMENT');
-      expect(code(await failure(c.get('x'.repeat(513))))).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.update('big', new Uint8Array(MAX_VALUE_BYTES + 1), v))).code).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.create('bad//key', bytes('x')))).code).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.get('x'.repeat(513)))).code).toBe('INVALID_ARGUMENT');
     } finally {
       stop();
     }
@@ -171,12 +134,12 @@ describe('ConsulCoordinator failures', () => {
   it('maps Consul without a leader and 503 to UnavailableError (not applied)', async () => {
     const c = await make();
     consul.faults.unavailable = 'no-leader';
-    const noLeader = await failure(c.create('x', bytes('1')));
-    expect(code(noLeader)).toBe('UNAVAILABLE');
-    expect((noLeader as TaskGraphError).retryable).toBe(true);
-    expect(code(await failure(c.get('x')))).toBe('UNAVAILABLE');
+    const noLeader = await rejection(c.create('x', bytes('1')));
+    expect(noLeader.code).toBe('UNAVAILABLE');
+    expect(noLeader.retryable).toBe(true);
+    expect((await rejection(c.get('x'))).code).toBe('UNAVAILABLE');
     consul.faults.unavailable = 'service-unavailable';
-    expect(code(await failure(c.list('x/')))).toBe('UNAVAILABLE');
+    expect((await rejection(c.list('x/'))).code).toBe('UNAVAILABLE');
     consul.faults.unavailable = false;
     expect(await c.get('x')).toBeUndefined();
   });
@@ -184,9 +147,9 @@ describe('ConsulCoordinator failures', () => {
   it('maps a refused connection to UnavailableError, and works again once Consul is back', async () => {
     const c = await make();
     await consul.stop();
-    const err = await failure(c.create('y', bytes('1')));
-    expect(code(err)).toBe('UNAVAILABLE');
-    expect((err as Error).message).toContain('ECONNREFUSED');
+    const err = await rejection(c.create('y', bytes('1')));
+    expect(err.code).toBe('UNAVAILABLE');
+    expect(err.message).toContain('ECONNREFUSED');
     await consul.start();
     await c.create('y', bytes('1'));
   });
@@ -194,16 +157,16 @@ describe('ConsulCoordinator failures', () => {
   it('maps a write whose answer was lost to IndeterminateError; the write did happen', async () => {
     const c = await make();
     consul.faults.dropAnswers = 1;
-    const err = await failure(c.create('lost/answer', bytes('applied')));
-    expect(code(err)).toBe('INDETERMINATE');
+    const err = await rejection(c.create('lost/answer', bytes('applied')));
+    expect(err.code).toBe('INDETERMINATE');
     expect(text((await c.get('lost/answer'))!.value)).toBe('applied');
   });
 
   it('maps a write answered too late to IndeterminateError and a late read to UnavailableError', async () => {
     const c = await make({ requestTimeoutMs: 200 });
     consul.faults.delayAnswerMs = 1_000;
-    expect(code(await failure(c.create('late', bytes('v'))))).toBe('INDETERMINATE');
-    expect(code(await failure(c.get('late')))).toBe('UNAVAILABLE');
+    expect((await rejection(c.create('late', bytes('v')))).code).toBe('INDETERMINATE');
+    expect((await rejection(c.get('late'))).code).toBe('UNAVAILABLE');
     consul.faults.delayAnswerMs = 0;
     expect(await c.get('late')).toBeDefined();
   });
@@ -214,7 +177,7 @@ describe('ConsulCoordinator failures', () => {
       const wrong = await coordinator(secured, { token: 'wrong' });
       const right = await coordinator(secured, { token: 'right' });
       try {
-        expect(code(await failure(wrong.get('k')))).toBe('INVALID_ARGUMENT');
+        expect((await rejection(wrong.get('k'))).code).toBe('INVALID_ARGUMENT');
         await right.create('k', bytes('v'));
         expect(await right.get('k')).toBeDefined();
       } finally {
@@ -228,7 +191,7 @@ describe('ConsulCoordinator failures', () => {
 
   it('sends the datacenter it is given', async () => {
     const other = await make({ datacenter: 'dc2' });
-    expect(code(await failure(other.get('k')))).toBe('UNAVAILABLE');
+    expect((await rejection(other.get('k'))).code).toBe('UNAVAILABLE');
     const same = await make({ datacenter: 'dc1' });
     expect(await same.get('k')).toBeUndefined();
   });
@@ -241,14 +204,14 @@ describe('ConsulCoordinator failures', () => {
       if (path.includes(c.namespace) || path === '/v1/txn' || path.startsWith('/v1/session/')) sent++;
     });
     try {
-      expect(code(await failure(c.update('k', bytes('x'), '')))).toBe('INVALID_ARGUMENT');
-      expect(code(await failure(c.delete('k', '')))).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.update('k', bytes('x'), ''))).code).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.delete('k', ''))).code).toBe('INVALID_ARGUMENT');
       await c.close();
-      expect(code(await failure(c.get('bad//key')))).toBe('INVALID_ARGUMENT');
-      expect(code(await failure(c.delete('k', '')))).toBe('INVALID_ARGUMENT');
-      expect(code(await failure(c.openSession({ ttlMs: 1 })))).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.get('bad//key'))).code).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.delete('k', ''))).code).toBe('INVALID_ARGUMENT');
+      expect((await rejection(c.openSession({ ttlMs: 1 }))).code).toBe('INVALID_ARGUMENT');
       expect(() => c.watch('bad//', { signal: new AbortController().signal })).toThrow(InvalidArgumentError);
-      expect(code(await failure(c.delete('k', v)))).toBe('CLOSED');
+      expect((await rejection(c.delete('k', v))).code).toBe('CLOSED');
     } finally {
       stop();
     }
@@ -258,8 +221,8 @@ describe('ConsulCoordinator failures', () => {
   it('refuses calls after close with ClosedError; a watch reports it from its iterator', async () => {
     const c = await make();
     await c.close();
-    expect(code(await failure(c.get('k')))).toBe('CLOSED');
+    expect((await rejection(c.get('k'))).code).toBe('CLOSED');
     const iterator = c.watch('p/', { signal: new AbortController().signal })[Symbol.asyncIterator]();
-    expect(code(await failure(iterator.next()))).toBe('CLOSED');
+    expect((await rejection(iterator.next())).code).toBe('CLOSED');
   });
 });

@@ -1,32 +1,12 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TaskGraphError } from '@taskgraph/api';
 import type { Lock } from '@taskgraph/api';
-import type { ConsulEmulator } from '@taskgraph/emulators';
+import { eventually } from '@taskgraph/testkit';
 import { escapeKey } from '../src/index.js';
 import type { ConsulCoordinator } from '../src/index.js';
-import { bytes, coordinator, emulator, text, waitFor } from './helpers.js';
+import { bytes, consulFixture, patience, text } from './helpers.js';
 
-let consul: ConsulEmulator;
-const open: ConsulCoordinator[] = [];
-
-beforeAll(async () => {
-  consul = await emulator();
-});
-
-afterEach(async () => {
-  consul.faults.dropAnswerWhen = undefined;
-  await Promise.all(open.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await consul.close();
-});
-
-async function make(options: Parameters<typeof coordinator>[1] = {}): Promise<ConsulCoordinator> {
-  const c = await coordinator(consul, options);
-  open.push(c);
-  return c;
-}
+const { consul, make } = consulFixture();
 
 /** The waiting tickets of a lock, as the emulator stores them. */
 function tickets(c: ConsulCoordinator, name: string): string[] {
@@ -53,7 +33,7 @@ describe('Consul locks', () => {
           return lock;
         }),
       );
-      await waitFor(() => tickets(c, 'fifo').length === queued + 1, `${name} is queued`);
+      await eventually(`${name} is queued`, () => tickets(c, 'fifo').length === queued + 1, patience);
     }
     await holder.release();
     for (const w of waiters) await (await w).release();
@@ -95,14 +75,14 @@ describe('Consul locks', () => {
     const held = await c.acquire('q', await c.openSession({ ttlMs: 10_000 }));
     const controller = new AbortController();
     const aborted = c.acquire('q', await c.openSession({ ttlMs: 10_000 }), { signal: controller.signal });
-    await waitFor(() => tickets(c, 'q').length === 1, 'the first waiter is queued');
+    await eventually('the first waiter is queued', () => tickets(c, 'q').length === 1, patience);
     const doomed = await c.openSession({ ttlMs: 10_000 });
     const lost = c.acquire('q', doomed);
-    await waitFor(() => tickets(c, 'q').length === 2, 'the second waiter is queued');
+    await eventually('the second waiter is queued', () => tickets(c, 'q').length === 2, patience);
     controller.abort();
     await expect(aborted).rejects.toMatchObject({ code: 'ABORTED' });
     consul.expireSession(doomed.id);
-    await waitFor(() => tickets(c, 'q').length === 0, 'both tickets are gone');
+    await eventually('both tickets are gone', () => tickets(c, 'q').length === 0, patience);
     await held.release();
     const err = await lost.then(
       () => undefined,
@@ -129,7 +109,7 @@ describe('Consul locks', () => {
     const s1 = await c.openSession({ ttlMs: 10_000 });
     await c.acquire('handover', s1);
     const waiting = c.acquire('handover', await c.openSession({ ttlMs: 10_000 }), { owner: 'next' });
-    await waitFor(() => tickets(c, 'handover').length === 1, 'the waiter is queued');
+    await eventually('the waiter is queued', () => tickets(c, 'handover').length === 1, patience);
     await s1.close();
     expect(consul.store.lockDelayUntil(lockKey(c, 'handover'))).toBeUndefined();
     expect((await waiting).owner).toBe('next');
@@ -143,7 +123,7 @@ describe('Consul lock-delay', () => {
     const first = await c.acquire('ld', s1);
     const s2 = await c.openSession({ ttlMs: 10_000 });
     const waiting = c.acquire('ld', s2);
-    await waitFor(() => tickets(c, 'ld').length === 1, 'the waiter is queued');
+    await eventually('the waiter is queued', () => tickets(c, 'ld').length === 1, patience);
     consul.expireSession(s1.id);
     expect(consul.store.lockDelayUntil(lockKey(c, 'ld'))).toBeDefined();
     const second = await waiting;
@@ -170,7 +150,7 @@ describe('Consul locks are not re-entrant', () => {
     expect(await c.tryAcquire('again', s)).toBeUndefined();
     let second: Lock | undefined;
     const waiting = c.acquire('again', s).then((l) => (second = l));
-    await waitFor(() => tickets(c, 'again').length === 1, 'the second acquire is queued');
+    await eventually('the second acquire is queued', () => tickets(c, 'again').length === 1, patience);
     expect(second).toBeUndefined();
     await first.release();
     await waiting;

@@ -1,41 +1,9 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { TaskGraphError } from '@taskgraph/api';
-import type { ConsulEmulator } from '@taskgraph/emulators';
-import { ManualClock } from '@taskgraph/testkit';
-import type { ConsulCoordinator, ConsulSession } from '../src/index.js';
-import { activeHandles, bytes, coordinator, emulator, waitFor } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { ManualClock, eventually, rejection } from '@taskgraph/testkit';
+import type { ConsulSession } from '../src/index.js';
+import { activeHandles, bytes, consulFixture, coordinator, patience } from './helpers.js';
 
-let consul: ConsulEmulator;
-const open: ConsulCoordinator[] = [];
-
-beforeAll(async () => {
-  consul = await emulator();
-});
-
-afterEach(async () => {
-  consul.faults.unavailable = false;
-  await Promise.all(open.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await consul.close();
-});
-
-async function make(options: Parameters<typeof coordinator>[1] = {}): Promise<ConsulCoordinator> {
-  const c = await coordinator(consul, options);
-  open.push(c);
-  return c;
-}
-
-async function rejection(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
+const { consul, make } = consulFixture();
 
 describe('Consul sessions', () => {
   it('refuses TTLs outside [10 s, 86400 s] before any request', async () => {
@@ -78,9 +46,9 @@ describe('Consul sessions', () => {
     expect(consul.store.renewals).toBe(base);
     for (let n = 1; n <= 3; n++) {
       await clock.advance(n === 1 ? 1 : 4_000);
-      await waitFor(() => consul.store.renewals === base + n, `renewal ${n}`);
+      await eventually(`renewal ${n}`, () => consul.store.renewals === base + n, patience);
       const renewedAt = 1_000 + n * 4_000;
-      await waitFor(() => s.deadline === renewedAt + 12_000 - margin, `the deadline after renewal ${n}`);
+      await eventually(`the deadline after renewal ${n}`, () => s.deadline === renewedAt + 12_000 - margin, patience);
     }
     expect(s.isLost()).toBe(false);
   });
@@ -94,7 +62,7 @@ describe('Consul sessions', () => {
     expect(await c.get('eph')).toBeUndefined();
     expect(s.lost.aborted).toBe(false);
     await clock.advance(3_334);
-    await waitFor(() => s.lost.aborted, 'the session is lost');
+    await eventually('the session is lost', () => s.lost.aborted, patience);
     expect(s.lost.reason).toMatchObject({ code: 'LEASE_LOST' });
     expect(String((s.lost.reason as Error).message)).toContain('invalidated by Consul');
     const err = await rejection(c.create('eph2', bytes('x'), { session: s }));
@@ -107,11 +75,12 @@ describe('Consul sessions', () => {
     const s = (await c.openSession({ ttlMs: 10_000 })) as ConsulSession;
     consul.faults.unavailable = 'no-leader';
     // Failed renewals are retried every second until the deadline (ttl - 1 s margin) passes.
-    for (let t = 0; t < 9_000 && !s.lost.aborted; t += 500) {
-      await clock.advance(500);
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    await waitFor(() => s.lost.aborted, 'the session is lost by its deadline');
+    // Time moves half a second a try, with real time between tries for the refused renewals' round trips.
+    await eventually('the session is lost by its deadline', async () => {
+      if (!s.lost.aborted) await clock.advance(500);
+      return s.lost.aborted;
+    }, patience);
+    expect(clock.now(), 'lost by the deadline at 9 s, not later').toBeLessThanOrEqual(9_000);
     expect(s.isLost()).toBe(true);
     expect(s.lost.reason).toMatchObject({ code: 'LEASE_LOST' });
     expect(String((s.lost.reason as Error).message)).toContain('no renewal was acknowledged');
@@ -128,13 +97,14 @@ describe('Consul sessions', () => {
     consul.faults.unavailable = 'service-unavailable';
     const requests = consul.requestCount;
     await clock.advance(10_000);
-    await waitFor(() => consul.requestCount > requests, 'the renewal reached Consul and was refused');
+    await eventually('the renewal reached Consul and was refused', () => consul.requestCount > requests, patience);
     expect(consul.store.renewals).toBe(base);
-    // Let the refused answer arrive and the retry be scheduled before Consul comes back.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The refused answer must arrive, and the retry be scheduled, before Consul comes back.
+    await eventually('the refused renewal has scheduled its retry within a second', () =>
+      clock.pendingTimers().some((t) => t.dueAt <= clock.now() + 1_000), patience);
     consul.faults.unavailable = false;
     await clock.advance(1_000);
-    await waitFor(() => consul.store.renewals === base + 1, 'the retried renewal');
+    await eventually('the retried renewal', () => consul.store.renewals === base + 1, patience);
     expect(s.isLost()).toBe(false);
   });
 
@@ -164,6 +134,6 @@ describe('Consul sessions', () => {
     expect(s.lost.aborted).toBe(true);
     expect(consul.store.getSession(s.id)).toBeUndefined();
     expect(c.openSessions).toBe(0);
-    await waitFor(() => activeHandles() <= before, `handles drop back to ${before} (now ${process.getActiveResourcesInfo().join(', ')})`);
+    await eventually(`handles drop back to ${before} (now ${process.getActiveResourcesInfo().join(', ')})`, () => activeHandles() <= before, patience);
   });
 });

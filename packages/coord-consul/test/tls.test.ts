@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TaskGraphError } from '@taskgraph/api';
+import { rejection } from '@taskgraph/testkit';
 import type { ConsulEmulator } from '@taskgraph/emulators';
 import { createConsulCoordinator } from '../src/index.js';
 import type { ConsulCoordinator } from '../src/index.js';
@@ -35,16 +35,6 @@ async function roundTrip(c: ConsulCoordinator): Promise<string> {
   }
 }
 
-async function failure(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
-
 describe('Consul over TLS', () => {
   it('verifies the agent against the CA given, by the address’s name or by servername', async () => {
     expect(consul.url.startsWith('https://')).toBe(true);
@@ -61,18 +51,18 @@ describe('Consul over TLS', () => {
 
   it('refuses an agent whose certificate the CA did not sign, and a wrong servername: UnavailableError saying TLS', async () => {
     const untrusted = await createConsulCoordinator({ address: consul.url, namespace: freshNamespace(), tls: true });
-    const err = await failure(untrusted.get('k'));
+    const err = await rejection(untrusted.get('k'));
     expect(err.code).toBe('UNAVAILABLE');
     expect(err.message).toMatch(/TLS|certificate/);
     await untrusted.close();
     const wrongName = await createConsulCoordinator({ address: consul.url, namespace: freshNamespace(), tls: { ca, servername: 'other.test' } });
-    expect((await failure(wrongName.get('k'))).code).toBe('UNAVAILABLE');
+    expect((await rejection(wrongName.get('k'))).code).toBe('UNAVAILABLE');
     await wrongName.close();
   });
 
   it('an agent that verifies clients refuses one without a certificate', async () => {
     const anonymous = await createConsulCoordinator({ address: mutual.url, namespace: freshNamespace(), tls: { ca } });
-    expect((await failure(anonymous.get('k'))).code).toBe('UNAVAILABLE');
+    expect((await rejection(anonymous.get('k'))).code).toBe('UNAVAILABLE');
     await anonymous.close();
     const known = await createConsulCoordinator({
       address: mutual.url,

@@ -1,35 +1,17 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { TaskGraphError } from '@taskgraph/api';
 import type { WatchBatch, WatchEvent } from '@taskgraph/api';
-import type { ConsulEmulator } from '@taskgraph/emulators';
-import { ManualClock } from '@taskgraph/testkit';
+import { ManualClock, eventually } from '@taskgraph/testkit';
 import type { ConsulCoordinator } from '../src/index.js';
-import { bytes, collect, coordinator, emulator, text, waitFor } from './helpers.js';
+import { bytes, collect, consulFixture, patience, text } from './helpers.js';
 
-let consul: ConsulEmulator;
-const open: ConsulCoordinator[] = [];
+const { consul, make } = consulFixture();
 const controllers: AbortController[] = [];
 
-beforeAll(async () => {
-  consul = await emulator();
-});
-
-afterEach(async () => {
+// Registered after the fixture's hooks, so it runs before them: the watches end before their coordinators close.
+afterEach(() => {
   for (const c of controllers.splice(0)) c.abort();
-  consul.faults.unavailable = false;
-  if (!consul.running) await consul.start();
-  await Promise.all(open.splice(0).map((c) => c.close()));
 });
-
-afterAll(async () => {
-  await consul.close();
-});
-
-async function make(options: Parameters<typeof coordinator>[1] = {}): Promise<ConsulCoordinator> {
-  const c = await coordinator(consul, options);
-  open.push(c);
-  return c;
-}
 
 function watch(c: ConsulCoordinator, prefix: string, after?: string): { batches: WatchBatch[]; events: () => WatchEvent[]; done: Promise<void> } {
   const controller = new AbortController();
@@ -64,11 +46,11 @@ describe('Consul watch', () => {
     const start = await c.list('w/');
     const w = watch(c, 'w/', start.revision);
     const v1 = await c.create('w/a', bytes('1'));
-    await waitFor(() => w.events().length === 1, 'the create');
+    await eventually('the create', () => w.events().length === 1, patience);
     const v2 = await c.update('w/a', bytes('2'), v1);
-    await waitFor(() => w.events().length === 2, 'the update');
+    await eventually('the update', () => w.events().length === 2, patience);
     await c.delete('w/a', v2);
-    await waitFor(() => w.events().length === 3, 'the delete');
+    await eventually('the delete', () => w.events().length === 3, patience);
     expect(w.events()).toEqual([
       { type: 'put', key: 'w/a', value: bytes('1'), version: v1 },
       { type: 'put', key: 'w/a', value: bytes('2'), version: v2 },
@@ -86,7 +68,7 @@ describe('Consul watch', () => {
     await c.delete('l/gone', gone!.version);
     await c.create('l/new', bytes('new'));
     const w = watch(c, 'l/', start.revision);
-    await waitFor(() => w.events().length >= 2, 'both changes');
+    await eventually('both changes', () => w.events().length >= 2, patience);
     expect(describeEvents(w.events())).toEqual(['delete l/gone', 'put l/new=new']);
   });
 
@@ -94,16 +76,16 @@ describe('Consul watch', () => {
     const c = await make();
     const first = watch(c, 'r/', (await c.list('r/')).revision);
     await c.create('r/1', bytes('1'));
-    await waitFor(() => first.batches.length === 1, 'a batch');
+    await eventually('a batch', () => first.batches.length === 1, patience);
     const resumeAt = first.batches[0]!.revision;
     await c.create('r/2', bytes('2'));
     const resumed = watch(c, 'r/', resumeAt);
-    await waitFor(() => resumed.events().length === 1, 'the write after the batch');
+    await eventually('the write after the batch', () => resumed.events().length === 1, patience);
     expect(describeEvents(resumed.events())).toEqual(['put r/2=2']);
     const broad = await c.list('r');
     await c.create('r/3', bytes('3'));
     const narrow = watch(c, 'r/', broad.revision);
-    await waitFor(() => narrow.events().length === 1, 'the write after the broad list');
+    await eventually('the write after the broad list', () => narrow.events().length === 1, patience);
     expect(describeEvents(narrow.events())).toEqual(['put r/3=3']);
   });
 
@@ -115,7 +97,7 @@ describe('Consul watch', () => {
     const tmp = await c.create('co/tmp', bytes('short'));
     await c.delete('co/tmp', tmp);
     const w = watch(c, 'co/', start.revision);
-    await waitFor(() => w.events().length > 0, 'the first batch');
+    await eventually('the first batch', () => w.events().length > 0, patience);
     expect(describeEvents(w.events())).toEqual(['put co/k=20']);
   });
 
@@ -126,9 +108,9 @@ describe('Consul watch', () => {
     const { revision } = await writer.list('x/');
     const blocking = consul.blockingQueries;
     const w = watch(reader, 'x/', revision);
-    await waitFor(() => consul.blockingQueries === blocking + 1, 'the reader’s watch blocks');
+    await eventually('the reader’s watch blocks', () => consul.blockingQueries === blocking + 1, patience);
     await writer.create('x/b', bytes('b'));
-    await waitFor(() => w.events().length === 1, 'the write after the revision');
+    await eventually('the write after the revision', () => w.events().length === 1, patience);
     const stale = watch(await make({ namespace: writer.namespace }), 'x/', revision);
     const err = await stale.done.then(
       () => undefined,
@@ -147,18 +129,18 @@ describe('Consul watch', () => {
     const keep = await c.get('ix/keep');
     await c.update('ix/keep', bytes('new'), keep!.version);
     await c.create('ix/added', bytes('added'));
-    await waitFor(() => replay(new Map([['ix/keep', 'old']]), w.events()).get('ix/added') === 'added', 'the writes before the restore');
+    await eventually('the writes before the restore', () => replay(new Map([['ix/keep', 'old']]), w.events()).get('ix/added') === 'added', patience);
     const highest = Math.max(...w.batches.map((b) => Number(b.revision)));
     consul.restore(saved, { rewindIndex: true });
     // The answer after the restore has a lower index: the watch re-diffs against what it had.
-    await waitFor(() => {
+    await eventually('the restored state', () => {
       const s = replay(new Map([['ix/keep', 'old']]), w.events());
       return s.get('ix/keep') === 'old' && !s.has('ix/added');
-    }, 'the restored state');
+    }, patience);
     // Later writes get indexes at or below what the watch saw before: a client that kept its old index would miss them.
     await c.create('ix/later', bytes('later'));
     expect(Number((await c.list('ix/')).revision)).toBeLessThanOrEqual(highest);
-    await waitFor(() => replay(new Map([['ix/keep', 'old']]), w.events()).get('ix/later') === 'later', 'the write after the restore');
+    await eventually('the write after the restore', () => replay(new Map([['ix/keep', 'old']]), w.events()).get('ix/later') === 'later', patience);
     expect(replay(new Map([['ix/keep', 'old']]), w.events())).toEqual(await state(c, 'ix/'));
   });
 
@@ -168,10 +150,10 @@ describe('Consul watch', () => {
     const b = await c.create('tb/b', bytes('b'));
     const w = watch(c, 'tb/', (await c.list('tb/')).revision);
     await c.delete('tb/b', b);
-    await waitFor(() => w.events().length === 1, 'the delete');
+    await eventually('the delete', () => w.events().length === 1, patience);
     consul.store.reapTombstones();
     await c.create('tb/c', bytes('c'));
-    await waitFor(() => w.events().length === 2, 'the write after the reap');
+    await eventually('the write after the reap', () => w.events().length === 2, patience);
     expect(describeEvents(w.events())).toEqual(['delete tb/b', 'put tb/c=c']);
   });
 
@@ -179,13 +161,14 @@ describe('Consul watch', () => {
     const c = await make();
     const w = watch(c, 'down/', (await c.list('down/')).revision);
     await c.create('down/before', bytes('1'));
-    await waitFor(() => w.events().length === 1, 'the first write');
+    await eventually('the first write', () => w.events().length === 1, patience);
     await consul.stop();
+    // Not a wait for anything: Consul stays away for a while, and the watch's reads fail meanwhile.
     await new Promise((resolve) => setTimeout(resolve, 200));
     await consul.start();
     const writer = await make({ namespace: c.namespace });
     await writer.create('down/after', bytes('2'));
-    await waitFor(() => w.events().length === 2, 'the write after the restart', 20_000);
+    await eventually('the write after the restart', () => w.events().length === 2, { timeoutMs: 20_000 });
     expect(describeEvents(w.events())).toEqual(['put down/before=1', 'put down/after=2']);
   });
 
@@ -200,19 +183,21 @@ describe('Consul watch', () => {
     });
     try {
       const w = watch(c, 'bo/');
-      await waitFor(() => reads >= 1, 'the first refused read');
+      await eventually('the first refused read', () => reads >= 1, patience);
+      // A deliberate negative check: while the clock stands still, no read may follow.
       await new Promise((resolve) => setTimeout(resolve, 200));
       expect(reads, 'no read again until the clock moves').toBe(1);
       await clock.advance(10_000);
-      await waitFor(() => reads > 1, 'a retry once the clock moved');
+      await eventually('a retry once the clock moved', () => reads > 1, patience);
       consul.faults.unavailable = false;
-      for (let i = 0; i < 10 && consul.blockingQueries === 0; i++) {
-        await clock.advance(10_000);
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      await waitFor(() => consul.blockingQueries === 1, 'the watch is blocking again');
+      // The watch retries on its clock: move it on until a read gets through.
+      await eventually('the watch reads again', async () => {
+        if (consul.blockingQueries === 0) await clock.advance(10_000);
+        return consul.blockingQueries > 0;
+      }, patience);
+      await eventually('the watch is blocking again', () => consul.blockingQueries === 1, patience);
       await c.create('bo/x', bytes('x'));
-      await waitFor(() => w.events().length === 1, 'the write');
+      await eventually('the write', () => w.events().length === 1, patience);
     } finally {
       stop();
     }

@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { startEtcd, startEtcdCluster, type EtcdCluster, type EtcdServer } from '@taskgraph/testkit';
-import { Clients, bytes, eventually, rejection, text } from './helpers.js';
+import { eventually, startEtcdCluster, type EtcdCluster, rejection } from '@taskgraph/testkit';
+import { Clients, bytes, etcdFixture, patience, text } from './helpers.js';
 import { createEtcdCoordinator } from '../src/index.js';
 
 const clients = new Clients();
@@ -10,19 +10,12 @@ afterEach(async () => {
 });
 
 describe('etcd errors: etcd is down or silent', () => {
-  let etcd: EtcdServer;
-
-  beforeAll(async () => {
-    etcd = await startEtcd({ name: 'faulty' });
-  });
-  afterAll(async () => {
-    await etcd.cleanup();
-  });
+  const etcd = etcdFixture({ name: 'faulty' });
 
   it('nothing listening: every call is UnavailableError (not applied, safe to retry)', async () => {
-    const c = await clients.coordinator(etcd, { requestTimeoutMs: 2000 });
+    const c = await etcd.coordinator({ requestTimeoutMs: 2000 });
     const v = await c.create('k', bytes('1'));
-    await etcd.kill();
+    await etcd.server.kill();
     try {
       for (const call of [
         () => c.get('k'),
@@ -39,17 +32,17 @@ describe('etcd errors: etcd is down or silent', () => {
         expect((err as { retryable?: boolean }).retryable).toBe(true);
       }
     } finally {
-      await etcd.restart();
+      await etcd.server.restart();
     }
     // Back at once: one endpoint has no circuit breaker to wait out.
-    await eventually('etcd answers again', async () => (await c.get('k'))?.version === v);
+    await eventually('etcd answers again', async () => (await c.get('k'))?.version === v, patience);
     await c.update('k', bytes('2'), v);
   }, 60_000);
 
   it('etcd paused (SIGSTOP): a write in flight is IndeterminateError, a read UnavailableError, and "not applied" holds', async () => {
-    const c = await clients.coordinator(etcd, { requestTimeoutMs: 1000 });
+    const c = await etcd.coordinator({ requestTimeoutMs: 1000 });
     const v = await c.create('p', bytes('1'));
-    etcd.pause();
+    etcd.server.pause();
     let later: Error & { code?: string };
     try {
       // Sent on the open connection, never answered.
@@ -63,11 +56,11 @@ describe('etcd errors: etcd is down or silent', () => {
       later = await rejection(c.create('p2', bytes('x')));
       expect(['INDETERMINATE', 'UNAVAILABLE'], later.message).toContain(later.code);
     } finally {
-      etcd.resume();
+      etcd.server.resume();
     }
     // The indeterminate write sat in etcd's socket with gRPC's cancellation behind it:
     // whether it was applied is up to etcd, which is why the caller reads before retrying.
-    const after = await eventually('etcd answers again', () => c.get('p'));
+    const after = await eventually('etcd answers again', () => c.get('p'), patience);
     expect(['1', '2']).toContain(text(after.value));
     if (later.code === 'UNAVAILABLE') expect(await c.get('p2')).toBeUndefined();
   }, 60_000);
@@ -110,9 +103,9 @@ describe('etcd errors: a three-member cluster losing a member', () => {
           if ((err as { code?: string }).code !== 'ALREADY_EXISTS') throw err;
         }
         return true;
-      });
+      }, patience);
     }
-    await eventually('the watch saw every write', () => seen.length >= 11, 30_000);
+    await eventually('the watch saw every write', () => seen.length >= 11, { timeoutMs: 30_000 });
     expect(seen).toEqual(Array.from({ length: 11 }, (_, i) => `m/${i}`));
     expect(s.lost.aborted).toBe(false);
     controller.abort();

@@ -1,6 +1,8 @@
-/** Shared by this package's tests: unique namespaces, polling, and raw etcd access. */
+/** Shared by this package's tests: unique namespaces, a real etcd per file, clients closed after each test, raw etcd access. */
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { Etcd3 } from 'etcd3';
-import type { EtcdServer } from '@taskgraph/testkit';
+import { startEtcd } from '@taskgraph/testkit';
+import type { EventuallyOptions, EtcdServer, StartEtcdOptions } from '@taskgraph/testkit';
 import { createEtcdCoordinator, type EtcdCoordinator, type EtcdCoordinatorOptions } from '../src/index.js';
 
 let seq = 0;
@@ -13,31 +15,8 @@ export function namespace(label = 't'): string {
 export const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
 
-/** Polls `cond` until it returns something truthy; fails with `what` after `timeoutMs`. */
-export async function eventually<T>(what: string, cond: () => T | Promise<T>, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await cond();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** The error a promise rejects with (fails the test if it resolves). */
-export async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected a rejection, but the promise resolved');
-}
+/** How long these tests wait on etcd: leader elections, restarts and lease expiry take seconds on a busy machine. */
+export const patience: EventuallyOptions = { timeoutMs: 20_000 };
 
 /** Coordinators made by a test, closed by `closeAll`. */
 export class Clients {
@@ -65,4 +44,40 @@ export class Clients {
     const made = this.#made.splice(0);
     await Promise.all(made.map((c) => this.#close(c)));
   }
+}
+
+/** A real etcd for the tests of one file or describe block, and clients of it that are closed after each test. */
+export interface EtcdFixture {
+  /** The running etcd (there once the block's tests run). */
+  readonly server: EtcdServer;
+  /** A coordinator on a fresh namespace of this etcd (`options.hosts` points it elsewhere, e.g. at a proxy). */
+  coordinator(options?: Partial<EtcdCoordinatorOptions>): Promise<EtcdCoordinator>;
+  /** A plain etcd3 client of this etcd, for looking at and changing etcd behind the coordinator's back. */
+  raw(): Etcd3;
+}
+
+/** Starts an etcd before the tests of the file or describe block it is called in, and removes it after them. */
+export function etcdFixture(options: StartEtcdOptions = {}): EtcdFixture {
+  const clients = new Clients();
+  let server: EtcdServer | undefined;
+  beforeAll(async () => {
+    server = await startEtcd(options);
+  });
+  afterEach(async () => {
+    await clients.closeAll();
+  });
+  afterAll(async () => {
+    await server?.cleanup();
+  });
+  const running = (): EtcdServer => {
+    if (server === undefined) throw new Error('etcdFixture: etcd is started in beforeAll; use it inside tests and hooks');
+    return server;
+  };
+  return {
+    get server() {
+      return running();
+    },
+    coordinator: (opts = {}) => clients.coordinator(running(), opts),
+    raw: () => clients.raw(running()),
+  };
 }

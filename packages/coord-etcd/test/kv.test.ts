@@ -1,25 +1,14 @@
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { resolveCoordinator } from '@taskgraph/core';
-import { startEtcd, type EtcdServer } from '@taskgraph/testkit';
+import { eventually, rejection } from '@taskgraph/testkit';
 import { EtcdCoordinator } from '../src/index.js';
-import { Clients, bytes, eventually, rejection, text } from './helpers.js';
+import { bytes, etcdFixture, patience, text } from './helpers.js';
 
-let etcd: EtcdServer;
-const clients = new Clients();
-
-beforeAll(async () => {
-  etcd = await startEtcd();
-});
-afterEach(async () => {
-  await clients.closeAll();
-});
-afterAll(async () => {
-  await etcd.cleanup();
-});
+const etcd = etcdFixture();
 
 describe('etcd keys: versions are mod revisions', () => {
   it('create, get, update and delete compare on the key revisions', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const v1 = await c.create('a', bytes('1'));
     const got = await c.get('a');
     expect(got).toEqual({ key: 'a', value: bytes('1'), version: v1 });
@@ -36,7 +25,7 @@ describe('etcd keys: versions are mod revisions', () => {
   });
 
   it('a version that no etcd key can have is a conflict or not found, never accepted', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     await c.create('odd', bytes('1'));
     expect((await rejection(c.update('odd', bytes('2'), 'memory-7'))).code).toBe('CONFLICT');
     expect((await rejection(c.update('missing', bytes('2'), 'memory-7'))).code).toBe('NOT_FOUND');
@@ -44,7 +33,7 @@ describe('etcd keys: versions are mod revisions', () => {
   });
 
   it('list is one snapshot whose revision is the store revision', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const va = await c.create('l/a', bytes('a'));
     const vb = await c.create('l/b', bytes('b'));
     await c.create('lx', bytes('not under l/'));
@@ -57,8 +46,8 @@ describe('etcd keys: versions are mod revisions', () => {
   });
 
   it('namespaces do not see each other', async () => {
-    const a = await clients.coordinator(etcd);
-    const b = await clients.coordinator(etcd);
+    const a = await etcd.coordinator();
+    const b = await etcd.coordinator();
     await a.create('shared', bytes('a'));
     expect(await b.get('shared')).toBeUndefined();
     await b.create('shared', bytes('b'));
@@ -68,23 +57,23 @@ describe('etcd keys: versions are mod revisions', () => {
   });
 
   it('stores keys under <namespace>/ as etcd sees them', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     await c.create('job/spec', bytes('s'));
-    const raw = clients.raw(etcd);
+    const raw = etcd.raw();
     expect(await raw.get(`${c.namespace}/job/spec`).string()).toBe('s');
   });
 });
 
 describe('etcd keys: the reserved lock subtree', () => {
   it('rejects keys and prefixes under __locks/', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     expect((await rejection(c.create('__locks/x', bytes('x')))).code).toBe('INVALID_ARGUMENT');
     expect((await rejection(c.create('__locks', bytes('x')))).code).toBe('INVALID_ARGUMENT');
     expect((await rejection(c.list('__locks/'))).code).toBe('INVALID_ARGUMENT');
   });
 
   it('list, watch and deletePrefix step around locks', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const s = await c.openSession({ ttlMs: 5000 });
     const controller = new AbortController();
     const start = await c.list('_');
@@ -95,11 +84,11 @@ describe('etcd keys: the reserved lock subtree', () => {
     const lock = await c.acquire('_x', s);
     await c.create('_k', bytes('k'));
     expect((await c.list('_')).entries.map((e) => e.key)).toEqual(['_k']);
-    await eventually('the watch saw the key', () => batches.length > 0);
+    await eventually('the watch saw the key', () => batches.length > 0, patience);
     expect(batches).toEqual([['_k']]);
     await c.deletePrefix('_');
     expect(await c.holder('_x')).toEqual({ owner: s.id, token: lock.token });
-    await eventually('the watch saw the delete', () => batches.length > 1);
+    await eventually('the watch saw the delete', () => batches.length > 1, patience);
     controller.abort();
     await consumer;
     expect(batches).toEqual([['_k'], ['_k']]);
@@ -110,7 +99,7 @@ describe('etcd keys: the reserved lock subtree', () => {
 
 describe('etcd keys: sizes', () => {
   it('checks value sizes before sending, against etcd default request limit', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     expect(c.caps.maxValueBytes).toBeLessThan(1.5 * 1024 * 1024);
     expect(c.caps.maxValueBytes).toBeGreaterThan(1.4 * 1024 * 1024);
     await c.create('big/ok', new Uint8Array(c.caps.maxValueBytes));
@@ -121,7 +110,7 @@ describe('etcd keys: sizes', () => {
 
   it("maps etcd's own 'request is too large' to InvalidArgumentError", async () => {
     // Told etcd takes more than it does, the coordinator sends; etcd refuses.
-    const c = await clients.coordinator(etcd, { maxRequestBytes: 8 * 1024 * 1024 });
+    const c = await etcd.coordinator({ maxRequestBytes: 8 * 1024 * 1024 });
     const err = await rejection(c.create('big/server', new Uint8Array(2 * 1024 * 1024)));
     expect(err.code).toBe('INVALID_ARGUMENT');
     expect(err.message).toMatch(/too large/);
@@ -138,8 +127,8 @@ function resources(): Record<string, number> {
 describe('etcd coordinator: options and close', () => {
   it('a closed coordinator leaves no sockets or timers behind, even with watches, sessions and lock waits open', async () => {
     const before = resources();
-    const c = await clients.coordinator(etcd);
-    const other = await clients.coordinator(etcd, { namespace: c.namespace });
+    const c = await etcd.coordinator();
+    const other = await etcd.coordinator({ namespace: c.namespace });
     const s = await c.openSession({ ttlMs: 5000 });
     const so = await other.openSession({ ttlMs: 5000 });
     const held = await other.acquire('busy', so);
@@ -156,12 +145,12 @@ describe('etcd coordinator: options and close', () => {
     await eventually(`the handles drop back (${JSON.stringify(resources())} vs ${JSON.stringify(before)})`, () => {
       const now = resources();
       return Object.entries(now).every(([k, n]) => n <= (before[k] ?? 0));
-    });
+    }, patience);
   });
 
 
   it('is what core resolves an etcd:// URL to', async () => {
-    const c = await resolveCoordinator(`etcd://${etcd.clientAddress}?namespace=resolved-${Date.now()}`);
+    const c = await resolveCoordinator(`etcd://${etcd.server.clientAddress}?namespace=resolved-${Date.now()}`);
     try {
       expect(c).toBeInstanceOf(EtcdCoordinator);
       const v = await c.create('k', bytes('v'));
@@ -172,22 +161,22 @@ describe('etcd coordinator: options and close', () => {
   });
 
   it('declares what etcd does', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     expect(c.caps).toMatchObject({ backend: 'etcd', watchCoalesces: false, ttlGranularityMs: 1000, ttlRangeMs: [2000, 3_600_000] });
     expect((await rejection(c.openSession({ ttlMs: 1000 }))).code).toBe('INVALID_ARGUMENT');
   });
 
   it('rejects a session of another coordinator', async () => {
-    const a = await clients.coordinator(etcd);
-    const b = await clients.coordinator(etcd);
+    const a = await etcd.coordinator();
+    const b = await etcd.coordinator();
     const s = await a.openSession({ ttlMs: 5000 });
     expect((await rejection(b.create('x', bytes('x'), { session: s }))).code).toBe('INVALID_ARGUMENT');
     expect((await rejection(b.acquire('x', s))).code).toBe('INVALID_ARGUMENT');
   });
 
   it('close revokes sessions, ends watches, and later calls fail with ClosedError', async () => {
-    const c = await clients.coordinator(etcd);
-    const observer = await clients.coordinator(etcd, { namespace: c.namespace });
+    const c = await etcd.coordinator();
+    const observer = await etcd.coordinator({ namespace: c.namespace });
     const s = await c.openSession({ ttlMs: 30_000 });
     await c.create('eph', bytes('e'), { session: s });
     const it = c.watch('w/', { signal: new AbortController().signal })[Symbol.asyncIterator]();

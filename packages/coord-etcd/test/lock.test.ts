@@ -1,26 +1,15 @@
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { Lock } from '@taskgraph/api';
-import { startEtcd, type EtcdServer } from '@taskgraph/testkit';
+import { eventually, rejection } from '@taskgraph/testkit';
 import type { EtcdCoordinator } from '../src/index.js';
-import { Clients, eventually, namespace, rejection } from './helpers.js';
+import { etcdFixture, namespace, patience } from './helpers.js';
 
-let etcd: EtcdServer;
-const clients = new Clients();
-
-beforeAll(async () => {
-  etcd = await startEtcd();
-});
-afterEach(async () => {
-  await clients.closeAll();
-});
-afterAll(async () => {
-  await etcd.cleanup();
-});
+const etcd = etcdFixture();
 
 /** The waiter keys of a lock as etcd has them, oldest first. */
 async function waiters(c: EtcdCoordinator, name: string): Promise<{ key: string; owner: string; createRevision: bigint }[]> {
-  const res = await clients
-    .raw(etcd)
+  const res = await etcd
+    .raw()
     .getAll()
     .prefix(`${c.namespace}/__locks/${name}//`)
     .sort('Create', 'Ascend')
@@ -30,7 +19,7 @@ async function waiters(c: EtcdCoordinator, name: string): Promise<{ key: string;
 
 async function three(): Promise<EtcdCoordinator[]> {
   const ns = namespace('locks');
-  return Promise.all([0, 1, 2].map(() => clients.coordinator(etcd, { namespace: ns })));
+  return Promise.all([0, 1, 2].map(() => etcd.coordinator({ namespace: ns })));
 }
 
 describe('etcd locks: order and fencing tokens across clients', () => {
@@ -42,9 +31,9 @@ describe('etcd locks: order and fencing tokens across clients', () => {
 
     const order: string[] = [];
     const pb = b.acquire('job/task/0', sb!, { owner: 'B' }).then((l) => (order.push('B'), l));
-    await eventually('B waits', async () => (await waiters(a, 'job/task/0')).length === 2);
+    await eventually('B waits', async () => (await waiters(a, 'job/task/0')).length === 2, patience);
     const pc = c.acquire('job/task/0', sc!, { owner: 'C' }).then((l) => (order.push('C'), l));
-    await eventually('C waits', async () => (await waiters(a, 'job/task/0')).length === 3);
+    await eventually('C waits', async () => (await waiters(a, 'job/task/0')).length === 3, patience);
     expect((await waiters(a, 'job/task/0')).map((w) => w.owner)).toEqual(['A', 'B', 'C']);
     // The waiter key is the lock's name, "//", then the lease id in hex and a nonce.
     expect((await waiters(a, 'job/task/0'))[0]?.key.startsWith(`${a.namespace}/__locks/job/task/0//${BigInt(sa!.id).toString(16)}-`)).toBe(true);
@@ -98,7 +87,7 @@ describe('etcd locks: order and fencing tokens across clients', () => {
     const first = await a.acquire('twice', s);
     let second: Lock | undefined;
     const p = a.acquire('twice', s).then((l) => (second = l));
-    await eventually('the second acquire waits', async () => (await waiters(a, 'twice')).length === 2);
+    await eventually('the second acquire waits', async () => (await waiters(a, 'twice')).length === 2, patience);
     expect(second).toBeUndefined();
     await first.release();
     await p;
@@ -112,9 +101,9 @@ describe('etcd locks: order and fencing tokens across clients', () => {
     const la = await a.acquire('q', sa!);
     const controller = new AbortController();
     const pb = b.acquire('q', sb!, { signal: controller.signal });
-    await eventually('B waits', async () => (await waiters(a, 'q')).length === 2);
+    await eventually('B waits', async () => (await waiters(a, 'q')).length === 2, patience);
     const pc = c.acquire('q', sc!);
-    await eventually('C waits', async () => (await waiters(a, 'q')).length === 3);
+    await eventually('C waits', async () => (await waiters(a, 'q')).length === 3, patience);
     controller.abort();
     expect((await rejection(pb)).code).toBe('ABORTED');
     expect((await waiters(a, 'q')).length).toBe(2);
@@ -130,12 +119,12 @@ describe('etcd locks: order and fencing tokens across clients', () => {
     const sb = await b.openSession({ ttlMs: 10_000 });
     const la = await a.acquire('s', sa);
     const pb = b.acquire('s', sb);
-    await eventually('B waits', async () => (await waiters(a, 's')).length === 2);
+    await eventually('B waits', async () => (await waiters(a, 's')).length === 2, patience);
     // The lease ends on the server, as if it expired: A hears it from etcd, B gets the lock.
-    await clients.raw(etcd).leaseClient.leaseRevoke({ ID: sa.id });
+    await etcd.raw().leaseClient.leaseRevoke({ ID: sa.id });
     const lb = await pb;
     expect(lb.token).toBeGreaterThan(la.token);
-    await eventually('A learns it lost the lock', () => la.lost.aborted);
+    await eventually('A learns it lost the lock', () => la.lost.aborted, patience);
     expect((la.lost.reason as { code?: string }).code).toBe('LEASE_LOST');
     await la.release();
     await lb.release();
@@ -147,8 +136,8 @@ describe('etcd locks: order and fencing tokens across clients', () => {
     const sb = await b.openSession({ ttlMs: 10_000 });
     const la = await a.acquire('w', sa);
     const pb = b.acquire('w', sb);
-    await eventually('B waits', async () => (await waiters(a, 'w')).length === 2);
-    await clients.raw(etcd).leaseClient.leaseRevoke({ ID: sb.id });
+    await eventually('B waits', async () => (await waiters(a, 'w')).length === 2, patience);
+    await etcd.raw().leaseClient.leaseRevoke({ ID: sb.id });
     expect((await rejection(pb)).code).toBe('LEASE_LOST');
     expect((await waiters(a, 'w')).length).toBe(1);
     await la.release();
@@ -160,11 +149,11 @@ describe('etcd locks: order and fencing tokens across clients', () => {
     const sb = await b.openSession({ ttlMs: 10_000 });
     const la = await a.acquire('c', sa);
     const pb = b.acquire('c', sb);
-    await eventually('B waits', async () => (await waiters(a, 'c')).length === 2);
+    await eventually('B waits', async () => (await waiters(a, 'c')).length === 2, patience);
     const outcome = rejection(pb);
     await b.close();
     expect(['CLOSED', 'LEASE_LOST']).toContain((await outcome).code);
-    await eventually("B's waiter is gone with its revoked lease", async () => (await waiters(a, 'c')).length === 1);
+    await eventually("B's waiter is gone with its revoked lease", async () => (await waiters(a, 'c')).length === 1, patience);
     await la.release();
   });
 });

@@ -1,28 +1,18 @@
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { startEtcd, startTcpProxy, type EtcdServer, type TcpProxy } from '@taskgraph/testkit';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { eventually, startTcpProxy, type TcpProxy, rejection } from '@taskgraph/testkit';
 import type { EtcdSession } from '../src/index.js';
-import { Clients, bytes, eventually, rejection } from './helpers.js';
+import { bytes, etcdFixture, patience } from './helpers.js';
 
-let etcd: EtcdServer;
-const clients = new Clients();
-
-beforeAll(async () => {
-  etcd = await startEtcd();
-});
-afterEach(async () => {
-  await clients.closeAll();
-});
-afterAll(async () => {
-  await etcd.cleanup();
-});
+const etcd = etcdFixture();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('etcd sessions: leases', () => {
   it('keeps the lease alive across several TTLs', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const s = await c.openSession({ ttlMs: 2000 });
     await c.create('alive', bytes('x'), { session: s });
+    // A deliberate negative check: three TTLs pass and the lease must not be lost.
     await sleep(3 * s.ttlMs);
     expect(s.lost.aborted).toBe(false);
     expect(s.isLost()).toBe(false);
@@ -31,7 +21,7 @@ describe('etcd sessions: leases', () => {
   }, 30_000);
 
   it('rounds a TTL up to whole seconds, as etcd grants them', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const s = await c.openSession({ ttlMs: 2500 });
     expect(s.ttlMs).toBe(3000);
     const info = await c.client.leaseClient.leaseTimeToLive({ ID: s.id });
@@ -40,8 +30,8 @@ describe('etcd sessions: leases', () => {
   });
 
   it('close revokes the lease: its keys go at once', async () => {
-    const c = await clients.coordinator(etcd);
-    const observer = await clients.coordinator(etcd, { namespace: c.namespace });
+    const c = await etcd.coordinator();
+    const observer = await etcd.coordinator({ namespace: c.namespace });
     const s = await c.openSession({ ttlMs: 60_000 });
     await c.create('eph', bytes('x'), { session: s });
     await s.close();
@@ -53,11 +43,11 @@ describe('etcd sessions: leases', () => {
   });
 
   it('update keeps the key on its lease', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const s = await c.openSession({ ttlMs: 60_000 });
     let v = await c.create('leased', bytes('1'), { session: s });
     v = await c.update('leased', bytes('2'), v);
-    const raw = clients.raw(etcd);
+    const raw = etcd.raw();
     const kv = (await raw.kv.range({ key: Buffer.from(`${c.namespace}/leased`) })).kvs[0];
     expect(kv?.lease).toBe(s.id);
     expect(kv?.mod_revision).toBe(v);
@@ -66,11 +56,11 @@ describe('etcd sessions: leases', () => {
   });
 
   it('loses the session when etcd revokes the lease, and says etcd did', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const s = await c.openSession({ ttlMs: 3000 });
     await c.create('revoked', bytes('x'), { session: s });
-    await clients.raw(etcd).leaseClient.leaseRevoke({ ID: s.id });
-    await eventually('the session is lost', () => s.lost.aborted);
+    await etcd.raw().leaseClient.leaseRevoke({ ID: s.id });
+    await eventually('the session is lost', () => s.lost.aborted, patience);
     const reason = s.lost.reason as Error & { code?: string };
     expect(reason.code).toBe('LEASE_LOST');
     expect(reason.message).toMatch(/etcd says/);
@@ -80,43 +70,36 @@ describe('etcd sessions: leases', () => {
   });
 
   it('a write with a lease etcd no longer has fails with LeaseLostError and loses the session', async () => {
-    const c = await clients.coordinator(etcd);
+    const c = await etcd.coordinator();
     const s = await c.openSession({ ttlMs: 30_000 });
     // Revoked behind the coordinator's back, before any keepalive could tell it.
-    await clients.raw(etcd).leaseClient.leaseRevoke({ ID: s.id });
+    await etcd.raw().leaseClient.leaseRevoke({ ID: s.id });
     expect((await rejection(c.create('late', bytes('x'), { session: s }))).code).toBe('LEASE_LOST');
     expect(s.lost.aborted).toBe(true);
   });
 });
 
 describe('etcd sessions: the local deadline', () => {
-  let own: EtcdServer;
-
-  beforeAll(async () => {
-    own = await startEtcd({ name: 'paused' });
-  });
-  afterAll(async () => {
-    await own.cleanup();
-  });
+  const own = etcdFixture({ name: 'paused' });
 
   it('fires lost when etcd is paused (SIGSTOP) past the TTL, though no error ever arrives', async () => {
-    const c = await clients.coordinator(own, { requestTimeoutMs: 1000 });
+    const c = await own.coordinator({ requestTimeoutMs: 1000 });
     const s = await c.openSession({ ttlMs: 2000 });
     await c.create('eph', bytes('x'), { session: s });
-    own.pause();
+    own.server.pause();
     try {
-      await eventually('the session is lost', () => s.lost.aborted, 15_000);
+      await eventually('the session is lost', () => s.lost.aborted, { timeoutMs: 15_000 });
       const reason = s.lost.reason as Error & { code?: string };
       expect(reason.code).toBe('LEASE_LOST');
       expect(reason.message).toMatch(/no keepalive was acknowledged/);
       expect(s.isLost()).toBe(true);
       expect((await rejection(c.create('eph2', bytes('y'), { session: s }))).code).toBe('LEASE_LOST');
     } finally {
-      own.resume();
+      own.server.resume();
     }
     // Back up, etcd has the lease's keys removed: it expired, or the coordinator revoked it.
-    const observer = await clients.coordinator(own, { namespace: c.namespace });
-    await eventually('the ephemeral key is gone', async () => (await observer.get('eph')) === undefined);
+    const observer = await own.coordinator({ namespace: c.namespace });
+    await eventually('the ephemeral key is gone', async () => (await observer.get('eph')) === undefined, patience);
     // The coordinator itself is fine: a new session works.
     const s2 = await c.openSession({ ttlMs: 2000 });
     await c.create('eph3', bytes('z'), { session: s2 });
@@ -124,14 +107,14 @@ describe('etcd sessions: the local deadline', () => {
   }, 60_000);
 
   it('survives a quick etcd restart within the TTL: the keepalive stream reconnects', async () => {
-    const c = await clients.coordinator(own, { requestTimeoutMs: 2000 });
+    const c = await own.coordinator({ requestTimeoutMs: 2000 });
     const s = (await c.openSession({ ttlMs: 15_000 })) as EtcdSession;
     await c.create('kept', bytes('x'), { session: s });
-    await own.stop();
-    await own.restart();
+    await own.server.stop();
+    await own.server.restart();
     // Two keepalive periods after the restart, the deadline has moved past the old one.
     const before = s.deadline;
-    await eventually('a keepalive after the restart was acknowledged', () => s.deadline > before + 1000, 20_000);
+    await eventually('a keepalive after the restart was acknowledged', () => s.deadline > before + 1000, { timeoutMs: 20_000 });
     expect(s.lost.aborted).toBe(false);
     expect(await c.get('kept')).toBeDefined();
     await s.close();
@@ -142,23 +125,23 @@ describe('etcd sessions: a partitioned client', () => {
   let proxy: TcpProxy;
 
   beforeAll(async () => {
-    proxy = await startTcpProxy({ target: etcd.clientAddress });
+    proxy = await startTcpProxy({ target: etcd.server.clientAddress });
   });
   afterAll(async () => {
     await proxy.close();
   });
 
   it('loses its session by the local deadline, gets typed errors, and recovers after the heal', async () => {
-    const c = await clients.coordinator(`http://${proxy.address}`, { requestTimeoutMs: 1000 });
-    const other = await clients.coordinator(etcd, { namespace: c.namespace });
+    const c = await etcd.coordinator({ hosts: [`http://${proxy.address}`], requestTimeoutMs: 1000 });
+    const other = await etcd.coordinator({ namespace: c.namespace });
     const s = await c.openSession({ ttlMs: 2000 });
     await c.create('mine', bytes('x'), { session: s });
     proxy.cut();
     try {
-      await eventually('the cut-off session is lost', () => s.lost.aborted, 15_000);
+      await eventually('the cut-off session is lost', () => s.lost.aborted, { timeoutMs: 15_000 });
       expect((s.lost.reason as Error).message).toMatch(/no keepalive was acknowledged/);
       // The rest of the world still reaches etcd; the lease runs out there too.
-      await eventually('etcd expired the lease', async () => (await other.get('mine')) === undefined, 15_000);
+      await eventually('etcd expired the lease', async () => (await other.get('mine')) === undefined, { timeoutMs: 15_000 });
       const read = await rejection(c.get('mine'));
       expect(read.code).toBe('UNAVAILABLE');
       const write = await rejection(c.create('while-cut', bytes('x')));
@@ -166,7 +149,7 @@ describe('etcd sessions: a partitioned client', () => {
     } finally {
       proxy.heal();
     }
-    await eventually('the client reaches etcd again', async () => (await c.get('mine')) === undefined);
+    await eventually('the client reaches etcd again', async () => (await c.get('mine')) === undefined, patience);
     const s2 = await c.openSession({ ttlMs: 2000 });
     expect(s2.id).not.toBe(s.id);
     await s2.close();

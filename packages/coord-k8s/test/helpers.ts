@@ -1,12 +1,13 @@
 // Test plumbing: an emulator per test file, and clients that reach it through their
 // own TCP proxy (so one client can be partitioned while the others still work), each
 // with a kubeconfig written to a temporary directory.
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Coordinator } from '@taskgraph/api';
 import { kubeconfigText, startK8sEmulator, type K8sEmulator, type K8sEmulatorOptions } from '@taskgraph/emulators';
-import { startTcpProxy, type TcpProxy } from '@taskgraph/testkit';
+import { startTcpProxy, type EventuallyOptions, type TcpProxy } from '@taskgraph/testkit';
 import { createK8sCoordinator, K8sCoordinator, type K8sCoordinatorOptions } from '../src/index.js';
 
 export interface Harness {
@@ -28,6 +29,9 @@ export const TEST_OPTIONS: Partial<K8sCoordinatorOptions> = {
   lockPollMs: 500,
   janitorSweepIntervalMs: 10_000,
 };
+
+/** How long these tests wait for a condition: janitor sweeps and lease expiry take seconds. */
+export const patience: EventuallyOptions = { timeoutMs: 20_000 };
 
 let files = 0;
 
@@ -71,6 +75,55 @@ export async function startHarness(options: K8sEmulatorOptions = {}): Promise<Ha
       for (const p of all) await p.close();
       await emulator.close();
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A harness for the tests of one file, and the clients a test makes on it. */
+export interface K8sFixture {
+  /** The file's harness; started before its tests, closed after them. */
+  readonly h: Harness;
+  /** A harness client, closed (with its proxy) after the test. */
+  client(prefix: string, options?: Partial<K8sCoordinatorOptions>): Promise<K8sCoordinator>;
+}
+
+/** Registers the hooks of a per-file harness; after each test the emulator's faults are cleared and the test's clients closed. */
+export function k8sFixture(options: K8sEmulatorOptions = {}): K8sFixture {
+  let started: Harness | undefined;
+  const clients: K8sCoordinator[] = [];
+  const harness = (): Harness => {
+    if (started === undefined) throw new Error('k8sFixture: the harness starts in beforeAll; use it inside tests and hooks');
+    return started;
+  };
+  beforeAll(async () => {
+    started = await startHarness(options);
+  });
+  afterEach(async () => {
+    started?.emulator.faults.reset();
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+  });
+  afterAll(async () => {
+    await started?.close();
+  });
+  // The files hold `h` from the start; it reaches the harness once beforeAll has made it.
+  const h: Harness = {
+    get emulator() {
+      return harness().emulator;
+    },
+    get dir() {
+      return harness().dir;
+    },
+    kubeconfig: (server) => harness().kubeconfig(server),
+    client: (prefix, extra) => harness().client(prefix, extra),
+    proxyOf: (c) => harness().proxyOf(c),
+    close: () => harness().close(),
+  };
+  return {
+    h,
+    async client(prefix, extra = {}) {
+      const c = await harness().client(prefix, extra);
+      clients.push(c);
+      return c;
     },
   };
 }

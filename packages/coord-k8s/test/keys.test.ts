@@ -1,49 +1,24 @@
 // Keys as ConfigMaps: the mapping, hash-collision detection, and how API errors and
 // network failures surface as typed errors.
-import { TaskGraphError } from '@taskgraph/api';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { rejection } from '@taskgraph/testkit';
 import { ANNOTATION, keyObjectName, LABEL, type K8sCoordinator } from '../src/index.js';
 import { keyLabels, keySelector } from '../src/names.js';
 import { call } from './raw.js';
-import { startHarness, type Harness } from './helpers.js';
+import { k8sFixture } from './helpers.js';
 
-let h: Harness;
+const fixture = k8sFixture();
+const { h } = fixture;
 let n = 0;
-const clients: K8sCoordinator[] = [];
 
-beforeAll(async () => {
-  h = await startHarness();
-});
-
-afterEach(async () => {
-  h.emulator.faults.reset();
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await h.close();
-});
-
-async function client(extra = {}): Promise<K8sCoordinator> {
-  const c = await h.client(`k${++n}`, extra);
-  clients.push(c);
-  return c;
+function client(extra = {}): Promise<K8sCoordinator> {
+  return fixture.client(`k${++n}`, extra);
 }
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const CONFIGMAPS = '/api/v1/namespaces/default/configmaps';
-
-async function rejection(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('the mapping', () => {
   it('stores a key in a ConfigMap named by a hash, the key in an annotation, the value in binaryData', async () => {
@@ -163,9 +138,12 @@ describe('failures', () => {
     const { readFile, writeFile } = await import('node:fs/promises');
     await writeFile(path, (await readFile(path, 'utf8')).replace(JSON.stringify(h.emulator.token), '"wrong"'));
     const c = await createK8sCoordinator({ kubeconfigPath: path, prefix: 'auth', janitor: false });
-    clients.push(c);
-    const e = await rejection(c.get('x'));
-    expect(e.code).toBe('INTERNAL');
-    expect(e.message).toMatch(/refused the credentials or the Role/);
+    try {
+      const e = await rejection(c.get('x'));
+      expect(e.code).toBe('INTERNAL');
+      expect(e.message).toMatch(/refused the credentials or the Role/);
+    } finally {
+      await c.close();
+    }
   });
 });

@@ -1,32 +1,19 @@
 // Locks as Leases: the Lease's shape, the fencing token, the queue that gives
 // first-come-first-served hand-over, and take-over after the holder's session expired.
 import type { Lock } from '@taskgraph/api';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { ANNOTATION, LABEL, lockObjectName, type K8sCoordinator, type K8sSession } from '../src/index.js';
 import { call } from './raw.js';
-import { startHarness, type Harness } from './helpers.js';
+import { k8sFixture, patience } from './helpers.js';
 
-let h: Harness;
+const { h, client } = k8sFixture();
 let n = 0;
-const clients: K8sCoordinator[] = [];
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await h.close();
-});
 
 async function clientsOf(count: number): Promise<K8sCoordinator[]> {
   const prefix = `l${++n}`;
   const out: K8sCoordinator[] = [];
-  for (let i = 0; i < count; i++) out.push(await h.client(prefix));
-  clients.push(...out);
+  for (let i = 0; i < count; i++) out.push(await client(prefix));
   return out;
 }
 
@@ -39,14 +26,6 @@ interface LeaseView {
 
 async function lease(prefix: string, name: string): Promise<LeaseView> {
   return (await call(h, 'GET', `${LEASES}/${lockObjectName(prefix, name)}`)) as LeaseView;
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('the lock Lease', () => {
@@ -87,7 +66,7 @@ describe('fairness', () => {
         }),
       );
       // The next waiter starts only once this one is in the queue.
-      await until(`${name} is queued`, async () => (await lease(a.prefix, 'fifo')).metadata.annotations?.[ANNOTATION.queue]?.includes(s.id) ?? false);
+      await eventually(`${name} is queued`, async () => (await lease(a.prefix, 'fifo')).metadata.annotations?.[ANNOTATION.queue]?.includes(s.id) ?? false, patience);
     }
     await held.release();
     let previous = held.token;
@@ -106,10 +85,10 @@ describe('fairness', () => {
     const held = await a.acquire('skip', await a.openSession({ ttlMs: 3000 }));
     const sb = await b.openSession({ ttlMs: 3000 });
     const gone = b.acquire('skip', sb).catch((err: unknown) => err);
-    await until('b is queued', async () => (await lease(a.prefix, 'skip')).metadata.annotations?.[ANNOTATION.queue]?.includes(sb.id) ?? false);
+    await eventually('b is queued', async () => (await lease(a.prefix, 'skip')).metadata.annotations?.[ANNOTATION.queue]?.includes(sb.id) ?? false, patience);
     const sc = await c.openSession({ ttlMs: 3000 });
     const next = c.acquire('skip', sc);
-    await until('c is queued', async () => (await lease(a.prefix, 'skip')).metadata.annotations?.[ANNOTATION.queue]?.includes(sc.id) ?? false);
+    await eventually('c is queued', async () => (await lease(a.prefix, 'skip')).metadata.annotations?.[ANNOTATION.queue]?.includes(sc.id) ?? false, patience);
     await sb.close();
     expect(await gone).toBeInstanceOf(Error);
     await held.release();
@@ -125,7 +104,7 @@ describe('take-over', () => {
     const la = await a.acquire('takeover', sa);
     const sb = await b.openSession({ ttlMs: 2000 });
     const waiting = b.acquire('takeover', sb);
-    await until('b is queued', async () => (await lease(a.prefix, 'takeover')).metadata.annotations?.[ANNOTATION.queue]?.includes(sb.id) ?? false);
+    await eventually('b is queued', async () => (await lease(a.prefix, 'takeover')).metadata.annotations?.[ANNOTATION.queue]?.includes(sb.id) ?? false, patience);
     h.proxyOf(a).cut();
     const lb = await waiting;
     // Fencing: the old holder had given up before the new one was granted.

@@ -1,47 +1,19 @@
 // Sessions as Leases: expiry judged by local observation (never by the Lease's own
 // timestamps), janitors removing expired sessions' keys and locks, and the owner's view.
-import { keyObjectName, LABEL, type K8sCoordinator, type K8sSession } from '../src/index.js';
-import { countHandles, leakedHandles } from '@taskgraph/testkit';
+import { keyObjectName, LABEL, type K8sSession } from '../src/index.js';
+import { countHandles, eventually, leakedHandles } from '@taskgraph/testkit';
 import { TaskGraphError } from '@taskgraph/api';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { call } from './raw.js';
-import { startHarness, type Harness } from './helpers.js';
+import { k8sFixture, patience } from './helpers.js';
 
-let h: Harness;
+const { h, client } = k8sFixture();
 let n = 0;
-const clients: K8sCoordinator[] = [];
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-
-afterEach(async () => {
-  h.emulator.faults.reset();
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await h.close();
-});
-
-async function client(prefix: string, extra = {}): Promise<K8sCoordinator> {
-  const c = await h.client(prefix, extra);
-  clients.push(c);
-  return c;
-}
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const prefix = () => `s${++n}`;
 const LEASES = '/apis/coordination.k8s.io/v1/namespaces/default/leases';
 const CONFIGMAPS = '/api/v1/namespaces/default/configmaps';
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('the session Lease', () => {
   it('is a Lease holding the session id, with the TTL in whole seconds, renewed by compare-and-set', async () => {
@@ -52,10 +24,10 @@ describe('the session Lease', () => {
     expect(first.spec).toMatchObject({ holderIdentity: s.id, leaseDurationSeconds: 2, leaseTransitions: 0 });
     expect(String(first.spec['renewTime'])).toMatch(/\.\d{6}Z$/);
     expect(first.metadata.labels).toEqual({ [LABEL.store]: c.prefix, [LABEL.kind]: 'session' });
-    await until('a renewal', async () => {
+    await eventually('a renewal', async () => {
       const now = (await call(h, 'GET', `${LEASES}/${s.leaseName}`)) as { metadata: { resourceVersion: string } };
       return now.metadata.resourceVersion !== first.metadata.resourceVersion;
-    });
+    }, patience);
     expect(s.isLost()).toBe(false);
   });
 
@@ -75,7 +47,7 @@ describe('the session Lease', () => {
     const s = (await c.openSession({ ttlMs: 3000 })) as K8sSession;
     const lease = (await call(h, 'GET', `${LEASES}/${s.leaseName}`)) as { spec: Record<string, unknown> };
     await call(h, 'PUT', `${LEASES}/${s.leaseName}`, { ...lease, spec: { ...lease.spec, holderIdentity: 'someone-else' } });
-    await until('the session is lost', () => s.lost.aborted);
+    await eventually('the session is lost', () => s.lost.aborted, patience);
     expect(TaskGraphError.is(s.lost.reason, 'LEASE_LOST')).toBe(true);
     expect((s.lost.reason as Error).message).toMatch(/deleted or taken over/);
   });
@@ -85,10 +57,10 @@ describe('the session Lease', () => {
     const s = (await c.openSession({ ttlMs: 2000 })) as K8sSession;
     await call(h, 'PATCH', `${LEASES}/${s.leaseName}`, { metadata: { labels: { touched: 'yes' } } }, 'application/merge-patch+json');
     const touched = (await call(h, 'GET', `${LEASES}/${s.leaseName}`)) as { metadata: { resourceVersion: string } };
-    await until('a renewal on top of the touch', async () => {
+    await eventually('a renewal on top of the touch', async () => {
       const now = (await call(h, 'GET', `${LEASES}/${s.leaseName}`)) as { metadata: { resourceVersion: string } };
       return now.metadata.resourceVersion !== touched.metadata.resourceVersion;
-    });
+    }, patience);
     expect(s.isLost()).toBe(false);
   });
 });
@@ -118,10 +90,10 @@ describe('expiry by local observation', () => {
     // The safety property: nobody removed the session while its owner still trusted it.
     expect(ownerLostWhenRemoved).toBe(true);
     expect(TaskGraphError.is(s.lost.reason, 'LEASE_LOST')).toBe(true);
-    await until('the Lease is gone', async () => {
+    await eventually('the Lease is gone', async () => {
       const list = (await call(h, 'GET', `${LEASES}?labelSelector=${encodeURIComponent(`${LABEL.store}=${p},${LABEL.kind}=session`)}`)) as { items: unknown[] };
       return list.items.length === 0;
-    });
+    }, patience);
     expect(await janitor.get('plain')).toBeDefined();
     h.proxyOf(owner).heal();
   });
@@ -144,11 +116,11 @@ describe('expiry by local observation', () => {
       binaryData: { value: '' },
     });
     expect(await janitor.get('abandoned')).toBeDefined();
-    await until('the abandoned session and its key are removed', async () => (await janitor.get('abandoned')) === undefined);
-    await until('its Lease is removed', async () => {
+    await eventually('the abandoned session and its key are removed', async () => (await janitor.get('abandoned')) === undefined, patience);
+    await eventually('its Lease is removed', async () => {
       const list = (await call(h, 'GET', `${LEASES}?labelSelector=${encodeURIComponent(`${LABEL.store}=${p}`)}`)) as { items: unknown[] };
       return list.items.length === 0;
-    });
+    }, patience);
   });
 
   it("and a Lease that keeps changing stays alive, however old its renewTime reads", async () => {
@@ -189,7 +161,7 @@ describe('expiry by local observation', () => {
     await new Promise((r) => setTimeout(r, 3500));
     expect(await lazy.get('x')).toBeDefined();
     const active = await client(p, { janitorSweepIntervalMs: 1000 });
-    await until('an active janitor removes it', async () => (await active.get('x')) === undefined);
+    await eventually('an active janitor removes it', async () => (await active.get('x')) === undefined, patience);
   });
 });
 
@@ -205,7 +177,7 @@ describe('the janitor sweep', () => {
       },
       binaryData: { value: '' },
     });
-    await until('the sweep removed the key', async () => (await c.get('left/behind')) === undefined);
+    await eventually('the sweep removed the key', async () => (await c.get('left/behind')) === undefined, patience);
   });
 });
 
@@ -229,6 +201,6 @@ describe('handles', () => {
     expect(lock.token).toBeGreaterThan(0n);
     await c.close();
     await watching;
-    await until('the handles are released', () => Object.keys(leakedHandles(baseline)).length === 0, 10_000);
+    await eventually('the handles are released', () => Object.keys(leakedHandles(baseline)).length === 0, { timeoutMs: 10_000 });
   });
 });

@@ -2,34 +2,15 @@
 // 410 Expired, streams closed early or reset, a partial last line, lines lost
 // silently, and silent connections.
 import { TaskGraphError, type Coordinator, type WatchBatch, type WatchEvent } from '@taskgraph/api';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
-import { createK8sCoordinator, type K8sCoordinator } from '../src/index.js';
-import { startHarness, TEST_OPTIONS, type Harness } from './helpers.js';
+import { createK8sCoordinator } from '../src/index.js';
+import { k8sFixture, patience, TEST_OPTIONS } from './helpers.js';
 
-let h: Harness;
+// Bookmarks only when a test sends them: resume points then move only as the test says.
+const { h, client } = k8sFixture({ bookmarkIntervalMs: 600_000 });
 let n = 0;
-const clients: K8sCoordinator[] = [];
-
-beforeAll(async () => {
-  // Bookmarks only when a test sends them: resume points then move only as the test says.
-  h = await startHarness({ bookmarkIntervalMs: 600_000 });
-});
-
-afterEach(async () => {
-  h.emulator.faults.reset();
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-afterAll(async () => {
-  await h.close();
-});
-
-async function client(prefix: string, extra = {}): Promise<K8sCoordinator> {
-  const c = await h.client(prefix, extra);
-  clients.push(c);
-  return c;
-}
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -63,14 +44,6 @@ function consume(c: Coordinator, prefix: string, after?: string): Log {
   return { batches, events, ended, finished: () => done, stop: () => controller.abort() };
 }
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 const describeEvents = (events: readonly WatchEvent[]) => events.map((e) => (e.type === 'put' ? `put ${e.key}=${text(e.value)}` : `delete ${e.key}`));
 
 function prefix(): string {
@@ -96,7 +69,7 @@ describe('410 Expired', () => {
     const start = await c.list('k/');
     const log = consume(c, 'k/', start.revision);
     await c.create('k/1', bytes('1'));
-    await until('the first event', () => log.events.length === 1);
+    await eventually('the first event', () => log.events.length === 1, patience);
     // The store moves on where this watch does not look, the history is compacted, and the
     // stream ends: the reconnect asks for a revision that is gone.
     await other.create('elsewhere', bytes('x'));
@@ -121,7 +94,7 @@ describe('streams that end early', () => {
       if (i % 5 === 2) h.emulator.faults.closeWatches();
       if (i % 7 === 3) h.emulator.faults.resetWatches();
     }
-    await until('every write was delivered', () => log.events.length >= expected.length);
+    await eventually('every write was delivered', () => log.events.length >= expected.length, patience);
     expect(describeEvents(log.events)).toEqual(expected);
     expect(new Set(log.batches.map((b) => b.revision)).size).toBe(log.batches.length);
     log.stop();
@@ -133,11 +106,11 @@ describe('streams that end early', () => {
     const start = await c.list('t/');
     const log = consume(c, 't/', start.revision);
     await c.create('t/before', bytes('x'));
-    await until('the first event', () => log.events.length === 1);
+    await eventually('the first event', () => log.events.length === 1, patience);
     h.emulator.faults.truncateNextWatchLine();
     await c.create('t/cut', bytes('y'));
     await c.create('t/after', bytes('z'));
-    await until('three events', () => log.events.length >= 3);
+    await eventually('three events', () => log.events.length >= 3, patience);
     expect(describeEvents(log.events)).toEqual(['put t/before=x', 'put t/cut=y', 'put t/after=z']);
   });
 
@@ -147,7 +120,7 @@ describe('streams that end early', () => {
     const start = await c.list('b/');
     const log = consume(c, 'b/', start.revision);
     await c.create('b/1', bytes('1'));
-    await until('the first event', () => log.events.length === 1);
+    await eventually('the first event', () => log.events.length === 1, patience);
     // As in the previous test, but a bookmark reaches the stream before it ends: the server
     // writes it first, so the client has read it when it sees the end.
     await other.create('elsewhere', bytes('x'));
@@ -155,7 +128,7 @@ describe('streams that end early', () => {
     h.emulator.compact();
     h.emulator.faults.closeWatches();
     await c.create('b/2', bytes('2'));
-    await until('the second event', () => log.events.length === 2 || log.finished());
+    await eventually('the second event', () => log.events.length === 2 || log.finished(), patience);
     expect(describeEvents(log.events)).toEqual(['put b/1=1', 'put b/2=2']);
     expect(log.finished()).toBe(false);
   });
@@ -166,16 +139,16 @@ describe('streams that end early', () => {
     const start = await c.list('p/');
     const log = consume(c, 'p/', start.revision);
     await writer.create('p/1', bytes('1'));
-    await until('the first event', () => log.events.length === 1);
+    await eventually('the first event', () => log.events.length === 1, patience);
     const proxy = h.proxyOf(c);
     proxy.cut();
     const before = proxy.connections;
     await writer.create('p/2', bytes('2'));
     await writer.create('p/3', bytes('3'));
     // The idle timer gives up on the silent connection and tries a new one (which hangs too).
-    await until('a new connection was tried', () => proxy.connections > before);
+    await eventually('a new connection was tried', () => proxy.connections > before, patience);
     proxy.heal();
-    await until('the writes made during the partition', () => log.events.length >= 3);
+    await eventually('the writes made during the partition', () => log.events.length >= 3, patience);
     expect(describeEvents(log.events)).toEqual(['put p/1=1', 'put p/2=2', 'put p/3=3']);
   });
 });
@@ -243,10 +216,10 @@ describe('a long partition', () => {
       const start = await c.list('q/');
       const log = consume(c, 'q/', start.revision);
       await c.create('q/1', bytes('1'));
-      await until('the first event', () => log.events.length === 1);
+      await eventually('the first event', () => log.events.length === 1, patience);
       proxy.cut();
       // Every give-up tries a new connection, which hangs too; the one it replaces must be closed.
-      await until('several silent connections were given up', () => silences.length >= 8);
+      await eventually('several silent connections were given up', () => silences.length >= 8, patience);
       // The key watch and the Lease observer: one connection each, and maybe one closing.
       expect(proxy.open()).toBeLessThanOrEqual(4);
       log.stop();
@@ -266,10 +239,10 @@ describe('an unavailable API server', () => {
     h.emulator.faults.setUnavailable(true);
     const lists = h.emulator.verbsUsed().get('configmaps:list') ?? 0;
     const log = consume(c, 'u/', start.revision);
-    await until('the watch tried twice and was refused', () => (h.emulator.verbsUsed().get('configmaps:list') ?? 0) >= lists + 2);
+    await eventually('the watch tried twice and was refused', () => (h.emulator.verbsUsed().get('configmaps:list') ?? 0) >= lists + 2, patience);
     h.emulator.faults.setUnavailable(false);
     await writer.create('u/1', bytes('1'));
-    await until('the write is delivered', () => log.events.length === 1 || log.finished());
+    await eventually('the write is delivered', () => log.events.length === 1 || log.finished(), patience);
     expect(describeEvents(log.events)).toEqual(['put u/1=1']);
   });
 });
@@ -282,12 +255,12 @@ describe('lines lost silently', () => {
     const start = await c.list('d/');
     const log = consume(c, 'd/', start.revision);
     v = await writer.update('d/k', bytes('1'), v);
-    await until('the first update', () => log.events.length === 1);
+    await eventually('the first update', () => log.events.length === 1, patience);
     // @kubernetes/client-node skips a line it cannot parse without a word.
     h.emulator.faults.dropWatchLines(1, 'garble');
     v = await writer.update('d/k', bytes('2'), v);
     await writer.update('d/k', bytes('3'), v);
-    await until('every update', () => log.events.length >= 3);
+    await eventually('every update', () => log.events.length >= 3, patience);
     expect(describeEvents(log.events)).toEqual(['put d/k=1', 'put d/k=2', 'put d/k=3']);
     expect(log.finished()).toBe(false);
   });
@@ -301,7 +274,7 @@ describe('lines lost silently', () => {
     h.emulator.faults.dropWatchLines(1, 'omit');
     const va1 = await writer.update('e/a', bytes('a1'), va);
     await writer.create('e/b', bytes('b0'));
-    await until('e/b was delivered', () => log.events.length === 1);
+    await eventually('e/b was delivered', () => log.events.length === 1, patience);
     // The next change of e/a shows its chain broke, behind the delivered e/b.
     await writer.update('e/a', bytes('a2'), va1);
     const err = await log.ended;
@@ -317,7 +290,7 @@ describe('lines lost silently', () => {
     const start = await c.list('f/');
     const log = consume(c, 'f/', start.revision);
     await writer.create('f/1', bytes('1'));
-    await until('the first create', () => log.events.length === 1);
+    await eventually('the first create', () => log.events.length === 1, patience);
     h.emulator.faults.dropWatchLines(1, 'omit');
     await writer.create('f/2', bytes('2'));
     // A bookmark tells the watch the store is past f/2 (real servers send one about every minute).
@@ -338,7 +311,7 @@ describe('lines lost silently', () => {
     const objectName = name.items[0]?.metadata.name ?? '';
     await call(h, 'PATCH', `/api/v1/namespaces/default/configmaps/${objectName}`, { binaryData: { value: Buffer.from('edited').toString('base64') } }, 'application/merge-patch+json');
     await c.update('g/k', bytes('3'), (await c.get('g/k'))?.version ?? v);
-    await until('both changes', () => log.events.length >= 2);
+    await eventually('both changes', () => log.events.length >= 2, patience);
     expect(describeEvents(log.events)).toEqual(['put g/k=edited', 'put g/k=3']);
   });
 });

@@ -1,27 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { ManualClock } from '@taskgraph/testkit';
-import { startConsulEmulator } from '../src/index.js';
-import type { ConsulEmulator, ConsulEmulatorOptions } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { ManualClock, eventually } from '@taskgraph/testkit';
+import type { ConsulEmulator } from '../src/index.js';
+import { emulatorPerTest } from './consul-helpers.js';
 
-let consul: ConsulEmulator | undefined;
-
-afterEach(async () => {
-  await consul?.close();
-  consul = undefined;
-});
-
-async function start(options: ConsulEmulatorOptions = {}): Promise<ConsulEmulator> {
-  consul = await startConsulEmulator(options);
-  return consul;
-}
-
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
+const start = emulatorPerTest();
 
 async function put(c: ConsulEmulator, key: string, body: string): Promise<void> {
   const res = await fetch(`${c.url}/v1/kv/${key}`, { method: 'PUT', body });
@@ -47,8 +29,9 @@ describe('Consul emulator: blocking queries', () => {
     await put(c, 'watched', 'v1');
     const idx = await index(c, '/v1/kv/watched');
     const q = pending(`/v1/kv/watched?index=${idx}&wait=60s`, c);
-    await waitUntil(() => c.blockingQueries === 1, 'the query blocks');
+    await eventually('the query blocks', () => c.blockingQueries === 1);
     await put(c, 'other', 'x');
+    // A deliberate negative check: a change elsewhere must not answer the query.
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(q.done()).toBe(false);
     await put(c, 'watched', 'v2');
@@ -72,7 +55,7 @@ describe('Consul emulator: blocking queries', () => {
     await put(c, 'dir/b', 'b');
     const idx = await index(c, '/v1/kv/dir/?recurse');
     const q = pending(`/v1/kv/dir/?recurse&index=${idx}&wait=60s`, c);
-    await waitUntil(() => c.blockingQueries === 1, 'the query blocks');
+    await eventually('the query blocks', () => c.blockingQueries === 1);
     await fetch(`${c.url}/v1/kv/dir/b`, { method: 'DELETE' });
     const res = await q.response;
     expect(Number(res.headers.get('x-consul-index'))).toBeGreaterThan(idx);
@@ -85,8 +68,9 @@ describe('Consul emulator: blocking queries', () => {
     await put(c, 'k', 'v');
     const idx = await index(c, '/v1/kv/k');
     const q = pending(`/v1/kv/k?index=${idx}&wait=16s`, c);
-    await waitUntil(() => c.blockingQueries === 1, 'the query blocks');
+    await eventually('the query blocks', () => c.blockingQueries === 1);
     await clock.advance(16_000);
+    // A deliberate negative check: the jitter keeps the query open past the wait.
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(q.done()).toBe(false);
     await clock.advance(1_000);
@@ -102,7 +86,7 @@ describe('Consul emulator: blocking queries', () => {
     const idx = await index(c, '/v1/kv/k');
     const long = pending(`/v1/kv/k?index=${idx}&wait=10m`, c);
     const unset = pending(`/v1/kv/k?index=${idx}`, c);
-    await waitUntil(() => c.blockingQueries === 2, 'both queries block');
+    await eventually('both queries block', () => c.blockingQueries === 2);
     await clock.advance(1_000);
     await unset.response;
     expect(long.done()).toBe(false);
@@ -118,7 +102,7 @@ describe('Consul emulator: blocking queries', () => {
     await put(c, 's/a', '3');
     const high = await index(c, '/v1/kv/s/?recurse');
     const q = pending(`/v1/kv/s/?recurse&index=${high}&wait=60s`, c);
-    await waitUntil(() => c.blockingQueries === 1, 'the query blocks');
+    await eventually('the query blocks', () => c.blockingQueries === 1);
     c.restore(saved, { rewindIndex: true });
     const res = await q.response;
     const low = Number(res.headers.get('x-consul-index'));
@@ -135,7 +119,7 @@ describe('Consul emulator: blocking queries', () => {
     const list = await fetch(`${c.url}/v1/session/list`);
     const idx = Number(list.headers.get('x-consul-index'));
     const q = pending(`/v1/session/list?index=${idx}&wait=60s`, c);
-    await waitUntil(() => c.blockingQueries === 1, 'the query blocks');
+    await eventually('the query blocks', () => c.blockingQueries === 1);
     await fetch(`${c.url}/v1/session/create`, { method: 'PUT', body: '{"TTL":"10s"}' });
     const res = await q.response;
     expect(((await res.json()) as unknown[]).length).toBe(1);
@@ -156,9 +140,9 @@ describe('Consul emulator: blocking queries', () => {
     const idx = await index(c, '/v1/kv/k');
     const controller = new AbortController();
     const q = fetch(`${c.url}/v1/kv/k?index=${idx}&wait=60s`, { signal: controller.signal });
-    await waitUntil(() => c.blockingQueries === 1, 'the query blocks');
+    await eventually('the query blocks', () => c.blockingQueries === 1);
     controller.abort();
     await expect(q).rejects.toThrow();
-    await waitUntil(() => c.blockingQueries === 0, 'the query is dropped');
+    await eventually('the query is dropped', () => c.blockingQueries === 0);
   });
 });

@@ -1,15 +1,6 @@
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
+import { eventually, freePort } from '@taskgraph/testkit';
 import { runConsulEmulatorCommand } from '../src/index.js';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe('runConsulEmulatorCommand', () => {
   it('serves on the port and host given, prints its address, and stops on SIGTERM', async () => {
@@ -22,16 +13,7 @@ describe('runConsulEmulatorCommand', () => {
     try {
       const running = runConsulEmulatorCommand(['--port', String(port), '--host=127.0.0.1']);
       const url = `http://127.0.0.1:${port}`;
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        const up = await fetch(`${url}/v1/status/leader`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (up) break;
-        if (Date.now() > deadline) throw new Error('the emulator did not come up');
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await eventually('the emulator answers', async () => (await fetch(`${url}/v1/status/leader`)).ok);
       expect(printed.join('')).toContain(`Consul emulator listening on ${url}`);
       process.emit('SIGTERM');
       await running;

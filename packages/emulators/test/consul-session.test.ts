@@ -1,7 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { ManualClock } from '@taskgraph/testkit';
+import { describe, expect, it } from 'vitest';
+import { ManualClock, eventually } from '@taskgraph/testkit';
 import { startConsulEmulator } from '../src/index.js';
-import type { ConsulEmulator, ConsulEmulatorOptions } from '../src/index.js';
+import type { ConsulEmulator } from '../src/index.js';
+import { emulatorPerTest } from './consul-helpers.js';
 
 interface SessionInfo {
   ID: string;
@@ -16,17 +17,7 @@ interface SessionInfo {
   ModifyIndex: number;
 }
 
-let consul: ConsulEmulator | undefined;
-
-afterEach(async () => {
-  await consul?.close();
-  consul = undefined;
-});
-
-async function start(options: ConsulEmulatorOptions = {}): Promise<ConsulEmulator> {
-  consul = await startConsulEmulator(options);
-  return consul;
-}
+const start = emulatorPerTest();
 
 async function create(c: ConsulEmulator, body: Record<string, unknown>): Promise<Response> {
   return fetch(`${c.url}/v1/session/create`, { method: 'PUT', body: JSON.stringify(body) });
@@ -50,14 +41,6 @@ async function entry(c: ConsulEmulator, key: string): Promise<{ Session?: string
   const res = await fetch(`${c.url}/v1/kv/${key}`);
   if (res.status === 404) return undefined;
   return ((await res.json()) as { Session?: string; LockIndex: number; ModifyIndex: number; Value: string | null }[])[0];
-}
-
-async function waitUntil(condition: () => Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 describe('Consul emulator: sessions', () => {
@@ -194,7 +177,7 @@ describe('Consul emulator: sessions', () => {
       const id = await createId(c, { TTL: '10s', Behavior: 'delete', LockDelay: '0s' });
       expect(await put(c, `/v1/kv/real?acquire=${id}`, 'v')).toBe(true);
       expect(await entry(c, 'real')).toBeDefined();
-      await waitUntil(async () => (await entry(c, 'real')) === undefined, 'the session expires', 40_000);
+      await eventually('the session expires', async () => (await entry(c, 'real')) === undefined, { timeoutMs: 40_000 });
       expect(await info(c, id)).toEqual([]);
     },
     60_000,
@@ -226,7 +209,7 @@ describe('Consul emulator: fault switches', () => {
     c.faults.delayAnswerMs = 200;
     const controller = new AbortController();
     const slow = fetch(`${c.url}/v1/kv/slow`, { method: 'PUT', body: 'x', signal: controller.signal });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await eventually('the write is applied while its answer is held back', () => c.store.getKey('slow') !== undefined);
     controller.abort();
     await expect(slow).rejects.toThrow();
     c.faults.delayAnswerMs = 0;
@@ -261,6 +244,6 @@ describe('Consul emulator: fault switches', () => {
     await put(c, `/v1/session/renew/${id}`);
     await c.close();
     await blocked;
-    await waitUntil(async () => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').length <= before, 'handles are released', 10_000);
+    await eventually('handles are released', () => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').length <= before);
   });
 });

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { startK8sEmulator, type K8sEmulator } from '../src/index.js';
-import { call, CM, LEASES, pick, settledTcpHandles, str, tcpHandles, waitUntil } from './k8s-helpers.js';
+import { call, CM, LEASES, pick, settledTcpHandles, str, tcpHandles } from './k8s-helpers.js';
 
 let em: K8sEmulator;
 
@@ -425,7 +426,7 @@ describe('lifecycle', () => {
     await call(other, 'GET', CM());
     expect(tcpHandles()).toBeGreaterThan(before);
     await other.close();
-    await waitUntil(() => tcpHandles() <= before, 5000, 'the emulator to release its handles');
+    await eventually('the emulator released its handles', () => tcpHandles() <= before);
     expect(await settledTcpHandles()).toBe(before);
   });
 });

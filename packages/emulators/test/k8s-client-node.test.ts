@@ -14,8 +14,9 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { startK8sEmulator, type K8sEmulator } from '../src/index.js';
-import { pick, waitUntil } from './k8s-helpers.js';
+import { pick } from './k8s-helpers.js';
 
 let em: K8sEmulator;
 let dir: string;
@@ -179,7 +180,7 @@ describe('Watch', () => {
     const created = await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'a' } } });
     await core.replaceNamespacedConfigMap({ name: 'a', namespace: 'default', body: { metadata: { name: 'a', resourceVersion: created.metadata?.resourceVersion ?? '' }, data: { k: 'v' } } });
     await core.deleteNamespacedConfigMap({ name: 'a', namespace: 'default' });
-    await waitUntil(() => w.seen.some((s) => s.type === 'BOOKMARK' && s.rv === em.resourceVersion()), 10_000, 'a bookmark at the newest version');
+    await eventually('a bookmark at the newest version arrived', () => w.seen.some((s) => s.type === 'BOOKMARK' && s.rv === em.resourceVersion()));
     expect(w.seen.filter((s) => s.type !== 'BOOKMARK').map((s) => `${s.type} ${s.name ?? ''}`)).toEqual(['ADDED a', 'MODIFIED a', 'DELETED a']);
   });
 
@@ -188,25 +189,25 @@ describe('Watch', () => {
     const old = String(Number(em.resourceVersion()) - 1);
     em.compact();
     const w = await startWatch('/api/v1/namespaces/default/configmaps', { resourceVersion: old });
-    await waitUntil(() => w.done() !== 'open', 10_000, 'done');
+    await eventually('the watch is done', () => w.done() !== 'open');
     expect(w.seen).toEqual([{ type: 'ERROR', name: undefined, rv: undefined, code: 410 }]);
     expect(w.done()).toBeNull();
   });
 
   it('calls done when the server closes the stream early', async () => {
     const w = await startWatch('/apis/coordination.k8s.io/v1/namespaces/default/leases', {});
-    await waitUntil(() => em.openWatches() === 1, 5000, 'the watch');
+    await eventually('the watch is open', () => em.openWatches() === 1);
     em.faults.closeWatches();
-    await waitUntil(() => w.done() !== 'open', 10_000, 'done');
+    await eventually('the watch is done', () => w.done() !== 'open');
   });
 
   it('skips a garbled line silently: the known weakness a caller must detect itself', async () => {
     const w = await startWatch('/api/v1/namespaces/default/configmaps', { resourceVersion: em.resourceVersion() });
-    await waitUntil(() => em.openWatches() === 1, 5000, 'the watch');
+    await eventually('the watch is open', () => em.openWatches() === 1);
     em.faults.dropWatchLines(1, 'garble');
     await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'garbled' } } });
     await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'after' } } });
-    await waitUntil(() => w.seen.length === 1, 5000, 'one event');
+    await eventually('one event arrived', () => w.seen.length === 1);
     expect(w.seen.map((s) => s.name)).toEqual(['after']);
     expect(w.done()).toBe('open');
   });

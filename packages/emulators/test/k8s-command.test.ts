@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { runK8sEmulatorCommand } from '../src/index.js';
-import { waitUntil } from './k8s-helpers.js';
 
 let dir: string;
 
@@ -21,7 +21,7 @@ describe('runK8sEmulatorCommand', () => {
     const path = join(dir, 'kubeconfig');
     const before = new Set(process.listeners('SIGTERM'));
     const running = runK8sEmulatorCommand(['--port', '0', '--kubeconfig', path, '--namespace', 'jobs', '--token=secret']);
-    await waitUntil(() => existsSync(path), 10_000, 'the kubeconfig');
+    await eventually('the kubeconfig is written', () => existsSync(path));
     const text = await readFile(path, 'utf8');
     expect(text).toContain('namespace: "jobs"');
     expect(text).toContain('token: "secret"');

@@ -2,6 +2,7 @@
 // reader that keeps every line (parsed or not) so tests can see exactly what the
 // server wrote.
 import { request } from 'node:http';
+import { eventually } from '@taskgraph/testkit';
 import type { K8sEmulator } from '../src/k8s/index.js';
 
 export interface Answer {
@@ -77,11 +78,11 @@ export function watch(em: K8sEmulator, path: string): Promise<WatchReader> {
         tail: '',
         ended,
         async waitForEvents(n, timeoutMs = 10_000) {
-          const deadline = Date.now() + timeoutMs;
-          while (reader.events.length < n) {
-            if (Date.now() > deadline) throw new Error(`timed out waiting for ${n} events; got ${JSON.stringify(reader.lines)}`);
-            await new Promise((r) => setTimeout(r, 10));
-          }
+          await eventually(`${n} events arrive`, () => {
+            // Thrown, not returned, so a timeout shows the lines that did arrive.
+            if (reader.events.length < n) throw new Error(`got ${JSON.stringify(reader.lines)}`);
+            return true;
+          }, { timeoutMs });
           return reader.events.slice(0, n);
         },
         close() {
@@ -120,14 +121,6 @@ export function watch(em: K8sEmulator, path: string): Promise<WatchReader> {
     req.on('error', reject);
     req.end();
   });
-}
-
-export async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /** The open TCP handles of this process (servers and sockets). */

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { startK8sEmulator, type K8sEmulator, type K8sEmulatorOptions } from '../src/index.js';
-import { call, CM, LEASES, pick, settledTcpHandles, str, waitUntil, watch, type WatchReader } from './k8s-helpers.js';
+import { call, CM, LEASES, pick, settledTcpHandles, str, watch, type WatchReader } from './k8s-helpers.js';
 
 let em: K8sEmulator;
 const readers: WatchReader[] = [];
@@ -161,7 +162,7 @@ describe('bookmarks and timeouts', () => {
     const with_ = await open(`${CM()}?watch=true&resourceVersion=${em.resourceVersion()}&allowWatchBookmarks=true`);
     const without = await open(`${CM()}?watch=true&resourceVersion=${em.resourceVersion()}`);
     await call(em, 'POST', LEASES(), { metadata: { name: 'l' } });
-    await waitUntil(() => with_.events.some((e) => str(e, 'object', 'metadata', 'resourceVersion') === em.resourceVersion()), 10_000, 'a bookmark');
+    await eventually('a bookmark arrived', () => with_.events.some((e) => str(e, 'object', 'metadata', 'resourceVersion') === em.resourceVersion()));
     const bookmark = with_.events.find((e) => str(e, 'type') === 'BOOKMARK');
     expect(bookmark).toEqual({ type: 'BOOKMARK', object: { kind: 'ConfigMap', apiVersion: 'v1', metadata: { resourceVersion: em.resourceVersion(), creationTimestamp: null } } });
     em.sendBookmarks();
@@ -184,7 +185,7 @@ describe('watch fault switches', () => {
     await start();
     const a = await open(`${CM()}?watch=true`);
     const b = await open(`${LEASES()}?watch=true`);
-    await waitUntil(() => em.openWatches() === 2, 5000, 'two watches');
+    await eventually('two watches are open', () => em.openWatches() === 2);
     expect(em.faults.closeWatches()).toBe(2);
     expect(await a.ended).toBe('end');
     expect(await b.ended).toBe('end');
@@ -193,7 +194,7 @@ describe('watch fault switches', () => {
   it('resetWatches drops the connections', async () => {
     await start();
     const a = await open(`${CM()}?watch=true`);
-    await waitUntil(() => em.openWatches() === 1, 5000, 'the watch');
+    await eventually('the watch is open', () => em.openWatches() === 1);
     expect(em.faults.resetWatches()).toBe(1);
     expect(await a.ended).toBe('error');
   });
@@ -207,7 +208,7 @@ describe('watch fault switches', () => {
     em.faults.dropWatchLines(1, 'garble');
     await put('garbled');
     await put('seen2');
-    await waitUntil(() => w.lines.length === 3, 5000, 'three lines');
+    await eventually('three lines arrived', () => w.lines.length === 3);
     expect(summary(w.events)).toEqual(['ADDED seen', 'ADDED seen2']);
     expect(() => JSON.parse(w.lines[1] ?? '') as unknown).toThrow();
   });
@@ -228,7 +229,7 @@ describe('watch fault switches', () => {
   it('setUnavailable cuts open watches and refuses new ones until it is turned off', async () => {
     await start();
     const w = await open(`${CM()}?watch=true`);
-    await waitUntil(() => em.openWatches() === 1, 5000, 'the watch');
+    await eventually('the watch is open', () => em.openWatches() === 1);
     em.faults.setUnavailable(true);
     expect(await w.ended).toBe('error');
     const refused = await call(em, 'GET', `${CM()}?watch=true`);
@@ -242,9 +243,9 @@ describe('watch fault switches', () => {
     const before = await settledTcpHandles();
     await start();
     const w = await open(`${CM()}?watch=true&allowWatchBookmarks=true`);
-    await waitUntil(() => em.openWatches() === 1, 5000, 'the watch');
+    await eventually('the watch is open', () => em.openWatches() === 1);
     await em.close();
     expect(await w.ended).toBe('end');
-    await waitUntil(() => process.getActiveResourcesInfo().filter((r) => r.startsWith('TCP')).length <= before, 5000, 'handles released');
+    await eventually('the handles are released', () => process.getActiveResourcesInfo().filter((r) => r.startsWith('TCP')).length <= before);
   });
 });

@@ -4,6 +4,9 @@
  */
 export type * from './types.js';
 export * from './clock.js';
+export { eventually } from './eventually.js';
+export type { EventuallyOptions, Truthy } from './eventually.js';
+export { rejection } from './rejection.js';
 export { startEtcd, startEtcdCluster, etcdBinary } from './etcd-server.js';
 export type { EtcdServer, EtcdCluster, StartEtcdOptions, StartEtcdClusterOptions } from './etcd-server.js';
 export { startTcpProxy } from './tcp-proxy.js';
@@ -11,7 +14,9 @@ export type { TcpProxy, TcpProxyOptions } from './tcp-proxy.js';
 export { freePort, freePorts } from './process/free-port.js';
 export * from './transport-suite.js';
 export * from './coordinator-suite.js';
-export { scenarioSuite, seededRandom } from './scenarios/scenario-suite.js';
+export { scenarioSuite } from './scenarios/scenario-suite.js';
+// Kept here too, where scenario tests have always found it.
+export { seededRandom } from '@taskgraph/workloads';
 export type { ScenarioBackend } from './scenarios/scenario-suite.js';
 export { countHandles, leakedHandles } from './scenarios/handles.js';
 export type { HandleCounts } from './scenarios/handles.js';

@@ -6,6 +6,7 @@ describe('ManualClock', () => {
   it('stands still until advanced', async () => {
     const clock = new ManualClock(1000);
     expect(clock.now()).toBe(1000);
+    // A deliberate negative check: real time passes, the manual clock must not move.
     await new Promise((resolve) => setTimeout(resolve, 5));
     expect(clock.now()).toBe(1000);
     await clock.advance(250);

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
 import { TaskGraphError } from '@taskgraph/api';
-import { etcdBinary, startEtcd, startEtcdCluster, type EtcdCluster, type EtcdServer } from '@taskgraph/testkit';
+import { etcdBinary, eventually, startEtcd, startEtcdCluster, type EtcdCluster, type EtcdServer } from '@taskgraph/testkit';
 
 // etcd's JSON gateway (/v3/kv/...) lets these tests read and write without a
 // client library: keys and values travel base64-encoded.
@@ -56,14 +56,6 @@ function processState(pid: number): string | undefined {
     return /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   } catch {
     return undefined;
-  }
-}
-
-async function waitUntil(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -146,12 +138,12 @@ describe('startEtcd', () => {
     const pid = server.pid as number;
     server.pause();
     expect(server.paused).toBe(true);
-    await waitUntil('etcd is stopped', () => processState(pid) === 'T');
+    await eventually('etcd is stopped', () => processState(pid) === 'T', { timeoutMs: 30_000 });
     // A stopped process never answers, however long we wait.
     await expect(gateway(server.clientPort, '/v3/kv/range', { key: b64('greeting') }, 500)).rejects.toThrow(/no answer/);
     server.resume();
     expect(server.paused).toBe(false);
-    await waitUntil('etcd runs again', () => processState(pid) !== 'T');
+    await eventually('etcd runs again', () => processState(pid) !== 'T', { timeoutMs: 30_000 });
     expect(await get(server, 'greeting')).toBe('hello');
   });
 
@@ -203,7 +195,7 @@ describe('startEtcd leaves no etcd behind', () => {
     const { pid, dataDir } = JSON.parse(out.stdout.trim().split('\n').pop() as string) as { pid: number; dataDir: string };
     expect(pid).toBeGreaterThan(0);
     try {
-      await waitUntil(`etcd ${pid} is gone`, () => !processExists(pid));
+      await eventually(`etcd ${pid} is gone`, () => !processExists(pid), { timeoutMs: 30_000 });
     } finally {
       spawnSync('rm', ['-rf', dataDir]);
     }
@@ -236,14 +228,10 @@ describe('startEtcdCluster', () => {
     await lost.kill();
     expect(lost.running).toBe(false);
     // The survivors still have a quorum; a leader election may be under way, so retry.
-    await waitUntil('the two survivors accept a write', async () => {
-      try {
-        await put(cluster.member(2), 'after-loss', 'two');
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    await eventually('the two survivors accept a write', async () => {
+      await put(cluster.member(2), 'after-loss', 'two');
+      return true;
+    }, { timeoutMs: 30_000 });
     expect(await get(cluster.member(0), 'after-loss')).toBe('two');
     await lost.restart();
     expect(await get(lost, 'after-loss')).toBe('two');

@@ -1,14 +1,6 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startTcpProxy, type TcpProxy } from '@taskgraph/testkit';
-
-async function waitUntil(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { eventually, startTcpProxy, type TcpProxy } from '@taskgraph/testkit';
 
 /** A client whose received bytes the test can read. */
 async function client(port: number): Promise<{ socket: Socket; received: () => string; closed: () => boolean }> {
@@ -46,28 +38,29 @@ describe('startTcpProxy', () => {
   it('forwards both ways', async () => {
     const c = await client(proxy.port);
     c.socket.write('ping');
-    await waitUntil('the echo comes back', () => c.received() === 'ping');
+    await eventually('the echo comes back', () => c.received() === 'ping');
     expect(proxy.connections).toBe(1);
     c.socket.destroy();
-    await waitUntil('the proxy forgets the connection', () => proxy.connections === 0);
+    await eventually('the proxy forgets the connection', () => proxy.connections === 0);
   });
 
   it('holds every byte while cut and delivers them after heal', async () => {
     const c = await client(proxy.port);
     c.socket.write('a');
-    await waitUntil('the first echo', () => c.received() === 'a');
+    await eventually('the first echo', () => c.received() === 'a');
     proxy.cut();
     expect(proxy.isCut).toBe(true);
     c.socket.write('b');
     // New connections are accepted but reach nothing while cut.
     const late = await client(proxy.port);
     late.socket.write('c');
+    // A deliberate negative check: for a while, nothing may get through the cut.
     await new Promise((r) => setTimeout(r, 300));
     expect(c.received()).toBe('a');
     expect(late.received()).toBe('');
     expect(c.closed() || late.closed()).toBe(false);
     proxy.heal();
-    await waitUntil('the held bytes arrive', () => c.received() === 'ab' && late.received() === 'c');
+    await eventually('the held bytes arrive', () => c.received() === 'ab' && late.received() === 'c');
     c.socket.destroy();
     late.socket.destroy();
   });
@@ -75,13 +68,13 @@ describe('startTcpProxy', () => {
   it('reset drops every connection', async () => {
     const c = await client(proxy.port);
     c.socket.write('x');
-    await waitUntil('the echo', () => c.received() === 'x');
+    await eventually('the echo', () => c.received() === 'x');
     proxy.reset();
-    await waitUntil('the client sees the drop', () => c.closed());
+    await eventually('the client sees the drop', () => c.closed());
     expect(proxy.connections).toBe(0);
     const again = await client(proxy.port);
     again.socket.write('y');
-    await waitUntil('a new connection works', () => again.received() === 'y');
+    await eventually('a new connection works', () => again.received() === 'y');
     again.socket.destroy();
   });
 
@@ -90,7 +83,7 @@ describe('startTcpProxy', () => {
     try {
       const c = await client(p.port);
       c.socket.write('z');
-      await waitUntil('the echo', () => c.received() === 'z');
+      await eventually('the echo', () => c.received() === 'z');
       c.socket.destroy();
     } finally {
       await p.close();

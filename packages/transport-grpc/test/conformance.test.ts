@@ -1,7 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest';
-import { transportSuite } from '@taskgraph/testkit';
+import { freePort, transportSuite } from '@taskgraph/testkit';
 import { createGrpcTransport } from '../src/index.js';
-import { freePort } from './helpers.js';
 
 transportSuite({ describe, it, beforeAll, afterAll, beforeEach, afterEach }, () => createGrpcTransport('grpc://127.0.0.1:0'), {
   name: 'grpc',

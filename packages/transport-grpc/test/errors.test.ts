@@ -15,19 +15,10 @@ import {
 import type { InboundRequest, RequestHandler } from '@taskgraph/api';
 import { createGrpcTransport } from '../src/index.js';
 import type { GrpcTransport, GrpcTransportServer } from '../src/index.js';
-import { bytes, freePort, goodHeaders, meta, plainCall, plainClient, plainMetadata, text, waitFor } from './helpers.js';
+import { eventually, freePort, rejection } from '@taskgraph/testkit';
+import { bytes, goodHeaders, meta, plainCall, plainClient, plainMetadata, text } from './helpers.js';
 
 const opts = { timeoutMs: 10_000 };
-
-async function rejection(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw new Error(`expected a TaskGraphError, got ${String(err)}`);
-  }
-  throw new Error('expected the call to fail');
-}
 
 describe('handler errors travel as gRPC statuses and come back typed', () => {
   let transport: GrpcTransport;
@@ -276,7 +267,7 @@ describe('client-side failures', () => {
     aborted.length = 0;
     const err = await rejection(transport.call(server.address, 'Hang', meta(), bytes('x'), { timeoutMs: 300 }));
     expect(err.code).toBe(ErrorCodes.DeadlineExceeded);
-    await waitFor(() => aborted.length === 1, 10_000, 'the handler to be aborted');
+    await eventually('the handler is aborted', () => aborted.length === 1);
     // The server sees either its own deadline pass or the caller's cancel at its deadline.
     expect(TaskGraphError.is(aborted[0], ErrorCodes.DeadlineExceeded, ErrorCodes.Aborted)).toBe(true);
   });
@@ -286,11 +277,11 @@ describe('client-side failures', () => {
     aborted.length = 0;
     const controller = new AbortController();
     const p = transport.call(server.address, 'Hang', meta(), bytes('x'), { timeoutMs: 60_000, signal: controller.signal });
-    await waitFor(() => started.length === 1, 10_000, 'the handler to start');
+    await eventually('the handler starts', () => started.length === 1);
     controller.abort();
     const err = await rejection(p);
     expect(err).toBeInstanceOf(AbortedError);
-    await waitFor(() => aborted.length === 1, 10_000, 'the handler to be aborted');
+    await eventually('the handler is aborted', () => aborted.length === 1);
     expect(TaskGraphError.is(aborted[0], ErrorCodes.Aborted)).toBe(true);
   });
 
@@ -298,7 +289,7 @@ describe('client-side failures', () => {
     started.length = 0;
     const controller = new AbortController();
     const p = transport.call(server.address, 'Hang', meta(), bytes('x'), { timeoutMs: 60_000, signal: controller.signal });
-    await waitFor(() => started.length === 1, 10_000, 'the handler to start');
+    await eventually('the handler starts', () => started.length === 1);
     const reason = new EpochChangedError('epoch 4 began', { details: { current: 4 } });
     controller.abort(reason);
     expect(await rejection(p)).toBe(reason);

@@ -1,24 +1,13 @@
 /**
- * Shared test helpers: request meta, a free port with nothing listening, a plain
- * grpc-js client that knows nothing of TaskGraph, and condition polling.
+ * Shared test helpers: request meta, a plain grpc-js client that knows nothing
+ * of TaskGraph, and a count of open sockets.
  */
-import { createServer } from 'node:net';
 import { Client, Metadata, credentials } from '@grpc/grpc-js';
 import type { ServiceError, StatusObject } from '@grpc/grpc-js';
 import type { RequestMeta } from '@taskgraph/api';
 
 export function meta(overrides: Partial<RequestMeta> = {}): RequestMeta {
   return { job: 'job-1', from: 0, to: 1, epoch: 3, token: '7', requestId: 'req-1', ...overrides };
-}
-
-/** A loopback port that was free a moment ago and has nothing listening. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
 }
 
 /** Metadata as a non-TaskGraph client writes it by hand. */
@@ -69,16 +58,7 @@ export function plainClient(address: string): Client {
   return new Client(address, credentials.createInsecure());
 }
 
-/** Waits until `condition` holds, checking every 20 ms, up to `timeoutMs`. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
+/** The TaskGraphError `p` rejects with; fails if it resolves or rejects with anything else. */
 /** Counts of the kinds of handles that a transport opens (sockets, servers). */
 export function socketHandles(): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'TCPServerWrap').length;

@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ClosedError, ErrorCodes, TaskGraphError, UnavailableError } from '@taskgraph/api';
 import { createGrpcTransport } from '../src/index.js';
 import type { GrpcTransport, GrpcTransportServer } from '../src/index.js';
-import { bytes, meta, socketHandles, text, waitFor } from './helpers.js';
+import { eventually, rejection } from '@taskgraph/testkit';
+import { bytes, meta, socketHandles, text } from './helpers.js';
 
 const opts = { timeoutMs: 10_000 };
 const echo = { methods: ['Echo'], handler: async (req: { payload: Uint8Array }) => req.payload };
@@ -16,16 +17,6 @@ async function transport(options: Parameters<typeof createGrpcTransport>[0] = { 
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((t) => t.close()));
 });
-
-async function rejection(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw new Error(`expected a TaskGraphError, got ${String(err)}`);
-  }
-  throw new Error('expected the call to fail');
-}
 
 describe('channels and connections', () => {
   it('uses one channel and one TCP connection per peer across many calls', async () => {
@@ -68,7 +59,7 @@ describe('channels and connections', () => {
     await two.call(server.address, 'Echo', meta(), bytes('2'), opts);
     expect(server.stats().connections).toHaveLength(2);
     one.forget(server.address);
-    await waitFor(() => server.stats().connections.length === 1, 10_000, 'one connection to close');
+    await eventually('the server has one connection left', () => server.stats().connections.length === 1);
     expect(text(await two.call(server.address, 'Echo', meta(), bytes('still'), opts))).toBe('still');
   });
 
@@ -82,7 +73,7 @@ describe('channels and connections', () => {
     caller.forget(server.address);
     expect(caller.stats().channels).toBe(0);
     expect(caller.peerStats(server.address)).toBeUndefined();
-    await waitFor(() => server.stats().connections.length === 0, 10_000, 'the server to see the connection close');
+    await eventually('the server sees the connection close', () => server.stats().connections.length === 0);
 
     await caller.call(server.address, 'Echo', meta(), bytes('y'), opts);
     expect(caller.stats().channels).toBe(1);
@@ -109,12 +100,12 @@ describe('channels and connections', () => {
     });
     const caller = await transport();
     const pending = caller.call(server.address, 'Slow', meta(), bytes('kept'), opts);
-    await waitFor(() => release !== undefined, 10_000, 'the call to be in flight');
+    await eventually('the call is in flight', () => release !== undefined);
     caller.forget(server.address);
     expect(caller.stats().channels).toBe(0);
     release?.();
     expect(text(await pending)).toBe('kept');
-    await waitFor(() => server.stats().connections.length === 0, 10_000, 'the forgotten connection to close');
+    await eventually('the forgotten connection is closed', () => server.stats().connections.length === 0);
   });
 
   it('close() closes every channel and server, leaves no sockets, and refuses further use', async () => {
@@ -131,7 +122,7 @@ describe('channels and connections', () => {
 
     await Promise.all([t.close(), other.close()]);
     expect(t.stats()).toMatchObject({ channels: 0, servers: 0 });
-    await waitFor(() => socketHandles() <= baseline, 10_000, 'every socket to close');
+    await eventually('every socket is closed', () => socketHandles() <= baseline);
 
     await expect(t.call(s2.address, 'Echo', meta(), bytes('x'), opts)).rejects.toBeInstanceOf(ClosedError);
     await expect(t.listen(echo)).rejects.toBeInstanceOf(ClosedError);
@@ -148,8 +139,8 @@ describe('keepalive', () => {
     const serverConn = server.stats().connections[0]!;
 
     // Idle: no calls, only pings, both ways, for many ping intervals.
-    await waitFor(() => (caller.peerStats(server.address)!.connections[0]?.keepalivesSent ?? 0) >= 10, 20_000, 'client pings');
-    await waitFor(() => (server.stats().connections[0]?.keepalivesSent ?? 0) >= 10, 20_000, 'server pings');
+    await eventually('the client sent 10 pings', () => (caller.peerStats(server.address)!.connections[0]?.keepalivesSent ?? 0) >= 10, { timeoutMs: 20_000 });
+    await eventually('the server sent 10 pings', () => (server.stats().connections[0]?.keepalivesSent ?? 0) >= 10, { timeoutMs: 20_000 });
 
     const peer = caller.peerStats(server.address)!;
     expect(peer.state).toBe('READY');
@@ -186,7 +177,7 @@ describe('graceful close', () => {
     const server: GrpcTransportServer = await (await transport()).listen(g.listen);
     const caller = await transport();
     const inFlight = [1, 2, 3].map((i) => caller.call(server.address, 'Slow', meta(), bytes(String(i)), opts));
-    await waitFor(() => g.waiting.length === 3, 10_000, 'three calls in flight');
+    await eventually('three calls are in flight', () => g.waiting.length === 3);
     expect(server.stats().callsInFlight).toBe(3);
 
     const closed = server.close({ graceMs: 30_000 });
@@ -207,7 +198,7 @@ describe('graceful close', () => {
     const server = await (await transport()).listen(g.listen);
     const caller = await transport();
     const inFlight = rejection(caller.call(server.address, 'Slow', meta(), bytes('x'), opts));
-    await waitFor(() => g.waiting.length === 1, 10_000, 'the call to be in flight');
+    await eventually('the call is in flight', () => g.waiting.length === 1);
     await server.close({ graceMs: 100 });
     const err = await inFlight;
     expect(err).toBeInstanceOf(UnavailableError);
@@ -222,10 +213,10 @@ describe('graceful close', () => {
     const server = await (await transport()).listen(g.listen);
     const caller = await createGrpcTransport({ host: '127.0.0.1' });
     const inFlight = rejection(caller.call(server.address, 'Slow', meta(), bytes('x'), opts));
-    await waitFor(() => g.waiting.length === 1, 10_000, 'the call to be in flight');
+    await eventually('the call is in flight', () => g.waiting.length === 1);
     await caller.close();
     expect(await inFlight).toBeInstanceOf(ClosedError);
-    await waitFor(() => g.aborts.length === 1, 10_000, 'the handler to hear the cancel');
+    await eventually('the handler hears the cancel', () => g.aborts.length === 1);
     expect(TaskGraphError.is(g.aborts[0], ErrorCodes.Aborted)).toBe(true);
   });
 

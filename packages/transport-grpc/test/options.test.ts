@@ -1,19 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ServerCredentials } from '@grpc/grpc-js';
-import { ErrorCodes, TaskGraphError } from '@taskgraph/api';
+import { ErrorCodes } from '@taskgraph/api';
 import type { TransportFactory } from '@taskgraph/api';
+import { rejection } from '@taskgraph/testkit';
 import { GrpcTransport, createGrpcTransport, createTransport } from '../src/index.js';
 import { optionsFromUrl, resolveOptions, splitHostPort } from '../src/options.js';
-
-async function failure(p: Promise<unknown>): Promise<TaskGraphError> {
-  try {
-    await p;
-  } catch (err) {
-    if (TaskGraphError.is(err)) return err;
-    throw err;
-  }
-  throw new Error('expected a failure');
-}
 
 describe('createGrpcTransport', () => {
   it('is the package factory core resolves by scheme', async () => {
@@ -71,7 +62,7 @@ describe('createGrpcTransport', () => {
   ];
   for (const [url, message] of badUrls) {
     it(`refuses ${url} with one clear sentence`, async () => {
-      const err = await failure(createGrpcTransport(url));
+      const err = await rejection(createGrpcTransport(url));
       expect(err.code).toBe(ErrorCodes.InvalidArgument);
       expect(err.message).toMatch(message);
       expect(err.message).not.toContain('\n');
@@ -88,7 +79,7 @@ describe('createGrpcTransport', () => {
       { serverCredentials: {} as ServerCredentials },
       { channelCredentials: ServerCredentials.createInsecure() as never },
     ]) {
-      expect((await failure(createGrpcTransport(bad))).code).toBe(ErrorCodes.InvalidArgument);
+      expect((await rejection(createGrpcTransport(bad))).code).toBe(ErrorCodes.InvalidArgument);
     }
   });
 

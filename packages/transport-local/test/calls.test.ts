@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, NotOwnerError, TaskGraphError } from '@taskgraph/api';
 import type { InboundRequest } from '@taskgraph/api';
+import { eventually } from '@taskgraph/testkit';
 import { DEFAULT_GRACE_MS, LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
 import type { World } from './helpers.js';
-import { hops, meta, text, track, until, untext, world } from './helpers.js';
+import { hops, meta, text, track, untext, world } from './helpers.js';
 
 let w: World;
 
@@ -179,7 +180,7 @@ describe('deadlines and signals', () => {
 
     const controller = new AbortController();
     const aborted = codeOf(b.call(server.address, 'hold', meta(), text('2'), { timeoutMs: 10_000, signal: controller.signal }));
-    await until(() => requests.length === 2, 'the second call runs');
+    await eventually('the second call runs', () => requests.length === 2);
     controller.abort(new Error('not ours'));
     expect(await aborted).toBe(ErrorCodes.Aborted);
     expect(TaskGraphError.is(requests[1]?.signal.reason, ErrorCodes.Aborted)).toBe(true);
@@ -321,12 +322,12 @@ describe('transport close', () => {
       b.call(server.address, 'm', meta(), text('delayed request'), { timeoutMs: 120_000 }),
       b.call(server.address, 'm', meta(), text('delayed response'), { timeoutMs: 120_000 }),
     ];
-    await until(() => server.inFlight === 1, 'the second call runs');
+    await eventually('the second call runs', () => server.inFlight === 1);
     await Promise.all([a.close(), b.close()]);
     await Promise.allSettled(calls);
-    await until(
-      () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout' || r === 'Immediate').length <= before,
+    await eventually(
       'the transports\' timers are gone',
+      () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout' || r === 'Immediate').length <= before,
     );
   });
 });

@@ -4,6 +4,7 @@
  * options with their time scale applied.
  */
 import type { Coordinator, Session } from '@taskgraph/api';
+import type { EventuallyOptions } from '../eventually.js';
 import type { TestApi } from '../types.js';
 
 export interface CoordinatorSuiteOptions {
@@ -45,6 +46,8 @@ export interface SuiteSettings {
   readonly factory: CoordinatorSuiteFactory;
   readonly timeoutMs: number;
   readonly eventuallyMs: number;
+  /** `eventually()` options that wait `eventuallyMs`. */
+  readonly patience: EventuallyOptions;
   readonly concurrency: number;
   readonly runId: string;
   nextNamespace(): string;
@@ -60,11 +63,13 @@ export function resolveSettings(factory: CoordinatorSuiteFactory, options: Coord
   const label = options.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 12) || 'suite';
   const runId = Math.random().toString(36).slice(2, 8).padEnd(6, '0');
   let n = 0;
+  const eventuallyMs = (options.eventuallyMs ?? 5_000) * scale;
   return {
     options,
     factory,
     timeoutMs: (options.testTimeoutMs ?? 30_000) * scale,
-    eventuallyMs: (options.eventuallyMs ?? 5_000) * scale,
+    eventuallyMs,
+    patience: { timeoutMs: eventuallyMs },
     concurrency: options.concurrency ?? 24,
     runId,
     nextNamespace: () => `tg-${label}-${runId}-${++n}`,

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import type { Coordinator } from '@taskgraph/api';
 import type { DefineTest } from './context.js';
-import { byteOrder, bytes, consumeWatch, eventually, hex, rejectsWith, text } from './util.js';
+import { eventually } from '../eventually.js';
+import { byteOrder, bytes, consumeWatch, hex, rejectsWith, text } from './util.js';
 
 export function keyTests(test: DefineTest): void {
   test('get of a missing key is undefined', async (t) => {
@@ -177,7 +178,7 @@ export function keyTests(test: DefineTest): void {
       listed.entries.map((e) => e.key),
       [...keys].sort(byteOrder),
     );
-    await eventually('the watch saw every unicode key', t.settings.eventuallyMs, () => log.events.length >= keys.length);
+    await eventually('the watch saw every unicode key', () => log.events.length >= keys.length, t.settings.patience);
     assert.deepEqual(
       log.events.map((e) => e.key),
       keys,
@@ -234,9 +235,8 @@ export function keyTests(test: DefineTest): void {
     await other.create('shared/z', bytes('from other'));
     await other.deletePrefix('shared/');
     assert.equal(text((await b.get('shared/x'))?.value ?? bytes('')), 'from a');
-    await eventually('each watch saw its own namespace\'s writes', t.settings.eventuallyMs, () =>
-      mine.events.some((e) => e.key === 'shared/y') && otherLog.events.some((e) => e.type === 'delete' && e.key === 'shared/z'),
-    );
+    await eventually('each watch saw its own namespace\'s writes', () =>
+      mine.events.some((e) => e.key === 'shared/y') && otherLog.events.some((e) => e.type === 'delete' && e.key === 'shared/z'), t.settings.patience);
     assert.deepEqual(
       mine.events.map((e) => `${e.type} ${e.key}`),
       ['put shared/y'],
@@ -334,9 +334,8 @@ export function keyTests(test: DefineTest): void {
     );
     assert.ok(await c.get('dq'), 'a key outside the prefix stays');
     const removed = ['dp/a', 'dp/b/c', 'dp/b/d', 'dp/ephemeral'];
-    await eventually('a watcher saw a delete for every key deletePrefix removed', t.settings.eventuallyMs, () =>
-      removed.every((k) => log.events.some((e) => e.type === 'delete' && e.key === k)),
-    );
+    await eventually('a watcher saw a delete for every key deletePrefix removed', () =>
+      removed.every((k) => log.events.some((e) => e.type === 'delete' && e.key === k)), t.settings.patience);
     assert.ok(!log.events.some((e) => e.key === 'dp2/a'), 'nothing happened to dp2/a');
     await c.create('dp/ephemeral', bytes('again, without a session'));
     await s.close();

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import type { Coordinator, Lock, Session } from '@taskgraph/api';
 import type { CoordinatorSuiteOptions, DefineTest } from './context.js';
-import { assertCode, bytes, consumeWatch, eventually, rejectsWith } from './util.js';
+import { eventually } from '../eventually.js';
+import { assertCode, bytes, consumeWatch, rejectsWith } from './util.js';
 
 const BAD_KEYS: readonly [string, string][] = [
   ['', 'an empty key'],
@@ -131,7 +132,7 @@ export function lifecycleTests(test: DefineTest, options: CoordinatorSuiteOption
     assert.equal(s.lost.aborted, true);
     assertCode(s.lost.reason, 'CLOSED', 'a session closed by its client');
     assert.equal(lock.lost.aborted, true);
-    await eventually('the closed client\'s ephemeral key is gone', t.settings.eventuallyMs, async () => (await other.get('cl/e')) === undefined);
+    await eventually('the closed client\'s ephemeral key is gone', async () => (await other.get('cl/e')) === undefined, t.settings.patience);
     await waiting;
     assert.ok(handed && handed.token > lock.token, 'the waiter got the lock with a larger token');
   });
@@ -142,9 +143,9 @@ export function lifecycleTests(test: DefineTest, options: CoordinatorSuiteOption
     const start = await c.list('cw/');
     const resumed = consumeWatch(t, c, 'cw/', start.revision);
     await c.create('cw/a', bytes('a'));
-    await eventually('the resumed watch saw the write', t.settings.eventuallyMs, () => resumed.events.length > 0);
+    await eventually('the resumed watch saw the write', () => resumed.events.length > 0, t.settings.patience);
     await c.close();
-    await eventually('both watches ended', t.settings.eventuallyMs, () => log.finished() && resumed.finished());
+    await eventually('both watches ended', () => log.finished() && resumed.finished(), t.settings.patience);
     for (const w of [log, resumed]) {
       const err = await w.ended;
       if (err !== undefined) assertCode(err, 'CLOSED', 'a watch ended by close');

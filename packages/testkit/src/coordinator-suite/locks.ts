@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import type { Coordinator, Lock, Session } from '@taskgraph/api';
 import type { CoordinatorSuiteOptions, DefineTest } from './context.js';
-import { assertCode, bytes, eventually, rejectsWith } from './util.js';
+import { eventually } from '../eventually.js';
+import { assertCode, bytes, rejectsWith } from './util.js';
 
 /** Settles-or-not tracking of a pending acquire, without ever leaving a rejection unhandled. */
 function watchAcquire(p: Promise<Lock>): { readonly lock: () => Lock | undefined; readonly error: () => unknown; readonly settled: () => boolean } {
@@ -68,7 +69,7 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
       assert.equal(waiting.settled(), false, 'the waiter does not get a held lock');
     }
     await la.release();
-    await eventually('the waiter gets the released lock', t.settings.eventuallyMs, () => waiting.settled());
+    await eventually('the waiter gets the released lock', () => waiting.settled(), t.settings.patience);
     const lb = waiting.lock();
     assert.ok(lb, `the waiter got the lock (error: ${String(waiting.error())})`);
     assert.ok(lb.token > la.token, `token ${lb.token} > ${la.token}`);
@@ -86,7 +87,7 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
     const waiting = watchAcquire(b.acquire('l/close', sb));
     await sa.close();
     assert.equal(la.lost.aborted, true, 'the lock is lost with its session');
-    await eventually('the waiter gets the lock', t.settings.eventuallyMs, () => waiting.settled());
+    await eventually('the waiter gets the lock', () => waiting.settled(), t.settings.patience);
     const lb = waiting.lock();
     assert.ok(lb, `the waiter got the lock (error: ${String(waiting.error())})`);
     assert.ok(lb.token > la.token);
@@ -104,9 +105,9 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
       const waiting = watchAcquire(b.acquire('l/exp', sb));
       await options.expireSession?.(a, sa);
       const bound = sa.ttlMs * a.caps.expiryFactor + t.settings.eventuallyMs;
-      await eventually('the waiter gets the lock', bound, () => waiting.settled());
+      await eventually('the waiter gets the lock', () => waiting.settled(), { timeoutMs: bound });
       assert.ok(waiting.lock(), `the waiter got the lock (error: ${String(waiting.error())})`);
-      await eventually('the old lock is lost', bound, () => la.lost.aborted);
+      await eventually('the old lock is lost', () => la.lost.aborted, { timeoutMs: bound });
       assertCode(la.lost.reason, 'LEASE_LOST', 'the old lock\'s lost reason');
       assert.ok((waiting.lock()?.token ?? 0n) > la.token);
     }, test.settings.ttlTimeout(4));
@@ -119,10 +120,10 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
       const la = await a.acquire('l/wexp', sa);
       const waiting = watchAcquire(b.acquire('l/wexp', sb));
       await options.expireSession?.(b, sb);
-      await eventually('the waiting acquire settles', sb.ttlMs * b.caps.expiryFactor + t.settings.eventuallyMs, () => waiting.settled());
+      await eventually('the waiting acquire settles', () => waiting.settled(), { timeoutMs: sb.ttlMs * b.caps.expiryFactor + t.settings.eventuallyMs });
       assertCode(waiting.error(), 'LEASE_LOST', 'a waiting acquire whose session expired');
       await la.release();
-      await eventually('nobody holds the lock', t.settings.eventuallyMs, async () => (await a.holder('l/wexp')) === undefined);
+      await eventually('nobody holds the lock', async () => (await a.holder('l/wexp')) === undefined, t.settings.patience);
     }, test.settings.ttlTimeout(4));
   } else {
     test('hand-over on the holder\'s session expiry (no expireSession hook: hand-over on close is checked instead)', async (t) => {
@@ -133,7 +134,7 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
       const la = await a.acquire('l/exp', sa);
       const waiting = watchAcquire(b.acquire('l/exp', sb));
       await a.close();
-      await eventually('the waiter gets the lock', t.settings.eventuallyMs, () => waiting.settled());
+      await eventually('the waiter gets the lock', () => waiting.settled(), t.settings.patience);
       assert.ok(waiting.lock(), `the waiter got the lock (error: ${String(waiting.error())})`);
       assert.equal(la.lost.aborted, true);
     });
@@ -145,7 +146,7 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
     for (let round = 0; round < 6; round++) {
       const c = clients[round % clients.length] as Coordinator;
       const s = await session(c, options);
-      const lock = round % 2 === 0 ? await c.acquire('l/fence', s) : await eventually('tryAcquire gets the free lock', t.settings.eventuallyMs, () => c.tryAcquire('l/fence', s));
+      const lock = round % 2 === 0 ? await c.acquire('l/fence', s) : await eventually('tryAcquire gets the free lock', () => c.tryAcquire('l/fence', s), t.settings.patience);
       if (last !== undefined) assert.ok(lock.token > last, `round ${round}: token ${lock.token} > ${last}`);
       last = lock.token;
       // Hand over by release and by session close in turn.
@@ -190,19 +191,19 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
     const waiting = watchAcquire(b.acquire('l/abort', sb, { signal: controller.signal }));
     await a.holder('l/abort');
     controller.abort();
-    await eventually('the aborted acquire settles', t.settings.eventuallyMs, () => waiting.settled());
+    await eventually('the aborted acquire settles', () => waiting.settled(), t.settings.patience);
     assertCode(waiting.error(), 'ABORTED', 'an aborted acquire');
     await la.release();
-    const lc = await eventually('a third client takes the lock the aborted waiter left', t.settings.eventuallyMs, () => c.tryAcquire('l/abort', sc));
+    const lc = await eventually('a third client takes the lock the aborted waiter left', () => c.tryAcquire('l/abort', sc), t.settings.patience);
     assert.equal((await b.holder('l/abort'))?.owner, sc.id);
     // Aborted in the same tick as the call: the acquire must still notice, whatever it was awaiting then.
     const quick = t.controller();
     const racing = watchAcquire(b.acquire('l/abort', sb, { signal: quick.signal }));
     quick.abort();
-    await eventually('the acquire aborted in the same tick settles', t.settings.eventuallyMs, () => racing.settled());
+    await eventually('the acquire aborted in the same tick settles', () => racing.settled(), t.settings.patience);
     assertCode(racing.error(), 'ABORTED', 'an acquire aborted in the same tick');
     await lc.release();
-    await eventually('the lock is free: the aborted waiter took nothing', t.settings.eventuallyMs, async () => (await c.holder('l/abort')) === undefined);
+    await eventually('the lock is free: the aborted waiter took nothing', async () => (await c.holder('l/abort')) === undefined, t.settings.patience);
   });
 
   test('acquire with an already aborted signal rejects at once and takes nothing', async (t) => {
@@ -232,10 +233,10 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
     const waiting = watchAcquire(b.acquire('l/wclose', sb));
     await a.holder('l/wclose');
     await sb.close();
-    await eventually('the waiting acquire settles', t.settings.eventuallyMs, () => waiting.settled());
+    await eventually('the waiting acquire settles', () => waiting.settled(), t.settings.patience);
     assertCode(waiting.error(), ['LEASE_LOST', 'CLOSED'], 'a waiting acquire whose session closed');
     await la.release();
-    await eventually('nobody holds the lock', t.settings.eventuallyMs, async () => (await a.holder('l/wclose')) === undefined);
+    await eventually('nobody holds the lock', async () => (await a.holder('l/wclose')) === undefined, t.settings.patience);
   });
 
   test('release twice is a no-op, and so is release after the session closed', async (t) => {

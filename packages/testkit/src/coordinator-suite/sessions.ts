@@ -1,7 +1,8 @@
 /** Sessions: keepalive, ephemeral keys, expiry on the server and by the local deadline. */
 import assert from 'node:assert/strict';
 import type { CoordinatorSuiteOptions, DefineTest, TestContext } from './context.js';
-import { assertCode, bytes, eventually, rejectsWith, sleep, text } from './util.js';
+import { eventually } from '../eventually.js';
+import { assertCode, bytes, rejectsWith, sleep, text } from './util.js';
 
 /** How long the server may take to expire a session after its last renewal. */
 function expiryBound(t: TestContext, ttlMs: number, expiryFactor: number): number {
@@ -35,9 +36,9 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
     assert.equal(s.lost.aborted, true, 'lost aborts on close');
     assertCode(s.lost.reason, 'CLOSED', 'the lost reason after close');
     assert.equal(s.isLost(), true);
-    await eventually('the ephemeral keys are gone for another client', t.settings.eventuallyMs, async () => {
+    await eventually('the ephemeral keys are gone for another client', async () => {
       return (await observer.list('eph/')).entries.map((e) => e.key).join() === 'eph/plain';
-    });
+    }, t.settings.patience);
     await s.close();
   });
 
@@ -48,6 +49,7 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
     await c.create('alive/a', bytes('a'), { session: s });
     const span = s.ttlMs * c.caps.expiryFactor * 3;
     const until = performance.now() + span;
+    // A deliberate window: nothing may happen in it, so there is no condition to wait on.
     while (performance.now() < until) {
       await sleep(Math.max(20, s.ttlMs / 4));
       assert.equal(s.lost.aborted, false, `the session was lost while kept alive: ${String(s.lost.reason)}`);
@@ -64,7 +66,7 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
     await observer.update('keep/a', bytes('2'), v);
     assert.equal(text((await c.get('keep/a'))?.value ?? bytes('')), '2');
     await s.close();
-    await eventually('the updated ephemeral key is gone', t.settings.eventuallyMs, async () => (await observer.get('keep/a')) === undefined);
+    await eventually('the updated ephemeral key is gone', async () => (await observer.get('keep/a')) === undefined, t.settings.patience);
   });
 
   test('create with a closed session rejects with LeaseLost', async (t) => {
@@ -82,7 +84,7 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
     await c.create('two/1', bytes('1'), { session: s1 });
     await c.create('two/2', bytes('2'), { session: s2 });
     await s1.close();
-    await eventually('the closed session\'s key is gone', t.settings.eventuallyMs, async () => (await c.get('two/1')) === undefined);
+    await eventually('the closed session\'s key is gone', async () => (await c.get('two/1')) === undefined, t.settings.patience);
     assert.ok(await c.get('two/2'));
     assert.equal(s2.lost.aborted, false);
   });
@@ -95,8 +97,8 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
       await c.create('exp/a', bytes('a'), { session: s });
       await c.create('exp/plain', bytes('p'));
       await t.options.expireSession?.(c, s);
-      await eventually('the ephemeral key is gone', expiryBound(t, s.ttlMs, c.caps.expiryFactor), async () => (await observer.get('exp/a')) === undefined);
-      await eventually('session.lost fires', expiryBound(t, s.ttlMs, c.caps.expiryFactor), () => s.lost.aborted);
+      await eventually('the ephemeral key is gone', async () => (await observer.get('exp/a')) === undefined, { timeoutMs: expiryBound(t, s.ttlMs, c.caps.expiryFactor) });
+      await eventually('session.lost fires', () => s.lost.aborted, { timeoutMs: expiryBound(t, s.ttlMs, c.caps.expiryFactor) });
       assertCode(s.lost.reason, 'LEASE_LOST', 'the lost reason after expiry');
       assert.equal(s.isLost(), true);
       await rejectsWith(() => c.create('exp/b', bytes('b'), { session: s }), 'LEASE_LOST', 'create with an expired session');
@@ -110,7 +112,7 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
       const s = await c.openSession({ ttlMs: t.options.sessionTtlMs });
       await c.create('exp/a', bytes('a'), { session: s });
       await c.close();
-      await eventually('the ephemeral key of a closed client is gone', t.settings.eventuallyMs, async () => (await observer.get('exp/a')) === undefined);
+      await eventually('the ephemeral key of a closed client is gone', async () => (await observer.get('exp/a')) === undefined, t.settings.patience);
       assert.equal(s.lost.aborted, true);
     });
   }
@@ -123,20 +125,20 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
       await c.create('part/a', bytes('a'), { session: s });
       const heal = await t.partition(c);
       // Nothing from the server can reach the client now: only its own deadline can tell it.
-      await eventually('session.lost fires during the partition', s.ttlMs * 2 + t.settings.eventuallyMs, () => s.isLost());
+      await eventually('session.lost fires during the partition', () => s.isLost(), { timeoutMs: s.ttlMs * 2 + t.settings.eventuallyMs });
       assert.ok(s.lost.aborted, 'isLost() and lost agree');
       assertCode(s.lost.reason, 'LEASE_LOST', 'the lost reason after a partition');
       await eventually(
         'the server expired the partitioned session and deleted its key',
-        expiryBound(t, s.ttlMs, c.caps.expiryFactor) * 2,
         async () => (await observer.get('part/a')) === undefined,
+        { timeoutMs: expiryBound(t, s.ttlMs, c.caps.expiryFactor) * 2 },
       );
       await heal();
-      await eventually('the healed client works again', t.settings.eventuallyMs * 2, async () => {
+      await eventually('the healed client works again', async () => {
         const s2 = await c.openSession({ ttlMs: t.options.sessionTtlMs });
         await c.create(`part/again-${s2.id.replace(/[^A-Za-z0-9]/g, '')}`, bytes('b'), { session: s2 });
         return true;
-      });
+      }, { timeoutMs: t.settings.eventuallyMs * 2 });
       assert.equal(s.isLost(), true, 'a lost session stays lost after healing');
       await rejectsWith(() => c.create('part/c', bytes('c'), { session: s }), 'LEASE_LOST', 'create with the lost session after healing');
     }, test.settings.ttlTimeout(12));
@@ -144,6 +146,7 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
     test('session loss by the local deadline (no partition hook: not exercised; only isLost() on a live session is checked)', async (t) => {
       const c = await t.client();
       const s = await c.openSession({ ttlMs: t.options.sessionTtlMs });
+      // A deliberate negative check: one TTL passes and nothing may happen.
       await sleep(s.ttlMs);
       assert.equal(s.isLost(), false, 'a kept-alive session is not lost after one TTL');
     }, test.settings.ttlTimeout(2));

@@ -38,28 +38,6 @@ export function assertCode(value: unknown, codes: ErrorCode | readonly ErrorCode
   assert.ok(TaskGraphError.is(value, ...want), `${what}: expected ${want.join(' or ')}, got ${String(value)}`);
 }
 
-/** Polls `condition` until it returns true (or a truthy value), or fails after `timeoutMs`. */
-export async function eventually<T>(what: string, timeoutMs: number, condition: () => T | Promise<T>): Promise<NonNullable<T>> {
-  const deadline = performance.now() + timeoutMs;
-  let lastError: unknown;
-  let delay = 5;
-  for (;;) {
-    try {
-      const v = await condition();
-      if (v) return v as NonNullable<T>;
-      lastError = undefined;
-    } catch (err) {
-      lastError = err;
-    }
-    if (performance.now() >= deadline) {
-      const why = lastError === undefined ? '' : ` (last error: ${String(lastError)})`;
-      assert.fail(`timed out after ${timeoutMs} ms waiting until ${what}${why}`);
-    }
-    await sleep(delay);
-    delay = Math.min(delay * 2, 50);
-  }
-}
-
 /** A key's state as the suite compares it: value in hex and version. */
 export type KeyState = Map<string, { value: string; version: string }>;
 

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import type { Coordinator, WatchBatch } from '@taskgraph/api';
 import type { DefineTest, TestContext } from './context.js';
+import { eventually } from '../eventually.js';
 import {
   activeHandleCount,
   applyEvents,
@@ -9,7 +10,6 @@ import {
   bytes,
   consumeWatch,
   describeState,
-  eventually,
   sameState,
   stateOf,
   text,
@@ -21,12 +21,12 @@ async function converges(t: TestContext, c: Coordinator, prefix: string, start: 
   let final: KeyState = new Map();
   let replayed: KeyState = new Map();
   try {
-    await eventually('the watch replayed over the snapshot equals the final list', t.settings.eventuallyMs, async () => {
+    await eventually('the watch replayed over the snapshot equals the final list', async () => {
       final = stateOf((await c.list(prefix)).entries);
       replayed = new Map(start);
       for (const log of logs) applyEvents(replayed, log.events);
       return sameState(final, replayed);
-    });
+    }, t.settings.patience);
   } catch (err) {
     throw new assert.AssertionError({
       message: `${(err as Error).message}\n  final:    ${describeState(final)}\n  replayed: ${describeState(replayed)}`,
@@ -83,7 +83,7 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
       await converges(t, c, 'w/', stateOf(start.entries), [log]);
       return;
     }
-    await eventually('the watch saw all five changes', t.settings.eventuallyMs, () => log.events.length >= 5);
+    await eventually('the watch saw all five changes', () => log.events.length >= 5, t.settings.patience);
     assert.deepEqual(
       log.events.map((e) => (e.type === 'put' ? ['put', e.key, text(e.value), e.version] : ['delete', e.key])),
       [
@@ -102,16 +102,15 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
     const log = consumeWatch(t, c, 'now/');
     // A watch is established asynchronously on remote backends: write until one is seen.
     let i = 0;
-    await eventually('the watch delivered a write made after it started', t.settings.eventuallyMs, async () => {
+    await eventually('the watch delivered a write made after it started', async () => {
       await c.create(`now/${i++}`, bytes('x'));
       return log.events.length > 0;
-    });
+    }, t.settings.patience);
     const first = log.events[0];
     assert.equal(first?.type, 'put');
     const v = await c.create('now/last', bytes('last'));
-    await eventually('the watch delivered the last write', t.settings.eventuallyMs, () =>
-      log.events.some((e) => e.type === 'put' && e.key === 'now/last' && e.version === v),
-    );
+    await eventually('the watch delivered the last write', () =>
+      log.events.some((e) => e.type === 'put' && e.key === 'now/last' && e.version === v), t.settings.patience);
   });
 
   test(`a watch after list's revision misses nothing while two clients write concurrently${historyNote}`, async (t) => {
@@ -218,16 +217,15 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
       for (let i = 1; i <= 5; i++) v = await c.update('cp/k', bytes(String(i)), v);
       await t.options.compact?.(c);
       const stale = consumeWatch(t, c, 'cp/', start.revision);
-      await eventually('the watch from a compacted revision ended', t.settings.eventuallyMs, () => stale.finished());
+      await eventually('the watch from a compacted revision ended', () => stale.finished(), t.settings.patience);
       assert.deepEqual(stale.batches, [], 'no batch from a compacted revision');
       assertCode(await stale.ended, 'COMPACTED', 'watch from a compacted revision');
       const again = await c.list('cp/');
       assert.equal(text(again.entries[0]?.value ?? bytes('')), '5');
       const log = consumeWatch(t, c, 'cp/', again.revision);
       const v2 = await c.update('cp/k', bytes('6'), v);
-      await eventually('the new watch delivers the next write', t.settings.eventuallyMs, () =>
-        log.events.some((e) => e.type === 'put' && e.version === v2),
-      );
+      await eventually('the new watch delivers the next write', () =>
+        log.events.some((e) => e.type === 'put' && e.version === v2), t.settings.patience);
       assert.equal(log.events.length, 1, 'nothing before the re-listed revision is delivered again');
     });
   } else {
@@ -245,12 +243,12 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
       const log = consumeWatch(t, c, 'co/', start.revision);
       const startState = stateOf(start.entries);
       let converged = false;
-      await eventually('the watch from an old revision converges on the final list, or ends', t.settings.eventuallyMs, async () => {
+      await eventually('the watch from an old revision converges on the final list, or ends', async () => {
         const replayed = new Map(startState);
         applyEvents(replayed, log.events);
         converged = sameState(stateOf((await c.list('co/')).entries), replayed);
         return converged || log.finished();
-      });
+      }, t.settings.patience);
       if (!converged) {
         // The contract allows CompactedError instead: then re-listing and watching on must converge.
         assertCode(await log.ended, 'COMPACTED', 'a watch from an old revision either converges or throws CompactedError');
@@ -274,7 +272,7 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
     );
     t.track(pending);
     controller.abort();
-    await eventually('the pending next() settles after abort', t.settings.eventuallyMs, () => settled !== undefined || failed !== undefined);
+    await eventually('the pending next() settles after abort', () => settled !== undefined || failed !== undefined, t.settings.patience);
     assert.equal(failed, undefined, `the iterator ended with an error: ${String(failed)}`);
     assert.equal(settled?.done, true, 'the iterator is done');
     assert.equal((await it.next()).done, true, 'and stays done');
@@ -299,16 +297,16 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
     };
     // A first round may set up what the client keeps for its lifetime (a stream, pooled connections): measure after it.
     await round();
-    const baseline = await eventually('the handle count settles', t.settings.eventuallyMs, async () => {
+    const baseline = await eventually('the handle count settles', async () => {
       const a = activeHandleCount();
       await new Promise((r) => setImmediate(r));
       return activeHandleCount() === a ? { n: a } : undefined;
-    });
+    }, t.settings.patience);
     for (let i = 0; i < 3; i++) await round();
     await eventually(
       `the open handles drop back to ${baseline.n} (now ${activeHandleCount()}: ${process.getActiveResourcesInfo().join(', ')})`,
-      t.settings.eventuallyMs,
       () => activeHandleCount() <= baseline.n,
+      t.settings.patience,
     );
   });
 
@@ -352,11 +350,11 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
     const other = await c.tryAcquire('wp/lock2', s);
     assert.ok(other, 'a free lock is taken');
     await c.create('wp/last', bytes('last'));
-    await eventually('the watch saw wp/last', t.settings.eventuallyMs, () => log.events.some((e) => e.key === 'wp/last'));
+    await eventually('the watch saw wp/last', () => log.events.some((e) => e.key === 'wp/last'), t.settings.patience);
     await lock.release();
     await other.release();
     await c.create('wp/end', bytes('end'));
-    await eventually('the watch saw wp/end', t.settings.eventuallyMs, () => log.events.some((e) => e.key === 'wp/end'));
+    await eventually('the watch saw wp/end', () => log.events.some((e) => e.key === 'wp/end'), t.settings.patience);
     assert.deepEqual(
       log.events.map((e) => e.key),
       ['wp/last', 'wp/end'],
@@ -376,10 +374,10 @@ export function watchTests(test: DefineTest, hasCompact: boolean): void {
     await c.create('we/b', bytes('b'), { session: s });
     await c.create('we/stays', bytes('c'));
     await s.close();
-    await eventually('the watch saw both ephemeral keys deleted', t.settings.eventuallyMs, () => {
+    await eventually('the watch saw both ephemeral keys deleted', () => {
       const deleted = new Set(log.events.filter((e) => e.type === 'delete').map((e) => e.key));
       return deleted.has('we/a') && deleted.has('we/b');
-    });
+    }, t.settings.patience);
     assert.ok(!log.events.some((e) => e.type === 'delete' && e.key === 'we/stays'));
     await converges(t, c, 'we/', stateOf(start.entries), [log]);
   });

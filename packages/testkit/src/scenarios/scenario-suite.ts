@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import type { Coordinator, Logger } from '@taskgraph/api';
 import { LocalCluster, createLogger } from '@taskgraph/core';
 import type { NodeResources } from '@taskgraph/core';
-import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from '@taskgraph/app-regression';
-import type { RegressionOptions } from '@taskgraph/app-regression';
+import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages, seededRandom } from '@taskgraph/workloads';
+import type { RegressionOptions } from '@taskgraph/workloads';
+import { eventually } from '../eventually.js';
 import type { TestApi } from '../types.js';
 import { countHandles, leakedHandles } from './handles.js';
 import {
@@ -44,18 +45,6 @@ export interface ScenarioBackend {
   readonly timeoutMs?: number;
   /** Log level of the nodes (default: silent; TASKGRAPH_LOG_LEVEL overrides). */
   readonly logger?: Logger;
-}
-
-/** A seeded random source (mulberry32), so a failure pattern can be reproduced. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 let jobSeq = 0;
@@ -100,6 +89,8 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
     try {
       await cluster.start();
       const during = o.during?.(cluster);
+      // Awaited below; a failure before the job ends must not count as unhandled meanwhile.
+      during?.catch(() => undefined);
       const status = await cluster.waitUntilDone();
       await during;
       return { status, cluster };
@@ -172,22 +163,16 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
     test.it(
       'a node killed mid-job frees its slot at once; a standby takes over; exact sums',
       async () => {
-        let killed = false;
         const { sums, starts } = await runRegression(15, 2, {}, {
           during: async (cluster) => {
             // Kill task 6's node as soon as the job is past epoch 2.
-            for (let i = 0; i < 600 && !killed; i++) {
+            await eventually('the job is running past epoch 2 with a node on task 6', async () => {
               const s = await cluster.controller.status();
-              if (s && s.epoch >= 2 && s.state === 'running' && cluster.ownerOf(6)) {
-                await cluster.kill(6);
-                killed = true;
-              } else {
-                await new Promise((r) => setTimeout(r, 20));
-              }
-            }
+              return s !== undefined && s.epoch >= 2 && s.state === 'running' && cluster.ownerOf(6) !== undefined;
+            }, { timeoutMs: timeout / 2 });
+            await cluster.kill(6);
           },
         });
-        assert.ok(killed, 'a node was killed mid-job');
         assert.deepEqual(sortedSums(sums), expectedSums(15));
         assert.ok(starts.some((s) => s.task === 6 && s.incarnation >= 2), 'task 6 was taken over');
       },
@@ -221,13 +206,17 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
               victim = cluster.ownerOf(target);
               assert.ok(victim, `a node runs task ${target}`);
               heal = await backend.isolate(victim.resources);
-              // The victim's session is lost by its local deadline; it leaves; a standby
-              // claims the task once the server expires the session.
-              for (let i = 0; i < 1000 && !(cluster.ownerOf(target) && cluster.ownerOf(target) !== victim); i++) {
-                await new Promise((r) => setTimeout(r, 25));
+              try {
+                // The victim's session is lost by its local deadline; it leaves; a standby
+                // claims the task once the server expires the session.
+                await eventually(`a standby claims task ${target}`, () => {
+                  const owner = cluster.ownerOf(target);
+                  return owner !== undefined && owner !== victim;
+                }, { timeoutMs: timeout / 2 });
+              } finally {
+                // The old incarnation's handler now finishes: its answer must be dropped.
+                release();
               }
-              // The old incarnation's handler now finishes: its answer must be dropped.
-              release();
               await victim.finished;
               await heal();
             },
@@ -384,10 +373,8 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
         const { sums } = await runRegression(3, 1, { numEpochs: 2 });
         assert.deepEqual(sortedSums(sums), expectedSums(3, 2));
         let leaks = leakedHandles(baseline);
-        for (let i = 0; i < 100 && Object.keys(leaks).length > 0; i++) {
-          await new Promise((r) => setTimeout(r, 50));
-          leaks = leakedHandles(baseline);
-        }
+        // On timeout the assertion below says which handles are left, better than the wait could.
+        await eventually('no handles are left open', () => Object.keys((leaks = leakedHandles(baseline))).length === 0).catch(() => undefined);
         assert.deepEqual(leaks, {}, 'handles left open after every node stopped');
       },
       timeout,

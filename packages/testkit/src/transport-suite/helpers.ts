@@ -1,6 +1,6 @@
 /**
  * Small helpers of the transport conformance suite: typed-error assertions,
- * condition polling, byte patterns, and a count of the process's live handles.
+ * deferreds, byte patterns, and a count of the process's live handles.
  */
 import assert from 'node:assert/strict';
 import type { ErrorCode, RequestMeta } from '@taskgraph/api';
@@ -30,15 +30,6 @@ export function describeError(err: unknown): string {
 function describeValue(value: unknown): string {
   if (value instanceof Uint8Array) return `${value.length} bytes`;
   return typeof value;
-}
-
-/** Polls `condition` every few ms until it holds, or fails after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await sleep(5);
-  }
 }
 
 export function sleep(ms: number): Promise<void> {
