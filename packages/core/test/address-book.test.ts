@@ -1,12 +1,11 @@
 import { ClosedError } from '@taskgraph/api';
 import type { Entry, WatchEvent } from '@taskgraph/api';
-import { ManualClock } from '@taskgraph/testkit';
+import { eventually, ManualClock } from '@taskgraph/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AddressBook } from '../src/address-book.js';
 import { encodeJson, keys } from '../src/layout.js';
 import type { AddrValue } from '../src/layout.js';
 import { WatchedPrefix } from '../src/watched-prefix.js';
-import { until } from './helpers.js';
 import { bytes, memoryWorld, recordingLogger, rejectionOf, track, turn } from './parts.js';
 
 const JOB = 'book';
@@ -189,7 +188,7 @@ describe('AddressBook', () => {
       watch = new WatchedPrefix(c, keys.tasks(w.job), addresses, w.clock, recordingLogger());
       await watch.start(new AbortController().signal);
       await c.create(keys.addr(w.job, 0), encodeJson(addr('owner', '12')), { session: owner });
-      await until(() => addresses.has(0), 'the owner’s address');
+      await eventually('the owner’s address', () => addresses.has(0));
       expect(addresses.get(0)).toEqual(addr('owner', '12'));
       // The first snapshot woke the standbys once: use that up.
       await addresses.waitForFreeSlot(w.clock, 10_000, new AbortController().signal);

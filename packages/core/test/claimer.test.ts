@@ -1,12 +1,12 @@
 import { InternalError, LeaseLostError } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { AddressBook } from '../src/address-book.js';
 import { Claimer } from '../src/claimer.js';
 import type { ClaimerOptions } from '../src/claimer.js';
 import { encodeJson, keys } from '../src/layout.js';
 import type { AddrValue } from '../src/layout.js';
 import { newStats } from '../src/stats.js';
-import { until } from './helpers.js';
 import { bytes, memoryWorld, recordingLogger, rejectionOf, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
@@ -97,7 +97,7 @@ describe('Claimer.claim', () => {
     const locks = [await hold(0), await hold(1), await hold(2)];
     for (const id of [0, 1, 2]) addresses.event({ type: 'put', key: keys.addr(w.job, id), value: encodeJson(addr(`r${id}`)), version: '1' });
     const run = track(claim());
-    await until(() => state.standbys === 1, 'standby');
+    await eventually('standby', () => state.standbys === 1);
     expect(run.state.settled).toBe(false);
     await locks[1]!.release();
     addresses.event({ type: 'delete', key: keys.addr(w.job, 1) });
@@ -111,7 +111,7 @@ describe('Claimer.claim', () => {
     const { claim, hold, state } = await setup();
     const locks = [await hold(0), await hold(1), await hold(2)];
     const run = track(claim());
-    await until(() => state.standbys === 1, 'standby');
+    await eventually('standby', () => state.standbys === 1);
     await w.clock.advance(500);
     await w.clock.advance(500);
     await locks[2]!.release();
@@ -132,7 +132,7 @@ describe('Claimer.claim', () => {
     state.standby = true;
     for (const id of [0, 1, 2]) await hold(id);
     const run = track(claim());
-    await until(() => state.standbys === 1, 'standby');
+    await eventually('standby', () => state.standbys === 1);
     state.standby = false;
     addresses.wakeStandbys();
     expect(await run.promise).toBeUndefined();
@@ -142,7 +142,7 @@ describe('Claimer.claim', () => {
     const { claim, life, hold, state, coordinator } = await setup();
     for (const id of [0, 1, 2]) await hold(id);
     const run = track(claim());
-    await until(() => state.standbys === 1, 'standby');
+    await eventually('standby', () => state.standbys === 1);
     life.abort(new Error('leaving'));
     expect(await run.promise).toBeUndefined();
     const tried = coordinator.faults.add({ op: 'tryAcquire', error: () => new InternalError('not expected') });

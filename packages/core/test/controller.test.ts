@@ -1,7 +1,8 @@
 import { ConflictError, InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { createController, jobKeys, silentLogger } from '../src/index.js';
-import { recordingTask, until, world } from './helpers.js';
+import { recordingTask, world } from './helpers.js';
 
 let w: ReturnType<typeof world>;
 afterEach(async () => {
@@ -42,7 +43,7 @@ describe('controller', () => {
     const log: string[] = [];
     const nodes = await Promise.all([0, 1, 2, 3].map(() => w.node(() => recordingTask(log))));
     const runs = nodes.map((n) => n.node.start());
-    await until(async () => (await ctl.status())!.tasks.every((t) => t.nodeId !== undefined) && (await ctl.status())!.nodes.length === 4, 'all tasks claimed');
+    await eventually('all tasks claimed', async () => (await ctl.status())!.tasks.every((t) => t.nodeId !== undefined) && (await ctl.status())!.nodes.length === 4);
     const s = (await ctl.status())!;
     expect(s.standbys).toHaveLength(1);
     expect(new Set(s.tasks.map((t) => t.nodeId)).size).toBe(3);

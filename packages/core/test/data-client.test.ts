@@ -1,6 +1,6 @@
 import { ApplicationError, DecodeFailedError, EpochChangedError, InvalidArgumentError, NotOwnerError } from '@taskgraph/api';
 import type { Codec, InboundRequest, MethodSpec, RequestMeta } from '@taskgraph/api';
-import { ManualClock } from '@taskgraph/testkit';
+import { eventually, ManualClock } from '@taskgraph/testkit';
 import { LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AddressBook } from '../src/address-book.js';
@@ -9,7 +9,6 @@ import { DataClient } from '../src/data-client.js';
 import { epochScope } from '../src/epoch.js';
 import { encodeJson, keys } from '../src/layout.js';
 import { newStats } from '../src/stats.js';
-import { until } from './helpers.js';
 import { codeOf, gate, recordingLogger, rejectionOf, track } from './parts.js';
 
 const JOB = 'data';
@@ -87,7 +86,7 @@ describe('DataClient', () => {
     target.place();
     const ctx = epochScope(3).context;
     const first = track(data.request({ ctx, from: 0, to: 1, method: double, input: 1 }));
-    await until(() => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1, 'a backoff');
+    await eventually('a backoff', () => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
     await clock.advance(10);
     await first.promise;
     await data.request({ ctx, from: 0, to: 1, method: double, input: 2 });
@@ -148,7 +147,7 @@ describe('DataClient', () => {
       const { data, server, stats, network, clock } = setup();
       const target = await server(1, '7');
       const run = track(data.request({ ctx: epochScope(0).context, from: 0, to: 1, method: double, input: 4 }));
-      await until(() => clock.pendingTimers().length === 1, 'a wait for the address');
+      await eventually('a wait for the address', () => clock.pendingTimers().length === 1);
       expect(network.stats().sent).toBe(0);
       target.place();
       expect(await run.promise).toBe(8);
@@ -164,7 +163,7 @@ describe('DataClient', () => {
       // The book is level-triggered: use up the wake-up of that first placement.
       await addresses.waitForChange(clock, 1, new AbortController().signal);
       const run = track(data.request({ ctx: epochScope(0).context, from: 2, to: 1, method: double, input: 5 }));
-      await until(() => old.seen.length === 1, 'the first attempt');
+      await eventually('the first attempt', () => old.seen.length === 1);
       next.place();
       expect(await run.promise).toBe(10);
       expect(next.seen.map((s) => s.meta.token)).toEqual(['8']);
@@ -183,7 +182,7 @@ describe('DataClient', () => {
       await addresses.waitForChange(clock, 1, new AbortController().signal);
       network.disconnect(target.address);
       const run = track(data.request({ ctx: epochScope(0).context, from: 0, to: 1, method: double, input: 3 }));
-      await until(() => network.stats(target.address).refused === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1, 'a refusal and a wait');
+      await eventually('a refusal and a wait', () => network.stats(target.address).refused === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       network.reconnect(target.address);
       await clock.advance(10);
       expect(await run.promise).toBe(6);
@@ -199,9 +198,9 @@ describe('DataClient', () => {
       ]);
       target.place();
       const run = track(data.request({ ctx: epochScope(3).context, from: 0, to: 1, method: double, input: 1 }));
-      await until(() => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1, 'the first backoff');
+      await eventually('the first backoff', () => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       await clock.advance(10);
-      await until(() => target.seen.length === 2 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1, 'the second backoff');
+      await eventually('the second backoff', () => target.seen.length === 2 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       expect(run.state.settled).toBe(false);
       await clock.advance(20);
       expect(await run.promise).toBe(2);
@@ -226,11 +225,11 @@ describe('DataClient', () => {
       target.place();
       network.dropRequests({ address: target.address, count: 1 });
       const run = track(data.request({ ctx: epochScope(0).context, from: 0, to: 1, method: double, input: 7, attemptTimeoutMs: 50 }));
-      await until(() => network.stats().droppedRequests === 1, 'the lost request');
+      await eventually('the lost request', () => network.stats().droppedRequests === 1);
       await clock.advance(49);
       expect(transport.pendingCalls).toBe(1);
       await clock.advance(1);
-      await until(() => transport.pendingCalls === 0 && clock.pendingTimers().length === 1, 'the deadline, then a backoff');
+      await eventually('the deadline, then a backoff', () => transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       expect(stats.retries).toBe(0);
       await clock.advance(10);
       expect(await run.promise).toBe(14);
@@ -271,7 +270,7 @@ describe('DataClient', () => {
       target.place();
       const scope = epochScope(2);
       const run = track(data.request({ ctx: scope.context, from: 0, to: 1, method: double, input: 1 }));
-      await until(() => target.seen.length === 1, 'the call');
+      await eventually('the call', () => target.seen.length === 1);
       const over = new EpochChangedError('epoch 2 is over');
       scope.end(() => over);
       expect(await rejectionOf(run.promise)).toBe(over);
@@ -286,7 +285,7 @@ describe('DataClient', () => {
       target.place();
       const scope = epochScope(2);
       const run = track(data.request({ ctx: scope.context, from: 0, to: 1, method: double, input: 1 }));
-      await until(() => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1, 'the backoff');
+      await eventually('the backoff', () => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       const over = new EpochChangedError('epoch 2 is over');
       scope.end(() => over);
       expect(await rejectionOf(run.promise)).toBe(over);
@@ -299,7 +298,7 @@ describe('DataClient', () => {
       const { data, clock } = setup();
       const scope = epochScope(2);
       const run = track(data.request({ ctx: scope.context, from: 0, to: 1, method: double, input: 1 }));
-      await until(() => clock.pendingTimers().length === 1, 'the wait');
+      await eventually('the wait', () => clock.pendingTimers().length === 1);
       const over = new EpochChangedError('epoch 2 is over');
       scope.end(() => over);
       const err = await rejectionOf(run.promise);

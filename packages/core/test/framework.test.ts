@@ -3,6 +3,7 @@ import type { EpochContext, Task, Topology } from '@taskgraph/api';
 import { tree } from '@taskgraph/topologies';
 import { LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { AddressBook } from '../src/address-book.js';
 import { defineMethod } from '../src/codec.js';
 import { DataClient } from '../src/data-client.js';
@@ -11,7 +12,7 @@ import { TaskFramework } from '../src/framework.js';
 import { encodeJson, keys } from '../src/layout.js';
 import { RunningTask } from '../src/running-task.js';
 import { newStats } from '../src/stats.js';
-import { recordingTask, until } from './helpers.js';
+import { recordingTask } from './helpers.js';
 import { bytes, memoryWorld, recordingLogger, rejectionOf, text } from './parts.js';
 
 const double = defineMethod<number, number>('double');
@@ -209,7 +210,7 @@ describe('TaskFramework', () => {
       const ctx = tracker.context;
       expect(await framework.dataRequest(ctx, 2, double, 21)).toBe(42);
       expect(requests).toEqual([expect.objectContaining({ from: 0, to: 2, epoch: 5, token: '9' })]);
-      await until(() => seen.length === 1, 'dataReady');
+      await eventually('dataReady', () => seen.length === 1);
       expect(seen).toEqual([{ ctx, from: 2, method: 'double', output: 42 }]);
       expect(log).toEqual([]);
     });

@@ -41,14 +41,6 @@ export function world() {
   };
 }
 
-export async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 /** A task that does nothing but record what happens to it. */
 export function recordingTask(log: string[], extra: Partial<Task> = {}): Task {
   return {

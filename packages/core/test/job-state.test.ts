@@ -1,13 +1,13 @@
 import { ClosedError } from '@taskgraph/api';
 import type { Logger } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { EpochTracker } from '../src/epoch.js';
 import { JobState } from '../src/job-state.js';
 import { encodeJson, keys } from '../src/layout.js';
 import type { JobStatusValue } from '../src/layout.js';
 import { newStats } from '../src/stats.js';
 import { WatchedPrefix } from '../src/watched-prefix.js';
-import { until } from './helpers.js';
 import { FlakyCoordinator, bytes, gate, memoryWorld, recordingLogger, rejectionOf, track } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
@@ -50,9 +50,9 @@ describe('JobState', () => {
     const { c, tracker } = await following();
     expect(tracker.epoch).toBe(-1);
     const v0 = await c.create(keys.epoch(w.job), bytes('0'));
-    await until(() => tracker.epoch === 0, 'epoch 0');
+    await eventually('epoch 0', () => tracker.epoch === 0);
     await c.update(keys.epoch(w.job), bytes('1'), v0);
-    await until(() => tracker.epoch === 1, 'epoch 1');
+    await eventually('epoch 1', () => tracker.epoch === 1);
     // The version came along: an advance needs no read.
     c.faults.add({ op: 'get', error: () => new ClosedError('no read expected') });
     await tracker.advance(tracker.context, () => undefined);
@@ -64,12 +64,12 @@ describe('JobState', () => {
     const key = keys.status(w.job);
     let v = await c.create(key, status({ state: 'running' }));
     v = await c.update(key, status({ state: 'failed', reason: 'boom' }), v);
-    await until(() => finished.length === 1, 'onFinished');
+    await eventually('onFinished', () => finished.length === 1);
     v = await c.update(key, status({ state: 'done' }), v);
     await c.update(key, status({ state: 'running' }), v);
     // Events come in revision order: once this one is seen, so were the statuses.
     await c.create(keys.epoch(w.job), bytes('0'));
-    await until(() => tracker.epoch === 0, 'the watch to catch up');
+    await eventually('the watch to catch up', () => tracker.epoch === 0);
     expect(finished).toEqual([{ state: 'failed', reason: 'boom' }]);
   });
 
@@ -79,7 +79,7 @@ describe('JobState', () => {
     box.logger = logger;
     await c.create(keys.epoch(w.job), bytes('not a number'));
     await c.create(keys.status(w.job), bytes('{"state":"sleeping"}'));
-    await until(() => logger.lines.length === 2, 'two errors');
+    await eventually('two errors', () => logger.lines.length === 2);
     expect(logger.lines.map((l) => [l.level, l.message, l.fields['key']])).toEqual([
       ['error', 'ignoring a corrupt job state value', keys.epoch(w.job)],
       ['error', 'ignoring a corrupt job state value', keys.status(w.job)],
@@ -88,7 +88,7 @@ describe('JobState', () => {
     expect(finished).toEqual([]);
     const e = await c.get(keys.epoch(w.job));
     await c.update(keys.epoch(w.job), bytes('3'), e!.version);
-    await until(() => tracker.epoch === 3, 'the next good value');
+    await eventually('the next good value', () => tracker.epoch === 3);
   });
 
   it('ignores deletions and other keys under state/', async () => {
@@ -96,11 +96,11 @@ describe('JobState', () => {
     const logger = recordingLogger();
     box.logger = logger;
     const v = await c.create(keys.epoch(w.job), bytes('2'));
-    await until(() => tracker.epoch === 2, 'epoch 2');
+    await eventually('epoch 2', () => tracker.epoch === 2);
     await c.create(`${keys.state(w.job)}notes`, bytes('garbage'));
     await c.delete(keys.epoch(w.job), v);
     await c.create(keys.status(w.job), status({ state: 'done' }));
-    await until(() => finished.length === 1, 'the status');
+    await eventually('the status', () => finished.length === 1);
     expect(tracker.epoch).toBe(2);
     expect(logger.lines).toEqual([]);
   });
@@ -156,7 +156,7 @@ describe('JobState', () => {
       c.tricks.push({ hold: held.promise });
       const { counted, options: o } = options();
       const run = track(JobState.markDone(c, w.job, 'node-a', o));
-      await until(() => c.writes.length === 2, 'the write to be held');
+      await eventually('the write to be held', () => c.writes.length === 2);
       const e = await inner.get(keys.status(w.job));
       await w.client().update(keys.status(w.job), status({ state: 'done', reason: 'controller' }), e!.version);
       held.open();
@@ -181,9 +181,9 @@ describe('JobState', () => {
       const ctrl = new AbortController();
       const fault = c.faults.add({ op: 'create' });
       const run = track(JobState.markDone(c, w.job, 'node-a', options(ctrl.signal).options));
-      await until(() => fault.hits === 1 && w.clock.pendingTimers().length === 1, 'a backoff');
+      await eventually('a backoff', () => fault.hits === 1 && w.clock.pendingTimers().length === 1);
       await w.clock.advance(20);
-      await until(() => fault.hits === 2, 'a second attempt');
+      await eventually('a second attempt', () => fault.hits === 2);
       const why = new ClosedError('the node is leaving');
       ctrl.abort(why);
       expect(await rejectionOf(run.promise)).toBe(why);

@@ -1,12 +1,12 @@
 import type { Entry, EpochContext, WatchEvent } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { EpochTracker } from '../src/epoch.js';
 import { encodeJson, keys } from '../src/layout.js';
 import { MetaInbox } from '../src/meta-inbox.js';
 import { MetaOutbox } from '../src/meta-outbox.js';
 import { newStats } from '../src/stats.js';
 import { WatchedPrefix } from '../src/watched-prefix.js';
-import { until } from './helpers.js';
 import { bytes, memoryWorld, recordingLogger } from './parts.js';
 
 const JOB = 'inbox';
@@ -184,7 +184,7 @@ describe('MetaInbox', () => {
     try {
       await c.create(keys.meta(JOB, ME, 0, 0, 'Parents'), encodeJson({ token: 'x1', metas: ['bad'] }));
       await c.create(keys.meta(JOB, ME, 0, 2, 'Parents'), encodeJson({ token: '3', metas: ['good'] }));
-      await until(() => seen().length === 1, 'the good meta', 3000);
+      await eventually('the good meta', () => seen().length === 1, { timeoutMs: 3000 });
       expect(seen()).toEqual(['0|2|Parents|good']);
     } finally {
       await watch.stop();
@@ -237,7 +237,7 @@ describe('MetaInbox', () => {
       await sender.flag(tracker.context, [ME, 2], 'Parents', 'x');
       await sender.flag(tracker.context, [ME], 'Parents', 'x');
       await sender.flag(tracker.context, [ME], 'Parents', 'y');
-      await until(() => seen().length === 2, 'two deliveries');
+      await eventually('two deliveries', () => seen().length === 2);
       expect(seen()).toEqual(['0|0|Parents|x', '0|0|Parents|y']);
     } finally {
       await watch.stop();

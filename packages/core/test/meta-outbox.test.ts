@@ -1,11 +1,11 @@
 import { EpochChangedError, InternalError, LeaseLostError } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { epochScope } from '../src/epoch.js';
 import { encodeJson, keys } from '../src/layout.js';
 import { MetaOutbox } from '../src/meta-outbox.js';
 import type { MetaOutboxOptions } from '../src/meta-outbox.js';
 import { newStats } from '../src/stats.js';
-import { until } from './helpers.js';
 import { bytes, memoryWorld, rejectionOf, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
@@ -150,9 +150,9 @@ describe('MetaOutbox', () => {
     const scope = epochScope(0);
     const fault = coordinator.faults.add({ op: 'create' });
     const run = track(box.flag(scope.context, [1], 'Parents', 'a'));
-    await until(() => fault.hits === 1, 'a first attempt');
+    await eventually('a first attempt', () => fault.hits === 1);
     await w.clock.advance(20);
-    await until(() => fault.hits === 2, 'a second attempt');
+    await eventually('a second attempt', () => fault.hits === 2);
     const over = new EpochChangedError('epoch 0 is over');
     scope.end(() => over);
     expect(await rejectionOf(run.promise)).toBe(over);

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { jobKeys } from '../src/index.js';
-import { recordingTask, until, world } from './helpers.js';
+import { recordingTask, world } from './helpers.js';
 import { FlakyCoordinator, gate } from './parts.js';
 
 let w: ReturnType<typeof world>;
@@ -23,18 +24,18 @@ describe('a node whose epoch changes while it publishes its address', () => {
     };
     const { node } = await w.node(() => recordingTask(log), { coordinator: flaky }, 1);
     const run = node.start();
-    await until(() => publishing, 'the address being published');
+    await eventually('the address being published', () => publishing);
     // The job moves to epoch 1 meanwhile.
     const other = w.coordinator();
     const e = await other.get(jobKeys.epoch(w.job));
     await other.update(jobKeys.epoch(w.job), new TextEncoder().encode('1'), e!.version);
-    await until(() => node.getEpoch() === 1, 'the node to see epoch 1');
+    await eventually('the node to see epoch 1', () => node.getEpoch() === 1);
     held.open();
-    await until(() => log.includes('epoch 1'), 'enterEpoch 1');
-    await until(async () => (await other.get(jobKeys.addr(w.job, 0))) !== undefined, 'the address');
+    await eventually('enterEpoch 1', () => log.includes('epoch 1'));
+    await eventually('the address', async () => (await other.get(jobKeys.addr(w.job, 0))) !== undefined);
     const e1 = await other.get(jobKeys.epoch(w.job));
     await other.update(jobKeys.epoch(w.job), new TextEncoder().encode('2'), e1!.version);
-    await until(() => log.includes('epoch 2'), 'enterEpoch 2');
+    await eventually('enterEpoch 2', () => log.includes('epoch 2'));
     await node.stop();
     await run;
     expect(log).toEqual(['init 0', 'epoch 1', 'epoch 2', 'exit']);

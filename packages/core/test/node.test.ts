@@ -2,8 +2,9 @@ import { ClosedError, EpochChangedError, InvalidArgumentError, TaskGraphError } 
 import type { EpochContext, Framework, Task } from '@taskgraph/api';
 import { createLocalTransport } from '@taskgraph/transport-local';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { TaskGraphNode, defineMethod, installSignalHandlers, jobKeys, serve } from '../src/index.js';
-import { recordingTask, until, world } from './helpers.js';
+import { recordingTask, world } from './helpers.js';
 
 const double = defineMethod<number, number>('double');
 const LINKS = ['Parents', 'Children'];
@@ -47,7 +48,7 @@ describe('node lifecycle and input checks', () => {
     const run = node.start();
     await expect(node.start()).rejects.toThrow('already called');
     expect(() => node.addLinkage('Other', { setTaskId: () => undefined, getNeighbors: () => [] })).toThrow('before start()');
-    await until(() => node.currentTask === 0, 'task claimed');
+    await eventually('task claimed', () => node.currentTask === 0);
     await node.stop();
     await expect(run).resolves.toEqual({ reason: 'stopped', taskId: 0 });
   });
@@ -82,7 +83,7 @@ describe('node lifecycle and input checks', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(node.currentTask).toBeUndefined();
     await w.controller().createJob({ numTasks: 1, linkTypes: LINKS });
-    await until(() => log.includes('epoch 0'), 'epoch 0 entered');
+    await eventually('epoch 0 entered', () => log.includes('epoch 0'));
     expect(log).toEqual(['init 0', 'epoch 0']);
     await w.controller().finish();
     await expect(run).resolves.toEqual({ reason: 'job-done', taskId: 0 });
@@ -96,7 +97,7 @@ describe('node lifecycle and input checks', () => {
     const others = await Promise.all([1, 2].map(() => w.node(() => handleTask().task)));
     const { node } = await w.node(() => a.task, { preferredTask: 0 });
     const runs = [node.start(), ...others.map((o) => o.node.start())];
-    await until(() => a.box.ctx !== undefined && others.every((o) => o.node.currentTask !== undefined), 'all started');
+    await eventually('all started', () => a.box.ctx !== undefined && others.every((o) => o.node.currentTask !== undefined));
     const fw = a.box.fw!;
     const ctx = a.box.ctx!;
     expect(await codeOf(fw.flagMeta(ctx, 'Nope', 'x'))).toBe('INVALID_ARGUMENT');
@@ -108,7 +109,7 @@ describe('node lifecycle and input checks', () => {
     // Two tasks advance from the same epoch: exactly one wins.
     const results = await Promise.all([codeOf(fw.incEpoch(ctx)), codeOf(fw.incEpoch(ctx))]);
     expect(results.sort()).toEqual(['EPOCH_CHANGED', 'resolved']);
-    await until(() => a.box.ctx!.epoch === 1, 'epoch 1');
+    await eventually('epoch 1', () => a.box.ctx!.epoch === 1);
     expect(ctx.signal.aborted).toBe(true);
     expect(ctx.signal.reason).toBeInstanceOf(EpochChangedError);
     expect(await codeOf(fw.incEpoch(ctx))).toBe('EPOCH_CHANGED');
@@ -126,17 +127,17 @@ describe('node lifecycle and input checks', () => {
     const a = handleTask((ctx) => void contexts.push(ctx));
     const { node } = await w.node(() => a.task);
     const run = node.start();
-    await until(() => contexts.length === 1, 'epoch 0 entered');
+    await eventually('epoch 0 entered', () => contexts.length === 1);
     const first = contexts[0]!;
     const copy = { ...first };
     expect(copy.signal).toBe(first.signal);
     expect(first.signal.aborted).toBe(false);
     await a.box.fw!.incEpoch(first);
-    await until(() => contexts.length === 2, 'epoch 1 entered');
+    await eventually('epoch 1 entered', () => contexts.length === 2);
     const second = contexts[1]!;
     // Epoch 1's signal was never read while it ran: read after its end, it is born aborted.
     await a.box.fw!.incEpoch(second);
-    await until(() => contexts.length === 3, 'epoch 2 entered');
+    await eventually('epoch 2 entered', () => contexts.length === 3);
     expect(second.signal.aborted).toBe(true);
     expect(second.signal.reason).toBeInstanceOf(EpochChangedError);
     expect(first.signal.aborted).toBe(true);
@@ -153,7 +154,7 @@ describe('node lifecycle and input checks', () => {
     const a = handleTask();
     const { node } = await w.node(() => a.task, {}, 1);
     const run = node.start();
-    await until(() => a.box.ctx !== undefined, 'started');
+    await eventually('started', () => a.box.ctx !== undefined);
     const t = (await ctl.status())!.tasks[0]!;
     const caller = await createLocalTransport({ network: w.network });
     const meta = { job: w.job, from: -1, to: 0, epoch: 0, token: t.token!, requestId: 'r1' };
@@ -181,14 +182,14 @@ describe('node lifecycle and input checks', () => {
     const standby = handleTask();
     const n1 = await w.node(() => first.task, {}, 1);
     const r1 = n1.node.start();
-    await until(() => first.box.ctx !== undefined, 'first started');
+    await eventually('first started', () => first.box.ctx !== undefined);
     const n2 = await w.node(() => standby.task, {}, 1);
     const r2 = n2.node.start();
-    await until(() => n2.node.state === 'standby', 'standby waiting');
+    await eventually('standby waiting', () => n2.node.state === 'standby');
     n1.coordinator.setUnreachable(true);
     await expect(r1).resolves.toEqual({ reason: 'lease-lost', taskId: 0 });
     expect(first.box.exited).toBe(true);
-    await until(() => standby.box.ctx !== undefined, 'standby took over');
+    await eventually('standby took over', () => standby.box.ctx !== undefined);
     expect(standby.box.fw!.getIncarnation()).toBe(2);
     await standby.box.fw!.shutdownJob();
     await expect(r2).resolves.toEqual({ reason: 'job-done', taskId: 0 });
@@ -202,10 +203,10 @@ describe('node lifecycle and input checks', () => {
     const standby = handleTask();
     const n1 = await w.node(() => first.task, { sessionTtlMs: 600_000 }, 1);
     const r1 = n1.node.start();
-    await until(() => first.box.ctx !== undefined, 'first started');
+    await eventually('first started', () => first.box.ctx !== undefined);
     const n2 = await w.node(() => standby.task, { sessionTtlMs: 600_000 }, 1);
     const r2 = n2.node.start();
-    await until(() => n2.node.state === 'standby', 'standby waiting');
+    await eventually('standby waiting', () => n2.node.state === 'standby');
     const exits: number[] = [];
     const uninstall = installSignalHandlers(n1.node, { signals: ['SIGTERM'], exit: (c) => void exits.push(c) });
     try {
@@ -216,7 +217,7 @@ describe('node lifecycle and input checks', () => {
     }
     expect(exits).toEqual([]);
     // With a ten-minute TTL, only a released slot explains the takeover.
-    await until(() => standby.box.ctx !== undefined, 'standby took over');
+    await eventually('standby took over', () => standby.box.ctx !== undefined);
     expect((await ctl.status())!.tasks[0]!.incarnations).toBe(2);
     await n2.node.kill();
     await r2;
@@ -252,7 +253,7 @@ describe('node lifecycle and input checks', () => {
     const a = handleTask();
     const { node } = await w.node(() => a.task, {}, 1);
     const run = node.start();
-    await until(() => a.box.ctx !== undefined, 'started');
+    await eventually('started', () => a.box.ctx !== undefined);
     const c = w.coordinator();
     const e = (await c.get(jobKeys.epoch(w.job)))!;
     await c.update(jobKeys.epoch(w.job), new TextEncoder().encode('{garbage'), e.version);

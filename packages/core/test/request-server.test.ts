@@ -2,6 +2,7 @@ import { DecodeFailedError, EpochChangedError, InvalidArgumentError, MethodNotFo
 import type { AnyMethodHandler, Codec, EpochContext, InboundRequest, RequestMeta } from '@taskgraph/api';
 import { LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { defineMethod, serve } from '../src/codec.js';
 import { EpochTracker } from '../src/epoch.js';
 import { encodeJson } from '../src/layout.js';
@@ -9,7 +10,6 @@ import { RequestServer } from '../src/request-server.js';
 import type { ServedTask } from '../src/request-server.js';
 import { newStats } from '../src/stats.js';
 import type { NodeStats } from '../src/stats.js';
-import { until } from './helpers.js';
 import { bytes, gate, memoryWorld, recordingLogger, rejectionOf, text, track } from './parts.js';
 
 const JOB = 'serve';
@@ -178,7 +178,7 @@ describe('RequestServer', () => {
     it('the task was lost while the handler ran: its answer is dropped (NotOwnerError), counted in fencedLateResults', async () => {
       const { server, state, stats, held, seen, request } = slow();
       const run = track(server.handle(request()));
-      await until(() => seen.length === 1, 'the handler');
+      await eventually('the handler', () => seen.length === 1);
       state.served = undefined;
       held.open();
       const err = await rejectionOf(run.promise);
@@ -190,7 +190,7 @@ describe('RequestServer', () => {
     it('another incarnation took over meanwhile (a new served task object): dropped too', async () => {
       const { server, state, task, stats, held, seen, request } = slow();
       const run = track(server.handle(request()));
-      await until(() => seen.length === 1, 'the handler');
+      await eventually('the handler', () => seen.length === 1);
       state.served = { ...task, token: '8' };
       held.open();
       expect(await rejectionOf(run.promise)).toBeInstanceOf(NotOwnerError);
@@ -200,7 +200,7 @@ describe('RequestServer', () => {
     it('the session was lost while the handler ran: dropped', async () => {
       const { server, state, stats, held, seen, request } = slow();
       const run = track(server.handle(request()));
-      await until(() => seen.length === 1, 'the handler');
+      await eventually('the handler', () => seen.length === 1);
       state.lost = true;
       held.open();
       expect(await rejectionOf(run.promise)).toBeInstanceOf(NotOwnerError);
@@ -210,7 +210,7 @@ describe('RequestServer', () => {
     it('the epoch ended while the handler ran: EpochChangedError, and the handler’s context was aborted', async () => {
       const { server, setEpoch, stats, held, seen, request } = slow();
       const run = track(server.handle(request()));
-      await until(() => seen.length === 1, 'the handler');
+      await eventually('the handler', () => seen.length === 1);
       setEpoch(5);
       expect(seen[0]?.signal.aborted).toBe(true);
       held.open();

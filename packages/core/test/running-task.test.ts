@@ -1,13 +1,14 @@
 import { InvalidArgumentError, UnavailableError } from '@taskgraph/api';
 import type { EpochContext, Task } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { AddressBook } from '../src/address-book.js';
 import { defineMethod, serve } from '../src/codec.js';
 import { EpochTracker } from '../src/epoch.js';
 import { encodeJson, keys } from '../src/layout.js';
 import { RunningTask } from '../src/running-task.js';
 import { newStats } from '../src/stats.js';
-import { recordingTask, until } from './helpers.js';
+import { recordingTask } from './helpers.js';
 import { FlakyCoordinator, bytes, gate, memoryWorld, recordingLogger, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
@@ -136,7 +137,7 @@ describe('RunningTask', () => {
         log.push('first ends');
       });
       running.enqueue(0, () => void log.push('second'));
-      await until(() => log.includes('first starts'), 'the first callback');
+      await eventually('the first callback', () => log.includes('first starts'));
       await turn();
       expect(log).toEqual(['first starts']);
       first.open();
@@ -170,7 +171,7 @@ describe('RunningTask', () => {
       await turn();
       state.serving = false;
       first.open();
-      await until(() => log.length === 1, 'the first callback');
+      await eventually('the first callback', () => log.length === 1);
       state.serving = true;
       await drained();
       expect(log).toEqual(['first']);
@@ -234,7 +235,7 @@ describe('RunningTask', () => {
       await drained();
       setEpoch(3);
       await drained();
-      await until(() => coordinator.deletedPrefixes.length === 3 && w.text(meta(2)) === undefined, 'the old metas to go');
+      await eventually('the old metas to go', () => coordinator.deletedPrefixes.length === 3 && w.text(meta(2)) === undefined);
       expect([...coordinator.deletedPrefixes].sort()).toEqual([0, 1, 2].map((e) => keys.metaEpoch(w.job, 1, e)));
       // At the new epoch's enterEpoch they were all still there.
       expect(seenAtEnter.at(-1)?.filter((k) => k.includes('/meta/'))).toHaveLength(3);
@@ -250,7 +251,7 @@ describe('RunningTask', () => {
       inner.faults.add({ op: 'deletePrefix', error: () => new UnavailableError('down') });
       setEpoch(1);
       await drained();
-      await until(() => logger.lines.some((l) => l.message === 'could not delete an old epoch’s metas (they are ignored)'), 'the debug line');
+      await eventually('the debug line', () => logger.lines.some((l) => l.message === 'could not delete an old epoch’s metas (they are ignored)'));
       expect(logger.lines.find((l) => l.message.startsWith('could not delete'))).toMatchObject({ level: 'debug', fields: { epoch: 0 } });
       expect(errors).toEqual([]);
     });
@@ -265,7 +266,7 @@ describe('RunningTask', () => {
       expect(coordinator.deletedPrefixes).toEqual([]);
       setEpoch(2);
       await drained();
-      await until(() => coordinator.deletedPrefixes.length === 1, 'the deletion');
+      await eventually('the deletion', () => coordinator.deletedPrefixes.length === 1);
       expect(coordinator.deletedPrefixes).toEqual([keys.metaEpoch(w.job, 1, 0)]);
     });
   });
@@ -302,7 +303,7 @@ describe('RunningTask', () => {
         await held.promise;
         log.push('callback ends');
       });
-      await until(() => log.length === 1, 'the callback');
+      await eventually('the callback', () => log.length === 1);
       const closing = track(running.close(1000));
       await turn();
       held.open();

@@ -1,9 +1,9 @@
 import { ClosedError, ConflictError, InternalError, LeaseLostError, UnavailableError, AlreadyExistsError } from '@taskgraph/api';
 import type { Entry } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { casUpdate, createReplacing, waitForKey } from '../src/store-ops.js';
 import type { CasUpdateOptions } from '../src/store-ops.js';
-import { until } from './helpers.js';
 import { FlakyCoordinator, bytes, codeOf, memoryWorld, recordingLogger, rejectionOf, settleOn, text, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
@@ -119,7 +119,7 @@ describe('casUpdate', () => {
 
     const fault = c.faults.add({ op: 'update', key: 'paced', error: () => new ConflictError('lost'), times: 4 });
     const run = track(casUpdate(c, 'paced', counter([]), options()));
-    await until(() => fault.hits === 4 && w.clock.pendingTimers().length === 1, 'the fourth race to wait');
+    await eventually('the fourth race to wait', () => fault.hits === 4 && w.clock.pendingTimers().length === 1);
     expect(run.state.settled).toBe(false);
     // Backoff() starts at 20 ms with jitter in its upper half: 10..20 ms.
     await w.clock.advance(20);
@@ -145,9 +145,9 @@ describe('casUpdate', () => {
     const writeFault = c.faults.add({ op: 'update', key: 'k', times: 1 });
     const seen: Array<string | undefined> = [];
     const run = track(casUpdate(c, 'k', counter(seen), options()));
-    await until(() => readFault.hits === 1 && w.clock.pendingTimers().length === 1, 'the read to back off');
+    await eventually('the read to back off', () => readFault.hits === 1 && w.clock.pendingTimers().length === 1);
     await w.clock.advance(20);
-    await until(() => writeFault.hits === 1 && w.clock.pendingTimers().length === 1, 'the write to back off');
+    await eventually('the write to back off', () => writeFault.hits === 1 && w.clock.pendingTimers().length === 1);
     expect(run.state.settled).toBe(false);
     await w.clock.advance(40);
     expect(await run.promise).toMatchObject({ written: true });
@@ -212,7 +212,7 @@ describe('casUpdate', () => {
     const reason = new ClosedError('the node is leaving');
     c.faults.add({ op: 'create', key: 'k' });
     const run = track(casUpdate(c, 'k', () => bytes('v'), options({ signal: ctrl.signal })));
-    await until(() => w.clock.pendingTimers().length === 1, 'a backoff wait');
+    await eventually('a backoff wait', () => w.clock.pendingTimers().length === 1);
     ctrl.abort(reason);
     expect(await rejectionOf(run.promise)).toBe(reason);
     expect(w.clock.pendingTimers()).toEqual([]);
@@ -285,7 +285,7 @@ describe('casUpdate', () => {
       c.tricks.push('lost-indeterminate');
       const fault = inner.faults.add({ op: 'get', key: 'n', times: 1 });
       const run = track(casUpdate(c, 'n', counter([]), options({ known: { key: 'n', value: bytes('5'), version } })));
-      await until(() => fault.hits === 1 && w.clock.pendingTimers().length === 1, 'the re-read to back off');
+      await eventually('the re-read to back off', () => fault.hits === 1 && w.clock.pendingTimers().length === 1);
       expect(run.state.settled).toBe(false);
       await settleOn(w.clock, run.promise);
       expect(w.text('n')).toBe('6');
@@ -402,7 +402,7 @@ describe('waitForKey', () => {
     const c = w.client();
     let waits = 0;
     const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: live(), onWait: () => waits++ }));
-    await until(() => c.activeWatches === 1, 'a watch on the key');
+    await eventually('a watch on the key', () => c.activeWatches === 1);
     await w.client().create('spec-draft', bytes('not it'));
     await turn();
     expect(run.state.settled).toBe(false);
@@ -418,7 +418,7 @@ describe('waitForKey', () => {
     const c = new DeafWatches(inner);
     let waits = 0;
     const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: live(), recheckMs: 500, onWait: () => waits++ }));
-    await until(() => w.clock.pendingTimers().length === 1, 'the recheck timer');
+    await eventually('the recheck timer', () => w.clock.pendingTimers().length === 1);
     await inner.create('spec', bytes('s'));
     await w.clock.advance(499);
     expect(run.state.settled).toBe(false);
@@ -433,12 +433,12 @@ describe('waitForKey', () => {
     const c = w.client();
     const blip = c.faults.add({ op: 'watch', key: 'spec', times: 1 });
     const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: live() }));
-    await until(() => blip.hits === 1, 'the failed watch');
+    await eventually('the failed watch', () => blip.hits === 1);
     // No second watch until the back-off (at most 50 ms at first) has passed on the clock.
-    await until(() => w.clock.pendingTimers().length === 1, 'the back-off timer');
+    await eventually('the back-off timer', () => w.clock.pendingTimers().length === 1);
     expect(c.activeWatches).toBe(0);
     await w.clock.advance(50);
-    await until(() => c.activeWatches === 1, 'a second watch');
+    await eventually('a second watch', () => c.activeWatches === 1);
     await c.create('spec', bytes('s'));
     expect((await run.promise).value).toEqual(bytes('s'));
 
@@ -453,11 +453,11 @@ describe('waitForKey', () => {
     const c = w.client();
     const ctrl = new AbortController();
     const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: ctrl.signal }));
-    await until(() => c.activeWatches === 1, 'a watch on the key');
+    await eventually('a watch on the key', () => c.activeWatches === 1);
     const reason = new ClosedError('the node is leaving');
     ctrl.abort(reason);
     expect(await rejectionOf(run.promise)).toBe(reason);
-    await until(() => c.activeWatches === 0, 'the watch to end');
+    await eventually('the watch to end', () => c.activeWatches === 0);
     expect(w.clock.pendingTimers()).toEqual([]);
   });
 });

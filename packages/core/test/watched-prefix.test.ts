@@ -1,7 +1,7 @@
 import type { Entry, WatchEvent } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '@taskgraph/testkit';
 import { WatchedPrefix } from '../src/watched-prefix.js';
-import { until } from './helpers.js';
 import { bytes, memoryWorld, recordingLogger } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
@@ -29,7 +29,7 @@ describe('WatchedPrefix', () => {
     const v = await c.create('p/b', bytes('2'));
     await c.update('p/b', bytes('3'), v);
     await c.delete('p/b', (await c.get('p/b'))!.version);
-    await until(() => seen.length === 4, 'three changes');
+    await eventually('three changes', () => seen.length === 4);
     expect(seen).toEqual(['snapshot p/a', 'put p/b', 'put p/b', 'delete p/b']);
     await watch.stop();
   });
@@ -55,7 +55,7 @@ describe('WatchedPrefix', () => {
     await watch.start(new AbortController().signal);
     await c.create('p/bad', bytes('x'));
     await c.create('p/good', bytes('y'));
-    await until(() => seen.length === 1, 'the change after the bad one');
+    await eventually('the change after the bad one', () => seen.length === 1);
     expect(seen).toEqual(['p/good']);
     expect(logger.lines.filter((l) => l.level === 'error')).toEqual([
       { level: 'error', message: 'a store change could not be handled; skipped', fields: { key: 'p/bad', error: 'cannot read it' } },
