@@ -15,6 +15,7 @@
  */
 import { ClosedError, CompactedError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle, WatchBatch, WatchEvent } from '@taskgraph/api';
+import { Backoff, pause } from '@taskgraph/backend-kit';
 import { decodeKey, type StoredKey } from './codec.js';
 import { isTransient } from './kube.js';
 import type { KubeApi } from './kube.js';
@@ -57,15 +58,21 @@ class KeyWatch {
   private acceptedBreak: string | undefined;
   private auditTimer: TimerHandle | undefined;
   private auditDue = false;
+  /** Aborts when the caller's signal or the coordinator's close does. */
+  private readonly ended = new AbortController();
 
   constructor(private readonly o: KeyWatchOptions) {}
 
   async *run(): AsyncGenerator<WatchBatch> {
     const { signal, closed } = this.o;
     if (signal.aborted) return;
-    const stop = () => this.stream?.stop();
+    const stop = () => {
+      this.ended.abort();
+      this.stream?.stop();
+    };
     signal.addEventListener('abort', stop, { once: true });
     closed.addEventListener('abort', stop, { once: true });
+    if (closed.aborted) stop();
     try {
       await this.start();
       this.armAudit();
@@ -116,7 +123,7 @@ class KeyWatch {
     }
     this.frontier = after ?? list.metadata?.resourceVersion ?? '';
     this.handled = this.frontier;
-    if (this.o.signal.aborted || this.o.closed.aborted) return;
+    if (this.ended.signal.aborted) return;
     this.stream = new WatchStream({
       api,
       resource: 'configmaps',
@@ -208,7 +215,7 @@ class KeyWatch {
   }
 
   private restartStream(): void {
-    if (this.o.signal.aborted || this.o.closed.aborted) return;
+    if (this.ended.signal.aborted) return;
     this.stream = new WatchStream({
       api: this.o.api,
       resource: 'configmaps',
@@ -226,25 +233,16 @@ class KeyWatch {
    * retries those inside, as the contract says, until its signal or close ends it.
    */
   private async retrying<T>(request: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
+    // 100, 200, 400 ... 5000 ms.
+    const backoff = new Backoff(100, 5000, () => 1);
+    for (;;) {
       try {
         return await request();
       } catch (err) {
-        if (!isTransient(err) || this.o.signal.aborted || this.o.closed.aborted) throw err;
+        if (!isTransient(err) || this.ended.signal.aborted) throw err;
         this.o.logger.debug('a watch request failed; retrying', { prefix: this.o.keyPrefix, error: String(err) });
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            this.o.clock.clearTimeout(timer);
-            this.o.signal.removeEventListener('abort', done);
-            this.o.closed.removeEventListener('abort', done);
-            resolve();
-          };
-          const timer = this.o.clock.setTimeout(done, Math.min(5000, 100 * 2 ** Math.min(attempt, 6)));
-          timer.unref?.();
-          this.o.signal.addEventListener('abort', done, { once: true });
-          this.o.closed.addEventListener('abort', done, { once: true });
-        });
-        if (this.o.signal.aborted || this.o.closed.aborted) throw err;
+        await pause(this.o.clock, backoff.next(), this.ended.signal);
+        if (this.ended.signal.aborted) throw err;
       }
     }
   }
