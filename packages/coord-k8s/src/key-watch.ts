@@ -13,7 +13,7 @@
  * throws CompactedError, so the caller re-lists. A loss with no later change of the
  * same key is caught by the same comparison, run every `auditIntervalMs`.
  */
-import { ClosedError, CompactedError, TaskGraphError } from '@taskgraph/api';
+import { CompactedError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle, WatchBatch, WatchEvent } from '@taskgraph/api';
 import { Backoff, pause } from '@taskgraph/backend-kit';
 import { decodeKey, type StoredKey } from './codec.js';
@@ -29,7 +29,7 @@ export interface KeyWatchOptions {
   readonly labelSelector: string;
   readonly after: string | undefined;
   readonly signal: AbortSignal;
-  /** The coordinator's close: the watch then ends. */
+  /** The coordinator's close: the watch then ends, as when `signal` aborts. */
   readonly closed: AbortSignal;
   readonly timeoutSeconds: () => number;
   readonly idleTimeoutMs: number;
@@ -58,27 +58,26 @@ class KeyWatch {
   private acceptedBreak: string | undefined;
   private auditTimer: TimerHandle | undefined;
   private auditDue = false;
-  /** Aborts when the caller's signal or the coordinator's close does. */
+  /** Aborts when the caller's signal or the coordinator's close does: the watch ends without error. */
   private readonly ended = new AbortController();
 
   constructor(private readonly o: KeyWatchOptions) {}
 
   async *run(): AsyncGenerator<WatchBatch> {
     const { signal, closed } = this.o;
-    if (signal.aborted) return;
+    if (signal.aborted || closed.aborted) return;
     const stop = () => {
       this.ended.abort();
       this.stream?.stop();
     };
     signal.addEventListener('abort', stop, { once: true });
     closed.addEventListener('abort', stop, { once: true });
-    if (closed.aborted) stop();
     try {
       await this.start();
       this.armAudit();
       while (true) {
         const stream = this.stream;
-        if (stream === undefined || signal.aborted) return;
+        if (stream === undefined || this.ended.signal.aborted) return;
         for await (const item of stream) {
           const batch = await this.handle(item);
           if (batch !== undefined) yield batch;
@@ -86,14 +85,11 @@ class KeyWatch {
           if (this.stream !== stream) break;
         }
         // The stream ended without being replaced: stopped by the signal or by close.
-        if (this.stream === stream) {
-          if (closed.aborted && !signal.aborted) throw new ClosedError('the Kubernetes coordinator was closed');
-          return;
-        }
+        if (this.stream === stream) return;
       }
     } catch (err) {
-      if (signal.aborted) return;
-      if (closed.aborted && !TaskGraphError.is(err, 'CLOSED')) throw new ClosedError('the Kubernetes coordinator was closed', { cause: err });
+      // Whatever failed while the watch was being ended (a request cut by close) is no news.
+      if (this.ended.signal.aborted) return;
       throw err;
     } finally {
       signal.removeEventListener('abort', stop);
