@@ -119,17 +119,7 @@ class KeyWatch {
     }
     this.frontier = after ?? list.metadata?.resourceVersion ?? '';
     this.handled = this.frontier;
-    if (this.ended.signal.aborted) return;
-    this.stream = new WatchStream({
-      api,
-      resource: 'configmaps',
-      labelSelector: this.o.labelSelector,
-      from: this.frontier,
-      clock: this.o.clock,
-      logger: this.o.logger,
-      timeoutSeconds: this.o.timeoutSeconds,
-      idleTimeoutMs: this.o.idleTimeoutMs,
-    });
+    this.openStream();
   }
 
   private async handle(item: StreamItem): Promise<WatchBatch | undefined> {
@@ -207,10 +197,11 @@ class KeyWatch {
     }
     this.acceptedBreak = rv;
     this.handled = this.frontier;
-    this.restartStream();
+    this.openStream();
   }
 
-  private restartStream(): void {
+  /** Follows the prefix from the frontier (unless the watch is ending). */
+  private openStream(): void {
     if (this.ended.signal.aborted) return;
     this.stream = new WatchStream({
       api: this.o.api,
