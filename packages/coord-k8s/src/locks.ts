@@ -25,7 +25,7 @@ import { ANNOTATION, LABEL, lockObjectName } from './names.js';
 import type { LeaseObserver } from './observer.js';
 import type { K8sSession } from './session.js';
 
-/** How often a hand-over retries after the API server failed to answer (after 100, 200, ... 1600 ms). */
+/** How often a hand-over retries after the API server failed to answer: after 100, 200, 400, 800, 1600 ms. */
 const HAND_OVER_RETRIES = 5;
 
 export interface LockHost {
@@ -176,7 +176,7 @@ export async function handOver(host: LockHost, name: string, sessionId: string, 
 }
 
 export async function handOverLease(host: LockHost, leaseName: string, sessionId: string, token: number): Promise<void> {
-  const backoff = new Backoff(100, 100 * 2 ** (HAND_OVER_RETRIES - 1), () => 1);
+  const backoff = new Backoff(100, 1600, () => 1);
   for (let failures = 0; ; ) {
     try {
       const lease = await host.api.getLease(leaseName);
