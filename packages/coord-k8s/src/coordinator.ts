@@ -1,40 +1,17 @@
 /**
  * The Kubernetes coordinator: keys as ConfigMaps, sessions and locks as Leases, one
  * namespace, one store prefix. See README.md for the mapping and its costs.
+ *
+ * The Coordinator contract's checks, the closed guard, session ownership and the
+ * close sequence are CoordinatorBase's (@taskgraph/backend-kit); what is here is
+ * how Kubernetes does each operation, and the janitor that removes what expired
+ * sessions left behind.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
-import {
-  AlreadyExistsError,
-  ClosedError,
-  ConflictError,
-  InvalidArgumentError,
-  LeaseLostError,
-  NotFoundError,
-  TaskGraphError,
-  assertValidKey,
-  assertValidPrefix,
-  assertValidTtl,
-  assertValidValue,
-} from '@taskgraph/api';
-import type {
-  AcquireOptions,
-  Clock,
-  Coordinator,
-  CoordinatorCaps,
-  CreateOptions,
-  Entry,
-  ListResult,
-  Lock,
-  LockHolder,
-  LockOptions,
-  Logger,
-  Session,
-  SessionOptions,
-  TimerHandle,
-  Version,
-  WatchBatch,
-  WatchOptions,
-} from '@taskgraph/api';
+import { AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, NotFoundError, TaskGraphError } from '@taskgraph/api';
+import type { Clock, CoordinatorCaps, Entry, ListResult, LockHolder, Logger, TimerHandle, Version, WatchBatch } from '@taskgraph/api';
+import { CoordinatorBase, describeKey } from '@taskgraph/backend-kit';
+import type { Stops } from '@taskgraph/backend-kit';
 import { byteOrder, decodeKey, decodeKeyAt, encodeValue, newKeyObject, replacedKeyObject } from './codec.js';
 import { isTransient, KubeApi } from './kube.js';
 import { watchKeys } from './key-watch.js';
@@ -76,42 +53,39 @@ export interface K8sCoordinatorSettings {
   readonly lockPollMs: number;
 }
 
-export const noopLogger: Logger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => noopLogger,
-};
-
-export class K8sCoordinator implements Coordinator {
-  readonly caps: CoordinatorCaps = K8S_CAPS;
+export class K8sCoordinator extends CoordinatorBase<K8sSession> {
   readonly namespace: string;
   readonly prefix: string;
   /** @internal */
   readonly api: KubeApi;
   private readonly settings: K8sCoordinatorSettings;
-  private readonly clock: Clock;
-  private readonly logger: Logger;
   /** Aborts requests in flight: the very last step of close. */
   private readonly apiClosed = new AbortController();
-  /** Ends this client's watches and waits. */
+  /**
+   * Ends the Lease observer and the janitor. Not `closedSignal`: closing sessions hands
+   * their locks on, which asks the observer whether waiters are alive, so these stop
+   * only once the sessions are closed (in doClose).
+   */
   private readonly stopped = new AbortController();
-  private readonly sessions = new Set<K8sSession>();
+  /** This client's sessions until their clean-up is over: the janitor leaves what they own to them. */
+  private readonly mine = new Map<string, K8sSession>();
   private readonly cleanups = new Map<string, Promise<void>>();
-  private readonly background = new Set<Promise<unknown>>();
+  /**
+   * The janitor's work in flight. Not the base's `track`, which close lets finish before
+   * doClose: close cuts a janitor's requests short instead (a sweep during a partition
+   * would hold it up for a request timeout per request).
+   */
+  private readonly janitorWork = new Set<Promise<void>>();
   private readonly observer: LeaseObserver;
   private readonly lockHost: LockHost;
   private readonly sessionHost: SessionHost;
   private sweepTimer: TimerHandle | undefined;
-  private closing: Promise<void> | undefined;
 
   constructor(settings: K8sCoordinatorSettings) {
+    super({ caps: K8S_CAPS, label: 'Kubernetes coordinator', clock: settings.clock, logger: settings.logger });
     this.settings = settings;
     this.namespace = settings.namespace;
     this.prefix = settings.prefix;
-    this.clock = settings.clock;
-    this.logger = settings.logger;
     this.api = new KubeApi({
       kubeConfig: settings.kubeConfig,
       namespace: settings.namespace,
@@ -136,7 +110,6 @@ export class K8sCoordinator implements Coordinator {
       prefix: this.prefix,
       clock: this.clock,
       logger: this.logger,
-      closed: this.stopped.signal,
       observer: this.observer,
       pollMs: settings.lockPollMs,
       isSessionGone: (id) => this.isSessionGone(id),
@@ -144,28 +117,24 @@ export class K8sCoordinator implements Coordinator {
     this.sessionHost = {
       api: this.api,
       prefix: this.prefix,
-      clock: this.clock,
-      logger: this.logger,
       cleanup: (session) => this.cleanupSession(session.id, { uid: session.leaseUid }),
-      forget: (session) => this.sessions.delete(session),
+      forget: (session) => {
+        if (this.mine.get(session.id) === session) this.mine.delete(session.id);
+      },
     };
     if (settings.janitor) this.scheduleSweep(Math.min(5000, settings.janitorSweepIntervalMs));
   }
 
   // ---- keys ----
 
-  async get(key: string): Promise<Entry | undefined> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    this.checkOpen();
+  protected async doGet(key: string): Promise<Entry | undefined> {
     const cm = await this.api.getConfigMap(keyObjectName(this.prefix, key));
     if (cm === undefined) return undefined;
     const k = decodeKeyAt(cm, key);
     return { key, value: k.value, version: k.version };
   }
 
-  async list(prefix: string): Promise<ListResult> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
-    this.checkOpen();
+  protected async doList(prefix: string): Promise<ListResult> {
     const list = await this.api.listConfigMaps({ labelSelector: keySelector(this.prefix, prefix) });
     const entries: Entry[] = [];
     for (const item of list.items) {
@@ -176,20 +145,11 @@ export class K8sCoordinator implements Coordinator {
     return { entries, revision: list.metadata?.resourceVersion ?? '' };
   }
 
-  async create(key: string, value: Uint8Array, options: CreateOptions = {}): Promise<Version> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    assertValidValue(value, this.caps.maxValueBytes, key);
-    const encoded = encodeValue(value);
-    this.checkOpen();
-    let session: K8sSession | undefined;
-    if (options.session !== undefined) {
-      session = this.ownSession(options.session);
-      if (session.isLost()) throw new LeaseLostError(`cannot create ${JSON.stringify(key)}: session ${session.id} is lost`);
-    }
+  protected async doCreate(key: string, value: Uint8Array, session: K8sSession | undefined): Promise<Version> {
     const body = newKeyObject(
       this.prefix,
       key,
-      encoded,
+      encodeValue(value),
       session === undefined ? undefined : { id: session.id, leaseName: session.leaseName, leaseUid: session.leaseUid },
     );
     try {
@@ -206,12 +166,8 @@ export class K8sCoordinator implements Coordinator {
     }
   }
 
-  async update(key: string, value: Uint8Array, expect: Version): Promise<Version> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    assertValidValue(value, this.caps.maxValueBytes, key);
-    if (typeof expect !== 'string' || expect === '') throw new InvalidArgumentError(`update of ${JSON.stringify(key)}: expect must be a version string`);
+  protected async doUpdate(key: string, value: Uint8Array, expect: Version): Promise<Version> {
     const encoded = encodeValue(value);
-    this.checkOpen();
     // A PUT replaces the whole object: read it first to keep its labels and owner (its session).
     const current = await this.api.getConfigMap(keyObjectName(this.prefix, key));
     if (current === undefined) throw new NotFoundError(`update of ${JSON.stringify(key)}: no such key`);
@@ -221,17 +177,12 @@ export class K8sCoordinator implements Coordinator {
     return updated.metadata?.resourceVersion ?? '';
   }
 
-  async delete(key: string, expect: Version): Promise<void> {
-    assertValidKey(key, this.caps.maxKeyBytes);
-    if (typeof expect !== 'string' || expect === '') throw new InvalidArgumentError(`delete of ${JSON.stringify(key)}: expect must be a version string`);
-    this.checkOpen();
+  protected async doDelete(key: string, expect: Version): Promise<void> {
     // resourceVersions are unique store-wide: matching one can only be this key's object.
     await this.api.deleteConfigMap(keyObjectName(this.prefix, key), { resourceVersion: expect });
   }
 
-  async deletePrefix(prefix: string): Promise<void> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
-    this.checkOpen();
+  protected async doDeletePrefix(prefix: string): Promise<void> {
     const list = await this.api.listConfigMaps({ labelSelector: keySelector(this.prefix, prefix) });
     const names: string[] = [];
     for (const item of list.items) {
@@ -247,11 +198,10 @@ export class K8sCoordinator implements Coordinator {
     });
   }
 
-  watch(prefix: string, options: WatchOptions): AsyncIterable<WatchBatch> {
-    assertValidPrefix(prefix, this.caps.maxKeyBytes);
-    this.checkOpen();
-    if (options.after !== undefined && (typeof options.after !== 'string' || !/^\d+$/.test(options.after))) {
-      throw new InvalidArgumentError(`watch of ${JSON.stringify(prefix)}: after must be a revision from list() or a batch, got ${JSON.stringify(options.after)}`);
+  /** Starts from `after`, or from the state its first list finds (a revision takes a request, made on the first `next()`). */
+  protected doWatch(prefix: string, after: string | undefined, signal: AbortSignal): AsyncIterable<WatchBatch> {
+    if (after !== undefined && !/^\d+$/.test(after)) {
+      throw new InvalidArgumentError(`watch of ${describeKey(prefix)}: after must be a revision from list() or a batch, got ${JSON.stringify(after)}`);
     }
     return watchKeys({
       api: this.api,
@@ -259,9 +209,9 @@ export class K8sCoordinator implements Coordinator {
       logger: this.logger,
       keyPrefix: prefix,
       labelSelector: keySelector(this.prefix, prefix),
-      after: options.after,
-      signal: options.signal,
-      closed: this.stopped.signal,
+      after,
+      signal,
+      closed: this.closedSignal,
       timeoutSeconds: () => this.watchTimeout(),
       idleTimeoutMs: this.settings.watchIdleTimeoutMs,
       auditIntervalMs: this.settings.watchAuditIntervalMs,
@@ -270,102 +220,54 @@ export class K8sCoordinator implements Coordinator {
 
   // ---- sessions ----
 
-  async openSession(options: SessionOptions): Promise<Session> {
-    assertValidTtl(options?.ttlMs, this.caps.ttlRangeMs, 'the Kubernetes backend');
-    this.checkOpen();
-    const session = await K8sSession.open(this.sessionHost, options.ttlMs);
-    this.sessions.add(session);
-    if (this.closing !== undefined) {
-      await session.close();
-      throw new ClosedError('the Kubernetes coordinator was closed while the session opened');
-    }
+  protected async doOpenSession(ttlMs: number): Promise<K8sSession> {
+    const session = await K8sSession.open(this.sessionContext, this.sessionHost, ttlMs);
+    this.mine.set(session.id, session);
     return session;
   }
 
   // ---- locks ----
 
-  async acquire(name: string, session: Session, options: AcquireOptions = {}): Promise<Lock> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
-    this.checkOpen();
-    const own = this.ownSession(session);
-    const owner = this.ownerOf(options, own);
-    const lock = await this.serialized(own, name, options.signal, () => acquireLock(this.lockHost, name, own, owner, 'wait', options.signal));
+  protected async doAcquire(name: string, session: K8sSession, owner: string, signal: AbortSignal | undefined): Promise<K8sLock> {
+    const stops = this.acquireStops(`acquire of lock ${describeKey(name)}`, session, signal);
+    const lock = await this.serialized(session, name, stops, () => acquireLock(this.lockHost, name, session, owner, 'wait', stops));
     return lock as K8sLock;
   }
 
-  async tryAcquire(name: string, session: Session, options: LockOptions = {}): Promise<Lock | undefined> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
-    this.checkOpen();
-    const own = this.ownSession(session);
-    const owner = this.ownerOf(options, own);
-    if (own.isLost()) throw new LeaseLostError(`cannot acquire lock ${JSON.stringify(name)}: session ${own.id} is lost`);
-    if (lockBusy.get(own)?.has(name)) return undefined;
-    return this.serialized(own, name, undefined, () => acquireLock(this.lockHost, name, own, owner, 'try'));
+  protected async doTryAcquire(name: string, session: K8sSession, owner: string): Promise<K8sLock | undefined> {
+    if (lockBusy.get(session)?.has(name)) return undefined;
+    const stops = this.acquireStops(`tryAcquire of lock ${describeKey(name)}`, session, undefined);
+    return this.serialized(session, name, stops, () => acquireLock(this.lockHost, name, session, owner, 'try', stops));
   }
 
-  async holder(name: string): Promise<LockHolder | undefined> {
-    assertValidKey(name, this.caps.maxKeyBytes, 'lock name');
-    this.checkOpen();
+  protected doHolder(name: string): Promise<LockHolder | undefined> {
     return lockHolder(this.lockHost, name);
   }
 
   // ---- lifecycle ----
 
-  close(): Promise<void> {
-    this.closing ??= this.doClose();
-    return this.closing;
-  }
-
-  private async doClose(): Promise<void> {
-    await Promise.allSettled([...this.sessions].map((s) => s.close()));
+  /** After the sessions closed (their clean-up done): the observer and the janitor, then the requests in flight, then the connections. */
+  protected override async doClose(): Promise<void> {
     this.stopped.abort(new ClosedError('the Kubernetes coordinator is closed'));
     if (this.sweepTimer !== undefined) this.clock.clearTimeout(this.sweepTimer);
     await this.observer.stop();
     this.apiClosed.abort(new ClosedError('the Kubernetes coordinator is closed'));
-    await Promise.allSettled([...this.background]);
+    await Promise.allSettled([...this.janitorWork]);
     this.api.destroy();
-  }
-
-  private checkOpen(): void {
-    if (this.closing !== undefined) throw new ClosedError('the Kubernetes coordinator is closed');
-  }
-
-  private ownSession(session: Session): K8sSession {
-    if (!(session instanceof K8sSession) || session.host !== this.sessionHost) {
-      throw new InvalidArgumentError('the session was not opened by this Kubernetes coordinator');
-    }
-    return session;
-  }
-
-  private ownerOf(options: LockOptions, session: K8sSession): string {
-    const owner = options.owner ?? session.id;
-    if (typeof owner !== 'string' || owner === '') throw new InvalidArgumentError('a lock owner must be a non-empty string');
-    return owner;
   }
 
   /**
    * One acquire at a time per session and lock name in this process, and none while
    * the session already holds it: a session waits for its own earlier Lock like anyone.
    */
-  private async serialized(
-    session: K8sSession,
-    name: string,
-    signal: AbortSignal | undefined,
-    run: () => Promise<K8sLock | undefined>,
-  ): Promise<K8sLock | undefined> {
+  private async serialized(session: K8sSession, name: string, stops: Stops, run: () => Promise<K8sLock | undefined>): Promise<K8sLock | undefined> {
     let busy = lockBusy.get(session);
     if (busy === undefined) {
       busy = new Map();
       lockBusy.set(session, busy);
     }
-    for (let pending = busy.get(name); pending !== undefined; pending = busy.get(name)) {
-      await untilAny(pending, signal, session.lost);
-      if (signal?.aborted || session.lost.aborted || this.closing !== undefined) {
-        // Without taking the slot: the acquire refuses at once (aborted, lost or closed).
-        this.checkOpen();
-        return run();
-      }
-    }
+    // Without taking the slot: an acquire stopped while it waits refuses at once (closed, aborted or lost).
+    for (let pending = busy.get(name); pending !== undefined; pending = busy.get(name)) await stops.race(pending);
     let free!: () => void;
     const slot = new Promise<void>((resolve) => (free = resolve));
     busy.set(name, slot);
@@ -397,18 +299,13 @@ export class K8sCoordinator implements Coordinator {
   }
 
   private onSessionGone(id: string): void {
-    let own = false;
-    for (const s of this.sessions) {
-      if (s.id === id) {
-        own = true;
-        s.leaseGone();
-      }
-    }
+    const own = this.mine.get(id);
+    own?.leaseGone();
     // An owner's own close cleans up; others look after a random delay, so that not all
     // of them list at once (the first usually finds the rest already gone).
-    if (!this.settings.janitor || own) return;
+    if (!this.settings.janitor || own !== undefined) return;
     const timer = this.clock.setTimeout(() => {
-      if (!this.stopped.signal.aborted) this.track(this.cleanupSession(id));
+      if (!this.stopped.signal.aborted) this.janitorTask(this.cleanupSession(id));
     }, Math.random() * 1000);
     timer.unref?.();
   }
@@ -416,7 +313,7 @@ export class K8sCoordinator implements Coordinator {
   private onSessionExpired(s: ObservedSession): void {
     if (!this.settings.janitor) return;
     this.logger.info('a session expired (its Lease did not change for longer than its duration); removing it', { session: s.id });
-    this.track(
+    this.janitorTask(
       (async () => {
         try {
           // The Lease goes first, only if still unrenewed: a renewal that lands first wins.
@@ -478,9 +375,7 @@ export class K8sCoordinator implements Coordinator {
   private scheduleSweep(delayMs: number): void {
     if (this.stopped.signal.aborted) return;
     this.sweepTimer = this.clock.setTimeout(() => {
-      this.track(
-        this.sweep().finally(() => this.scheduleSweep(this.settings.janitorSweepIntervalMs)),
-      );
+      this.janitorTask(this.sweep().finally(() => this.scheduleSweep(this.settings.janitorSweepIntervalMs)));
     }, delayMs);
     this.sweepTimer.unref?.();
   }
@@ -508,13 +403,16 @@ export class K8sCoordinator implements Coordinator {
     }
   }
 
-  private track(p: Promise<unknown>): void {
-    const t = p.catch((err: unknown) => {
-      if (!TaskGraphError.is(err, 'CLOSED') && !isTransient(err)) this.logger.warn('janitor work failed', { error: String(err) });
-      else this.logger.debug('janitor work interrupted', { error: String(err) });
-    });
-    this.background.add(t);
-    void t.finally(() => this.background.delete(t));
+  private janitorTask(p: Promise<unknown>): void {
+    const t = p.then(
+      () => undefined,
+      (err: unknown) => {
+        if (!TaskGraphError.is(err, 'CLOSED') && !isTransient(err)) this.logger.warn('janitor work failed', { error: String(err) });
+        else this.logger.debug('janitor work interrupted', { error: String(err) });
+      },
+    );
+    this.janitorWork.add(t);
+    void t.finally(() => this.janitorWork.delete(t));
   }
 
   private watchTimeout(): number {
@@ -525,20 +423,6 @@ export class K8sCoordinator implements Coordinator {
 
 /** Per session: the lock names it holds or is acquiring in this process. */
 const lockBusy = new WeakMap<K8sSession, Map<string, Promise<void>>>();
-
-function untilAny(p: Promise<void>, ...signals: (AbortSignal | undefined)[]): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      for (const s of signals) s?.removeEventListener('abort', done);
-      resolve();
-    };
-    for (const s of signals) {
-      if (s?.aborted) return done();
-      s?.addEventListener('abort', done, { once: true });
-    }
-    void p.then(done, done);
-  });
-}
 
 async function inParallel<T>(items: readonly T[], limit: number, run: (item: T) => Promise<void>): Promise<void> {
   let next = 0;

@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { KubeConfig } from '@kubernetes/client-node';
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
 import type { Clock, CoordinatorRuntimeOptions, Logger } from '@taskgraph/api';
-import { K8sCoordinator, noopLogger } from './coordinator.js';
+import { silentLogger } from '@taskgraph/backend-kit';
+import { K8sCoordinator } from './coordinator.js';
 import { assertValidStorePrefix } from './names.js';
 
 export interface K8sCoordinatorOptions extends CoordinatorRuntimeOptions {
@@ -158,7 +159,7 @@ export async function createK8sCoordinator(target: string | URL | K8sCoordinator
   const auditMs = options.watchAuditIntervalMs ?? 300_000;
   if (typeof auditMs !== 'number' || !(auditMs >= 0)) throw new InvalidArgumentError(`watchAuditIntervalMs must be 0 or a positive number, got ${String(auditMs)}`);
   const clock: Clock = options.clock ?? systemClock;
-  const logger: Logger = options.logger ?? noopLogger;
+  const logger: Logger = options.logger ?? silentLogger;
   return new K8sCoordinator({
     kubeConfig,
     namespace,

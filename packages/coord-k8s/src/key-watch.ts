@@ -13,8 +13,9 @@
  * throws CompactedError, so the caller re-lists. A loss with no later change of the
  * same key is caught by the same comparison, run every `auditIntervalMs`.
  */
-import { ClosedError, CompactedError, TaskGraphError } from '@taskgraph/api';
+import { CompactedError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle, WatchBatch, WatchEvent } from '@taskgraph/api';
+import { Backoff, pause } from '@taskgraph/backend-kit';
 import { decodeKey, type StoredKey } from './codec.js';
 import { isTransient } from './kube.js';
 import type { KubeApi } from './kube.js';
@@ -28,7 +29,7 @@ export interface KeyWatchOptions {
   readonly labelSelector: string;
   readonly after: string | undefined;
   readonly signal: AbortSignal;
-  /** The coordinator's close: the watch then ends. */
+  /** The coordinator's close: the watch then ends, as when `signal` aborts. */
   readonly closed: AbortSignal;
   readonly timeoutSeconds: () => number;
   readonly idleTimeoutMs: number;
@@ -57,13 +58,18 @@ class KeyWatch {
   private acceptedBreak: string | undefined;
   private auditTimer: TimerHandle | undefined;
   private auditDue = false;
+  /** Aborts when the caller's signal or the coordinator's close does: the watch ends without error. */
+  private readonly ended = new AbortController();
 
   constructor(private readonly o: KeyWatchOptions) {}
 
   async *run(): AsyncGenerator<WatchBatch> {
     const { signal, closed } = this.o;
-    if (signal.aborted) return;
-    const stop = () => this.stream?.stop();
+    if (signal.aborted || closed.aborted) return;
+    const stop = () => {
+      this.ended.abort();
+      this.stream?.stop();
+    };
     signal.addEventListener('abort', stop, { once: true });
     closed.addEventListener('abort', stop, { once: true });
     try {
@@ -71,7 +77,7 @@ class KeyWatch {
       this.armAudit();
       while (true) {
         const stream = this.stream;
-        if (stream === undefined || signal.aborted) return;
+        if (stream === undefined || this.ended.signal.aborted) return;
         for await (const item of stream) {
           const batch = await this.handle(item);
           if (batch !== undefined) yield batch;
@@ -79,14 +85,11 @@ class KeyWatch {
           if (this.stream !== stream) break;
         }
         // The stream ended without being replaced: stopped by the signal or by close.
-        if (this.stream === stream) {
-          if (closed.aborted && !signal.aborted) throw new ClosedError('the Kubernetes coordinator was closed');
-          return;
-        }
+        if (this.stream === stream) return;
       }
     } catch (err) {
-      if (signal.aborted) return;
-      if (closed.aborted && !TaskGraphError.is(err, 'CLOSED')) throw new ClosedError('the Kubernetes coordinator was closed', { cause: err });
+      // Whatever failed while the watch was being ended (a request cut by close) is no news.
+      if (this.ended.signal.aborted) return;
       throw err;
     } finally {
       signal.removeEventListener('abort', stop);
@@ -116,17 +119,7 @@ class KeyWatch {
     }
     this.frontier = after ?? list.metadata?.resourceVersion ?? '';
     this.handled = this.frontier;
-    if (this.o.signal.aborted || this.o.closed.aborted) return;
-    this.stream = new WatchStream({
-      api,
-      resource: 'configmaps',
-      labelSelector: this.o.labelSelector,
-      from: this.frontier,
-      clock: this.o.clock,
-      logger: this.o.logger,
-      timeoutSeconds: this.o.timeoutSeconds,
-      idleTimeoutMs: this.o.idleTimeoutMs,
-    });
+    this.openStream();
   }
 
   private async handle(item: StreamItem): Promise<WatchBatch | undefined> {
@@ -204,11 +197,12 @@ class KeyWatch {
     }
     this.acceptedBreak = rv;
     this.handled = this.frontier;
-    this.restartStream();
+    this.openStream();
   }
 
-  private restartStream(): void {
-    if (this.o.signal.aborted || this.o.closed.aborted) return;
+  /** Follows the prefix from the frontier (unless the watch is ending). */
+  private openStream(): void {
+    if (this.ended.signal.aborted) return;
     this.stream = new WatchStream({
       api: this.o.api,
       resource: 'configmaps',
@@ -226,25 +220,16 @@ class KeyWatch {
    * retries those inside, as the contract says, until its signal or close ends it.
    */
   private async retrying<T>(request: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
+    // 100, 200, 400 ... 5000 ms.
+    const backoff = new Backoff(100, 5000, () => 1);
+    for (;;) {
       try {
         return await request();
       } catch (err) {
-        if (!isTransient(err) || this.o.signal.aborted || this.o.closed.aborted) throw err;
+        if (!isTransient(err) || this.ended.signal.aborted) throw err;
         this.o.logger.debug('a watch request failed; retrying', { prefix: this.o.keyPrefix, error: String(err) });
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            this.o.clock.clearTimeout(timer);
-            this.o.signal.removeEventListener('abort', done);
-            this.o.closed.removeEventListener('abort', done);
-            resolve();
-          };
-          const timer = this.o.clock.setTimeout(done, Math.min(5000, 100 * 2 ** Math.min(attempt, 6)));
-          timer.unref?.();
-          this.o.signal.addEventListener('abort', done, { once: true });
-          this.o.closed.addEventListener('abort', done, { once: true });
-        });
-        if (this.o.signal.aborted || this.o.closed.aborted) throw err;
+        await pause(this.o.clock, backoff.next(), this.ended.signal);
+        if (this.ended.signal.aborted) throw err;
       }
     }
   }

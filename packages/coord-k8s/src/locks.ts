@@ -16,19 +16,23 @@
  *   observed expired) is replaced the same way, by any waiter or janitor.
  */
 import { V1MicroTime, type V1Lease } from '@kubernetes/client-node';
-import { AbortedError, ClosedError, InternalError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
+import { ClosedError, InternalError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Lock, LockHolder, Logger, TimerHandle } from '@taskgraph/api';
+import { Backoff, sleep } from '@taskgraph/backend-kit';
+import type { Stops } from '@taskgraph/backend-kit';
 import { isTransient, type KubeApi } from './kube.js';
 import { ANNOTATION, LABEL, lockObjectName } from './names.js';
 import type { LeaseObserver } from './observer.js';
-import type { K8sSession, SessionDependent } from './session.js';
+import type { K8sSession } from './session.js';
+
+/** How often a hand-over retries after the API server failed to answer: after 100, 200, 400, 800, 1600 ms. */
+const HAND_OVER_RETRIES = 5;
 
 export interface LockHost {
   readonly api: KubeApi;
   readonly prefix: string;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly closed: AbortSignal;
   readonly observer: LeaseObserver;
   /** How long a waiter sleeps without news before it looks again. */
   readonly pollMs: number;
@@ -124,38 +128,41 @@ async function liveQueue(host: LockHost, queue: readonly Waiter[], except?: stri
   return out;
 }
 
-export class K8sLock implements Lock, SessionDependent {
+export class K8sLock implements Lock {
   readonly lost: AbortSignal;
-  private readonly controller = new AbortController();
-  private releasing: Promise<void> | undefined;
+  readonly #controller = new AbortController();
+  readonly #host: LockHost;
+  #releasing: Promise<void> | undefined;
+  /** A lock ends with its session, for the same reason (LeaseLostError, or ClosedError on close). */
+  readonly #onSessionLost = (): void => {
+    this.#controller.abort(this.session.lost.reason);
+  };
 
   constructor(
-    private readonly host: LockHost,
+    host: LockHost,
     readonly session: K8sSession,
     readonly name: string,
     readonly owner: string,
     readonly token: bigint,
   ) {
-    this.lost = this.controller.signal;
-    session.dependents.add(this);
-  }
-
-  sessionLost(reason: TaskGraphError): void {
-    this.controller.abort(reason);
-    this.session.dependents.delete(this);
+    this.#host = host;
+    this.lost = this.#controller.signal;
+    // Granted to a session lost while the grant was on its way: the lock is lost from the start.
+    if (session.lost.aborted) this.#onSessionLost();
+    else session.lost.addEventListener('abort', this.#onSessionLost, { once: true });
   }
 
   release(): Promise<void> {
-    this.releasing ??= this.doRelease();
-    return this.releasing;
+    this.#releasing ??= this.#release();
+    return this.#releasing;
   }
 
-  private async doRelease(): Promise<void> {
+  async #release(): Promise<void> {
     const wasHeld = !this.lost.aborted;
-    this.controller.abort(new ClosedError(`lock ${JSON.stringify(this.name)} was released`));
-    this.session.dependents.delete(this);
+    this.session.lost.removeEventListener('abort', this.#onSessionLost);
+    this.#controller.abort(new ClosedError(`lock ${JSON.stringify(this.name)} was released`));
     // A lost lock may already be someone else's: releasing it takes nothing from them.
-    if (wasHeld) await handOver(this.host, this.name, this.session.id, Number(this.token));
+    if (wasHeld) await handOver(this.#host, this.name, this.session.id, Number(this.token));
   }
 }
 
@@ -169,7 +176,8 @@ export async function handOver(host: LockHost, name: string, sessionId: string, 
 }
 
 export async function handOverLease(host: LockHost, leaseName: string, sessionId: string, token: number): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
+  const backoff = new Backoff(100, 1600, () => 1);
+  for (let failures = 0; ; ) {
     try {
       const lease = await host.api.getLease(leaseName);
       if (lease === undefined) return;
@@ -182,8 +190,8 @@ export async function handOverLease(host: LockHost, leaseName: string, sessionId
       return;
     } catch (err) {
       if (TaskGraphError.is(err, 'CONFLICT')) continue;
-      if (isTransient(err) && attempt < 5) {
-        await sleep(host.clock, 100 * 2 ** attempt);
+      if (isTransient(err) && failures++ < HAND_OVER_RETRIES) {
+        await sleep(host.clock, backoff.next());
         continue;
       }
       throw err;
@@ -191,38 +199,23 @@ export async function handOverLease(host: LockHost, leaseName: string, sessionId
   }
 }
 
-function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const t = clock.setTimeout(resolve, ms);
-    t.unref?.();
-  });
-}
-
-/** Wakes a waiting acquire when its lock's Lease changes or some session goes away. */
-class Wakeup implements SessionDependent {
+/** Wakes a waiting acquire when its lock's Lease changes, some session goes away, or the wait must stop. */
+class Wakeup {
   private dirty = false;
   private resolve: (() => void) | undefined;
   private timer: TimerHandle | undefined;
   private readonly unsubscribe: () => void;
+  private readonly unstop: () => void;
 
   constructor(
     private readonly host: LockHost,
     leaseName: string,
-    private readonly session: K8sSession,
-    private readonly signal: AbortSignal | undefined,
+    stops: Stops,
   ) {
     this.unsubscribe = host.observer.subscribe((change) => {
       if (change.kind === 'session-gone' || change.leaseName === leaseName) this.wake();
     });
-    session.dependents.add(this);
-    signal?.addEventListener('abort', this.onAbort);
-    host.closed.addEventListener('abort', this.onAbort);
-  }
-
-  private readonly onAbort = (): void => this.wake();
-
-  sessionLost(): void {
-    this.wake();
+    this.unstop = stops.onStop(() => this.wake());
   }
 
   wake(): void {
@@ -230,7 +223,7 @@ class Wakeup implements SessionDependent {
     this.resolve?.();
   }
 
-  /** Resolves on news, on abort, or after `pollMs`. */
+  /** Resolves on news, on a stop, or after `pollMs`. */
   wait(): Promise<void> {
     if (this.dirty) {
       this.dirty = false;
@@ -250,30 +243,17 @@ class Wakeup implements SessionDependent {
 
   dispose(): void {
     this.unsubscribe();
-    this.session.dependents.delete(this);
-    this.signal?.removeEventListener('abort', this.onAbort);
-    this.host.closed.removeEventListener('abort', this.onAbort);
+    this.unstop();
     if (this.timer !== undefined) this.host.clock.clearTimeout(this.timer);
     this.resolve = undefined;
   }
 }
 
-function checkStop(host: LockHost, name: string, session: K8sSession, signal: AbortSignal | undefined): void {
-  if (host.closed.aborted) throw new ClosedError(`cannot acquire lock ${JSON.stringify(name)}: the Kubernetes coordinator is closed`);
-  if (signal?.aborted) {
-    const reason: unknown = signal.reason;
-    throw TaskGraphError.is(reason) ? reason : new AbortedError(`acquiring lock ${JSON.stringify(name)} was aborted`, { cause: reason });
-  }
-  if (session.isLost()) {
-    const reason: unknown = session.lost.reason;
-    if (TaskGraphError.is(reason, 'CLOSED')) throw new LeaseLostError(`cannot acquire lock ${JSON.stringify(name)}: session ${session.id} is closed`, { cause: reason });
-    throw TaskGraphError.is(reason) ? reason : new LeaseLostError(`cannot acquire lock ${JSON.stringify(name)}: session ${session.id} is lost`);
-  }
-}
-
 /**
  * Takes the lock for `session`: waiting in the queue (`wait`), or only if nobody holds
- * it nor waits for it (`try`, which then answers undefined).
+ * it nor waits for it (`try`, which then answers undefined). Gives up with the error
+ * of the first of `stops` to fire: the coordinator closed, the caller's signal
+ * aborted, the session was lost.
  */
 export async function acquireLock(
   host: LockHost,
@@ -281,20 +261,25 @@ export async function acquireLock(
   session: K8sSession,
   owner: string,
   mode: 'wait' | 'try',
-  signal?: AbortSignal,
+  stops: Stops,
 ): Promise<K8sLock | undefined> {
   const leaseName = lockObjectName(host.prefix, name);
   const me: Waiter = { s: session.id, o: owner };
   const seconds = Math.ceil(session.ttlMs / 1000);
-  const wakeup = mode === 'wait' ? new Wakeup(host, leaseName, session, signal) : undefined;
+  const wakeup = mode === 'wait' ? new Wakeup(host, leaseName, stops) : undefined;
   let queued = false;
   const grant = (lease: V1Lease): K8sLock => new K8sLock(host, session, name, owner, BigInt(lease.spec?.leaseTransitions ?? 0));
+  const check = (): void => {
+    // By the clock: after a process pause the session's deadline timer may not have run yet.
+    session.isLost();
+    stops.throwIfStopped();
+  };
   try {
     for (let round = 0; ; round++) {
-      checkStop(host, name, session, signal);
+      check();
       if (mode === 'try' && round > 8) return undefined;
       const lease = await host.api.getLease(leaseName);
-      checkStop(host, name, session, signal);
+      check();
       if (lease === undefined) {
         try {
           return grant(await host.api.createLease(newLease(host.prefix, name, me, seconds)));

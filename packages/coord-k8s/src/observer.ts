@@ -16,6 +16,7 @@
 import type { V1Lease } from '@kubernetes/client-node';
 import { TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
+import { Backoff, pause } from '@taskgraph/backend-kit';
 import type { KubeApi } from './kube.js';
 import { LABEL } from './names.js';
 import { WatchStream } from './watch-stream.js';
@@ -66,11 +67,10 @@ export class LeaseObserver {
   private readonly sessions = new Map<string, Entry>();
   private readonly listeners = new Set<(change: LeaseChange) => void>();
   private stream: WatchStream | undefined;
-  private stopped = false;
+  /** Aborted by stop(): ends the loop, and its wait between failed attempts. */
+  private readonly halt = new AbortController();
   private synced = false;
   private readonly done: Promise<void>;
-  private retryTimer: TimerHandle | undefined;
-  private wakeRetry: (() => void) | undefined;
 
   constructor(private readonly o: LeaseObserverOptions) {
     this.done = this.run();
@@ -93,10 +93,8 @@ export class LeaseObserver {
 
   /** Stops following; resolves when the loop has ended. */
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.halt.abort();
     this.stream?.stop();
-    if (this.retryTimer !== undefined) this.o.clock.clearTimeout(this.retryTimer);
-    this.wakeRetry?.();
     for (const e of this.sessions.values()) if (e.timer !== undefined) this.o.clock.clearTimeout(e.timer);
     this.sessions.clear();
     await this.done;
@@ -107,14 +105,15 @@ export class LeaseObserver {
   }
 
   private async run(): Promise<void> {
-    let failures = 0;
+    // 200, 400 ... 5000 ms between failed attempts.
+    const backoff = new Backoff(200, 5000, () => 1);
     while (!this.stopped && !this.o.closed.aborted) {
       try {
         const list = await this.o.api.listLeases({ labelSelector: this.o.labelSelector });
         if (this.stopped) return;
         this.reconcile(list.items);
         this.synced = true;
-        failures = 0;
+        backoff.reset();
         this.stream = new WatchStream({
           api: this.o.api,
           resource: 'leases',
@@ -131,19 +130,14 @@ export class LeaseObserver {
         }
       } catch (err) {
         if (this.stopped || TaskGraphError.is(err, 'CLOSED')) return;
-        failures++;
         this.o.logger.debug('the Lease observer failed; retrying', { error: String(err) });
-        await this.sleep(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+        await pause(this.o.clock, backoff.next(), this.halt.signal);
       }
     }
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.wakeRetry = resolve;
-      this.retryTimer = this.o.clock.setTimeout(resolve, ms);
-      this.retryTimer.unref?.();
-    });
+  private get stopped(): boolean {
+    return this.halt.signal.aborted;
   }
 
   /** A fresh list: sessions missing from it are gone; unchanged ones keep when they were first seen. */

@@ -10,6 +10,7 @@ import type { Agent } from 'node:http';
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { InternalError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
+import { Backoff } from '@taskgraph/backend-kit';
 import type { KubeApi } from './kube.js';
 
 export interface KubeObject {
@@ -44,8 +45,6 @@ export interface WatchStreamOptions {
   readonly idleTimeoutMs: number;
 }
 
-const MAX_BACKOFF_MS = 5000;
-
 /** One followed collection; iterate it for events. `stop()` ends the iteration. */
 export class WatchStream implements AsyncIterable<StreamItem> {
   /** The newest resourceVersion seen (events and bookmarks): where a reconnect resumes. */
@@ -59,7 +58,8 @@ export class WatchStream implements AsyncIterable<StreamItem> {
   private agent: Agent | undefined;
   private idleTimer: TimerHandle | undefined;
   private retryTimer: TimerHandle | undefined;
-  private failures = 0;
+  /** Delays before reconnecting after failures: 200 ms doubling to 5 s, jittered; reset by any line received. */
+  private readonly backoff = new Backoff(200, 5000);
   private fatal: unknown;
 
   constructor(private readonly o: WatchStreamOptions) {
@@ -127,8 +127,7 @@ export class WatchStream implements AsyncIterable<StreamItem> {
   private reconnect(failed: boolean): void {
     if (this.stopped) return;
     this.disconnect();
-    if (failed) this.failures++;
-    const delay = failed ? Math.min(MAX_BACKOFF_MS, 100 * 2 ** Math.min(this.failures, 10)) * (0.5 + Math.random() / 2) : 0;
+    const delay = failed ? this.backoff.next() : 0;
     const generation = this.generation;
     this.retryTimer = this.o.clock.setTimeout(() => {
       if (generation === this.generation) this.connect();
@@ -151,7 +150,7 @@ export class WatchStream implements AsyncIterable<StreamItem> {
     const onLine = (type: string, object: unknown): void => {
       if (generation !== this.generation) return;
       received = true;
-      this.failures = 0;
+      this.backoff.reset();
       this.armIdle(generation);
       const obj = (object ?? {}) as KubeObject & { code?: number; reason?: string; message?: string };
       if (type === 'BOOKMARK') {
