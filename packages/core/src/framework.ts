@@ -83,16 +83,15 @@ export class TaskFramework implements Framework {
     await this.host.epochs.advance(ctx, () => this.host.assertOwner('incEpoch'));
   }
 
-  async dataRequest<I, O>(ctx: EpochContext, toTask: number, method: MethodSpec<I, O>, input: I, options: DataRequestOptions = {}): Promise<O> {
-    this.host.epochs.check(ctx, this.assertAlive);
-    this.checkTaskId(toTask, 'dataRequest');
-    const output = await this.host.data.request({ ctx, from: this.running.id, to: toTask, method, input, attemptTimeoutMs: options.attemptTimeoutMs });
-    const { task } = this.running;
-    if (task.dataReady) {
-      const dataReady = task.dataReady.bind(task);
-      this.running.enqueue(ctx.epoch, () => dataReady(ctx, toTask, method.name, output));
+  dataRequest<I, O>(ctx: EpochContext, toTask: number, method: MethodSpec<I, O>, input: I, options: DataRequestOptions = {}): Promise<O> {
+    try {
+      this.host.epochs.check(ctx, this.assertAlive);
+      this.checkTaskId(toTask, 'dataRequest');
+    } catch (err) {
+      return Promise.reject(err as Error);
     }
-    return output;
+    // No async frame of its own: the data client's is the only one on this hot path.
+    return this.host.data.request(ctx, this.running.id, toTask, method, input, options.attemptTimeoutMs, this.running);
   }
 
   kill(): Promise<void> {

@@ -5,7 +5,7 @@
  * inbox and outbox. Made on claim, closed on leaving; nothing outlives it.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import type { AnyMethodHandler, Clock, Coordinator, Lock, Logger, Session, Task } from '@taskgraph/api';
+import type { AnyMethodHandler, Clock, Coordinator, EpochContext, Lock, Logger, Session, Task } from '@taskgraph/api';
 import type { AddressBook } from './address-book.js';
 import { withTimeout } from './async.js';
 import { CallbackQueue } from './callback-queue.js';
@@ -13,6 +13,7 @@ import type { EpochTracker } from './epoch.js';
 import { keys } from './layout.js';
 import { MetaInbox } from './meta-inbox.js';
 import { MetaOutbox } from './meta-outbox.js';
+import type { DataReceiver } from './data-client.js';
 import type { ServedTask } from './request-server.js';
 import type { NodeStats } from './stats.js';
 
@@ -41,7 +42,7 @@ export interface TaskClaim {
   readonly logger: Logger;
 }
 
-export class RunningTask implements ServedTask {
+export class RunningTask implements ServedTask, DataReceiver {
   readonly id: number;
   readonly lock: Lock;
   /** The fencing token, in decimal (as it travels in requests and records). */
@@ -97,6 +98,14 @@ export class RunningTask implements ServedTask {
   /** Queues a callback of `epoch`: it runs only if, at its turn, the task still runs in that epoch. */
   enqueue(epoch: number, run: () => void | Promise<void>): void {
     this.queue.push(run, () => this.env.isServing(this) && this.env.epochs.epoch === epoch);
+  }
+
+  /** An answer to one of this task's data requests: to its `dataReady`, if it has one, in order with its callbacks. */
+  onData(ctx: EpochContext, from: number, method: string, output: unknown): void {
+    const { task } = this;
+    if (!task.dataReady) return;
+    const dataReady = task.dataReady.bind(task);
+    this.enqueue(ctx.epoch, () => dataReady(ctx, from, method, output));
   }
 
   /**

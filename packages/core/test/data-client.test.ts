@@ -75,7 +75,7 @@ describe('DataClient', () => {
     const target = await server(1, '7');
     target.place();
     const ctx = epochScope(3).context;
-    expect(await data.request({ ctx, from: 0, to: 1, method: double, input: 21 })).toBe(42);
+    expect(await data.request(ctx, 0, 1, double, 21, undefined)).toBe(42);
     expect(target.seen).toEqual([{ method: 'double', input: 21, meta: { job: JOB, from: 0, to: 1, epoch: 3, token: '7', requestId: expect.any(String) } }]);
     expect(stats.retries).toBe(0);
   });
@@ -85,11 +85,11 @@ describe('DataClient', () => {
     const target = await server(1, '7', [() => Promise.reject(new EpochChangedError('not yet', { details: { current: 2 } }))]);
     target.place();
     const ctx = epochScope(3).context;
-    const first = track(data.request({ ctx, from: 0, to: 1, method: double, input: 1 }));
+    const first = track(data.request(ctx, 0, 1, double, 1, undefined));
     await eventually('a backoff', () => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
     await clock.advance(10);
     await first.promise;
-    await data.request({ ctx, from: 0, to: 1, method: double, input: 2 });
+    await data.request(ctx, 0, 1, double, 2, undefined);
     const ids = target.seen.map((s) => s.meta.requestId);
     expect(ids).toHaveLength(3);
     expect(ids[0]).toBe(ids[1]);
@@ -104,7 +104,7 @@ describe('DataClient', () => {
       const { data, network } = setup();
       const ctx = epochScope(0).context;
       for (const bad of [undefined, { name: 'x' }, { name: 3, input: jsonCodec(), output: jsonCodec() }]) {
-        const err = await rejectionOf(data.request({ ctx, from: 0, to: 1, method: bad as unknown as MethodSpec<number, number>, input: 1 }));
+        const err = await rejectionOf(data.request(ctx, 0, 1, bad as unknown as MethodSpec<number, number>, 1, undefined));
         expect(err).toBeInstanceOf(InvalidArgumentError);
         expect((err as Error).message).toBe('dataRequest needs a MethodSpec ({ name, input, output })');
       }
@@ -116,11 +116,11 @@ describe('DataClient', () => {
       const ctx = epochScope(0).context;
       const boom = new Error('no such shape');
       const picky: Codec<number> = { name: 'picky', encode: () => { throw boom; }, decode: () => 0 };
-      const err = await rejectionOf(data.request({ ctx, from: 0, to: 1, method: defineMethod('m', { input: picky }), input: 1 }));
+      const err = await rejectionOf(data.request(ctx, 0, 1, defineMethod('m', { input: picky }), 1, undefined));
       expect(err).toBeInstanceOf(InvalidArgumentError);
       expect((err as Error).message).toBe('dataRequest m: cannot encode the input with picky: no such shape');
       expect((err as Error).cause).toBe(boom);
-      const typed = await rejectionOf(data.request({ ctx, from: 0, to: 1, method: defineMethod<bigint, number>('m'), input: 1n }));
+      const typed = await rejectionOf(data.request(ctx, 0, 1, defineMethod<bigint, number>('m'), 1n, undefined));
       expect((typed as Error).message).toContain('json codec cannot encode the value');
       expect(network.stats().sent).toBe(0);
     });
@@ -130,12 +130,12 @@ describe('DataClient', () => {
       const target = await server(1, '7', [() => new TextEncoder().encode('not json'), () => new TextEncoder().encode('1')]);
       target.place();
       const ctx = epochScope(0).context;
-      const typed = await rejectionOf(data.request({ ctx, from: 0, to: 1, method: double, input: 1 }));
+      const typed = await rejectionOf(data.request(ctx, 0, 1, double, 1, undefined));
       expect(typed).toBeInstanceOf(DecodeFailedError);
       expect((typed as Error).message).toContain('json codec cannot decode');
       const broken = new Error('bad shape');
       const strict: Codec<number> = { name: 'strict', encode: (n) => encodeJson(n), decode: () => { throw broken; } };
-      const err = await rejectionOf(data.request({ ctx, from: 0, to: 1, method: defineMethod('double', { output: strict }), input: 1 }));
+      const err = await rejectionOf(data.request(ctx, 0, 1, defineMethod('double', { output: strict }), 1, undefined));
       expect(err).toBeInstanceOf(DecodeFailedError);
       expect((err as Error).message).toBe('dataRequest double from task 1: cannot decode the output: bad shape');
       expect((err as Error).cause).toBe(broken);
@@ -146,7 +146,7 @@ describe('DataClient', () => {
     it('waits for a target whose address is not known yet', async () => {
       const { data, server, stats, network, clock } = setup();
       const target = await server(1, '7');
-      const run = track(data.request({ ctx: epochScope(0).context, from: 0, to: 1, method: double, input: 4 }));
+      const run = track(data.request(epochScope(0).context, 0, 1, double, 4, undefined));
       await eventually('a wait for the address', () => clock.pendingTimers().length === 1);
       expect(network.stats().sent).toBe(0);
       target.place();
@@ -162,7 +162,7 @@ describe('DataClient', () => {
       old.place();
       // The book is level-triggered: use up the wake-up of that first placement.
       await addresses.waitForChange(clock, 1, new AbortController().signal);
-      const run = track(data.request({ ctx: epochScope(0).context, from: 2, to: 1, method: double, input: 5 }));
+      const run = track(data.request(epochScope(0).context, 2, 1, double, 5, undefined));
       await eventually('the first attempt', () => old.seen.length === 1);
       next.place();
       expect(await run.promise).toBe(10);
@@ -181,7 +181,7 @@ describe('DataClient', () => {
       target.place();
       await addresses.waitForChange(clock, 1, new AbortController().signal);
       network.disconnect(target.address);
-      const run = track(data.request({ ctx: epochScope(0).context, from: 0, to: 1, method: double, input: 3 }));
+      const run = track(data.request(epochScope(0).context, 0, 1, double, 3, undefined));
       await eventually('a refusal and a wait', () => network.stats(target.address).refused === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       network.reconnect(target.address);
       await clock.advance(10);
@@ -197,7 +197,7 @@ describe('DataClient', () => {
         () => Promise.reject(new EpochChangedError('no epoch said')),
       ]);
       target.place();
-      const run = track(data.request({ ctx: epochScope(3).context, from: 0, to: 1, method: double, input: 1 }));
+      const run = track(data.request(epochScope(3).context, 0, 1, double, 1, undefined));
       await eventually('the first backoff', () => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       await clock.advance(10);
       await eventually('the second backoff', () => target.seen.length === 2 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
@@ -211,7 +211,7 @@ describe('DataClient', () => {
       const { data, server, clock, epochChangedAsked } = setup();
       const target = await server(1, '7', [() => Promise.reject(new EpochChangedError('ahead', { details: { current: 5 } }))]);
       target.place();
-      const err = await rejectionOf(data.request({ ctx: epochScope(3).context, from: 0, to: 1, method: double, input: 1 }));
+      const err = await rejectionOf(data.request(epochScope(3).context, 0, 1, double, 1, undefined));
       expect(err).toBeInstanceOf(EpochChangedError);
       expect((err as EpochChangedError).details).toEqual({ current: 5, requested: 3 });
       expect(epochChangedAsked).toEqual([[3, 5]]);
@@ -224,7 +224,7 @@ describe('DataClient', () => {
       const target = await server(1, '7');
       target.place();
       network.dropRequests({ address: target.address, count: 1 });
-      const run = track(data.request({ ctx: epochScope(0).context, from: 0, to: 1, method: double, input: 7, attemptTimeoutMs: 50 }));
+      const run = track(data.request(epochScope(0).context, 0, 1, double, 7, 50));
       await eventually('the lost request', () => network.stats().droppedRequests === 1);
       await clock.advance(49);
       expect(transport.pendingCalls).toBe(1);
@@ -240,7 +240,7 @@ describe('DataClient', () => {
       const { data, server, stats } = setup();
       const target = await server(1, '7', [() => Promise.reject(new Error('application bug'))]);
       target.place();
-      const err = await rejectionOf(data.request({ ctx: epochScope(0).context, from: 0, to: 1, method: double, input: 1 }));
+      const err = await rejectionOf(data.request(epochScope(0).context, 0, 1, double, 1, undefined));
       expect(err).toBeInstanceOf(ApplicationError);
       expect(target.seen).toHaveLength(1);
       expect(stats.retries).toBe(0);
@@ -254,7 +254,7 @@ describe('DataClient', () => {
       const scope = epochScope(2);
       const over = new EpochChangedError('epoch 2 is over');
       scope.end(() => over);
-      expect(await rejectionOf(data.request({ ctx: scope.context, from: 0, to: 1, method: double, input: 1 }))).toBe(over);
+      expect(await rejectionOf(data.request(scope.context, 0, 1, double, 1, undefined))).toBe(over);
       expect(network.stats().sent).toBe(0);
     });
 
@@ -269,7 +269,7 @@ describe('DataClient', () => {
       ]);
       target.place();
       const scope = epochScope(2);
-      const run = track(data.request({ ctx: scope.context, from: 0, to: 1, method: double, input: 1 }));
+      const run = track(data.request(scope.context, 0, 1, double, 1, undefined));
       await eventually('the call', () => target.seen.length === 1);
       const over = new EpochChangedError('epoch 2 is over');
       scope.end(() => over);
@@ -284,7 +284,7 @@ describe('DataClient', () => {
       const target = await server(1, '7', [() => Promise.reject(new EpochChangedError('behind', { details: { current: 1 } }))]);
       target.place();
       const scope = epochScope(2);
-      const run = track(data.request({ ctx: scope.context, from: 0, to: 1, method: double, input: 1 }));
+      const run = track(data.request(scope.context, 0, 1, double, 1, undefined));
       await eventually('the backoff', () => target.seen.length === 1 && transport.pendingCalls === 0 && clock.pendingTimers().length === 1);
       const over = new EpochChangedError('epoch 2 is over');
       scope.end(() => over);
@@ -297,7 +297,7 @@ describe('DataClient', () => {
     it('the epoch ends while it waits for an address: rejects with the end’s reason', async () => {
       const { data, clock } = setup();
       const scope = epochScope(2);
-      const run = track(data.request({ ctx: scope.context, from: 0, to: 1, method: double, input: 1 }));
+      const run = track(data.request(scope.context, 0, 1, double, 1, undefined));
       await eventually('the wait', () => clock.pendingTimers().length === 1);
       const over = new EpochChangedError('epoch 2 is over');
       scope.end(() => over);
