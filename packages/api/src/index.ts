@@ -7,6 +7,7 @@ export type * from './runtime.js';
 export { systemClock } from './runtime.js';
 export type * from './codec.js';
 export type * from './task.js';
+export type * from './standby.js';
 export type * from './paradigms.js';
 export type * from './coordinator.js';
 export type * from './transport.js';

@@ -1,36 +1,12 @@
 /**
- * Interfaces the seed declared for later paradigms: hot standby (a primary with
- * backups that mirror its state) and master/worker. Declared here so applications
- * can be written against them; the runtime implements them in later releases.
+ * The master/worker paradigm the seed declared: one master that makes the global
+ * decisions, workers that compute and pull data from each other. Declared here so
+ * applications can be written against it; the runtime does not run it yet (hot
+ * standby, the seed's other paradigm, is in `standby.ts` and is implemented).
  */
 import type { AnyMethodHandler, MethodSpec } from './codec.js';
-import type { EpochContext, Framework } from './task.js';
+import type { EpochContext } from './task.js';
 import type { Logger } from './runtime.js';
-
-/** One state change of a backed-up task, shipped from the primary to its backups. */
-export interface UpdateLog {
-  /** The epoch the update belongs to. */
-  readonly epoch: number;
-  /** Strictly increasing per task and epoch: backups apply in order and drop repeats. */
-  readonly seq: number;
-  readonly data: Uint8Array;
-}
-
-/** A task whose state can be mirrored on backups. */
-export interface Backupable {
-  /** A full copy of the state, for a backup that joins late. */
-  snapshot(): Uint8Array | Promise<Uint8Array>;
-  /** Replaces the state with a snapshot. */
-  restore(snapshot: Uint8Array): void | Promise<void>;
-  /** Applies one update (on a backup, in `seq` order). */
-  applyUpdate(log: UpdateLog): void | Promise<void>;
-}
-
-/** The framework seen by a backed-up task: it ships updates to the task's backups. */
-export interface BackedUpFramework extends Framework {
-  /** Applies `data` on every backup of this task; resolves once they acknowledged it. */
-  update(ctx: EpochContext, data: Uint8Array): Promise<UpdateLog>;
-}
 
 /** The master's view in the master/worker paradigm. */
 export interface MasterFrame {

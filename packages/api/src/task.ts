@@ -5,6 +5,7 @@
  */
 import type { AnyMethodHandler, MethodSpec } from './codec.js';
 import type { Logger } from './runtime.js';
+import type { BackedUpFramework, NeighborEvent, RoleChange } from './standby.js';
 
 /**
  * The context of one epoch: its number, and a signal that aborts when that epoch
@@ -34,8 +35,12 @@ export interface TaskBuilder {
  * served methods (`methods`) may run concurrently with them.
  */
 export interface Task {
-  /** Called once when this node has claimed `taskId`, before any other callback. */
-  init(taskId: number, framework: Framework): void | Promise<void>;
+  /**
+   * Called once when this node has claimed `taskId` (as its primary or as a backup),
+   * before any other callback. The framework is the same object for the task
+   * object's whole life, across a promotion from backup to primary.
+   */
+  init(taskId: number, framework: BackedUpFramework): void | Promise<void>;
   /** The job entered `epoch` (also called once on start with the current epoch). */
   enterEpoch(ctx: EpochContext, epoch: number): void | Promise<void>;
   /**
@@ -47,6 +52,21 @@ export interface Task {
   dataReady?(ctx: EpochContext, fromTask: number, method: string, output: unknown): void | Promise<void>;
   /** The node is leaving (job done, killed, or stopped). No more callbacks follow. */
   exit(): void | Promise<void>;
+  /**
+   * This node became its task's primary: claimed fresh (`promoted: false`, the
+   * state is whatever `init` made), or promoted from backup with the state the
+   * backups hold (`promoted: true`). Called before the epoch's `enterEpoch`.
+   */
+  becamePrimary?(ctx: EpochContext, change: RoleChange): void | Promise<void>;
+  /**
+   * This node became a backup of its task: it mirrors the primary's state (a
+   * snapshot, then every update) and runs no epoch callbacks until it is promoted.
+   */
+  becameBackup?(change: RoleChange): void | Promise<void>;
+  /** A neighbour (in the current epoch, any link type) lost its node; its incarnation is over. */
+  neighborFailed?(ctx: EpochContext, event: NeighborEvent): void | Promise<void>;
+  /** A neighbour runs again: a new incarnation (a standby took over, or a backup was promoted). */
+  neighborRestarted?(ctx: EpochContext, event: NeighborEvent): void | Promise<void>;
   /** The methods this task serves to other tasks' `dataRequest`. Read after `init`. */
   readonly methods?: readonly AnyMethodHandler[];
 }

@@ -1,19 +1,30 @@
 /**
- * Where each task runs now: the owners' address records under `<job>/tasks/`, kept
- * from the watch so that data requests never touch the store. It also wakes the
- * two kinds of waiters: requests waiting for a task's (new) address, and standbys
- * waiting for a slot to free.
+ * Where each task runs now: the primaries' address records and the backups'
+ * records under `<job>/tasks/`, kept from the watch so that data requests never
+ * touch the store. It wakes the two kinds of waiters (requests waiting for a
+ * task's new address, standbys waiting for a slot to free) and tells subscribers
+ * every change (neighbour events, a primary's set of backups, a backup's primary).
  */
 import type { Clock, Entry, Logger, Transport, WatchEvent } from '@taskgraph/api';
 import { Notifier } from './async.js';
-import { decodeAddr, parseTaskKey } from './layout.js';
-import type { AddrValue } from './layout.js';
+import { decodeAddr, decodeBackup, parseTaskKey } from './layout.js';
+import type { AddrValue, BackupValue } from './layout.js';
 import type { PrefixHandlers } from './watched-prefix.js';
+
+/** One change of where a task runs, as the address book saw it. */
+export type AddressChange =
+  | { readonly kind: 'primary'; readonly task: number; readonly before: AddrValue | undefined; readonly after: AddrValue | undefined }
+  | { readonly kind: 'backup'; readonly task: number; readonly slot: number; readonly before: BackupValue | undefined; readonly after: BackupValue | undefined };
+
+export type AddressListener = (change: AddressChange) => void;
 
 export class AddressBook implements PrefixHandlers {
   private readonly addrs = new Map<number, AddrValue>();
+  /** Backup records by task, then slot. */
+  private readonly backups = new Map<number, Map<number, BackupValue>>();
   private readonly changed = new Notifier();
   private readonly freed = new Notifier();
+  private readonly listeners = new Set<AddressListener>();
 
   constructor(
     private readonly job: string,
@@ -29,30 +40,42 @@ export class AddressBook implements PrefixHandlers {
     return this.addrs.has(task);
   }
 
+  /** The live backups of `task`, by slot. */
+  backupsOf(task: number): readonly BackupValue[] {
+    const slots = this.backups.get(task);
+    return slots ? [...slots.values()] : [];
+  }
+
   /** Records this node's own address as soon as it is published (before the watch echoes it). */
   set(task: number, addr: AddrValue): void {
     this.addrs.set(task, addr);
   }
 
-  /** The full state under `<job>/tasks/` (on start, and after a compaction). */
+  /** Calls `listener` with every change from now on; returns the unsubscribe function. */
+  subscribe(listener: AddressListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The full state under `<job>/tasks/` (on start, and after a compaction): applied as the changes it implies. */
   snapshot(entries: readonly Entry[]): void {
-    const seen = new Set<number>();
+    const addrs = new Map<number, AddrValue>();
+    const backups = new Map<string, { task: number; slot: number; value: BackupValue }>();
     for (const e of entries) {
       const k = parseTaskKey(this.job, e.key);
-      if (k?.kind !== 'addr') continue;
       try {
-        this.addrs.set(k.task, decodeAddr(e.key, e.value));
-        seen.add(k.task);
+        if (k?.kind === 'addr') addrs.set(k.task, decodeAddr(e.key, e.value));
+        else if (k?.kind === 'backup') backups.set(`${k.task}/${k.slot}`, { task: k.task, slot: k.slot, value: decodeBackup(e.key, e.value) });
       } catch (err) {
-        this.logger.warn('ignoring a corrupt task address', { key: e.key, error: (err as Error).message });
+        this.logger.warn('ignoring a corrupt task record', { key: e.key, error: (err as Error).message });
       }
     }
-    for (const [id, a] of [...this.addrs]) {
-      if (!seen.has(id)) {
-        this.addrs.delete(id);
-        if (!this.anyAt(a.address)) this.transport.forget(a.address);
-      }
+    for (const id of [...this.addrs.keys()]) if (!addrs.has(id)) this.setPrimary(id, undefined);
+    for (const [id, a] of addrs) this.setPrimary(id, a);
+    for (const [task, slots] of [...this.backups]) {
+      for (const slot of [...slots.keys()]) if (!backups.has(`${task}/${slot}`)) this.setBackup(task, slot, undefined);
     }
+    for (const b of backups.values()) this.setBackup(b.task, b.slot, b.value);
     this.changed.notify();
     this.freed.notify();
   }
@@ -60,22 +83,15 @@ export class AddressBook implements PrefixHandlers {
   /** One change under `<job>/tasks/`. */
   event(ev: WatchEvent): void {
     const k = parseTaskKey(this.job, ev.key);
-    if (k?.kind !== 'addr') return;
-    const old = this.addrs.get(k.task);
-    if (ev.type === 'put') {
-      try {
-        const a = decodeAddr(ev.key, ev.value);
-        this.addrs.set(k.task, a);
-        if (old && old.address !== a.address && !this.anyAt(old.address)) this.transport.forget(old.address);
-      } catch (err) {
-        this.logger.warn('ignoring a corrupt task address', { key: ev.key, error: (err as Error).message });
-      }
-    } else {
-      this.addrs.delete(k.task);
-      // The owner's node went away (a failover is a delete, then a put): drop its connection.
-      if (old && !this.anyAt(old.address)) this.transport.forget(old.address);
-      this.freed.notify();
+    if (k === undefined || k.kind === 'incarnation') return;
+    try {
+      if (k.kind === 'backup') this.setBackup(k.task, k.slot, ev.type === 'put' ? decodeBackup(ev.key, ev.value) : undefined);
+      else this.setPrimary(k.task, ev.type === 'put' ? decodeAddr(ev.key, ev.value) : undefined);
+    } catch (err) {
+      this.logger.warn('ignoring a corrupt task record', { key: ev.key, error: (err as Error).message });
+      return;
     }
+    if (ev.type === 'delete') this.freed.notify();
     this.changed.notify();
   }
 
@@ -89,13 +105,63 @@ export class AddressBook implements PrefixHandlers {
     return this.changed.wait(clock, ms, signal);
   }
 
-  /** Resolves when an owner's address disappears (a slot may be free), or after `ms`; rejects when `signal` aborts. */
+  /** Resolves when a record disappears (a slot may be free), or after `ms`; rejects when `signal` aborts. */
   waitForFreeSlot(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
     return this.freed.wait(clock, ms, signal);
   }
 
-  private anyAt(address: string): boolean {
-    for (const a of this.addrs.values()) if (a.address === address) return true;
-    return false;
+  private setPrimary(task: number, after: AddrValue | undefined): void {
+    const before = this.addrs.get(task);
+    if (after) this.addrs.set(task, after);
+    else this.addrs.delete(task);
+    // The owner's node went away (a failover is a delete, then a put): drop its connection.
+    if (before && before.address !== after?.address) this.forgetIfUnused(before.address);
+    if (before !== after && !sameAddr(before, after)) this.emit({ kind: 'primary', task, before, after });
   }
+
+  private setBackup(task: number, slot: number, after: BackupValue | undefined): void {
+    let slots = this.backups.get(task);
+    const before = slots?.get(slot);
+    if (after) {
+      if (!slots) this.backups.set(task, (slots = new Map()));
+      slots.set(slot, after);
+    } else if (slots) {
+      slots.delete(slot);
+      if (slots.size === 0) this.backups.delete(task);
+    }
+    if (before && before.address !== after?.address) this.forgetIfUnused(before.address);
+    if (before !== after && !sameBackup(before, after)) this.emit({ kind: 'backup', task, slot, before, after });
+  }
+
+  private emit(change: AddressChange): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(change);
+      } catch (err) {
+        this.logger.error('an address-book listener failed', { task: change.task, error: err instanceof Error ? err.message : String(err) });
+      }
+    }
+  }
+
+  private forgetIfUnused(address: string): void {
+    for (const a of this.addrs.values()) if (a.address === address) return;
+    for (const slots of this.backups.values()) for (const b of slots.values()) if (b.address === address) return;
+    this.transport.forget(address);
+  }
+}
+
+function sameAddr(a: AddrValue | undefined, b: AddrValue | undefined): boolean {
+  return a !== undefined && b !== undefined && a.token === b.token && a.address === b.address && a.nodeId === b.nodeId && a.incarnation === b.incarnation;
+}
+
+function sameBackup(a: BackupValue | undefined, b: BackupValue | undefined): boolean {
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    a.token === b.token &&
+    a.address === b.address &&
+    a.nodeId === b.nodeId &&
+    a.state === b.state &&
+    a.primaryToken === b.primaryToken
+  );
 }

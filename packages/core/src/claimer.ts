@@ -1,12 +1,15 @@
 /**
- * Claiming a task slot: the lock `<job>/tasks/<id>` taken with `tryAcquire` (its
- * token is the incarnation's fencing token), the incarnation counter bumped, and
- * the owner's address published. A node that finds every slot taken waits as a
- * standby and looks again whenever an owner's address disappears (and every TTL/2).
+ * Claiming a slot: a task's primary slot (the lock `<job>/tasks/<id>`, whose token
+ * fences the incarnation), else one of its backup slots (`.../backup-slot/<k>`),
+ * the task with the fewest live backups first; the incarnation counter bumped and
+ * the primary's address published. A free primary slot whose task has a ready
+ * backup is left to that backup (a hot failover keeps the state). A node that
+ * finds nothing free waits as a cold standby and looks again whenever a record
+ * disappears (and every TTL/2).
  */
 import type { Clock, Coordinator, Lock, Logger, Session } from '@taskgraph/api';
 import type { AddressBook } from './address-book.js';
-import { decodeCount, decodeStatus, encodeJson, keys } from './layout.js';
+import { decodeBackup, decodeCount, decodeStatus, encodeJson, keys } from './layout.js';
 import type { AddrValue } from './layout.js';
 import type { NodeStats } from './stats.js';
 import { casUpdate, createReplacing } from './store-ops.js';
@@ -18,6 +21,8 @@ export interface ClaimerOptions {
   readonly session: Session;
   readonly addresses: AddressBook;
   readonly numTasks: number;
+  /** Backup slots per task (0: no hot standby). */
+  readonly backups: number;
   /** The slot to try first; default random. */
   readonly preferredTask: number | undefined;
   readonly ttlMs: number;
@@ -31,10 +36,8 @@ export interface ClaimerOptions {
   random?(): number;
 }
 
-export interface Claim {
-  readonly id: number;
-  readonly lock: Lock;
-}
+/** A slot taken: a task's primary slot, or one of its backup slots. */
+export type Claim = { readonly role: 'primary'; readonly id: number; readonly lock: Lock } | { readonly role: 'backup'; readonly id: number; readonly slot: number; readonly lock: Lock };
 
 export class Claimer {
   constructor(private readonly o: ClaimerOptions) {}
@@ -45,21 +48,16 @@ export class Claimer {
    * turned false, or the job is finished (a lock taken then is released).
    */
   async claim(stillStandby: () => boolean, onStandby: () => void): Promise<Claim | undefined> {
-    const { numTasks: n, signal } = this.o;
+    const { signal } = this.o;
     let announced = false;
     while (stillStandby() && !signal.aborted) {
-      const preferred = this.o.preferredTask;
-      const start = preferred !== undefined && preferred >= 0 && preferred < n ? preferred : Math.floor((this.o.random ?? Math.random)() * n);
-      for (let i = 0; i < n && stillStandby(); i++) {
-        const id = (start + i) % n;
-        if (this.o.addresses.has(id)) continue;
-        const lock = await this.o.coordinator.tryAcquire(keys.taskLock(this.o.job, id), this.o.session, { owner: this.o.nodeId });
-        if (!lock) continue;
+      const claim = (await this.claimPrimary(stillStandby)) ?? (this.o.backups > 0 ? await this.claimBackup(stillStandby) : undefined);
+      if (claim) {
         if (this.o.jobDone() || signal.aborted || (await this.jobIsDone())) {
-          await lock.release();
+          await claim.lock.release();
           return undefined;
         }
-        return { id, lock };
+        return claim;
       }
       if (!announced) {
         onStandby();
@@ -72,6 +70,65 @@ export class Claimer {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Takes the primary slot of `task` if it is free and no ready backup of it is
+   * there to take it with the state. The backups are read from the store (not the
+   * watch), so a backup that became ready before the primary died is always seen.
+   */
+  async claimPrimarySlot(task: number, except?: string): Promise<Lock | undefined> {
+    if (this.o.backups > 0 && (await this.hasReadyBackup(task, except))) return undefined;
+    return this.o.coordinator.tryAcquire(keys.taskLock(this.o.job, task), this.o.session, { owner: this.o.nodeId });
+  }
+
+  private async claimPrimary(stillStandby: () => boolean): Promise<Claim | undefined> {
+    const n = this.o.numTasks;
+    const start = this.startAt(n);
+    for (let i = 0; i < n && stillStandby(); i++) {
+      const id = (start + i) % n;
+      if (this.o.addresses.has(id)) continue;
+      const lock = await this.claimPrimarySlot(id);
+      if (lock) return { role: 'primary', id, lock };
+    }
+    return undefined;
+  }
+
+  /** A free backup slot, of the task with the fewest live backups first. */
+  private async claimBackup(stillStandby: () => boolean): Promise<Claim | undefined> {
+    const n = this.o.numTasks;
+    const start = this.startAt(n);
+    const order = Array.from({ length: n }, (_, i) => (start + i) % n).sort(
+      (a, b) => this.o.addresses.backupsOf(a).length - this.o.addresses.backupsOf(b).length,
+    );
+    for (const id of order) {
+      const taken = new Set(this.o.addresses.backupsOf(id).map((b) => b.slot));
+      if (taken.size >= this.o.backups) continue;
+      for (let slot = 0; slot < this.o.backups && stillStandby(); slot++) {
+        if (taken.has(slot)) continue;
+        const lock = await this.o.coordinator.tryAcquire(keys.backupLock(this.o.job, id, slot), this.o.session, { owner: this.o.nodeId });
+        if (lock) return { role: 'backup', id, slot, lock };
+      }
+    }
+    return undefined;
+  }
+
+  private async hasReadyBackup(task: number, except?: string): Promise<boolean> {
+    const { entries } = await this.o.coordinator.list(keys.backups(this.o.job, task));
+    for (const e of entries) {
+      try {
+        const b = decodeBackup(e.key, e.value);
+        if (b.state === 'ready' && b.token !== except) return true;
+      } catch (err) {
+        this.o.logger.warn('ignoring a corrupt backup record', { key: e.key, error: (err as Error).message });
+      }
+    }
+    return false;
+  }
+
+  private startAt(n: number): number {
+    const preferred = this.o.preferredTask;
+    return preferred !== undefined && preferred >= 0 && preferred < n ? preferred : Math.floor((this.o.random ?? Math.random)() * n);
   }
 
   /** Counts one more claim of `task` (`<job>/tasks/<id>/incarnation`); resolves with the new count. */

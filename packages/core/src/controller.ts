@@ -10,7 +10,9 @@ import {
   assertValidJobName,
   assertValidLinkType,
   assertValidNumTasks,
+  MAX_BACKUPS,
   decodeAddr,
+  decodeBackup,
   decodeCount,
   decodeEpoch,
   decodeNode,
@@ -23,10 +25,25 @@ import {
 } from './layout.js';
 import type { JobSpec, JobStatusValue, NodeValue } from './layout.js';
 import { createLogger } from './logger.js';
+import { casUpdate } from './store-ops.js';
 
 export interface JobDefinition {
   readonly numTasks: number;
   readonly linkTypes: readonly string[];
+  /** Backups per task (hot standby): 0 (the default) to MAX_BACKUPS. */
+  readonly backups?: number;
+}
+
+/** A backup of a task, as the store shows it. */
+export interface BackupState {
+  readonly slot: number;
+  readonly nodeId: string;
+  readonly address: string;
+  /** The backup slot's fencing token. */
+  readonly token: string;
+  /** `ready` once it holds the state of the primary named by `primaryToken`. */
+  readonly state: 'syncing' | 'ready';
+  readonly primaryToken?: string;
 }
 
 export interface TaskState {
@@ -38,6 +55,8 @@ export interface TaskState {
   readonly token?: string;
   /** How many times the task has been claimed. */
   readonly incarnations: number;
+  /** Its live backups, by slot. */
+  readonly backups: readonly BackupState[];
 }
 
 export interface JobStatus {
@@ -49,7 +68,7 @@ export interface JobStatus {
   readonly tasks: readonly TaskState[];
   /** Every live node. */
   readonly nodes: readonly NodeValue[];
-  /** Live nodes that run no task. */
+  /** Live nodes that are neither a primary nor a backup (cold standbys). */
   readonly standbys: readonly NodeValue[];
   /** Values in the store that could not be read (reported, not fatal). */
   readonly problems: readonly string[];
@@ -85,15 +104,19 @@ export class Controller {
     if (!Array.isArray(def.linkTypes) || def.linkTypes.length === 0) throw new InvalidArgumentError('linkTypes must be a non-empty array');
     for (const lt of def.linkTypes) assertValidLinkType(lt);
     if (new Set(def.linkTypes).size !== def.linkTypes.length) throw new InvalidArgumentError('linkTypes has duplicates');
+    const backups = def.backups ?? 0;
+    if (!Number.isInteger(backups) || backups < 0 || backups > MAX_BACKUPS) {
+      throw new InvalidArgumentError(`backups must be an integer from 0 to ${MAX_BACKUPS}, got ${String(def.backups)}`);
+    }
     const existing = await this.readSpec();
     if (existing) return this.sameOrConflict(existing, def);
     // The spec goes last: nodes wait for it, so they never see a half-made job.
     await this.createIfMissing(keys.epoch(this.job), encodeEpoch(0));
     await this.createIfMissing(keys.status(this.job), encodeJson({ state: 'running', updated: new Date().toISOString() }));
-    const spec: JobSpec = { formatVersion: FORMAT_VERSION, numTasks: def.numTasks, linkTypes: [...def.linkTypes], created: new Date().toISOString() };
+    const spec: JobSpec = { formatVersion: FORMAT_VERSION, numTasks: def.numTasks, linkTypes: [...def.linkTypes], backups, created: new Date().toISOString() };
     try {
       await this.coordinator.create(keys.spec(this.job), encodeJson(spec));
-      this.logger.info('job created', { numTasks: spec.numTasks, linkTypes: spec.linkTypes.join(',') });
+      this.logger.info('job created', { numTasks: spec.numTasks, linkTypes: spec.linkTypes.join(','), backups });
       return spec;
     } catch (err) {
       if (!TaskGraphError.is(err, 'ALREADY_EXISTS')) throw err;
@@ -162,19 +185,9 @@ export class Controller {
   }
 
   /** Marks the job done or failed: every node calls exit() and stops. */
-  async finish(state: 'done' | 'failed' = 'done', reason?: string): Promise<void> {
-    const key = keys.status(this.job);
+  async finish(state: 'done' | 'failed' = 'done', reason?: string, signal: AbortSignal = new AbortController().signal): Promise<void> {
     const value = encodeJson({ state, updated: new Date().toISOString(), ...(reason ? { reason } : {}) });
-    for (;;) {
-      const e = await this.coordinator.get(key);
-      try {
-        if (e) await this.coordinator.update(key, value, e.version);
-        else await this.coordinator.create(key, value);
-        return;
-      } catch (err) {
-        if (!TaskGraphError.is(err, 'CONFLICT', 'ALREADY_EXISTS', 'NOT_FOUND')) throw err;
-      }
-    }
+    await casUpdate(this.coordinator, keys.status(this.job), () => value, { clock: this.clock, signal });
   }
 
   /** Removes every key of the job. Nodes still running see their job vanish and their writes fail. */
@@ -189,12 +202,16 @@ export class Controller {
   }
 
   private sameOrConflict(existing: JobSpec, def: JobDefinition): JobSpec {
-    const same = existing.numTasks === def.numTasks && existing.linkTypes.length === def.linkTypes.length && existing.linkTypes.every((l, i) => l === def.linkTypes[i]);
+    const same =
+      existing.numTasks === def.numTasks &&
+      existing.backups === (def.backups ?? 0) &&
+      existing.linkTypes.length === def.linkTypes.length &&
+      existing.linkTypes.every((l, i) => l === def.linkTypes[i]);
     if (!same) {
       throw new ConflictError(
-        `job ${this.job} already exists with numTasks=${existing.numTasks} linkTypes=${existing.linkTypes.join(',')}; ` +
+        `job ${this.job} already exists with numTasks=${existing.numTasks} linkTypes=${existing.linkTypes.join(',')} backups=${existing.backups}; ` +
           `delete it first or choose another name`,
-        { details: { numTasks: existing.numTasks, linkTypes: existing.linkTypes } },
+        { details: { numTasks: existing.numTasks, linkTypes: existing.linkTypes, backups: existing.backups } },
       );
     }
     return existing;
@@ -233,8 +250,8 @@ export class Controller {
     };
     epoch = read(keys.epoch(this.job), decodeEpoch) ?? epoch;
     state = read(keys.status(this.job), decodeStatus) ?? state;
-    const tasks: Array<{ -readonly [K in keyof TaskState]: TaskState[K] }> = [];
-    for (let i = 0; i < spec.numTasks; i++) tasks.push({ task: i, incarnations: 0 });
+    const tasks: Array<{ -readonly [K in keyof TaskState]: TaskState[K] } & { backups: BackupState[] }> = [];
+    for (let i = 0; i < spec.numTasks; i++) tasks.push({ task: i, incarnations: 0, backups: [] });
     const nodes: NodeValue[] = [];
     for (const e of entries) {
       const tk = parseTaskKey(this.job, e.key);
@@ -243,6 +260,9 @@ export class Controller {
         if (tk.kind === 'addr') {
           const a = read(e.key, decodeAddr);
           if (a) Object.assign(t, { nodeId: a.nodeId, address: a.address, token: a.token });
+        } else if (tk.kind === 'backup') {
+          const b = read(e.key, decodeBackup);
+          if (b) t.backups.push(b);
         } else {
           t.incarnations = read(e.key, decodeCount) ?? t.incarnations;
         }
@@ -251,7 +271,8 @@ export class Controller {
         if (n) nodes.push(n);
       }
     }
-    const busy = new Set(tasks.map((t) => t.nodeId).filter((x): x is string => x !== undefined));
+    for (const t of tasks) t.backups.sort((a, b) => a.slot - b.slot);
+    const busy = new Set(tasks.flatMap((t) => [t.nodeId, ...t.backups.map((b) => b.nodeId)]).filter((x): x is string => x !== undefined));
     return {
       job: this.job,
       spec,

@@ -1,10 +1,13 @@
 /**
- * The `Framework` a running task is given: one per claimed task (incarnation). It
- * checks every call's input and context, then hands the work to the node's parts:
- * the epoch tracker, the meta outbox, the data client.
+ * The framework a task object is given: one per task object, for its whole life
+ * on this node, across a promotion from backup to primary. It checks every call's
+ * input and context, then hands the work to the node's parts: the epoch tracker,
+ * the meta outbox, the data client, the replicator. Calls that only a primary can
+ * make are refused on a backup.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import type { DataRequestOptions, EpochContext, Framework, Logger, MethodSpec, Topology } from '@taskgraph/api';
+import type { BackedUpFramework, DataRequestOptions, EpochContext, Logger, MethodSpec, TaskRole, Topology, UpdateLog } from '@taskgraph/api';
+import type { BackupTask } from './backup-task.js';
 import type { DataClient } from './data-client.js';
 import type { EpochTracker } from './epoch.js';
 import type { RunningTask } from './running-task.js';
@@ -27,12 +30,22 @@ export interface FrameworkHost {
   shutdownJob(): Promise<void>;
 }
 
-export class TaskFramework implements Framework {
+/** Where the task object stands on this node now. */
+export interface TaskRoleView {
+  readonly id: number;
+  /** The running primary, when this node is the task's primary. */
+  primary(): RunningTask | undefined;
+  /** The backup, when this node holds one of the task's backups. */
+  backup(): BackupTask | undefined;
+  logger(): Logger;
+}
+
+export class TaskFramework implements BackedUpFramework {
   private readonly assertAlive: () => void;
 
   constructor(
     private readonly host: FrameworkHost,
-    private readonly running: RunningTask,
+    private readonly view: TaskRoleView,
     private readonly numTasks: number,
   ) {
     this.assertAlive = () => host.assertAlive();
@@ -43,7 +56,7 @@ export class TaskFramework implements Framework {
   }
 
   getTaskId(): number {
-    return this.running.id;
+    return this.view.id;
   }
 
   getNumTasks(): number {
@@ -51,7 +64,11 @@ export class TaskFramework implements Framework {
   }
 
   getIncarnation(): number {
-    return this.running.incarnation;
+    return this.view.primary()?.incarnation ?? this.view.backup()?.primaryIncarnation ?? 0;
+  }
+
+  getRole(): TaskRole {
+    return this.view.primary() ? 'primary' : 'backup';
   }
 
   getEpoch(): number {
@@ -63,11 +80,12 @@ export class TaskFramework implements Framework {
   }
 
   getLogger(): Logger {
-    return this.running.logger;
+    return this.view.logger();
   }
 
   async flagMeta(ctx: EpochContext, linkType: string, meta: string): Promise<void> {
     this.host.epochs.check(ctx, this.assertAlive);
+    const primary = this.primary('flagMeta');
     const topology = this.host.linkages.get(linkType);
     if (!topology) throw new InvalidArgumentError(`flagMeta: unknown link type "${linkType}" (added: ${[...this.host.linkages.keys()].join(', ') || 'none'})`);
     if (typeof meta !== 'string') throw new InvalidArgumentError('flagMeta: meta must be a string');
@@ -75,23 +93,31 @@ export class TaskFramework implements Framework {
     if (size > this.host.maxMetaBytes) throw new InvalidArgumentError(`flagMeta: meta is ${size} bytes; the limit is ${this.host.maxMetaBytes}`);
     const receivers = topology.getNeighbors(ctx.epoch);
     for (const id of receivers) this.checkTaskId(id, `topology "${linkType}"`);
-    await this.running.outbox.flag(ctx, receivers, linkType, meta);
+    await primary.outbox.flag(ctx, receivers, linkType, meta);
   }
 
   async incEpoch(ctx: EpochContext): Promise<void> {
     this.host.epochs.check(ctx, this.assertAlive);
+    this.primary('incEpoch');
     await this.host.epochs.advance(ctx, () => this.host.assertOwner('incEpoch'));
   }
 
   dataRequest<I, O>(ctx: EpochContext, toTask: number, method: MethodSpec<I, O>, input: I, options: DataRequestOptions = {}): Promise<O> {
+    let primary: RunningTask;
     try {
       this.host.epochs.check(ctx, this.assertAlive);
+      primary = this.primary('dataRequest');
       this.checkTaskId(toTask, 'dataRequest');
     } catch (err) {
       return Promise.reject(err as Error);
     }
     // No async frame of its own: the data client's is the only one on this hot path.
-    return this.host.data.request(ctx, this.running.id, toTask, method, input, options.attemptTimeoutMs, this.running);
+    return this.host.data.request(ctx, primary.id, toTask, method, input, options.attemptTimeoutMs, primary);
+  }
+
+  async update(ctx: EpochContext, data: Uint8Array): Promise<UpdateLog> {
+    this.host.epochs.check(ctx, this.assertAlive);
+    return this.primary('update').replicator.update(ctx, data);
   }
 
   kill(): Promise<void> {
@@ -100,6 +126,14 @@ export class TaskFramework implements Framework {
 
   shutdownJob(): Promise<void> {
     return this.host.shutdownJob();
+  }
+
+  /** The running primary; a backup's calls are refused (only the primary acts for its task). */
+  private primary(what: string): RunningTask {
+    const primary = this.view.primary();
+    if (primary) return primary;
+    this.assertAlive();
+    throw new InvalidArgumentError(`${what}: this node holds a backup of task ${this.view.id}; only the task's primary can ${what}`);
   }
 
   private checkTaskId(id: number, what: string): void {

@@ -7,10 +7,12 @@
  *   <job>/state/epoch                          decimal epoch, advanced by compare-and-set
  *   <job>/state/status                         {state: running|done|failed, reason?}
  *   <job>/nodes/<nodeId>                       ephemeral {address, pid, host, started}
- *   <job>/tasks/<id>/addr                      ephemeral {nodeId, address, token, incarnation}
+ *   <job>/tasks/<id>/addr                      ephemeral {nodeId, address, token, incarnation}: the primary
  *   <job>/tasks/<id>/incarnation               how many times the task was claimed
+ *   <job>/tasks/<id>/backups/<slot>            ephemeral {nodeId, address, token, slot, state, primaryToken?}: a backup
  *   <job>/meta/<to>/<epoch>/<from>/<linkType>  ephemeral (sender's session) {metas: [...]}
- *   lock <job>/tasks/<id>                      held by the node running the task; token = fencing token
+ *   lock <job>/tasks/<id>                      held by the task's primary; token = fencing token
+ *   lock <job>/tasks/<id>/backup-slot/<slot>   held by one backup of the task (slots 0..backups-1)
  *
  * `epoch` and `status` live under `state/` and meta is keyed by receiver first, so a
  * node watches exactly what concerns it: `state/`, `tasks/` and its own `meta/<id>/`.
@@ -64,18 +66,23 @@ export const keys = {
   addr: (job: string, task: number) => `${job}/tasks/${task}/addr`,
   incarnation: (job: string, task: number) => `${job}/tasks/${task}/incarnation`,
   taskLock: (job: string, task: number) => `${job}/tasks/${task}`,
+  backupLock: (job: string, task: number, slot: number) => `${job}/tasks/${task}/backup-slot/${slot}`,
+  backups: (job: string, task: number) => `${job}/tasks/${task}/backups/`,
+  backup: (job: string, task: number, slot: number) => `${job}/tasks/${task}/backups/${slot}`,
   metaFor: (job: string, to: number) => `${job}/meta/${to}/`,
   metaEpoch: (job: string, to: number, epoch: number) => `${job}/meta/${to}/${epoch}/`,
   meta: (job: string, to: number, epoch: number, from: number, linkType: string) => `${job}/meta/${to}/${epoch}/${from}/${linkType}`,
 };
 
 /** What a key under `<job>/tasks/` is. */
-export type TaskKey = { kind: 'addr' | 'incarnation'; task: number } | undefined;
+export type TaskKey = { kind: 'addr' | 'incarnation'; task: number } | { kind: 'backup'; task: number; slot: number } | undefined;
 
 export function parseTaskKey(job: string, key: string): TaskKey {
-  const rest = key.slice(keys.tasks(job).length);
-  const m = /^(\d+)\/(addr|incarnation)$/.exec(rest);
-  if (!m || !key.startsWith(keys.tasks(job))) return undefined;
+  const prefix = keys.tasks(job);
+  if (!key.startsWith(prefix)) return undefined;
+  const m = /^(\d+)\/(?:(addr|incarnation)|backups\/(\d+))$/.exec(key.slice(prefix.length));
+  if (!m) return undefined;
+  if (m[3] !== undefined) return { kind: 'backup', task: Number(m[1]), slot: Number(m[3]) };
   return { kind: m[2] as 'addr' | 'incarnation', task: Number(m[1]) };
 }
 
@@ -98,8 +105,13 @@ export interface JobSpec {
   readonly formatVersion: number;
   readonly numTasks: number;
   readonly linkTypes: readonly string[];
+  /** Backup slots per task (hot standby); 0 when the spec has none. */
+  readonly backups: number;
   readonly created: string;
 }
+
+/** The most backups a task may have. */
+export const MAX_BACKUPS = 16;
 
 export interface JobStatusValue {
   readonly state: 'running' | 'done' | 'failed';
@@ -112,6 +124,20 @@ export interface AddrValue {
   readonly address: string;
   readonly token: string;
   readonly incarnation: number;
+}
+
+export type BackupState = 'syncing' | 'ready';
+
+/** A backup's record: where it is, its slot token, and whether it holds the primary's state. */
+export interface BackupValue {
+  readonly nodeId: string;
+  readonly address: string;
+  /** The backup slot's fencing token. */
+  readonly token: string;
+  readonly slot: number;
+  /** `ready` once it holds the state of the primary named by `primaryToken`. */
+  readonly state: BackupState;
+  readonly primaryToken?: string;
 }
 
 export interface NodeValue {
@@ -151,11 +177,12 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object
 export function decodeSpec(key: string, bytes: Uint8Array): JobSpec {
   const v = parse(key, bytes);
   if (!isObj(v)) throw corrupt(key, 'not an object');
-  const { formatVersion, numTasks, linkTypes, created } = v;
+  const { formatVersion, numTasks, linkTypes, created, backups = 0 } = v;
   if (formatVersion !== FORMAT_VERSION) throw corrupt(key, `unsupported formatVersion ${String(formatVersion)} (this runtime reads ${FORMAT_VERSION})`);
   if (typeof numTasks !== 'number' || !Number.isInteger(numTasks) || numTasks < 1) throw corrupt(key, 'bad numTasks');
   if (!Array.isArray(linkTypes) || !linkTypes.every((l) => typeof l === 'string')) throw corrupt(key, 'bad linkTypes');
-  return { formatVersion, numTasks, linkTypes: linkTypes as string[], created: typeof created === 'string' ? created : '' };
+  if (typeof backups !== 'number' || !Number.isInteger(backups) || backups < 0 || backups > MAX_BACKUPS) throw corrupt(key, 'bad backups');
+  return { formatVersion, numTasks, linkTypes: linkTypes as string[], backups, created: typeof created === 'string' ? created : '' };
 }
 
 export function decodeEpoch(key: string, bytes: Uint8Array): number {
@@ -188,6 +215,16 @@ export function decodeAddr(key: string, bytes: Uint8Array): AddrValue {
     throw corrupt(key, 'bad task address');
   }
   return { nodeId, address, token, incarnation: typeof incarnation === 'number' ? incarnation : 0 };
+}
+
+export function decodeBackup(key: string, bytes: Uint8Array): BackupValue {
+  const v = parse(key, bytes);
+  if (!isObj(v)) throw corrupt(key, 'not an object');
+  const { nodeId, address, token, slot, state, primaryToken } = v;
+  if (typeof nodeId !== 'string' || typeof address !== 'string' || typeof token !== 'string' || !/^\d+$/.test(token)) throw corrupt(key, 'bad backup record');
+  if (typeof slot !== 'number' || !Number.isInteger(slot) || slot < 0 || (state !== 'syncing' && state !== 'ready')) throw corrupt(key, 'bad backup record');
+  if (primaryToken !== undefined && (typeof primaryToken !== 'string' || !/^\d+$/.test(primaryToken))) throw corrupt(key, 'bad backup record');
+  return { nodeId, address, token, slot, state, ...(primaryToken === undefined ? {} : { primaryToken }) };
 }
 
 export function decodeNode(key: string, bytes: Uint8Array): NodeValue {

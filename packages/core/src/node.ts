@@ -1,10 +1,11 @@
 /**
  * One TaskGraph node, the lifecycle shell: it joins the job (one session, the
- * spec, a transport server, its node record, the watches), claims a task slot or
- * waits as a standby, runs the claimed task, and leaves cleanly. The work of each
- * phase is done by the parts it wires: the epoch tracker, the address book, the
- * claimer, the running task (with its meta inbox and outbox and its framework),
- * the data client and the request server.
+ * spec, a transport server, its node record, the watches), claims a slot (a
+ * task's primary, one of its backups) or waits as a cold standby, holds what it
+ * claimed, and leaves cleanly. The work of each phase is done by the parts it
+ * wires: the epoch tracker, the address book, the claimer, the task holder (the
+ * running primary with its meta inbox, outbox and replicator, or a backup), the
+ * data client and the request server.
  */
 import { hostname } from 'node:os';
 import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
@@ -12,19 +13,19 @@ import type { Bootstrap, Logger, NodeOutcome, Session, TaskBuilder, Topology, Tr
 import { AddressBook } from './address-book.js';
 import { deferred, withTimeout } from './async.js';
 import { Claimer } from './claimer.js';
-import type { Claim } from './claimer.js';
 import { DataClient } from './data-client.js';
 import { EpochTracker } from './epoch.js';
-import { TaskFramework } from './framework.js';
 import type { FrameworkHost } from './framework.js';
 import { assertValidLinkType, decodeSpec, encodeJson, keys } from './layout.js';
-import type { JobSpec, JobStatusValue } from './layout.js';
+import type { JobStatusValue } from './layout.js';
 import { JobState } from './job-state.js';
 import { createLogger } from './logger.js';
 import { nodeConfig } from './node-options.js';
 import type { BootstrapOptions, NodeConfig } from './node-options.js';
 import { RequestServer } from './request-server.js';
-import { RunningTask } from './running-task.js';
+import { replicationHandler } from './replication-server.js';
+import { TaskHolder } from './task-holder.js';
+import type { HolderHost } from './task-holder.js';
 import { newStats } from './stats.js';
 import type { NodeStats } from './stats.js';
 import { waitForKey } from './store-ops.js';
@@ -34,7 +35,7 @@ import type { PrefixHandlers } from './watched-prefix.js';
 export type { BootstrapOptions } from './node-options.js';
 export type { NodeStats } from './stats.js';
 
-export type Phase = 'new' | 'starting' | 'standby' | 'running' | 'leaving' | 'done';
+export type Phase = 'new' | 'starting' | 'standby' | 'backup' | 'running' | 'leaving' | 'done';
 
 type LeaveReason = NodeOutcome['reason'] | 'failed';
 
@@ -56,9 +57,8 @@ export class TaskGraphNode implements Bootstrap {
   /** Joining makes these, one after the other; leaving closes what was made. */
   private session: Session | undefined;
   private server: TransportServer | undefined;
-  private running: RunningTask | undefined;
-  /** The task claimed last, for the outcome (set as soon as its lock is held). */
-  private claimedTask: number | undefined;
+  /** What this node holds of a task, once it claimed a slot. */
+  private holder: TaskHolder | undefined;
   private jobDone = false;
 
   /** What every incarnation's framework calls back into. */
@@ -161,14 +161,19 @@ export class TaskGraphNode implements Bootstrap {
     return this.epochs.epoch;
   }
 
-  /** The claimed task's incarnation (0 while none is claimed). */
+  /** The incarnation of the task this node runs as primary (0 otherwise). */
   getIncarnation(): number {
-    return this.running?.incarnation ?? 0;
+    return this.holder?.primary()?.incarnation ?? 0;
   }
 
-  /** The task this node runs, if it has claimed one (undefined for a standby). */
+  /** The task this node runs as its primary, if any (undefined for a backup or a standby). */
   get currentTask(): number | undefined {
-    return this.phase === 'running' ? this.running?.id : undefined;
+    return this.phase === 'running' ? this.holder?.id : undefined;
+  }
+
+  /** The task this node holds a backup of, if any. */
+  get backupOf(): number | undefined {
+    return this.phase === 'backup' ? this.holder?.id : undefined;
   }
 
   /** Where this node is in its life. */
@@ -199,8 +204,13 @@ export class TaskGraphNode implements Bootstrap {
       job,
       stats: this.stats,
       epochs: this.epochs,
-      served: () => (this.phase === 'running' ? this.running : undefined),
+      served: () => this.holder?.primary(),
       sessionLost: () => session.isLost(),
+      internal: replicationHandler({
+        primary: () => this.holder?.primary(),
+        backup: () => (this.phase === 'backup' ? this.holder?.backup() : undefined),
+        sessionLost: () => session.isLost(),
+      }),
     });
     const server = await transport.listen({ handler: requests.handle, methods: [] });
     this.server = server;
@@ -224,6 +234,7 @@ export class TaskGraphNode implements Bootstrap {
       session,
       addresses: this.addresses,
       numTasks: spec.numTasks,
+      backups: spec.backups,
       stats: this.stats,
       signal: this.life.signal,
       logger: this.logger,
@@ -232,56 +243,46 @@ export class TaskGraphNode implements Bootstrap {
     this.phase = 'standby';
     const claim = await claimer.claim(
       () => this.phase === 'standby',
-      () => this.logger.info('all tasks are taken; waiting as a standby'),
+      () => this.logger.info('all slots are taken; waiting as a standby'),
     );
-    if (claim) await this.runTask(builder, spec, session, server, claimer, claim);
+    if (!claim) return;
+    const holder = new TaskHolder(this.holderHost(), { spec, session, server, claimer, builder }, claim.id);
+    this.holder = holder;
+    this.logger = holder.logger;
+    await holder.hold(claim);
+  }
+
+  private holderHost(): HolderHost {
+    return {
+      config: this.config,
+      stats: this.stats,
+      epochs: this.epochs,
+      addresses: this.addresses,
+      linkages: this.linkages,
+      framework: this.frameworkHost,
+      life: this.life.signal,
+      logger: this.logger,
+      holding: () => this.phase === 'backup' || this.phase === 'running',
+      nowRunning: () => {
+        this.phase = 'running';
+        if (this.holder) this.logger = this.holder.logger;
+      },
+      nowBackup: () => {
+        this.phase = 'backup';
+        if (this.holder) this.logger = this.holder.logger;
+      },
+      onLeaseLost: (reason) => this.onLeaseLost(reason),
+      onCallbackError: (err) => this.onCallbackError(err),
+      fail: (err) => this.fail(err),
+      assertOwner: (what) => this.assertOwner(what),
+      follow: (prefix, handlers) => this.follow(prefix, handlers),
+    };
   }
 
   private async follow(prefix: string, handlers: PrefixHandlers): Promise<void> {
     const w = new WatchedPrefix(this.config.coordinator, prefix, handlers, this.config.clock, this.logger);
     this.watches.push(w);
     await w.start(this.life.signal);
-  }
-
-  // ---------------------------------------------------------------- running a task
-
-  private async runTask(builder: TaskBuilder, spec: JobSpec, session: Session, server: TransportServer, claimer: Claimer, claim: Claim): Promise<void> {
-    const { id, lock } = claim;
-    const { job } = this.config;
-    this.claimedTask = id;
-    lock.lost.addEventListener('abort', () => this.onLeaseLost(lock.lost.reason), { once: true });
-    const incarnation = await claimer.bumpIncarnation(id);
-    this.logger = this.logger.child({ task: id });
-    this.logger.info('claimed task', { token: lock.token.toString(), incarnation });
-
-    const task = builder.getTask(id);
-    if (!task || typeof task.init !== 'function') throw new InvalidArgumentError(`the TaskBuilder returned no Task for task ${id}`);
-    for (const topology of this.linkages.values()) topology.setTaskId(id);
-    const running = new RunningTask(
-      {
-        ...this.config,
-        session,
-        stats: this.stats,
-        epochs: this.epochs,
-        addresses: this.addresses,
-        isServing: (r) => this.phase === 'running' && this.running === r,
-        onCallbackError: (err) => this.onCallbackError(err),
-        assertOwner: (what) => this.assertOwner(what),
-      },
-      { id, lock, incarnation, task, logger: this.logger },
-    );
-    this.running = running;
-    const framework = new TaskFramework(this.frameworkHost, running, spec.numTasks);
-    await task.init(id, framework);
-    server.serve(running.declareMethods());
-    if (this.life.signal.aborted) return;
-    this.phase = 'running';
-    await claimer.publishAddress(id, { nodeId: this.nodeId, address: server.address, token: running.token, incarnation }, () =>
-      this.assertOwner('publishing the task address'),
-    );
-    // The current epoch first, then the metas already waiting for it.
-    running.enterEpoch(this.epochs.epoch);
-    await this.follow(keys.metaFor(job, id), running.inbox);
   }
 
   // ---------------------------------------------------------------- store events
@@ -295,7 +296,7 @@ export class TaskGraphNode implements Bootstrap {
   }
 
   private onEpochChange(epoch: number): void {
-    this.running?.onEpochChange(epoch, this.phase === 'running');
+    this.holder?.onEpochChange(epoch);
   }
 
   // ---------------------------------------------------------------- leaving
@@ -306,7 +307,7 @@ export class TaskGraphNode implements Bootstrap {
 
   private assertOwner(what: string): void {
     if (this.session?.isLost() || this.phase === 'leaving' || this.phase === 'done') {
-      throw new LeaseLostError(`${what}: this node's session is lost; it no longer runs task ${this.claimedTask ?? '-'}`);
+      throw new LeaseLostError(`${what}: this node's session is lost; it no longer runs task ${this.holder?.id ?? '-'}`);
     }
   }
 
@@ -343,13 +344,13 @@ export class TaskGraphNode implements Bootstrap {
   /** `fromTask`: the task itself asked (from inside a callback, perhaps): its running callback is not waited for. */
   private leave(reason: LeaveReason, graceMs: number, options: { error?: unknown; fromTask?: boolean | undefined } = {}): Promise<void> {
     if (this.leaving) return this.leaving;
-    const taskId = this.claimedTask;
+    const taskId = this.holder?.id;
     this.phase = 'leaving';
     this.leaving = (async () => {
       const why = reason === 'failed' ? new ClosedError('the node failed') : new ClosedError(`the node is leaving (${reason})`);
       this.life.abort(why);
       this.epochs.end(why);
-      if (this.running) await this.running.close(graceMs, { fromTask: options.fromTask ?? false });
+      if (this.holder) await this.holder.close(graceMs, options.fromTask ?? false);
       const cleanup: Array<Promise<unknown>> = [];
       if (this.server) cleanup.push(this.server.close({ graceMs }));
       cleanup.push(...this.watches.map((w) => w.stop()));

@@ -6,6 +6,7 @@
  */
 import { DecodeFailedError, EpochChangedError, MethodNotFoundError, NotOwnerError, TaskGraphError } from '@taskgraph/api';
 import type { AnyMethodHandler, EpochContext, InboundRequest } from '@taskgraph/api';
+import { INTERNAL_PREFIX } from './replication-wire.js';
 import type { NodeStats } from './stats.js';
 
 /** The task a node serves now. */
@@ -24,6 +25,8 @@ export interface RequestServerOptions {
   /** Synchronous: true once the session is lost (including a deadline passed during a pause). */
   sessionLost(): boolean;
   readonly epochs: { readonly epoch: number; readonly context: EpochContext };
+  /** Serves the framework's own methods (`taskgraph_*`), which application methods cannot be. */
+  internal(req: InboundRequest): Promise<Uint8Array>;
 }
 
 export class RequestServer {
@@ -37,6 +40,7 @@ export class RequestServer {
       stats.rejectedNotOwner++;
       throw new NotOwnerError(`this node serves job ${this.o.job}, not ${m.job}`);
     }
+    if (req.method.startsWith(INTERNAL_PREFIX)) return this.o.internal(req);
     const task = this.o.served();
     if (!task || m.to !== task.id || m.token !== task.token || this.o.sessionLost()) {
       stats.rejectedNotOwner++;

@@ -1,12 +1,13 @@
 /**
- * A task this node has claimed, for exactly as long as it holds it: the lock and
- * its fencing token, the incarnation, the application's task object, the queue
- * that runs its callbacks one at a time, the methods it serves, and its meta
- * inbox and outbox. Made on claim, closed on leaving; nothing outlives it.
+ * A task this node runs as its primary, for exactly as long as it holds the
+ * primary slot: the lock and its fencing token, the incarnation, the application's
+ * task object, the queue that runs its callbacks one at a time, the methods it
+ * serves, its meta inbox and outbox, its replicator (hot standby) and the
+ * neighbour events it passes on. Made on claim or promotion, closed on leaving.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import type { AnyMethodHandler, Clock, Coordinator, EpochContext, Lock, Logger, Session, Task } from '@taskgraph/api';
-import type { AddressBook } from './address-book.js';
+import type { AnyMethodHandler, Clock, Coordinator, EpochContext, Lock, Logger, RoleChange, Session, Task, Topology, Transport } from '@taskgraph/api';
+import type { AddressBook, AddressChange } from './address-book.js';
 import { withTimeout } from './async.js';
 import { CallbackQueue } from './callback-queue.js';
 import type { EpochTracker } from './epoch.js';
@@ -14,6 +15,8 @@ import { keys } from './layout.js';
 import { MetaInbox } from './meta-inbox.js';
 import { MetaOutbox } from './meta-outbox.js';
 import type { DataReceiver } from './data-client.js';
+import { Replicator } from './replicator.js';
+import { INTERNAL_PREFIX } from './replication-wire.js';
 import type { ServedTask } from './request-server.js';
 import type { NodeStats } from './stats.js';
 
@@ -25,7 +28,11 @@ export interface TaskEnvironment {
   readonly clock: Clock;
   readonly stats: NodeStats;
   readonly epochs: Pick<EpochTracker, 'epoch' | 'context'>;
-  readonly addresses: Pick<AddressBook, 'get'>;
+  readonly addresses: AddressBook;
+  readonly transport: Transport;
+  readonly attemptTimeoutMs: number;
+  /** The topologies, for the link types a neighbour is in. */
+  readonly linkages: ReadonlyMap<string, Topology>;
   /** True while the node runs this task (callbacks queued for other times are dropped). */
   isServing(running: RunningTask): boolean;
   /** A callback threw. */
@@ -40,6 +47,8 @@ export interface TaskClaim {
   readonly incarnation: number;
   readonly task: Task;
   readonly logger: Logger;
+  /** The seq of the last change the task's state holds (a promoted backup's; 0 for a fresh state). */
+  readonly seq: number;
 }
 
 export class RunningTask implements ServedTask, DataReceiver {
@@ -52,7 +61,9 @@ export class RunningTask implements ServedTask, DataReceiver {
   readonly logger: Logger;
   readonly inbox: MetaInbox;
   readonly outbox: MetaOutbox;
+  readonly replicator: Replicator;
   private readonly queue: CallbackQueue;
+  private readonly unsubscribe: () => void;
   private served = new Map<string, AnyMethodHandler>();
   /** The epoch the task entered last. */
   private entered: number | undefined;
@@ -78,6 +89,8 @@ export class RunningTask implements ServedTask, DataReceiver {
       logger: this.logger,
     });
     this.outbox = new MetaOutbox({ ...env, taskId: id, token: this.token });
+    this.replicator = new Replicator({ ...env, taskId: id, token: this.token, incarnation: claim.incarnation, seq: claim.seq, task, logger: this.logger });
+    this.unsubscribe = env.addresses.subscribe((c) => this.onAddressChange(c));
   }
 
   get methods(): ReadonlyMap<string, AnyMethodHandler> {
@@ -89,6 +102,7 @@ export class RunningTask implements ServedTask, DataReceiver {
     const methods = new Map<string, AnyMethodHandler>();
     for (const m of this.task.methods ?? []) {
       if (methods.has(m.spec.name)) throw new InvalidArgumentError(`task ${this.id} declares method "${m.spec.name}" twice`);
+      if (m.spec.name.startsWith(INTERNAL_PREFIX)) throw new InvalidArgumentError(`task ${this.id} declares method "${m.spec.name}": names starting with "${INTERNAL_PREFIX}" are the framework's`);
       methods.set(m.spec.name, m);
     }
     this.served = methods;
@@ -106,6 +120,18 @@ export class RunningTask implements ServedTask, DataReceiver {
     if (!task.dataReady) return;
     const dataReady = task.dataReady.bind(task);
     this.enqueue(ctx.epoch, () => dataReady(ctx, from, method, output));
+  }
+
+  /** The task starts serving as its primary: `becamePrimary` (if it listens), then the current epoch. */
+  begin(change: RoleChange): void {
+    const { task } = this;
+    const epoch = this.env.epochs.epoch;
+    if (task.becamePrimary) {
+      const becamePrimary = task.becamePrimary.bind(task);
+      const ctx = this.env.epochs.context;
+      this.enqueue(epoch, () => becamePrimary(ctx, change));
+    }
+    this.enterEpoch(epoch);
   }
 
   /**
@@ -152,6 +178,8 @@ export class RunningTask implements ServedTask, DataReceiver {
    * for that callback would be waiting for ourselves.
    */
   async close(graceMs: number, options: { fromTask?: boolean } = {}): Promise<void> {
+    this.unsubscribe();
+    this.replicator.close();
     const closed = this.queue.close();
     if (!options.fromTask) await withTimeout(this.env.clock, closed, graceMs + 1000);
     this.logger.debug('leaving: callbacks ended');
@@ -159,6 +187,33 @@ export class RunningTask implements ServedTask, DataReceiver {
       await this.task.exit();
     } catch (err) {
       this.logger.warn('task exit() threw', { error: (err as Error).message });
+    }
+  }
+
+  /** A neighbour's primary went away or came back: the task hears it, once per change. */
+  private onAddressChange(c: AddressChange): void {
+    if (c.kind !== 'primary' || c.task === this.id || !this.env.isServing(this)) return;
+    const { task } = this;
+    if (!task.neighborFailed && !task.neighborRestarted) return;
+    const { before, after } = c;
+    const failed = before !== undefined && (after === undefined || after.incarnation !== before.incarnation);
+    // A neighbour's first incarnation appearing is a start, not a restart.
+    const restarted = after !== undefined && after.incarnation > 1 && (before === undefined || after.incarnation !== before.incarnation);
+    if (!failed && !restarted) return;
+    const epoch = this.env.epochs.epoch;
+    const linkTypes: string[] = [];
+    for (const [linkType, topology] of this.env.linkages) if (topology.getNeighbors(epoch).includes(c.task)) linkTypes.push(linkType);
+    if (linkTypes.length === 0) return;
+    const ctx = this.env.epochs.context;
+    if (failed && task.neighborFailed) {
+      const neighborFailed = task.neighborFailed.bind(task);
+      const event = { task: c.task, linkTypes, incarnation: before.incarnation };
+      this.enqueue(epoch, () => neighborFailed(ctx, event));
+    }
+    if (restarted && task.neighborRestarted) {
+      const neighborRestarted = task.neighborRestarted.bind(task);
+      const event = { task: c.task, linkTypes, incarnation: after.incarnation };
+      this.enqueue(epoch, () => neighborRestarted(ctx, event));
     }
   }
 }

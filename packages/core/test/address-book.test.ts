@@ -60,9 +60,9 @@ describe('AddressBook', () => {
     expect(addresses.has(2)).toBe(false);
     expect(addresses.get(1)).toEqual(addr('b'));
     expect(logger.lines.map((l) => [l.level, l.message, l.fields['key']])).toEqual([
-      ['warn', 'ignoring a corrupt task address', keys.addr(JOB, 0)],
-      ['warn', 'ignoring a corrupt task address', keys.addr(JOB, 2)],
-      ['warn', 'ignoring a corrupt task address', keys.addr(JOB, 1)],
+      ['warn', 'ignoring a corrupt task record', keys.addr(JOB, 0)],
+      ['warn', 'ignoring a corrupt task record', keys.addr(JOB, 2)],
+      ['warn', 'ignoring a corrupt task record', keys.addr(JOB, 1)],
     ]);
   });
 

@@ -71,11 +71,14 @@ async function setup(extra: Partial<Task> = {}, maxMetaBytes = 16) {
       stats,
       epochs: tracker,
       addresses,
+      transport,
+      attemptTimeoutMs: 5000,
+      linkages: new Map(),
       isServing: () => true,
       onCallbackError: (err) => void log.push(`error ${String(err)}`),
       assertOwner: () => undefined,
     },
-    { id: 0, lock, incarnation: 2, task, logger },
+    { id: 0, lock, incarnation: 2, task, logger, seq: 0 },
   );
   const t = tree({ numTasks: 3, fanout: 2 });
   t.Parents.setTaskId(0);
@@ -103,7 +106,7 @@ async function setup(extra: Partial<Task> = {}, maxMetaBytes = 16) {
       kill: async () => void asked.kills++,
       shutdownJob: async () => void asked.shutdowns++,
     },
-    running,
+    { id: 0, primary: () => running, backup: () => undefined, logger: () => logger },
     3,
   );
   const metaRecord = (to: number, linkType: string, epoch = 5) => {

@@ -44,7 +44,14 @@ function setup(handlers: (calls: Call[]) => AnyMethodHandler[] = (calls) => [rec
   const task: ServedTask = { id: 1, token: '7', methods: new Map(handlers(calls).map((h) => [h.spec.name, h])) };
   const state: { served: ServedTask | undefined; lost: boolean } = { served: task, lost: false };
   const stats = newStats();
-  const server = new RequestServer({ job: JOB, stats, served: () => state.served, sessionLost: () => state.lost, epochs: tracker });
+  const server = new RequestServer({
+    job: JOB,
+    stats,
+    served: () => state.served,
+    sessionLost: () => state.lost,
+    epochs: tracker,
+    internal: async (req) => encodeJson(`internal ${req.method}`),
+  });
   const request = (meta: Partial<RequestMeta> = {}, method = 'double', payload: Uint8Array = encodeJson(21)): InboundRequest => ({
     method,
     meta: { job: JOB, from: 0, to: 1, epoch: 4, token: '7', requestId: 'r1', ...meta },

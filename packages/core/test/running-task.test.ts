@@ -1,5 +1,6 @@
 import { InvalidArgumentError, UnavailableError } from '@taskgraph/api';
 import type { EpochContext, Task } from '@taskgraph/api';
+import { LocalNetwork, createLocalTransport } from '@taskgraph/transport-local';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from '@taskgraph/testkit';
 import { AddressBook } from '../src/address-book.js';
@@ -66,11 +67,14 @@ async function setup(extra: Partial<Task> = {}) {
       stats: newStats(),
       epochs: tracker,
       addresses,
+      transport: await createLocalTransport({ network: new LocalNetwork() }),
+      attemptTimeoutMs: 5000,
+      linkages: new Map(),
       isServing: (r) => state.serving && r === box.running,
       onCallbackError: (err) => void errors.push(err),
       assertOwner: () => undefined,
     },
-    { id: 1, lock, incarnation: 3, task, logger },
+    { id: 1, lock, incarnation: 3, task, logger, seq: 0 },
   );
   box.running = running;
   /** Waits until the callback queue has run everything queued so far. */

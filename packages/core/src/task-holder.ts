@@ -1,0 +1,239 @@
+/**
+ * What this node holds of a task once it claimed a slot: the task object and its
+ * framework, and its role in the task, the running primary or a backup. It runs a
+ * claimed primary slot, keeps a backup in sync, and promotes the backup when the
+ * task's primary goes: a ready backup takes the primary slot with its state; one
+ * that never got the state takes it only when no ready backup is there to.
+ */
+import { InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
+import type { Lock, Logger, Session, Task, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
+import type { AddressBook } from './address-book.js';
+import { BackupTask } from './backup-task.js';
+import type { Claim, Claimer } from './claimer.js';
+import type { EpochTracker } from './epoch.js';
+import { TaskFramework } from './framework.js';
+import type { FrameworkHost } from './framework.js';
+import { keys } from './layout.js';
+import type { JobSpec } from './layout.js';
+import type { NodeConfig } from './node-options.js';
+import { METHODS } from './replication-wire.js';
+import type { ReplicationView } from './replication-server.js';
+import { RunningTask } from './running-task.js';
+import type { NodeStats } from './stats.js';
+import type { PrefixHandlers } from './watched-prefix.js';
+
+/** What the holder uses of its node. */
+export interface HolderHost {
+  readonly config: NodeConfig;
+  readonly stats: NodeStats;
+  readonly epochs: EpochTracker;
+  readonly addresses: AddressBook;
+  readonly linkages: ReadonlyMap<string, Topology>;
+  readonly framework: FrameworkHost;
+  /** The node's life: it aborts when the node leaves. */
+  readonly life: AbortSignal;
+  /** The node's logger (joined: job, node, address). */
+  readonly logger: Logger;
+  /** True while this node runs or holds a task (not leaving). */
+  holding(): boolean;
+  /** The node now runs the task as its primary. */
+  nowRunning(): void;
+  /** The node now holds a backup of the task. */
+  nowBackup(): void;
+  onLeaseLost(reason: unknown): void;
+  onCallbackError(err: unknown): void;
+  fail(err: unknown): void;
+  assertOwner(what: string): void;
+  follow(prefix: string, handlers: PrefixHandlers): Promise<void>;
+}
+
+/** What joining made: the job's spec, the session, the server, the claimer. */
+export interface Joined {
+  readonly spec: JobSpec;
+  readonly session: Session;
+  readonly server: TransportServer;
+  readonly claimer: Claimer;
+  readonly builder: TaskBuilder;
+}
+
+export class TaskHolder implements ReplicationView {
+  readonly id: number;
+  private readonly task: Task;
+  private readonly framework: TaskFramework;
+  private running: RunningTask | undefined;
+  private backupTask: BackupTask | undefined;
+  private serving = false;
+  private promoting = false;
+  private log: Logger;
+
+  constructor(
+    private readonly host: HolderHost,
+    private readonly joined: Joined,
+    id: number,
+  ) {
+    this.id = id;
+    this.log = host.logger.child({ task: id });
+    const task = joined.builder.getTask(id);
+    if (!task || typeof task.init !== 'function') throw new InvalidArgumentError(`the TaskBuilder returned no Task for task ${id}`);
+    for (const topology of host.linkages.values()) topology.setTaskId(id);
+    this.task = task;
+    this.framework = new TaskFramework(
+      host.framework,
+      { id, primary: () => this.running, backup: () => this.backupTask, logger: () => this.log },
+      joined.spec.numTasks,
+    );
+  }
+
+  /** The task's running primary on this node, while it serves. */
+  primary(): RunningTask | undefined {
+    return this.serving ? this.running : undefined;
+  }
+
+  backup(): BackupTask | undefined {
+    return this.backupTask;
+  }
+
+  sessionLost(): boolean {
+    return this.joined.session.isLost();
+  }
+
+  get logger(): Logger {
+    return this.log;
+  }
+
+  /** Runs the claimed slot: the task's primary, or one of its backups. */
+  async hold(claim: Claim): Promise<void> {
+    claim.lock.lost.addEventListener('abort', () => this.host.onLeaseLost(claim.lock.lost.reason), { once: true });
+    if (claim.role === 'primary') {
+      await this.runPrimary(claim.lock, { fresh: true, promoted: false, seq: 0 });
+    } else {
+      await this.runBackup(claim.slot, claim.lock);
+    }
+  }
+
+  /** The epoch moved on. */
+  onEpochChange(epoch: number): void {
+    this.running?.onEpochChange(epoch, this.serving);
+  }
+
+  /** Leaving: the running callbacks end (or are given `graceMs`), replication stops, the task exits. */
+  async close(graceMs: number, fromTask: boolean): Promise<void> {
+    this.serving = false;
+    if (this.running) {
+      await this.running.close(graceMs, { fromTask });
+      return;
+    }
+    if (this.backupTask) await this.backupTask.stop();
+    try {
+      await this.task.exit();
+    } catch (err) {
+      this.log.warn('task exit() threw', { error: (err as Error).message });
+    }
+  }
+
+  private async runPrimary(lock: Lock, how: { fresh: boolean; promoted: boolean; seq: number }): Promise<void> {
+    const { id } = this;
+    const { claimer, server } = this.joined;
+    const incarnation = await claimer.bumpIncarnation(id);
+    this.log = this.host.logger.child({ task: id });
+    this.log.info(how.promoted ? 'promoted to primary with the state' : 'claimed task', {
+      token: lock.token.toString(),
+      incarnation,
+      ...(how.promoted ? { seq: how.seq } : {}),
+    });
+    const running = new RunningTask(
+      {
+        ...this.host.config,
+        session: this.joined.session,
+        stats: this.host.stats,
+        epochs: this.host.epochs,
+        addresses: this.host.addresses,
+        linkages: this.host.linkages,
+        isServing: (r) => this.serving && this.running === r,
+        onCallbackError: (err) => this.host.onCallbackError(err),
+        assertOwner: (what) => this.host.assertOwner(what),
+      },
+      { id, lock, incarnation, task: this.task, logger: this.log, seq: how.seq },
+    );
+    this.running = running;
+    if (how.fresh) await this.task.init(id, this.framework);
+    server.serve([...running.declareMethods(), METHODS.snapshot, METHODS.snapshotChunk]);
+    if (this.host.life.aborted) return;
+    this.serving = true;
+    this.host.nowRunning();
+    await claimer.publishAddress(id, { nodeId: this.host.config.nodeId, address: server.address, token: running.token, incarnation }, () =>
+      this.host.assertOwner('publishing the task address'),
+    );
+    // becamePrimary and the current epoch first, then the metas already waiting for it.
+    running.begin({ role: 'primary', incarnation, token: running.token, promoted: how.promoted, seq: how.seq });
+    await this.host.follow(keys.metaFor(this.host.config.job, id), running.inbox);
+  }
+
+  private async runBackup(slot: number, lock: Lock): Promise<void> {
+    const { id } = this;
+    const { config } = this.host;
+    this.log = this.host.logger.child({ task: id, backupSlot: slot });
+    this.log.info('claimed a backup slot', { token: lock.token.toString() });
+    const backup: BackupTask = new BackupTask({
+      ...config,
+      id,
+      slot,
+      lock,
+      task: this.task,
+      address: this.joined.server.address,
+      session: this.joined.session,
+      addresses: this.host.addresses,
+      stats: this.host.stats,
+      logger: this.log,
+      epochs: this.host.epochs,
+      onPrimaryGone: () => void this.considerPromotion(backup),
+      onFailure: (err) => this.host.fail(err),
+    });
+    this.backupTask = backup;
+    await this.task.init(id, this.framework);
+    this.joined.server.serve([METHODS.update]);
+    if (this.host.life.aborted) return;
+    this.host.nowBackup();
+    await this.task.becameBackup?.({ role: 'backup', incarnation: 0, token: backup.token, promoted: false, seq: 0 });
+    await backup.start();
+  }
+
+  /**
+   * The task has no primary: a backup in sync takes the slot at once; one that never
+   * got the state takes it only if no backup in sync is there to (the claimer reads
+   * the store for that). Loops until the task has a primary again, this one or not.
+   */
+  private async considerPromotion(backup: BackupTask): Promise<void> {
+    if (this.promoting) return;
+    this.promoting = true;
+    const { config } = this.host;
+    try {
+      while (this.backupTask === backup && this.host.holding() && !this.host.addresses.has(this.id)) {
+        const lock = backup.ready
+          ? await config.coordinator.tryAcquire(keys.taskLock(config.job, this.id), this.joined.session, { owner: config.nodeId })
+          : await this.joined.claimer.claimPrimarySlot(this.id, backup.token);
+        if (lock) {
+          await this.promote(backup, lock);
+          return;
+        }
+        await this.host.addresses.waitForChange(config.clock, Math.max(200, config.ttlMs / 2), this.host.life).catch(() => undefined);
+      }
+    } catch (err) {
+      if (!this.host.life.aborted && !TaskGraphError.is(err, 'CLOSED')) this.host.fail(err);
+    } finally {
+      this.promoting = false;
+    }
+  }
+
+  private async promote(backup: BackupTask, lock: Lock): Promise<void> {
+    lock.lost.addEventListener('abort', () => this.host.onLeaseLost(lock.lost.reason), { once: true });
+    const promoted = backup.ready;
+    const seq = backup.applied;
+    await backup.stop();
+    this.backupTask = undefined;
+    // The backup slot frees for a standby to take, as a new backup of this primary.
+    await backup.vacate();
+    if (!promoted) this.log.warn('no backup held the state: taking over the primary slot without it');
+    await this.runPrimary(lock, { fresh: false, promoted, seq });
+  }
+}
