@@ -65,7 +65,10 @@ export class BackupTask {
   private appliedSeq = 0;
   /** The primary this backup follows (its token), once it asked it for a snapshot. */
   private target: AddrValue | undefined;
+  /** The state is a faithful copy: restored from a primary's snapshot at least once. */
   private restored = false;
+  /** Restored from the snapshot of the primary it follows now: its updates can be applied. */
+  private inSync = false;
   private readonly held = new Map<number, Held>();
   private draining = false;
   private chain: Promise<void> = Promise.resolve();
@@ -88,7 +91,12 @@ export class BackupTask {
     return this.appliedSeq;
   }
 
-  /** True once the state is the primary's (restored from its snapshot). */
+  /**
+   * True once the state was restored from a primary's snapshot. It stays true while
+   * the backup re-syncs with a new primary: that primary acknowledges nothing until
+   * every backup it counts has synced, so the old state still holds every
+   * acknowledged update and a promotion from it loses none.
+   */
   get ready(): boolean {
     return this.restored;
   }
@@ -206,7 +214,7 @@ export class BackupTask {
     // Updates held for the previous primary will never be completed by it.
     this.releaseHeld(new NotOwnerError(`task ${this.id}: the backup follows primary ${primary.token} now`, { details: { reason: 'deposed' } }));
     this.target = primary;
-    this.restored = false;
+    this.inSync = false;
     const meta = this.meta(primary);
     const request = frame({ backupToken: this.token, slot: this.slot, address: this.o.address, nodeId: this.o.nodeId });
     const first = await this.o.transport.call(primary.address, METHODS.snapshot, meta, request, { timeoutMs: this.o.attemptTimeoutMs, signal: this.life.signal });
@@ -219,6 +227,7 @@ export class BackupTask {
     if (this.target !== primary) return;
     this.appliedSeq = header.seq;
     this.restored = true;
+    this.inSync = true;
     this.target = { ...primary, incarnation: header.incarnation };
     for (const [seq, h] of this.held) {
       if (seq <= this.appliedSeq) {
@@ -267,11 +276,11 @@ export class BackupTask {
 
   /** Applies held changes in seq order, one at a time, once the state is restored. */
   private drain(): void {
-    if (this.draining || !this.restored) return;
+    if (this.draining || !this.inSync) return;
     this.draining = true;
     void (async () => {
       try {
-        for (let next = this.held.get(this.appliedSeq + 1); next && this.restored && !this.life.signal.aborted; next = this.held.get(this.appliedSeq + 1)) {
+        for (let next = this.held.get(this.appliedSeq + 1); next && this.inSync && !this.life.signal.aborted; next = this.held.get(this.appliedSeq + 1)) {
           const entry = next;
           await this.serial(async () => {
             if (isBackupable(this.task)) await this.task.applyUpdate(entry.log);

@@ -57,6 +57,51 @@ async function setup(options: Partial<ClaimerOptions> = {}) {
   return { base, claimer, claim, coordinator, session, rival, rivalSession, addresses, stats, life, state, logger, lockName, hold };
 }
 
+describe('Claimer.claim with backup slots', () => {
+  const backupRecord = (state: 'syncing' | 'ready', token = '41') =>
+    encodeJson({ nodeId: 'b', address: 'local://b', token, slot: 0, state, primaryToken: '7' });
+
+  it('leaves a free primary slot to a ready backup of its task (read from the store) and takes a backup slot instead', async () => {
+    const { claim, coordinator } = await setup({ numTasks: 1, backups: 2 });
+    await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('ready'));
+    const c = await claim();
+    expect(c).toMatchObject({ role: 'backup', id: 0, slot: 0 });
+    expect(c?.lock.name).toBe(keys.backupLock(w.job, 0, 0));
+    expect(await coordinator.holder(keys.taskLock(w.job, 0))).toBeUndefined();
+  });
+
+  it('takes the primary slot when the task’s only backup is still syncing', async () => {
+    const { claim, coordinator } = await setup({ numTasks: 1, backups: 1 });
+    await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('syncing'));
+    expect(await claim()).toMatchObject({ role: 'primary', id: 0 });
+  });
+
+  it('a backup that is not ready may take the slot when the only ready record is its own', async () => {
+    const { claimer, coordinator } = await setup({ numTasks: 1, backups: 1 });
+    await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('ready', '41'));
+    expect(await claimer.claimPrimarySlot(0, '99')).toBeUndefined();
+    expect((await claimer.claimPrimarySlot(0, '41'))?.name).toBe(keys.taskLock(w.job, 0));
+  });
+
+  it('with every primary taken it backs the task with the fewest backups first', async () => {
+    const { claim, hold, addresses } = await setup({ numTasks: 3, backups: 2 });
+    for (const id of [0, 1, 2]) {
+      await hold(id);
+      addresses.event({ type: 'put', key: keys.addr(w.job, id), value: encodeJson(addr(`r${id}`)), version: '1' });
+    }
+    const one = (task: number, slot: number) =>
+      addresses.event({
+        type: 'put',
+        key: keys.backup(w.job, task, slot),
+        value: encodeJson({ nodeId: `b${task}${slot}`, address: `local://b${task}${slot}`, token: '5', slot, state: 'ready' }),
+        version: '1',
+      });
+    one(0, 0);
+    one(1, 0);
+    expect(await claim()).toMatchObject({ role: 'backup', id: 2, slot: 0 });
+  });
+});
+
 describe('Claimer.claim', () => {
   it('takes the preferred slot when it is free, as node-a', async () => {
     const { claim, lockName, state } = await setup({ preferredTask: 2 });
