@@ -11,12 +11,13 @@ import { JobRun } from './commands/run.js';
 export const USAGE = `taskgraph: run TaskGraph jobs and manage them in the coordination store
 
 usage:
-  taskgraph run <app> --tasks N [--standbys S] [--coordinator URL] [--transport URL]
+  taskgraph run <app> --tasks N [--backups B] [--standbys S] [--coordinator URL] [--transport URL]
                 [--job NAME] [--ttl MS] [--arg key=value ...] [--timeout S] [--no-restart] [--keep]
-      runs a job as separate OS processes on this machine (in this process for memory://)
+      runs a job as separate OS processes on this machine (in this process for memory://):
+      a primary and B backups per task (hot standby), plus S cold standbys
   taskgraph node <app> --job NAME [--coordinator URL] [--transport URL] [--node-id ID] [--ttl MS] [--arg key=value ...]
       runs one node of a job (one per machine or container)
-  taskgraph job create <job> --tasks N (--link-types A,B | --app <app>) [--coordinator URL]
+  taskgraph job create <job> --tasks N [--backups B] (--link-types A,B | --app <app>) [--coordinator URL]
   taskgraph job status <job> [--json] | watch <job> [--json] | delete <job>
 
 <app>: a built-in (regression), a path to a module (./my-app.js) or a package name;
@@ -42,6 +43,7 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
       options: {
         tasks: { type: 'string' },
         standbys: { type: 'string' },
+        backups: { type: 'string' },
         coordinator: { type: 'string' },
         transport: { type: 'string' },
         job: { type: 'string' },
@@ -90,6 +92,7 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
           app: target,
           tasks,
           standbys: int('standbys', values.standbys) ?? 0,
+          backups: int('backups', values.backups) ?? 0,
           config,
           args,
           restart: !values['no-restart'],
@@ -114,6 +117,7 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
         process.once('SIGINT', onSignal);
         try {
           const tasks = int('tasks', values.tasks);
+          const backups = int('backups', values.backups);
           return await runJobCommand({
             action: target,
             job: extra,
@@ -122,6 +126,7 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
             signal: ac.signal,
             json: values.json ?? false,
             ...(tasks !== undefined ? { tasks } : {}),
+            ...(backups !== undefined ? { backups } : {}),
             ...(values['link-types'] ? { linkTypes: values['link-types'].split(',').map((s) => s.trim()) } : {}),
             ...(values.app ? { app: values.app } : {}),
           });

@@ -95,7 +95,7 @@ describe('the taskgraph command', () => {
     const c = ['--coordinator', 'memory://cli-jobs'];
     expect(await run(['job', 'create', 'j1', '--tasks', '3', '--app', 'regression', ...c])).toEqual({
       code: 0,
-      out: 'job j1 ready: 3 tasks, link types Parents, Children',
+      out: 'job j1 ready: 3 tasks, 0 backups each, link types Parents, Children',
     });
     const conflict = await run(['job', 'create', 'j1', '--tasks', '4', '--link-types', 'Parents,Children', ...c]);
     expect(conflict.code).toBe(2);

@@ -41,7 +41,9 @@ export interface LocalClusterOptions {
   readonly job: string;
   readonly numTasks: number;
   readonly linkTypes: readonly string[];
-  /** Standby nodes beyond one per task. */
+  /** Backups per task (hot standby): one more node per task and backup is started. Default 0. */
+  readonly backups?: number;
+  /** Cold standby nodes beyond the primaries and backups. */
   readonly standbys: number;
   /** Makes the store client and transport of a new node (index counts every node ever started). */
   readonly resources: (index: number) => Promise<NodeResources>;
@@ -90,14 +92,20 @@ export class LocalCluster {
 
   /** Creates the job and starts one node per task plus the standbys. */
   async start(): Promise<void> {
-    await this.controller.createJob({ numTasks: this.options.numTasks, linkTypes: this.options.linkTypes });
-    const n = this.options.numTasks + this.options.standbys;
+    const backups = this.options.backups ?? 0;
+    await this.controller.createJob({ numTasks: this.options.numTasks, linkTypes: this.options.linkTypes, backups });
+    const n = this.options.numTasks * (1 + backups) + this.options.standbys;
     for (let i = 0; i < n; i++) await this.startNode(i < this.options.numTasks ? i : undefined);
   }
 
-  /** The live node that runs `task`, if any. */
+  /** The live node that runs `task` as its primary, if any. */
   ownerOf(task: number): ClusterNode | undefined {
     return this.nodes.find((n) => n.node.currentTask === task);
+  }
+
+  /** The live nodes that hold a backup of `task`. */
+  backupsOf(task: number): ClusterNode[] {
+    return this.nodes.filter((n) => n.node.backupOf === task);
   }
 
   /** Kills the node running `task` (it leaves at once; its slot frees now). */

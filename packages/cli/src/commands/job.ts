@@ -14,6 +14,7 @@ export interface JobCommandOptions {
   readonly job: string;
   readonly config: CliConfig;
   readonly tasks?: number;
+  readonly backups?: number;
   readonly linkTypes?: readonly string[];
   readonly app?: string;
   readonly json?: boolean;
@@ -22,12 +23,18 @@ export interface JobCommandOptions {
 }
 
 export function formatStatus(s: JobStatus): string {
-  const lines = [`job ${s.job}: ${s.state}${s.reason ? ` (${s.reason})` : ''}, epoch ${s.epoch}, ${s.spec.numTasks} tasks, link types ${s.spec.linkTypes.join(', ')}`];
-  lines.push('task  node                      address                    token       incarnations');
+  const lines = [
+    `job ${s.job}: ${s.state}${s.reason ? ` (${s.reason})` : ''}, epoch ${s.epoch}, ${s.spec.numTasks} tasks` +
+      `${s.spec.backups ? ` with ${s.spec.backups} backup${s.spec.backups > 1 ? 's' : ''} each` : ''}, link types ${s.spec.linkTypes.join(', ')}`,
+  ];
+  lines.push('task  role         node                      address                    token       incarnations');
   for (const t of s.tasks) {
     lines.push(
-      `${String(t.task).padEnd(5)} ${(t.nodeId ?? '-').padEnd(25)} ${(t.address ?? '-').padEnd(26)} ${(t.token ?? '-').padEnd(11)} ${t.incarnations}`,
+      `${String(t.task).padEnd(5)} ${'primary'.padEnd(12)} ${(t.nodeId ?? '-').padEnd(25)} ${(t.address ?? '-').padEnd(26)} ${(t.token ?? '-').padEnd(11)} ${t.incarnations}`,
     );
+    for (const b of t.backups) {
+      lines.push(`${''.padEnd(5)} ${`backup ${b.slot}`.padEnd(12)} ${b.nodeId.padEnd(25)} ${b.address.padEnd(26)} ${b.token.padEnd(11)} ${b.state}`);
+    }
   }
   lines.push(`nodes: ${s.nodes.length} live, ${s.standbys.length} standby${s.standbys.length ? ` (${s.standbys.map((n) => n.nodeId).join(', ')})` : ''}`);
   for (const p of s.problems) lines.push(`problem: ${p}`);
@@ -47,8 +54,8 @@ export async function runJobCommand(o: JobCommandOptions): Promise<number> {
         const linkTypes = o.linkTypes ?? (o.app ? (await loadApp(o.app)).linkTypes : undefined);
         if (!linkTypes) throw new InvalidArgumentError('job create needs --link-types A,B or --app NAME');
         if (o.tasks === undefined) throw new InvalidArgumentError('job create needs --tasks N');
-        const spec = await ctl.createJob({ numTasks: o.tasks, linkTypes });
-        out(o.json ? JSON.stringify(spec) : `job ${o.job} ready: ${spec.numTasks} tasks, link types ${spec.linkTypes.join(', ')}`);
+        const spec = await ctl.createJob({ numTasks: o.tasks, linkTypes, ...(o.backups !== undefined ? { backups: o.backups } : {}) });
+        out(o.json ? JSON.stringify(spec) : `job ${o.job} ready: ${spec.numTasks} tasks, ${spec.backups} backups each, link types ${spec.linkTypes.join(', ')}`);
         return 0;
       }
       case 'status': {

@@ -24,6 +24,8 @@ import { loadPlugins } from '../plugins.js';
 export interface RunOptions {
   readonly app: string;
   readonly tasks: number;
+  /** Backups per task (hot standby). Default 0. */
+  readonly backups?: number;
   readonly standbys: number;
   readonly config: CliConfig;
   readonly args?: Record<string, string>;
@@ -99,11 +101,21 @@ export class JobRun {
   constructor(private readonly o: RunOptions) {
     if (!Number.isInteger(o.tasks) || o.tasks < 1) throw new InvalidArgumentError(`--tasks must be a positive integer, got ${String(o.tasks)}`);
     if (!Number.isInteger(o.standbys) || o.standbys < 0) throw new InvalidArgumentError(`--standbys must be a non-negative integer, got ${String(o.standbys)}`);
+    if (o.backups !== undefined && (!Number.isInteger(o.backups) || o.backups < 0)) throw new InvalidArgumentError(`--backups must be a non-negative integer, got ${String(o.backups)}`);
     if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL (e.g. etcd://127.0.0.1:2379) or set TASKGRAPH_COORDINATOR');
     this.job = o.job ?? `${o.app.replace(/[^a-z0-9-]/g, '').slice(0, 30) || 'job'}-${Date.now().toString(36)}`;
     this.print = o.print ?? ((line) => process.stdout.write(`${line}\n`));
     this.logDir = o.logDir ?? mkdtempSync(join(tmpdir(), `taskgraph-${this.job}-`));
     mkdirSync(this.logDir, { recursive: true });
+  }
+
+  private get backups(): number {
+    return this.o.backups ?? 0;
+  }
+
+  /** Every node the job runs: a primary and its backups per task, and the cold standbys. */
+  private get nodeCount(): number {
+    return this.o.tasks * (1 + this.backups) + this.o.standbys;
   }
 
   get inProcess(): boolean {
@@ -125,9 +137,9 @@ export class JobRun {
     let reason = '';
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await this.controller.createJob({ numTasks: this.o.tasks, linkTypes: this.app.linkTypes });
+      await this.controller.createJob({ numTasks: this.o.tasks, linkTypes: this.app.linkTypes, backups: this.backups });
       this.print(
-        `job ${this.job}: ${this.app.name}, ${this.o.tasks} tasks + ${this.o.standbys} standbys, ${this.o.config.coordinator} / ${transportUrl}` +
+        `job ${this.job}: ${this.app.name}, ${this.o.tasks} tasks${this.backups ? ` x ${1 + this.backups} (a primary and ${this.backups} backup${this.backups > 1 ? 's' : ''} each)` : ''} + ${this.o.standbys} standbys, ${this.o.config.coordinator} / ${transportUrl}` +
           (this.inProcess ? ' (in-process)' : `, node logs in ${this.logDir}`),
       );
       const timeout = new Promise<'timeout'>((resolve) => {
@@ -171,7 +183,11 @@ export class JobRun {
       for await (const s of this.controller.watch(this.stopAll.signal)) {
         const owned = s.tasks.filter((t) => t.nodeId !== undefined).length;
         const failovers = s.tasks.reduce((n, t) => n + Math.max(0, t.incarnations - 1), 0);
-        const line = `epoch ${s.epoch} | tasks running ${owned}/${s.tasks.length} | live nodes ${s.nodes.length} (${s.standbys.length} standby) | failovers ${failovers}${s.state !== 'running' ? ` | ${s.state}` : ''}`;
+        const backups = s.tasks.reduce((n, t) => n + t.backups.filter((b) => b.state === 'ready').length, 0);
+        const line =
+          `epoch ${s.epoch} | tasks running ${owned}/${s.tasks.length}` +
+          (this.backups ? ` | backups ready ${backups}/${s.tasks.length * this.backups}` : '') +
+          ` | live nodes ${s.nodes.length} (${s.standbys.length} standby) | failovers ${failovers}${s.state !== 'running' ? ` | ${s.state}` : ''}`;
         if (line !== last) this.print(line);
         last = line;
         if (s.state !== 'running') return;
@@ -187,6 +203,7 @@ export class JobRun {
       numTasks: this.o.tasks,
       linkTypes: this.app.linkTypes,
       standbys: this.o.standbys,
+      backups: this.backups,
       controllerCoordinator: this.coordinator,
       resources: async () => {
         const coordinator = await resolveCoordinator(this.o.config.coordinator!);
@@ -218,7 +235,7 @@ export class JobRun {
 
   private async runProcesses(transportUrl: string): Promise<string> {
     const entry = this.o.cliEntry ?? defaultCliEntry();
-    for (let i = 0; i < this.o.tasks + this.o.standbys; i++) this.spawnNode(entry, transportUrl);
+    for (let i = 0; i < this.nodeCount; i++) this.spawnNode(entry, transportUrl);
     const done = this.controller.waitUntilDone(this.stopAll.signal).then(() => 'done');
     const allGone = (async () => {
       for (;;) {
@@ -285,7 +302,7 @@ export class JobRun {
     void proc.exited.then(({ code, signal }) => {
       log.end(`-- exited with ${signal ?? code}\n`);
       if (this.finished || code === 0) return;
-      const max = this.o.maxRestarts ?? 2 * (this.o.tasks + this.o.standbys);
+      const max = this.o.maxRestarts ?? 2 * this.nodeCount;
       if ((this.o.restart ?? true) && this.restarts < max) {
         this.restarts++;
         const n = this.spawnNode(entry, transportUrl);
