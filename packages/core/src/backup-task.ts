@@ -130,7 +130,9 @@ export class BackupTask {
     if (this.target === undefined || BigInt(this.target.token) < from) {
       throw new UnavailableError(`task ${this.id}: this backup does not follow primary ${header.primaryToken} yet`, { details: { reason: 'resync' } });
     }
-    if (header.seq <= this.appliedSeq) return new Uint8Array(0);
+    // A repeat is known only against the state of this primary: while the snapshot is on
+    // its way, the seqs applied so far came from the previous primary and may name other changes.
+    if (this.inSync && header.seq <= this.appliedSeq) return new Uint8Array(0);
     let entry = this.held.get(header.seq);
     if (!entry) {
       entry = { log: { epoch: header.epoch, seq: header.seq, data: body.slice() }, done: deferred<void>() };

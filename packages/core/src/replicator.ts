@@ -26,6 +26,7 @@ const SNAPSHOT_TTL_MS = 120_000;
 
 export interface ReplicatorOptions {
   readonly job: string;
+  readonly nodeId: string;
   readonly taskId: number;
   /** This primary's fencing token. */
   readonly token: string;
@@ -108,6 +109,7 @@ export class Replicator {
   /** `taskgraph_snapshot`: a backup asks for the state; it is counted in from the snapshot's seq on. */
   async serveSnapshot(req: SnapshotRequest): Promise<Uint8Array> {
     const peer = this.admit({ nodeId: req.nodeId, address: req.address, token: req.backupToken, slot: req.slot, state: 'syncing' });
+    if (!peer) throw new InvalidArgumentError(`task ${this.o.taskId}: a snapshot asked by this node itself`);
     // The snapshot and its seq are taken in one synchronous step (the Backupable contract), then the peer counts.
     const seq = this.seq;
     const taking = isBackupable(this.o.task) ? this.o.task.snapshot() : new Uint8Array(0);
@@ -147,7 +149,9 @@ export class Replicator {
     this.held.clear();
   }
 
-  private admit(value: BackupValue): Peer {
+  private admit(value: BackupValue): Peer | undefined {
+    // This node's own backup record, gone since its promotion, may still be in the address book.
+    if (value.nodeId === this.o.nodeId) return undefined;
     const known = this.peers.get(value.token);
     if (known) return known;
     const peer: Peer = { value, synced: undefined, gone: false, changed: new Notifier() };

@@ -23,6 +23,7 @@ import type { NodeStats } from './stats.js';
 /** What a running task uses of its node. */
 export interface TaskEnvironment {
   readonly job: string;
+  readonly nodeId: string;
   readonly coordinator: Coordinator;
   readonly session: Session;
   readonly clock: Clock;

@@ -65,6 +65,7 @@ async function setup(extra: Partial<Task> = {}, maxMetaBytes = 16) {
   const running = new RunningTask(
     {
       job: w.job,
+      nodeId: 'node-a',
       coordinator,
       session,
       clock: w.clock,
