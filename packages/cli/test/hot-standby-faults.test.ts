@@ -126,8 +126,29 @@ class Harness {
     return p;
   }
 
+  /** Sends `signal` to the process of a live node, found by the pid its record in the store holds. */
+  async kill(nodeId: string, signal: NodeJS.Signals): Promise<NodeProcess> {
+    const pid = (await this.ctl.status())?.nodes.find((n) => n.nodeId === nodeId)?.pid;
+    const p = this.run.processes.find((x) => x.child.pid === pid);
+    if (pid === undefined || p?.nodeId !== nodeId) throw new Error(`node ${nodeId} has no live process (pid ${String(pid)})`);
+    p.child.kill(signal);
+    return p;
+  }
+
   async task(id: number): Promise<TaskState | undefined> {
     return (await this.ctl.status())?.tasks[id];
+  }
+
+  /** Waits until task 0's `incarnation` streams (10 values acknowledged) with a backup that holds its state. */
+  streaming(incarnation: number): Promise<TaskState> {
+    return eventually(
+      `primary ${incarnation} streaming with a backup in sync`,
+      async () => {
+        const t = await this.task(0);
+        return t?.incarnations === incarnation && t.nodeId !== undefined && readyBackup(t) && this.acksBy(incarnation) >= 10 ? t : undefined;
+      },
+      SLOW,
+    );
   }
 
   /**
@@ -206,18 +227,8 @@ describe('hot standby as OS processes on a real etcd', () => {
       const victims: NodeProcess[] = [];
       const result = await h.drive(async () => {
         for (let k = 1; k <= KILLS; k++) {
-          // Mid-stream, with a backup that holds this primary's state.
-          const t = await eventually(
-            `primary ${k} streaming with a backup in sync`,
-            async () => {
-              const t = await h.task(0);
-              return t?.incarnations === k && t.nodeId !== undefined && readyBackup(t) && h.acksBy(k) >= 10 ? t : undefined;
-            },
-            SLOW,
-          );
-          const victim = h.process(t.nodeId!);
-          victim.child.kill('SIGKILL');
-          victims.push(victim);
+          const t = await h.streaming(k);
+          victims.push(await h.kill(t.nodeId!, 'SIGKILL'));
           await eventually(`primary ${k + 1}`, async () => ((await h.task(0))?.incarnations ?? 0) > k, SLOW);
         }
         await eventually('the last primary streaming', () => h.acksBy(KILLS + 1) >= 10, SLOW);
@@ -254,14 +265,7 @@ describe('hot standby as OS processes on a real etcd', () => {
       let paused: NodeProcess | undefined;
       let backupNode = '';
       const result = await h.drive(async () => {
-        const t = await eventually(
-          'the first primary streaming with a backup in sync',
-          async () => {
-            const t = await h.task(0);
-            return t?.nodeId !== undefined && readyBackup(t) && h.acksBy(1) >= 10 ? t : undefined;
-          },
-          SLOW,
-        );
+        const t = await h.streaming(1);
         backupNode = readyBackup(t)!.nodeId;
         // The primary stops itself between two updates, so none is in flight.
         h.signal('pause');
@@ -310,16 +314,8 @@ describe('hot standby as OS processes on a real etcd', () => {
       let ackedBeforeKill = 0;
       let replacement = '';
       const result = await h.drive(async () => {
-        const t = await eventually(
-          'streaming with a backup in sync',
-          async () => {
-            const t = await h.task(0);
-            return t?.nodeId !== undefined && readyBackup(t) && h.acksBy(1) >= 10 ? t : undefined;
-          },
-          SLOW,
-        );
-        victim = h.process(readyBackup(t)!.nodeId);
-        victim.child.kill('SIGKILL');
+        const t = await h.streaming(1);
+        victim = await h.kill(readyBackup(t)!.nodeId, 'SIGKILL');
         ackedBeforeKill = h.lastAckBy(1);
         // The run starts a process in its place; it takes the free backup slot.
         replacement = await eventually(
@@ -377,7 +373,7 @@ describe('hot standby as OS processes on a real etcd', () => {
         }
         task1.push(primaries[1]!, backups[1]!);
         for (const incarnation of [2, 3]) {
-          h.process(task1.at(-2)!).child.kill('SIGKILL');
+          await h.kill(task1.at(-2)!, 'SIGKILL');
           const next = await eventually(
             `task 1's backup promoted to incarnation ${incarnation}, a new backup in sync, its neighbours told`,
             async () => {
