@@ -44,7 +44,7 @@ export type TaskRole = 'primary' | 'backup';
 /** How this node's role in its task changed. */
 export interface RoleChange {
   readonly role: TaskRole;
-  /** The task's incarnation (a primary's; for a backup, the primary it follows). */
+  /** The task's incarnation: a primary's own; for a backup, 0 (it is told before it follows a primary). */
   readonly incarnation: number;
   /** This node's fencing token in its new role (the primary slot's or the backup slot's). */
   readonly token: string;

@@ -22,6 +22,7 @@ class Ledger implements Task, Backupable {
 
   init(_id: number, fw: BackedUpFramework): void {
     this.fw = fw;
+    this.events.push(`init as ${fw.getRole()}`);
   }
   enterEpoch(ctx: EpochContext, epoch: number): void {
     this.ctx = ctx;
@@ -93,7 +94,8 @@ describe('hot standby', () => {
     await expect(runA).resolves.toEqual({ reason: 'killed', taskId: 0 });
     await eventually('the backup promoted', () => b.node.currentTask === 0);
     await eventually('its first epoch', () => backup.events.includes('epoch 0'));
-    expect(backup.events).toEqual(['backup seq=0', 'primary promoted=true seq=5 incarnation=2', 'epoch 0']);
+    expect(primary.events.slice(0, 3)).toEqual(['init as primary', 'primary promoted=false seq=0 incarnation=1', 'epoch 0']);
+    expect(backup.events).toEqual(['init as backup', 'backup seq=0', 'primary promoted=true seq=5 incarnation=2', 'epoch 0']);
     expect(backup.fw!.getRole()).toBe('primary');
     expect(backup.items).toEqual([1, 2, 3, 4, 5]);
     // It goes on numbering where the old primary stopped.
@@ -157,7 +159,7 @@ describe('hot standby', () => {
     await a.node.kill();
     await runA;
     await eventually('the standby took over', () => tasks.made[1]?.events.includes('epoch 0'));
-    expect(tasks.made[1]!.events).toEqual(['primary promoted=false seq=0 incarnation=2', 'epoch 0']);
+    expect(tasks.made[1]!.events).toEqual(['init as primary', 'primary promoted=false seq=0 incarnation=2', 'epoch 0']);
     expect(tasks.made[1]!.items).toEqual([]);
     await tasks.made[1]!.fw!.shutdownJob();
     await runB;
@@ -181,7 +183,7 @@ describe('hot standby', () => {
     // Task 1's node dies; task 0 (its parent) and the standby that takes task 1 over see it.
     await nodes[1]!.node.kill();
     await eventually('the restart seen by task 0', () => tasks.get(0)![0]!.events.some((e) => e.startsWith('restarted')));
-    expect(tasks.get(0)![0]!.events.filter((e) => !e.startsWith('epoch'))).toEqual([
+    expect(tasks.get(0)![0]!.events.filter((e) => !e.startsWith('epoch') && !e.startsWith('init'))).toEqual([
       'primary promoted=false seq=0 incarnation=1',
       'failed 1 Children 1',
       'restarted 1 Children 2',
