@@ -26,7 +26,8 @@ async function runApp(numTasks: number, backups: number, standbys: number, args:
     resources: async () => nodeResources(await createMemoryCoordinator({ store, namespace: 'tg' }), await createLocalTransport({ network })),
     builder: () => runningStatsApp.taskBuilder(context(numTasks, args, (r) => results.push(r))),
     linkages: () => runningStatsApp.linkages(context(numTasks, args)),
-    node: { sessionTtlMs: 1000 },
+    // Kills free their slot at once; a long TTL only keeps a busy machine from losing leases.
+    node: { sessionTtlMs: 5000 },
     logger: silentLogger,
   });
   try {

@@ -117,10 +117,11 @@ export function checkRunningStats(options: RunningStatsCheckOptions, records: re
     promotions.length === 0
       ? 'no promotion'
       : `${promotions.length} promotion(s) with the state: ${promotions.map((p) => `task ${p.task} at seq ${p.seq} in epoch ${p.epoch}`).join(', ')}`;
+  const cold = coldStarts.length === 0 ? '' : `; ${coldStarts.length} cold start(s): ${coldStarts.map((c) => `task ${c.task} in epoch ${c.epoch}`).join(', ')}`;
+  const tail = `${takeovers}${cold}; ${events}`;
   let message: string;
   if (ok) {
-    const cold = coldStarts.length === 0 ? '' : `; ${coldStarts.length} cold start(s) before any state: ${coldStarts.map((c) => `task ${c.task}`).join(', ')}`;
-    message = `PASS: exact statistics for ${numTasks} tasks over ${numEpochs + 1} epochs (every sum and digest as the reference run); ${takeovers}${cold}; ${events}`;
+    message = `PASS: exact statistics for ${numTasks} tasks over ${numEpochs + 1} epochs (every sum and digest as the reference run); ${tail}`;
   } else {
     const parts: string[] = [];
     if (lost.length > 0) {
@@ -134,7 +135,7 @@ export function checkRunningStats(options: RunningStatsCheckOptions, records: re
     if (wrong.length > 0) parts.push(`${wrong.length} of ${numTasks} tasks differ from the reference (${details.join('; ')})`);
     if (missing.length > 0) parts.push(`no final statistics from task(s) ${list(missing)}`);
     if (notCarriedOut.length > 0) parts.push(`not carried out: ${notCarriedOut.map((k) => `kill-at ${k.epoch}:${k.task}`).join(', ')}`);
-    message = `FAIL: ${parts.join('; ')}; ${takeovers}; ${events}`;
+    message = `FAIL: ${parts.join('; ')}; ${tail}`;
   }
   return { ok, message, lost, wrong, missing, promotions, coldStarts, kills, neighborFailed, neighborRestarted };
 }

@@ -81,17 +81,21 @@ export interface RunningStatsState extends RunningStats {
   readonly foldedEpoch: number;
   /** The digest when `foldedEpoch` began: the epoch's offers are computed from it, also after the fold. */
   readonly prevDigest: number;
+  /** The epochs in which an injected kill came after the fold (so a promoted backup does not kill again). */
+  readonly kills: readonly number[];
 }
 
 /** One epoch's change to a task's state: the values it pulled, by neighbour, in task order. */
 export interface FoldChange {
   readonly epoch: number;
   readonly values: ReadonlyArray<readonly [task: number, value: number]>;
+  /** The primary kills itself right after this fold (an injected fault), recorded with it. */
+  readonly kill?: true;
 }
 
 export function freshState(task: number): RunningStatsState {
   const digest = initialDigest(task);
-  return { foldedEpoch: -1, prevDigest: digest, digest, epochs: 0, count: 0, sum: 0, sumSq: 0, min: null, max: null };
+  return { foldedEpoch: -1, prevDigest: digest, digest, epochs: 0, count: 0, sum: 0, sumSq: 0, min: null, max: null, kills: [] };
 }
 
 /** Folds one epoch's values into a state (pure: the primary, its backups and the reference all use it). */
@@ -107,7 +111,8 @@ export function fold(s: RunningStatsState, change: FoldChange): RunningStatsStat
     min = min === null ? v : Math.min(min, v);
     max = max === null ? v : Math.max(max, v);
   }
-  return { foldedEpoch: change.epoch, prevDigest, digest, epochs: s.epochs + 1, count, sum, sumSq, min, max };
+  const kills = change.kill ? [...s.kills, change.epoch] : s.kills;
+  return { foldedEpoch: change.epoch, prevDigest, digest, epochs: s.epochs + 1, count, sum, sumSq, min, max, kills };
 }
 
 /** The statistics part of a state (what is reported and compared). */
@@ -157,8 +162,9 @@ export interface RunningStatsOptions {
   readonly fanout?: number;
   /**
    * Injected faults: the primary of `task` kills itself in `epoch` right after its
-   * fold is acknowledged. The i-th entry of a task (in epoch order) fires on its
-   * incarnation i + 1, so each fires once however the task is taken over.
+   * fold is acknowledged. Each fires once: the kill is recorded in the state with
+   * the fold (so a promoted backup knows it happened), and a primary that took the
+   * task over cold in that epoch (its state cannot know) does not kill again.
    */
   readonly killAt?: readonly KillAt[];
   /**
@@ -183,14 +189,14 @@ function isState(v: unknown): v is RunningStatsState {
   return (
     typeof s === 'object' && s !== null &&
     [s['foldedEpoch'], s['prevDigest'], s['digest'], s['epochs'], s['count'], s['sum'], s['sumSq']].every(isInt) &&
-    isMinMax(s['min']) && isMinMax(s['max'])
+    isMinMax(s['min']) && isMinMax(s['max']) && Array.isArray(s['kills']) && s['kills'].every(isInt)
   );
 }
 
 function isFoldChange(v: unknown): v is FoldChange {
   const c = v as Record<string, unknown> | null;
   return (
-    typeof c === 'object' && c !== null && isInt(c['epoch']) && Array.isArray(c['values']) &&
+    typeof c === 'object' && c !== null && isInt(c['epoch']) && Array.isArray(c['values']) && (c['kill'] === undefined || c['kill'] === true) &&
     c['values'].every((p: unknown) => Array.isArray(p) && p.length === 2 && isInt(p[0]) && isOffer(p[1]))
   );
 }
@@ -240,6 +246,8 @@ class RunningStatsTask implements Task, Backupable {
   private childrenFolded = new Set<number>();
   private finished = -1;
   private snapshotsServed = 0;
+  /** The epoch in which this node took the task over without its state (a cold start), if it did. */
+  private coldStartEpoch: number | undefined;
   private readonly snapshots = new CountWaiter(() => this.snapshotsServed);
   private readonly numEpochs: number;
 
@@ -266,6 +274,7 @@ class RunningStatsTask implements Task, Backupable {
       this.record({ task: this.id, event: 'promoted', seq: change.seq, incarnation: change.incarnation, epoch: ctx.epoch });
     } else if (change.incarnation > 1) {
       log.warn('took the task over cold: the state of the incarnations before is lost', { incarnation: change.incarnation });
+      this.coldStartEpoch = ctx.epoch;
       this.record({ task: this.id, event: 'cold-start', incarnation: change.incarnation, epoch: ctx.epoch });
     }
   }
@@ -288,15 +297,9 @@ class RunningStatsTask implements Task, Backupable {
     this.childrenFolded = new Set();
     // A promoted backup may hold this epoch's fold already: folding twice would count its values twice.
     if (this.state.foldedEpoch < epoch) {
-      await this.foldEpoch(ctx, epoch);
+      if (await this.foldEpoch(ctx, epoch)) return;
     } else if (epoch === this.numEpochs) {
       this.record({ task: this.id, final: statsOf(this.state) });
-    }
-    if (this.killDue(epoch)) {
-      this.record({ task: this.id, event: 'kill', epoch });
-      this.fw.getLogger().warn('killing this node (injected fault)', { epoch, seq: this.state.epochs });
-      await this.fw.kill();
-      return;
     }
     await this.tryFinish(ctx);
   }
@@ -323,16 +326,23 @@ class RunningStatsTask implements Task, Backupable {
     this.state = fold(this.state, decodeJson(log.data, isFoldChange, 'update'));
   }
 
-  private async foldEpoch(ctx: EpochContext, epoch: number): Promise<void> {
+  /** Pulls the epoch's values, folds them and has the backups apply the change. True when the node killed itself after it. */
+  private async foldEpoch(ctx: EpochContext, epoch: number): Promise<boolean> {
     const want = this.o.waitBackups ?? 0;
     if (want > 0 && this.state.epochs === 0) await this.snapshots.reach(want, ctx.signal);
     const values = await Promise.all(this.neighbours.map(async (n) => [n, await this.fw.dataRequest(ctx, n, getOffer, null)] as const));
+    const kill = this.killDue(epoch);
     // The state changes and the change goes to update() in one synchronous turn
     // (the Backupable contract), so a snapshot never holds half of it.
-    const change: FoldChange = { epoch, values };
+    const change: FoldChange = kill ? { epoch, values, kill } : { epoch, values };
     this.state = fold(this.state, change);
-    await this.fw.update(ctx, enc.encode(JSON.stringify(change)));
+    const log = await this.fw.update(ctx, enc.encode(JSON.stringify(change)));
     if (epoch === this.numEpochs) this.record({ task: this.id, final: statsOf(this.state) });
+    if (!kill) return false;
+    this.record({ task: this.id, event: 'kill', epoch });
+    this.fw.getLogger().warn('killing this node (injected fault)', { epoch, seq: log.seq });
+    await this.fw.kill();
+    return true;
   }
 
   /** Tells the parent (or, at the root, moves the job on) once this task and its subtree folded the epoch. */
@@ -354,10 +364,9 @@ class RunningStatsTask implements Task, Backupable {
     return offerOf(s.foldedEpoch === ctx.epoch ? s.prevDigest : s.digest, ctx.epoch);
   }
 
-  private killDue(epoch: number): boolean {
-    const mine = (this.o.killAt ?? []).filter((k) => k.task === this.id).sort((a, b) => a.epoch - b.epoch);
-    const i = mine.findIndex((k) => k.epoch === epoch);
-    return i >= 0 && this.fw.getIncarnation() === i + 1;
+  private killDue(epoch: number): true | undefined {
+    const asked = (this.o.killAt ?? []).some((k) => k.task === this.id && k.epoch === epoch);
+    return asked && !this.state.kills.includes(epoch) && this.coldStartEpoch !== epoch ? true : undefined;
   }
 
   private record(r: RunningStatsRecord): void {

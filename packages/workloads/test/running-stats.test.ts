@@ -34,7 +34,8 @@ async function runStats(o: { numTasks: number; backups: number; standbys: number
     resources: async () => nodeResources(await createMemoryCoordinator({ store, namespace: 'tg' }), await createLocalTransport({ network })),
     builder: () => new RunningStatsTaskBuilder({ ...o, onRecord: (r) => records.push(r) }),
     linkages: () => runningStatsLinkages(o),
-    node: { sessionTtlMs: 1000 },
+    // Kills free their slot at once; a long TTL only keeps a busy machine from losing leases.
+    node: { sessionTtlMs: 5000 },
     logger: silentLogger,
   });
   try {
@@ -67,6 +68,10 @@ describe('running statistics: the arithmetic', () => {
     // Same values, another order: another digest (the fold is a history, not a set).
     expect(fold(s0, { epoch: 0, values: [[7, 990], [1, 10]] }).digest).not.toBe(s1.digest);
     expect(fold(s0, { epoch: 0, values: [[1, 10], [7, 990]] })).toEqual(s1);
+    // A kill after a fold is part of the state (a promoted backup must not repeat it), not of the statistics.
+    const killed = fold(s1, { epoch: 1, values: [[1, 0]], kill: true });
+    expect(killed.kills).toEqual([1]);
+    expect(statsOf(killed)).toEqual(statsOf(s2));
   });
 
   it('offers are in 0..OFFER_RANGE-1 and change with the epoch', () => {
@@ -157,7 +162,7 @@ describe('running statistics: the verdict', () => {
     expect(v.missing).toEqual([1]);
     expect(v.message).toBe(
       'FAIL: state LOST: task 2 holds 1 of 3 epochs (restarted cold in epoch 1, incarnation 2): its primary died and no backup held its state, so it started from nothing (with --backups 1 a promoted backup keeps it); ' +
-        '1 of 3 tasks differ from the reference (task 2: epochs 1, expected 3); no final statistics from task(s) 1; not carried out: kill-at 2:0; no promotion; neighbour events: 0 failed, 0 restarted',
+        '1 of 3 tasks differ from the reference (task 2: epochs 1, expected 3); no final statistics from task(s) 1; not carried out: kill-at 2:0; no promotion; 1 cold start(s): task 2 in epoch 1; neighbour events: 0 failed, 0 restarted',
     );
   });
 
@@ -210,6 +215,9 @@ describe('running statistics: whole runs on the in-process backends', () => {
     expect(verdict.lost).toEqual([1]);
     expect(verdict.promotions).toEqual([]);
     expect(verdict.coldStarts.map((c) => ({ task: c.task, epoch: c.epoch }))).toEqual([{ task: 1, epoch: 3 }]);
+    // The cold replacement does not kill itself again: one kill, two incarnations.
+    expect(verdict.kills).toHaveLength(1);
+    expect(status.tasks[1]?.incarnations).toBe(2);
     // The lost digest spread: the tasks that read from task 1 afterwards are wrong too.
     expect(verdict.wrong).toEqual(expect.arrayContaining([0, 1, 3, 4]));
     expect(verdict.message).toMatch(/^FAIL: state LOST: task 1 holds 6 of 9 epochs \(restarted cold in epoch 3, incarnation 2\)/);
