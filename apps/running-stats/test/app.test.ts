@@ -49,7 +49,7 @@ describe('runningStatsApp', () => {
   });
 
   it('with --backups 1 a primary killed mid-job (--arg kill-at) is replaced by its promoted backup: PASS', async () => {
-    const { status, verdict, results } = await runApp(5, 1, 1, { epochs: '6', 'kill-at': '3:2', 'wait-backups': '1' });
+    const { status, verdict, results } = await runApp(5, 1, 1, { epochs: '6', 'kill-at': '3:2' });
     expect(status.state).toBe('done');
     expect(verdict?.ok, verdict?.message).toBe(true);
     expect(verdict?.message).toMatch(/^PASS: exact statistics for 5 tasks over 7 epochs .*; 1 promotion\(s\) with the state: task 2 at seq 4 in epoch 3;/);
@@ -60,7 +60,7 @@ describe('runningStatsApp', () => {
     const { verdict } = await runApp(5, 0, 1, { epochs: '6', 'kill-at': '3:2' });
     expect(verdict?.ok).toBe(false);
     expect(verdict?.message).toMatch(/^FAIL: state LOST: task 2 holds 4 of 7 epochs \(restarted cold in epoch 3, incarnation 2\)/);
-    expect(verdict?.message).toMatch(/also pass --arg wait-backups=B/);
+    expect(verdict?.message).toMatch(/run with --backups 1/);
   });
 
   it('verify fails a run that reported nothing, and a kill that did not happen', () => {
@@ -72,7 +72,7 @@ describe('runningStatsApp', () => {
   });
 
   it('rejects malformed arguments with INVALID_ARGUMENT', () => {
-    for (const args of [{ epochs: '-1' }, { epochs: 'ten' }, { fanout: '0' }, { 'wait-backups': 'x' }, { 'kill-at': '3' }, { 'kill-at': '1:2,x' }, { 'kill-at': '1:7' }, { epochs: '2', 'kill-at': '3:1' }]) {
+    for (const args of [{ epochs: '-1' }, { epochs: 'ten' }, { fanout: '0' }, { 'kill-at': '3' }, { 'kill-at': '1:2,x' }, { 'kill-at': '1:7' }, { epochs: '2', 'kill-at': '3:1' }]) {
       let caught: unknown;
       try {
         runningStatsApp.taskBuilder(context(7, args));

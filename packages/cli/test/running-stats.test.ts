@@ -38,7 +38,7 @@ function runCli(args: string[]): Promise<{ code: number | null; out: string }> {
 function runWithKill(coordinator: string): Promise<{ code: number | null; out: string }> {
   return runCli([
     'run', APP, '--tasks', '4', '--backups', '1', '--standbys', '1',
-    '--arg', 'epochs=6', '--arg', 'kill-at=2:1', '--arg', 'wait-backups=1',
+    '--arg', 'epochs=6', '--arg', 'kill-at=2:1',
     '--timeout', '150', '--coordinator', coordinator,
   ]);
 }

@@ -229,8 +229,12 @@ export class BackupTask {
     if (this.target !== primary) return;
     this.appliedSeq = header.seq;
     this.restored = true;
-    this.inSync = true;
     this.target = { ...primary, incarnation: header.incarnation };
+    // The record says `ready` before any update is acknowledged through this backup: a
+    // standby deciding whether to take a free primary slot reads the records, and must
+    // not take it over a backup that holds acknowledged updates.
+    await this.markReady();
+    this.inSync = true;
     for (const [seq, h] of this.held) {
       if (seq <= this.appliedSeq) {
         this.held.delete(seq);
@@ -238,7 +242,6 @@ export class BackupTask {
       }
     }
     this.drain();
-    await this.markReady();
     this.logger.info('backup in sync with the primary', { primaryToken: primary.token, seq: header.seq, bytes: bytes.length });
   }
 

@@ -66,6 +66,8 @@ export class Replicator {
   private readonly peers = new Map<string, Peer>();
   private readonly held = new Map<string, HeldSnapshot>();
   private readonly life = new AbortController();
+  /** Wakes `waitForBackups` when a backup syncs or goes. */
+  private readonly syncs = new Notifier();
   private readonly unsubscribe: () => void;
   private readonly maxBody: number;
   private requestSeq = 0;
@@ -86,6 +88,21 @@ export class Replicator {
   /** The seq of the last change handed out. */
   get lastSeq(): number {
     return this.seq;
+  }
+
+  /** How many backups hold this primary's state now (took its snapshot, not gone). */
+  get inSync(): number {
+    let n = 0;
+    for (const p of this.peers.values()) if (p.synced !== undefined) n++;
+    return n;
+  }
+
+  /** Resolves once `count` backups hold this primary's state; rejects when `signal` aborts. */
+  async waitForBackups(count: number, signal: AbortSignal): Promise<void> {
+    while (this.inSync < count) {
+      if (this.life.signal.aborted) throw this.life.signal.reason as Error;
+      await this.syncs.wait(this.o.clock, 1000, signal);
+    }
   }
 
   /** The backups this primary ships to now (for logs and tests). */
@@ -115,6 +132,7 @@ export class Replicator {
     const taking = isBackupable(this.o.task) ? this.o.task.snapshot() : new Uint8Array(0);
     peer.synced = seq;
     peer.changed.notify();
+    this.syncs.notify();
     const bytes = await taking;
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`task ${this.o.taskId}: snapshot() must return a Uint8Array`);
     const id = `${this.o.token}-${seq}-${randomBytes(6).toString('hex')}`;
@@ -145,6 +163,7 @@ export class Replicator {
     this.unsubscribe();
     this.life.abort(new ClosedError(`task ${this.o.taskId}: the primary stopped replicating`));
     for (const p of this.peers.values()) p.changed.notify();
+    this.syncs.notify();
     for (const h of this.held.values()) this.o.clock.clearTimeout(h.timer);
     this.held.clear();
   }
@@ -165,6 +184,7 @@ export class Replicator {
     this.peers.delete(token);
     peer.gone = true;
     peer.changed.notify();
+    this.syncs.notify();
     this.o.logger.info('a backup left; updates no longer wait for it', { slot: peer.value.slot });
   }
 

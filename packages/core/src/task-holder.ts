@@ -81,6 +81,7 @@ export class TaskHolder implements ReplicationView {
       host.framework,
       { id, primary: () => this.running, backup: () => this.backupTask, logger: () => this.log },
       joined.spec.numTasks,
+      joined.spec.backups,
     );
   }
 

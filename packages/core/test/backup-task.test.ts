@@ -10,7 +10,7 @@ import { encodeJson, keys } from '../src/layout.js';
 import { METHODS, frame, unframe } from '../src/replication-wire.js';
 import type { UpdateHeader } from '../src/replication-wire.js';
 import { newStats } from '../src/stats.js';
-import { bytes, memoryWorld, recordingLogger, text } from './parts.js';
+import { bytes, memoryWorld, recordingLogger, text, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
 const closers: Array<() => Promise<void>> = [];
@@ -104,7 +104,7 @@ async function setup() {
     return backup.handleUpdate(h, body, new AbortController().signal);
   };
   const record = () => JSON.parse(w.text(keys.backup(w.job, 0, 0)) ?? 'null') as { state: string; primaryToken?: string } | null;
-  return { backup, task, primary, update, snapshots, asked, record, gone };
+  return { backup, task, primary, update, snapshots, asked, record, gone, coordinator };
 }
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -133,6 +133,23 @@ describe('BackupTask', () => {
     await update('7', 3, 'c-again');
     expect(task.items).toEqual(['a', 'b', 'c', 'd']);
     expect(backup.applied).toBe(4);
+  });
+
+  it('acknowledges no update before its record says ready: a standby reading the records must not take the slot over it', async () => {
+    const { backup, task, primary, update, snapshots, record, coordinator } = await setup();
+    snapshots.push({ seq: 0, items: [], gate: Promise.resolve() });
+    const refused = coordinator.faults.add({ op: 'update', key: keys.backup(w.job, 0, 0), times: 1 });
+    await backup.start();
+    primary('7');
+    await eventually('the ready write refused once', () => refused.hits === 1);
+    const first = track(update('7', 1, 'a'));
+    await turn();
+    expect(first.state.settled).toBe(false);
+    expect(record()?.state).toBe('syncing');
+    await w.clock.advance(1000);
+    await first.promise;
+    expect(record()?.state).toBe('ready');
+    expect(task.items).toEqual(['a']);
   });
 
   it('refuses an update from a deposed primary and asks a newer one it does not follow yet to wait', async () => {

@@ -2,6 +2,7 @@ import type { BackedUpFramework, Backupable, EpochContext, NeighborEvent, RoleCh
 import { eventually } from '@taskgraph/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { world } from './helpers.js';
+import { track, turn } from './parts.js';
 
 const LINKS = ['Parents', 'Children'];
 const enc = new TextEncoder();
@@ -75,11 +76,20 @@ describe('hot standby', () => {
     const a = await w.node(() => tasks.get(), {}, 1);
     const runA = a.node.start();
     await eventually('the primary', () => a.node.currentTask === 0);
+    await eventually('its first epoch', () => tasks.made[0]?.ctx !== undefined);
+    const first = tasks.made[0]!;
+    expect(first.fw!.getNumBackups()).toBe(1);
+    const backedUp = track(first.fw!.waitForBackups(first.ctx!));
+    await turn();
+    expect(backedUp.state.settled).toBe(false);
     const b = await w.node(() => tasks.get(), {}, 1);
     const runB = b.node.start();
+    await backedUp.promise;
     await eventually('the backup in sync', async () => (await ctl.status())?.tasks[0]?.backups[0]?.state === 'ready');
     expect(b.node.backupOf).toBe(0);
     const [primary, backup] = tasks.made as [Ledger, Ledger];
+    await expect(backup.fw!.waitForBackups(primary.ctx!)).rejects.toThrow('only the task\'s primary can waitForBackups');
+    await expect(primary.fw!.waitForBackups(primary.ctx!, 2)).rejects.toThrow('can never be in sync');
     expect(primary.fw!.getRole()).toBe('primary');
     expect(backup.fw!.getRole()).toBe('backup');
     expect(await primary.add(1)).toMatchObject({ seq: 1, epoch: 0 });

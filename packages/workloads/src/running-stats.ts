@@ -167,13 +167,6 @@ export interface RunningStatsOptions {
    * task over cold in that epoch (its state cannot know) does not kill again.
    */
   readonly killAt?: readonly KillAt[];
-  /**
-   * Before its first fold, a task's primary waits until this many backups have
-   * taken a snapshot of its state (the job's `backups`: a task cannot read it). So
-   * the job starts only once every task is mirrored, and a kill cannot come before
-   * the backup that must survive it. Default 0 (no wait).
-   */
-  readonly waitBackups?: number;
   /** Receives the tasks' records (an app passes its `report`). */
   readonly onRecord?: (record: RunningStatsRecord) => void;
 }
@@ -207,33 +200,6 @@ function decodeJson<T>(bytes: Uint8Array, guard: (v: unknown) => v is T, what: s
   return v;
 }
 
-/** Resolves once `count()` reaches `n`; `poke()` re-checks. */
-class CountWaiter {
-  private waiters: Array<() => void> = [];
-
-  constructor(private readonly count: () => number) {}
-
-  poke(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  async reach(n: number, signal: AbortSignal): Promise<void> {
-    while (this.count() < n) {
-      signal.throwIfAborted();
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          signal.removeEventListener('abort', done);
-          resolve();
-        };
-        signal.addEventListener('abort', done, { once: true });
-        this.waiters.push(done);
-      });
-    }
-  }
-}
-
 class RunningStatsTask implements Task, Backupable {
   private fw!: BackedUpFramework;
   private id = -1;
@@ -245,10 +211,8 @@ class RunningStatsTask implements Task, Backupable {
   private epoch = -1;
   private childrenFolded = new Set<number>();
   private finished = -1;
-  private snapshotsServed = 0;
   /** The epoch in which this node took the task over without its state (a cold start), if it did. */
   private coldStartEpoch: number | undefined;
-  private readonly snapshots = new CountWaiter(() => this.snapshotsServed);
   private readonly numEpochs: number;
 
   readonly methods = [serve(getOffer, (ctx: EpochContext) => this.offer(ctx))];
@@ -313,8 +277,6 @@ class RunningStatsTask implements Task, Backupable {
   exit(): void {}
 
   snapshot(): Uint8Array {
-    this.snapshotsServed++;
-    this.snapshots.poke();
     return enc.encode(JSON.stringify(this.state));
   }
 
@@ -328,8 +290,9 @@ class RunningStatsTask implements Task, Backupable {
 
   /** Pulls the epoch's values, folds them and has the backups apply the change. True when the node killed itself after it. */
   private async foldEpoch(ctx: EpochContext, epoch: number): Promise<boolean> {
-    const want = this.o.waitBackups ?? 0;
-    if (want > 0 && this.state.epochs === 0) await this.snapshots.reach(want, ctx.signal);
+    // Work acknowledged before the task is backed up would die with its primary: the
+    // job starts only once every task is mirrored (the job's backups, if it has any).
+    if (this.state.epochs === 0 && this.fw.getNumBackups() > 0) await this.fw.waitForBackups(ctx);
     const values = await Promise.all(this.neighbours.map(async (n) => [n, await this.fw.dataRequest(ctx, n, getOffer, null)] as const));
     const kill = this.killDue(epoch);
     // The state changes and the change goes to update() in one synchronous turn
@@ -377,11 +340,10 @@ class RunningStatsTask implements Task, Backupable {
 /** Builds a running-statistics task for every task id. */
 export class RunningStatsTaskBuilder implements TaskBuilder {
   constructor(private readonly options: RunningStatsOptions) {
-    const { numTasks, numEpochs = 10, fanout = 2, waitBackups = 0 } = options;
+    const { numTasks, numEpochs = 10, fanout = 2 } = options;
     if (!Number.isInteger(numTasks) || numTasks < 1) throw new InvalidArgumentError(`running-stats: numTasks must be a positive integer, got ${numTasks}`);
     if (!Number.isInteger(numEpochs) || numEpochs < 0 || numEpochs > MAX_EPOCHS) throw new InvalidArgumentError(`running-stats: numEpochs must be an integer in 0..${MAX_EPOCHS}, got ${numEpochs}`);
     if (!Number.isInteger(fanout) || fanout < 1) throw new InvalidArgumentError(`running-stats: fanout must be a positive integer, got ${fanout}`);
-    if (!Number.isInteger(waitBackups) || waitBackups < 0) throw new InvalidArgumentError(`running-stats: waitBackups must be a non-negative integer, got ${waitBackups}`);
     const seen = new Set<string>();
     for (const k of options.killAt ?? []) {
       if (seen.has(`${k.epoch}:${k.task}`)) throw new InvalidArgumentError(`running-stats: kill-at ${k.epoch}:${k.task} is given twice`);

@@ -111,7 +111,6 @@ describe('running statistics: the arithmetic', () => {
       { numTasks: 0 },
       { numTasks: 3, numEpochs: -1 },
       { numTasks: 3, fanout: 0 },
-      { numTasks: 3, waitBackups: 1.5 },
       { numTasks: 3, killAt: [{ epoch: 1, task: 3 }] },
       { numTasks: 3, numEpochs: 4, killAt: [{ epoch: 5, task: 0 }] },
       { numTasks: 3, killAt: [{ epoch: 1, task: 1 }, { epoch: 1, task: 1 }] },
@@ -185,7 +184,7 @@ describe('running statistics: whole runs on the in-process backends', () => {
 
   it('with a backup per task, primaries killed mid-job (the root and a subtree root) are replaced by promoted backups: exact answer', async () => {
     const killAt = [{ epoch: 3, task: 1 }, { epoch: 5, task: 0 }];
-    const { status, verdict, records } = await runStats({ numTasks: 7, numEpochs: 8, backups: 1, standbys: 1, waitBackups: 1, killAt });
+    const { status, verdict, records } = await runStats({ numTasks: 7, numEpochs: 8, backups: 1, standbys: 1, killAt });
     expect(verdict.message, verdict.message).toMatch(/^PASS: /);
     expect(verdict.kills.map((k) => `${k.epoch}:${k.task}`)).toEqual(['3:1', '5:0']);
     // Each killed task went on with its state: a promotion with the seq it had reached, no cold start.
