@@ -61,8 +61,18 @@ export function isBackupable(task: Task): task is Task & Backupable {
   return typeof t.snapshot === 'function' && typeof t.restore === 'function' && typeof t.applyUpdate === 'function';
 }
 
+/**
+ * A backup is told apart by its slot and its slot lock's token together: tokens
+ * only grow per lock, and some backends (Kubernetes Leases) count them per lock, so
+ * two slots' holders can have the same token.
+ */
+function peerKey(value: Pick<BackupValue, 'slot' | 'token'>): string {
+  return `${value.slot}/${value.token}`;
+}
+
 export class Replicator {
   private seq: number;
+  /** By `peerKey`. */
   private readonly peers = new Map<string, Peer>();
   private readonly held = new Map<string, HeldSnapshot>();
   private readonly life = new AbortController();
@@ -80,7 +90,7 @@ export class Replicator {
     for (const b of o.addresses.backupsOf(o.taskId)) this.admit(b);
     this.unsubscribe = o.addresses.subscribe((c) => {
       if (c.kind !== 'backup' || c.task !== o.taskId) return;
-      if (c.before && c.before.token !== c.after?.token) this.drop(c.before.token);
+      if (c.before && (c.after === undefined || peerKey(c.before) !== peerKey(c.after))) this.drop(peerKey(c.before));
       if (c.after) this.admit(c.after);
     });
   }
@@ -171,17 +181,18 @@ export class Replicator {
   private admit(value: BackupValue): Peer | undefined {
     // This node's own backup record, gone since its promotion, may still be in the address book.
     if (value.nodeId === this.o.nodeId) return undefined;
-    const known = this.peers.get(value.token);
+    const key = peerKey(value);
+    const known = this.peers.get(key);
     if (known) return known;
     const peer: Peer = { value, synced: undefined, gone: false, changed: new Notifier() };
-    this.peers.set(value.token, peer);
+    this.peers.set(key, peer);
     return peer;
   }
 
-  private drop(token: string): void {
-    const peer = this.peers.get(token);
+  private drop(key: string): void {
+    const peer = this.peers.get(key);
     if (!peer) return;
-    this.peers.delete(token);
+    this.peers.delete(key);
     peer.gone = true;
     peer.changed.notify();
     this.syncs.notify();

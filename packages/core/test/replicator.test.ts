@@ -59,7 +59,7 @@ async function setup(options: { maxMessageBytes?: number } = {}) {
   });
   closers.push(() => replicator.close());
   /** A backup server: answers updates with `answer` (default: apply). */
-  const backup = async (slot: number, answer?: (h: UpdateHeader) => void) => {
+  const backup = async (slot: number, answer?: (h: UpdateHeader) => void, token = String(20 + slot)) => {
     const got: UpdateLog[] = [];
     let calls = 0;
     const server = await transport.listen({
@@ -72,7 +72,7 @@ async function setup(options: { maxMessageBytes?: number } = {}) {
         return new Uint8Array(0);
       },
     });
-    const value = { nodeId: `b${slot}`, address: server.address, token: String(20 + slot), slot, state: 'syncing' as const };
+    const value = { nodeId: `b${slot}`, address: server.address, token, slot, state: 'syncing' as const };
     const put = () => addresses.event({ type: 'put', key: keys.backup(w.job, 0, slot), value: encodeJson(value), version: '1' });
     const remove = () => addresses.event({ type: 'delete', key: keys.backup(w.job, 0, slot) });
     const askSnapshot = async () => {
@@ -109,6 +109,25 @@ describe('Replicator', () => {
     // From the snapshot's seq on, every update goes to it.
     await replicator.update(ctx, bytes('u7'));
     expect(b.got.map((l) => [l.seq, text(l.data)])).toEqual([[7, 'u7']]);
+  });
+
+  it('two backups whose slot locks have the same token (Kubernetes counts tokens per lock) are two peers, each sent every update', async () => {
+    const { replicator, backup, ctx } = await setup();
+    const b0 = await backup(0, undefined, '1');
+    const b1 = await backup(1, undefined, '1');
+    b0.put();
+    b1.put();
+    await b0.askSnapshot();
+    await b1.askSnapshot();
+    expect(replicator.inSync).toBe(2);
+    await replicator.update(ctx, bytes('u6'));
+    expect(b0.got.map((l) => l.seq)).toEqual([6]);
+    expect(b1.got.map((l) => l.seq)).toEqual([6]);
+    // One of them going leaves the other in.
+    b0.remove();
+    await replicator.update(ctx, bytes('u7'));
+    expect(b1.got.map((l) => l.seq)).toEqual([6, 7]);
+    expect(replicator.backups.map((b) => b.slot)).toEqual([1]);
   });
 
   it('a backup whose record goes is dropped: an update waiting on it resolves', async () => {
