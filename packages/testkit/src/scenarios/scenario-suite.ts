@@ -20,6 +20,7 @@ import {
   probeLinkages,
 } from './probe-app.js';
 import { jobName, runJob as runJobOn } from './run-job.js';
+import { standbyScenarios } from './standby-scenarios.js';
 import type { RunOptions } from './run-job.js';
 
 export type { ScenarioBackend } from './backend.js';
@@ -312,5 +313,7 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
       },
       timeout,
     );
+
+    standbyScenarios(test, backend, logger, timeout);
   });
 }
