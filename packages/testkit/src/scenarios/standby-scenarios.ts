@@ -173,7 +173,7 @@ export function standbyScenarios(test: TestApi, backend: ScenarioBackend, logger
   }
 
   test.describe('hot standby', () => {
-    for (const backups of [1]) {
+    for (const backups of [1, 2]) {
       const kills = backups === 1 ? 3 : 4;
       test.it(
         `the primary of a task is killed ${kills} times while it streams (backups ${backups}, a cold standby): every takeover is a promotion, no acknowledged update lost or applied twice`,
