@@ -128,6 +128,8 @@ export class TaskFramework implements BackedUpFramework {
   }
 
   async update(ctx: EpochContext, data: Uint8Array): Promise<UpdateLog> {
+    // A node that left (its lease lost, or any other reason) is no longer the primary: LeaseLostError, as documented.
+    this.host.assertOwner('update');
     this.host.epochs.check(ctx, this.assertAlive);
     return this.primary('update').replicator.update(ctx, data);
   }

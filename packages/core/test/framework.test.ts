@@ -205,6 +205,16 @@ describe('TaskFramework', () => {
     });
   });
 
+  describe('update', () => {
+    it('on a node that is no longer the primary (its lease lost, or it left): LeaseLostError, as documented, even once the node is closed', async () => {
+      const { framework, tracker, node, asked } = await setup();
+      node.lost = true;
+      node.left = true;
+      expect(await rejectionOf(framework.update(tracker.context, bytes('x')))).toMatchObject({ code: 'LEASE_LOST', message: 'update: lost' });
+      expect(asked.owner).toEqual(['update']);
+    });
+  });
+
   describe('dataRequest', () => {
     it('asks the target from this task, returns the answer, and queues dataReady with it', async () => {
       const seen: unknown[] = [];
