@@ -160,6 +160,7 @@ export class EtcdCoordinator extends CoordinatorBase<EtcdSession> {
     this.#lockHost = {
       keys: this.#keys,
       logger: this.logger,
+      clock: this.clock,
       txn: (request, kind, what) => this.#txn(request, kind, what),
       waitForDelete: (key, after, signals, what) => this.#waitForDelete(key, after, signals, what),
     };

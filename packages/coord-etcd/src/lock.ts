@@ -12,7 +12,8 @@
  */
 import type { IKeyValue, IRangeResponse, ITxnRequest, ITxnResponse } from 'etcd3';
 import { ClosedError, ErrorCodes, LeaseLostError, TaskGraphError } from '@taskgraph/api';
-import type { Lock, LockHolder, Logger } from '@taskgraph/api';
+import type { Clock, Lock, LockHolder, Logger } from '@taskgraph/api';
+import { Backoff, pause } from '@taskgraph/backend-kit';
 import type { Stops } from '@taskgraph/backend-kit';
 import type { CallKind } from './errors.js';
 import type { Keyspace } from './keys.js';
@@ -21,6 +22,7 @@ import type { EtcdSession } from './session.js';
 export interface LockHost {
   readonly keys: Keyspace;
   readonly logger: Logger;
+  readonly clock: Clock;
   txn(request: ITxnRequest, kind: CallKind, what: string): Promise<ITxnResponse>;
   /** Resolves when `key` is deleted after revision `after`, or when one of `signals` aborts. */
   waitForDelete(key: Buffer, after: bigint, signals: readonly AbortSignal[], what: string): Promise<void>;
@@ -128,12 +130,37 @@ export async function tryAcquireLock(host: LockHost, name: string, session: Etcd
       what,
     );
   } catch (err) {
-    // Taken or not, nobody would ever release it: make sure it is not held.
-    if (TaskGraphError.is(err, ErrorCodes.Indeterminate)) await withdraw(host, key, undefined, `${what} (withdrawing)`);
-    throw err;
+    if (!TaskGraphError.is(err, ErrorCodes.Indeterminate)) throw err;
+    // The answer was lost: if the put was applied, our key is alone in the range and the
+    // lock is ours. Read it back rather than leave a lock nobody would ever release (a
+    // withdrawal can fail as well while etcd is away, and the key lives as long as the session).
+    const token = await readBack(host, key, session, what);
+    if (token === undefined) return undefined;
+    host.logger.info('a lock taken by a write whose answer was lost is ours', { lock: name });
+    return new EtcdLock(host, name, owner, token, session, key);
   }
   if (!res.succeeded) return undefined;
   return new EtcdLock(host, name, owner, BigInt(res.header.revision), session, key);
+}
+
+/**
+ * Our waiter key's create_revision, or undefined when it is not there: read until etcd
+ * answers, as long as the session lives (the key goes with it otherwise).
+ */
+async function readBack(host: LockHost, key: Buffer, session: EtcdSession, what: string): Promise<bigint | undefined> {
+  const backoff = new Backoff(100, 2000);
+  host.logger.info('the answer to a lock write was lost; reading the lock back', { key: key.toString() });
+  for (;;) {
+    if (session.isLost()) throw new LeaseLostError(`${what}: the session was lost while reading back a lock write whose answer was lost`);
+    try {
+      const res = await host.txn({ success: [{ request_range: { key, keys_only: true } }] }, 'read', `${what} (reading back)`);
+      const kv = rangeOf(res, 0)?.kvs[0];
+      return kv ? BigInt(kv.create_revision) : undefined;
+    } catch (err) {
+      if (!TaskGraphError.is(err) || !err.retryable) throw err;
+      await pause(host.clock, backoff.next(), session.lost);
+    }
+  }
 }
 
 export async function lockHolder(host: LockHost, name: string, what: string): Promise<LockHolder | undefined> {

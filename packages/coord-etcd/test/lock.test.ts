@@ -1,6 +1,7 @@
-import { describe, it, expect } from 'vitest';
-import type { Lock } from '@taskgraph/api';
-import { eventually, rejection } from '@taskgraph/testkit';
+import { afterAll, beforeAll, describe, it, expect } from 'vitest';
+import type { Lock, Logger } from '@taskgraph/api';
+import { eventually, rejection, startTcpProxy } from '@taskgraph/testkit';
+import type { TcpProxy } from '@taskgraph/testkit';
 import type { EtcdCoordinator } from '../src/index.js';
 import { etcdFixture, namespace, patience } from './helpers.js';
 
@@ -156,4 +157,48 @@ describe('etcd locks: order and fencing tokens across clients', () => {
     await eventually("B's waiter is gone with its revoked lease", async () => (await waiters(a, 'c')).length === 1, patience);
     await la.release();
   });
+});
+
+describe('etcd locks: a tryAcquire whose answer is lost', () => {
+  let proxy: TcpProxy;
+  beforeAll(async () => {
+    proxy = await startTcpProxy({ target: etcd.server.clientAddress });
+  });
+  afterAll(async () => {
+    await proxy.close();
+  });
+
+  it('reads the lock back: the put was applied, so the lock is ours (not left held by nobody), and it releases as usual', async () => {
+    const said: string[] = [];
+    const logger: Logger = {
+      debug: () => undefined,
+      info: (msg: string) => void said.push(msg),
+      warn: (msg: string) => void said.push(msg),
+      error: (msg: string) => void said.push(msg),
+      child: () => logger,
+    };
+    const c = await etcd.coordinator({ hosts: [`http://${proxy.address}`], requestTimeoutMs: 1000, logger });
+    const other = await etcd.coordinator({ namespace: c.namespace });
+    const s = await c.openSession({ ttlMs: 30_000 });
+    proxy.cutReplies();
+    let lock: Lock | undefined;
+    try {
+      const taking = c.tryAcquire('slot', s, { owner: 'me' });
+      await eventually('the put reached etcd', async () => (await other.holder('slot'))?.owner === 'me', patience);
+      await eventually('its answer was given up on', () => said.some((m) => m.includes('reading the lock back')), patience);
+      proxy.heal();
+      lock = await taking;
+    } finally {
+      proxy.heal();
+    }
+    expect(lock).toBeDefined();
+    expect(await other.holder('slot')).toEqual({ owner: 'me', token: lock!.token });
+    expect((await waiters(other, 'slot')).length).toBe(1);
+    await lock!.release();
+    const so = await other.openSession({ ttlMs: 10_000 });
+    const next = await other.tryAcquire('slot', so, { owner: 'other' });
+    expect(next?.token).toBeGreaterThan(lock!.token);
+    await next!.release();
+    await s.close();
+  }, 60_000);
 });

@@ -29,6 +29,11 @@ export interface TcpProxy {
   readonly isCut: boolean;
   /** Stops every byte in both directions, on open and new connections, until `heal()`. */
   cut(): void;
+  /**
+   * Holds the server's bytes only, until `heal()`: requests still arrive and are
+   * applied, their answers are lost to the client (a write's outcome is unknown to it).
+   */
+  cutReplies(): void;
   /** Lets bytes flow again, held ones first. */
   heal(): void;
   /** Destroys every open connection (the client sees a connection reset). */
@@ -54,6 +59,7 @@ class Proxy implements TcpProxy {
   readonly #target: { host: string; port: number };
   readonly #pairs = new Set<Pair>();
   #cut = false;
+  #repliesCut = false;
   #port = 0;
 
   constructor(target: { host: string; port: number }) {
@@ -99,7 +105,8 @@ class Proxy implements TcpProxy {
     upstream.on('error', () => this.#drop(pair));
     upstream.on('close', () => this.#drop(pair));
     forward(pair.client, upstream, () => this.#cut);
-    forward(upstream, pair.client, () => this.#cut);
+    forward(upstream, pair.client, () => this.#cut || this.#repliesCut);
+    if (this.#repliesCut) upstream.pause();
     if (!this.#cut) pair.client.resume();
   }
 
@@ -117,8 +124,14 @@ class Proxy implements TcpProxy {
     }
   }
 
+  cutReplies(): void {
+    this.#repliesCut = true;
+    for (const pair of this.#pairs) pair.upstream?.pause();
+  }
+
   heal(): void {
     this.#cut = false;
+    this.#repliesCut = false;
     for (const pair of this.#pairs) {
       if (pair.upstream === undefined) {
         this.#connectUpstream(pair);

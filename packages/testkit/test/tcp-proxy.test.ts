@@ -65,6 +65,37 @@ describe('startTcpProxy', () => {
     late.socket.destroy();
   });
 
+  it('cutReplies lets requests through and holds the answers until heal', async () => {
+    let arrived = '';
+    const server = createServer((s) => {
+      s.setEncoding('utf8');
+      s.on('error', () => undefined);
+      s.on('data', (chunk: string) => {
+        arrived += chunk;
+        s.write(chunk.toUpperCase());
+      });
+    });
+    await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, () => resolve()));
+    const p = await startTcpProxy({ target: (server.address() as { port: number }).port });
+    try {
+      const c = await client(p.port);
+      c.socket.write('a');
+      await eventually('the first answer', () => c.received() === 'A');
+      p.cutReplies();
+      c.socket.write('b');
+      await eventually('the request reaches the server', () => arrived === 'ab');
+      // A deliberate negative check: for a while, the answer may not get through.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(c.received()).toBe('A');
+      p.heal();
+      await eventually('the held answer arrives', () => c.received() === 'AB');
+      c.socket.destroy();
+    } finally {
+      await p.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
   it('reset drops every connection', async () => {
     const c = await client(proxy.port);
     c.socket.write('x');
