@@ -20,7 +20,7 @@ import type { BackedUpFramework, Backupable, EpochContext, RoleChange, Task, Tas
 import { bytesCodec, defineApp, defineMethod, jsonCodec, serve } from '@taskgraph/core';
 import type { AppContext } from '@taskgraph/core';
 import { IDLE_LINK, NoNeighbors } from './coordination-idle-app.js';
-import { buildState } from './hot-standby-state.js';
+import { buildStateInSlices } from './hot-standby-state.js';
 import { Once } from './src/once.js';
 
 export const LINK = IDLE_LINK;
@@ -110,11 +110,11 @@ class StateTask implements Task, Backupable {
     this.#framework = framework;
   }
 
-  becamePrimary(_ctx: EpochContext, change: RoleChange): void {
+  async becamePrimary(_ctx: EpochContext, change: RoleChange): Promise<void> {
     // A promoted backup has the state already; a fresh primary must make it.
     if (change.promoted) return;
     const started = performance.now();
-    this.#words = buildState(this.seed, this.bytes);
+    this.#words = await buildStateInSlices(this.seed, this.bytes);
     this.#ready.resolve();
     this.ctx.report({ kind: 'built', incarnation: change.incarnation, ms: Math.round(performance.now() - started) } satisfies BuiltRecord);
   }

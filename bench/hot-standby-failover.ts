@@ -21,7 +21,7 @@
 import { InternalError } from '@taskgraph/api';
 import type { Logger } from '@taskgraph/api';
 import type { Namespace, Watcher } from 'etcd3';
-import { KeyEvents, sleepMs, spread, tokenOf, waitFor } from './coordination-etcd.js';
+import { KeyEvents, sleepMs, spread, tokenOf } from './coordination-etcd.js';
 import { PROBE, isBuiltRecord } from './hot-standby-app.js';
 import { ProcessJob, STEP_TIMEOUT_MS } from './hot-standby-job.js';
 import { stateWord } from './hot-standby-state.js';
@@ -174,7 +174,7 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
       const promoted = backupNode !== undefined && after?.tasks[0]?.nodeId === backupNode;
       let rebuildMs: number | undefined;
       if (side.kind === 'cold') {
-        await waitFor(() => side.builds.has(answer.incarnation), STEP_TIMEOUT_MS, 'the new primary to report its build');
+        await job.until(() => side.builds.has(answer.incarnation), 'the new primary to report its build');
         rebuildMs = side.builds.get(answer.incarnation);
       }
       const sample: Sample = {

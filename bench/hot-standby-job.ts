@@ -94,19 +94,19 @@ export class ProcessJob {
     try {
       await job.controller.createJob({ numTasks: 2, linkTypes: [LINK], backups: o.backups });
       const prober = await job.#startInProcess(job.probe);
-      await job.#until(() => prober.node.currentTask === PROBE_TASK, 'the prober to run task 1');
+      await job.until(() => prober.node.currentTask === PROBE_TASK, 'the prober to run task 1');
       await Promise.race([job.probe.entered, prober.finished.then(() => Promise.reject(new InternalError('the prober node ended before its first epoch')))]);
       job.procs.spawn();
-      await job.#until(async () => (await job.controller.status())?.tasks[STATE_TASK]?.token !== undefined, "task 0's primary process to claim it");
+      await job.until(async () => (await job.controller.status())?.tasks[STATE_TASK]?.token !== undefined, "task 0's primary process to claim it");
       for (let k = 1; k <= o.backups; k++) {
         const filler = await job.#startInProcess(new ProbeTask());
-        await job.#until(() => filler.node.backupOf === PROBE_TASK || filler.node.currentTask !== undefined, `an in-process backup of task 1 (${k})`);
+        await job.until(() => filler.node.backupOf === PROBE_TASK || filler.node.currentTask !== undefined, `an in-process backup of task 1 (${k})`);
         if (filler.node.backupOf !== PROBE_TASK) throw new InternalError(`the in-process node meant for task 1's backup slot took task ${String(filler.node.currentTask)}`);
         job.procs.spawn();
-        await job.#until(async () => (await job.controller.status())?.tasks[STATE_TASK]?.backups.length === k, `task 0's backup process ${k} to claim a slot`);
+        await job.until(async () => (await job.controller.status())?.tasks[STATE_TASK]?.backups.length === k, `task 0's backup process ${k} to claim a slot`);
       }
       for (let s = 0; s < o.standbys; s++) job.procs.spawn();
-      await job.#until(async () => (await job.controller.status())?.standbys.length === o.standbys, 'the standby processes to register');
+      await job.until(async () => (await job.controller.status())?.standbys.length === o.standbys, 'the standby processes to register');
       await job.steady();
       return job;
     } catch (err) {
@@ -122,7 +122,7 @@ export class ProcessJob {
    */
   async steady(): Promise<Primary> {
     let found: Primary | undefined;
-    await this.#until(async () => {
+    await this.until(async () => {
       const status = await this.controller.status();
       const t = status?.tasks[STATE_TASK];
       if (!status || t?.token === undefined) return false;
@@ -136,11 +136,51 @@ export class ProcessJob {
     return found!;
   }
 
-  /** One `dataRequest` from the prober (task 1) to task 0, with the epoch context the framework gave it. */
-  call<I, O>(method: MethodSpec<I, O>, input: I): Promise<O> {
+  /**
+   * One `dataRequest` from the prober (task 1) to task 0, with the epoch context the
+   * framework gave it. It fails as soon as a process the benchmark did not kill has
+   * ended, or after STEP_TIMEOUT_MS: a request to a task no node can take would
+   * otherwise wait (and retry) for as long as the epoch lasts.
+   */
+  async call<I, O>(method: MethodSpec<I, O>, input: I): Promise<O> {
     const { framework, ctx } = this.probe;
     if (!framework || !ctx) throw new InternalError('the prober is not in an epoch yet');
-    return framework.dataRequest(ctx, STATE_TASK, method, input);
+    const call = framework.dataRequest(ctx, STATE_TASK, method, input);
+    // Given up on below, the request still ends with the epoch when the job is finished.
+    call.catch(() => undefined);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = performance.now() + STEP_TIMEOUT_MS;
+    const watchdog = new Promise<never>((_, reject) => {
+      const tick = (): void => {
+        try {
+          this.procs.checkNoneDied();
+          if (performance.now() > deadline) throw new InternalError(`timed out after ${STEP_TIMEOUT_MS} ms waiting for task 0 to answer ${method.name}`);
+        } catch (err) {
+          reject(err as Error);
+          return;
+        }
+        timer = setTimeout(tick, 100);
+      };
+      tick();
+    });
+    try {
+      return await Promise.race([call, watchdog]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Resolves when `check` is true; fails when a process the benchmark did not kill has ended, or after STEP_TIMEOUT_MS. */
+  until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+    return waitFor(
+      async () => {
+        this.procs.checkNoneDied();
+        return await check();
+      },
+      STEP_TIMEOUT_MS,
+      what,
+      50,
+    );
   }
 
   async close(): Promise<void> {
@@ -175,17 +215,5 @@ export class ProcessJob {
     const n: InProcessNode = { node, coordinator, transport, finished };
     this.#inProcess.push(n);
     return n;
-  }
-
-  #until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-    return waitFor(
-      async () => {
-        this.procs.checkNoneDied();
-        return await check();
-      },
-      STEP_TIMEOUT_MS,
-      what,
-      50,
-    );
   }
 }

@@ -14,9 +14,9 @@
  */
 import { InternalError } from '@taskgraph/api';
 import type { Logger } from '@taskgraph/api';
-import { sleepMs, waitFor } from './coordination-etcd.js';
+import { sleepMs } from './coordination-etcd.js';
 import { FINISH, decodeFinish, isAckRecord } from './hot-standby-app.js';
-import { ProcessJob, STEP_TIMEOUT_MS } from './hot-standby-job.js';
+import { ProcessJob } from './hot-standby-job.js';
 import type { NodeProcess } from './src/node-processes.js';
 
 export interface LostUpdatesOptions {
@@ -90,17 +90,13 @@ export async function runLostUpdates(o: LostUpdatesOptions): Promise<LostUpdates
       const victim = before.proc;
       const backupNode = before.status.tasks[0]!.backups[0]?.nodeId;
       const floor = (ackedBy.get(victim) ?? 0) + ACKS_BEFORE_KILL;
-      await waitFor(() => (ackedBy.get(victim) ?? 0) >= floor, STEP_TIMEOUT_MS, `the primary to acknowledge ${ACKS_BEFORE_KILL} more updates`);
+      await j.until(() => (ackedBy.get(victim) ?? 0) >= floor, `the primary to acknowledge ${ACKS_BEFORE_KILL} more updates`);
       await sleepMs(Math.random() * 300);
       const counts = new Map(ackedBy);
       j.procs.kill(victim);
       await victim.exited;
       let successor: NodeProcess | undefined;
-      await waitFor(
-        () => (successor = j.procs.live().find((p) => (ackedBy.get(p) ?? 0) > (counts.get(p) ?? 0))) !== undefined,
-        STEP_TIMEOUT_MS,
-        'a new primary to acknowledge updates',
-      );
+      await j.until(() => (successor = j.procs.live().find((p) => (ackedBy.get(p) ?? 0) > (counts.get(p) ?? 0))) !== undefined, 'a new primary to acknowledge updates');
       const hot = successor!.nodeId === backupNode;
       if (hot) promoted++;
       // The replacement joins while the new primary streams: it becomes the next backup through a snapshot.
@@ -111,7 +107,7 @@ export async function runLostUpdates(o: LostUpdatesOptions): Promise<LostUpdates
     const last = await j.steady();
     const answer = decodeFinish(await j.call(FINISH, null));
     // Its acknowledgements were written before it answered; wait until all of them are read.
-    await waitFor(() => (ackedBy.get(last.proc) ?? 0) >= answer.acked, STEP_TIMEOUT_MS, "the last primary's acknowledgements to be read");
+    await j.until(() => (ackedBy.get(last.proc) ?? 0) >= answer.acked, "the last primary's acknowledgements to be read");
     const seen = new Set<string>();
     let duplicates = 0;
     for (let i = 0; i + 1 < answer.pairs.length; i += 2) {

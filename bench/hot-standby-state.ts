@@ -16,6 +16,28 @@ export function stateWord(seed: number, i: number): number {
 /** The whole state: `bytes / 4` words. */
 export function buildState(seed: number, bytes: number): Uint32Array {
   const words = new Uint32Array(Math.floor(bytes / 4));
-  for (let i = 0; i < words.length; i++) words[i] = stateWord(seed, i);
+  fill(words, seed, 0, words.length);
   return words;
+}
+
+/** Words of 1 MiB: a few ms of work each. */
+const SLICE_WORDS = 256 * 1024;
+
+/**
+ * The same state, built a slice at a time with the event loop free between slices,
+ * as a node must build it: 64 MiB in one go blocks it for a quarter of a second or
+ * more, and on a busy machine past the session TTL, so the node that took the task
+ * over would lose it again.
+ */
+export async function buildStateInSlices(seed: number, bytes: number): Promise<Uint32Array> {
+  const words = new Uint32Array(Math.floor(bytes / 4));
+  for (let from = 0; from < words.length; from += SLICE_WORDS) {
+    fill(words, seed, from, Math.min(words.length, from + SLICE_WORDS));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return words;
+}
+
+function fill(words: Uint32Array, seed: number, from: number, to: number): void {
+  for (let i = from; i < to; i++) words[i] = stateWord(seed, i);
 }

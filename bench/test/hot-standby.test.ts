@@ -18,7 +18,7 @@ import { USAGE, UsageError, parseCommandLine } from '../hot-standby-cli.js';
 import { decodeFinish, encodeFinish, isAckRecord, isBuiltRecord } from '../hot-standby-app.js';
 import type { FailoverResult } from '../hot-standby-failover.js';
 import type { LostUpdatesResult } from '../hot-standby-lost.js';
-import { buildState, stateWord } from '../hot-standby-state.js';
+import { buildState, buildStateInSlices, stateWord } from '../hot-standby-state.js';
 import type { UpdateResult } from '../hot-standby-update.js';
 
 const benchDir = fileURLToPath(new URL('..', import.meta.url));
@@ -34,7 +34,7 @@ function openHandles(): Record<string, number> {
 }
 
 describe('helpers', () => {
-  it('builds the state word by word from its seed, so one word can be checked alone', () => {
+  it('builds the state word by word from its seed, so one word can be checked alone, in slices or at once', async () => {
     const state = buildState(7, 4096);
     expect(state).toHaveLength(1024);
     for (const i of [0, 1, 511, 1023]) expect(state[i]).toBe(stateWord(7, i));
@@ -42,6 +42,9 @@ describe('helpers', () => {
     expect(buildState(8, 4096)).not.toEqual(state);
     // Not a constant or a counter: words differ from their neighbours.
     expect(new Set(state).size).toBeGreaterThan(1000);
+    // Across slice boundaries (1 MiB each), the sliced build makes the same words.
+    const big = 3 * 1024 * 1024 + 12;
+    expect(await buildStateInSlices(7, big)).toEqual(buildState(7, big));
   });
 
   it('carries the last primary state in a finish answer, and recognises the records the nodes print', () => {
