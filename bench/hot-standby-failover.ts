@@ -51,6 +51,12 @@ export interface FailoverSide {
   readonly address_p50_s: number;
   /** SIGKILL -> etcd deleted the dead primary's address (its lease expired). */
   readonly expiry_p50_s: number;
+  /**
+   * etcd deleted the dead primary's address -> the probe answered: what the framework
+   * (and the application's rebuild) adds to the lease expiry, whatever the moment of
+   * the kill in the keepalive cycle.
+   */
+  readonly after_expiry_p50_ms: number;
   /** New address in etcd -> the probe answered (the prober hears of it, calls, the task answers once it has its state). */
   readonly serve_after_address_p50_ms: number;
   /** What the new primary spent building the state (cold; null when none did: hot). */
@@ -110,6 +116,7 @@ class Side {
         this.samples.map((s) => s.expiry / 1000),
         3,
       ).p50,
+      after_expiry_p50_ms: spread(this.samples.map((s) => s.total - s.expiry)).p50,
       serve_after_address_p50_ms: spread(this.samples.map((s) => s.afterAddress)).p50,
       rebuild_p50_ms: rebuilds.length === 0 ? null : spread(rebuilds).p50,
       promoted: this.samples.filter((s) => s.promoted).length,
@@ -190,7 +197,8 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
       job.procs.spawn();
       o.progress(
         `failover ${side.kind} ${side.samples.length}/${o.repetitions}: ${(sample.total / 1000).toFixed(3)} s ` +
-          `(address ${(sample.address / 1000).toFixed(3)} s, served ${sample.afterAddress.toFixed(0)} ms later` +
+          `(lease expired at ${(sample.expiry / 1000).toFixed(3)} s, new address +${(sample.address - sample.expiry).toFixed(0)} ms, ` +
+          `served +${sample.afterAddress.toFixed(0)} ms` +
           `${rebuildMs === undefined ? '' : `, rebuilt in ${rebuildMs} ms`}${promoted ? ', backup promoted' : ''})`,
       );
     };
