@@ -44,7 +44,7 @@ export type TaskRole = 'primary' | 'backup';
 /** How this node's role in its task changed. */
 export interface RoleChange {
   readonly role: TaskRole;
-  /** The task's incarnation (a primary's; for a backup, the primary it follows). */
+  /** The task's incarnation: a primary's own; for a backup, 0 (it is told before it follows a primary). */
   readonly incarnation: number;
   /** This node's fencing token in its new role (the primary slot's or the backup slot's). */
   readonly token: string;
@@ -71,6 +71,16 @@ export interface NeighborEvent {
 export interface BackedUpFramework extends Framework {
   /** This node's role in its task now. */
   getRole(): TaskRole;
+  /** The backups per task the job was created with (0 when it has none). */
+  getNumBackups(): number;
+  /**
+   * On the primary: resolves once at least `count` backups (default: the job's
+   * `backups`) hold this primary's state, that is, took its snapshot and get every
+   * update since. Work acknowledged before a task is backed up is lost with its
+   * primary; an application that must not lose any waits for this before it starts.
+   * Rejects when `ctx`'s epoch ends first; InvalidArgumentError on a backup.
+   */
+  waitForBackups(ctx: EpochContext, count?: number): Promise<void>;
   /**
    * Ships `data` (a change the primary has just made to its state) to every live
    * backup of the task and resolves once each of them has applied it.

@@ -130,7 +130,9 @@ export class BackupTask {
     if (this.target === undefined || BigInt(this.target.token) < from) {
       throw new UnavailableError(`task ${this.id}: this backup does not follow primary ${header.primaryToken} yet`, { details: { reason: 'resync' } });
     }
-    if (header.seq <= this.appliedSeq) return new Uint8Array(0);
+    // A repeat is known only against the state of this primary: while the snapshot is on
+    // its way, the seqs applied so far came from the previous primary and may name other changes.
+    if (this.inSync && header.seq <= this.appliedSeq) return new Uint8Array(0);
     let entry = this.held.get(header.seq);
     if (!entry) {
       entry = { log: { epoch: header.epoch, seq: header.seq, data: body.slice() }, done: deferred<void>() };
@@ -227,8 +229,12 @@ export class BackupTask {
     if (this.target !== primary) return;
     this.appliedSeq = header.seq;
     this.restored = true;
-    this.inSync = true;
     this.target = { ...primary, incarnation: header.incarnation };
+    // The record says `ready` before any update is acknowledged through this backup: a
+    // standby deciding whether to take a free primary slot reads the records, and must
+    // not take it over a backup that holds acknowledged updates.
+    await this.markReady();
+    this.inSync = true;
     for (const [seq, h] of this.held) {
       if (seq <= this.appliedSeq) {
         this.held.delete(seq);
@@ -236,7 +242,6 @@ export class BackupTask {
       }
     }
     this.drain();
-    await this.markReady();
     this.logger.info('backup in sync with the primary', { primaryToken: primary.token, seq: header.seq, bytes: bytes.length });
   }
 

@@ -76,9 +76,12 @@ export class Claimer {
    * Takes the primary slot of `task` if it is free and no ready backup of it is
    * there to take it with the state. The backups are read from the store (not the
    * watch), so a backup that became ready before the primary died is always seen.
+   * This node's own backup record does not count (a backup not ready yet may take
+   * the slot when no other backup is ready). Records are told apart by node, not by
+   * token: some backends count tokens per lock, so two slots can share one.
    */
-  async claimPrimarySlot(task: number, except?: string): Promise<Lock | undefined> {
-    if (this.o.backups > 0 && (await this.hasReadyBackup(task, except))) return undefined;
+  async claimPrimarySlot(task: number): Promise<Lock | undefined> {
+    if (this.o.backups > 0 && (await this.hasReadyBackup(task))) return undefined;
     return this.o.coordinator.tryAcquire(keys.taskLock(this.o.job, task), this.o.session, { owner: this.o.nodeId });
   }
 
@@ -113,12 +116,12 @@ export class Claimer {
     return undefined;
   }
 
-  private async hasReadyBackup(task: number, except?: string): Promise<boolean> {
+  private async hasReadyBackup(task: number): Promise<boolean> {
     const { entries } = await this.o.coordinator.list(keys.backups(this.o.job, task));
     for (const e of entries) {
       try {
         const b = decodeBackup(e.key, e.value);
-        if (b.state === 'ready' && b.token !== except) return true;
+        if (b.state === 'ready' && b.nodeId !== this.o.nodeId) return true;
       } catch (err) {
         this.o.logger.warn('ignoring a corrupt backup record', { key: e.key, error: (err as Error).message });
       }

@@ -47,6 +47,7 @@ export class TaskFramework implements BackedUpFramework {
     private readonly host: FrameworkHost,
     private readonly view: TaskRoleView,
     private readonly numTasks: number,
+    private readonly numBackups = 0,
   ) {
     this.assertAlive = () => host.assertAlive();
   }
@@ -69,6 +70,17 @@ export class TaskFramework implements BackedUpFramework {
 
   getRole(): TaskRole {
     return this.view.primary() ? 'primary' : 'backup';
+  }
+
+  getNumBackups(): number {
+    return this.numBackups;
+  }
+
+  async waitForBackups(ctx: EpochContext, count: number = this.numBackups): Promise<void> {
+    this.host.epochs.check(ctx, this.assertAlive);
+    if (!Number.isInteger(count) || count < 0) throw new InvalidArgumentError(`waitForBackups: count must be a non-negative integer, got ${String(count)}`);
+    if (count > this.numBackups) throw new InvalidArgumentError(`waitForBackups: the job has ${this.numBackups} backups per task; ${count} can never be in sync`);
+    await this.primary('waitForBackups').replicator.waitForBackups(count, ctx.signal);
   }
 
   getEpoch(): number {
@@ -116,6 +128,8 @@ export class TaskFramework implements BackedUpFramework {
   }
 
   async update(ctx: EpochContext, data: Uint8Array): Promise<UpdateLog> {
+    // A node that left (its lease lost, or any other reason) is no longer the primary: LeaseLostError, as documented.
+    this.host.assertOwner('update');
     this.host.epochs.check(ctx, this.assertAlive);
     return this.primary('update').replicator.update(ctx, data);
   }

@@ -64,6 +64,8 @@ export class TaskGraphNode implements Bootstrap {
   /** What every incarnation's framework calls back into. */
   private readonly frameworkHost: FrameworkHost;
   private leaving: Promise<void> | undefined;
+  /** Why the node is leaving (once it is). */
+  private leftFor: LeaveReason | undefined;
   private readonly outcome = deferred<NodeOutcome>();
 
   constructor(options: BootstrapOptions) {
@@ -306,8 +308,11 @@ export class TaskGraphNode implements Bootstrap {
   }
 
   private assertOwner(what: string): void {
-    if (this.session?.isLost() || this.phase === 'leaving' || this.phase === 'done') {
+    if (this.session?.isLost()) {
       throw new LeaseLostError(`${what}: this node's session is lost; it no longer runs task ${this.holder?.id ?? '-'}`);
+    }
+    if (this.phase === 'leaving' || this.phase === 'done') {
+      throw new LeaseLostError(`${what}: this node has left (${this.leftFor ?? 'leaving'}); it no longer runs task ${this.holder?.id ?? '-'}`);
     }
   }
 
@@ -346,6 +351,7 @@ export class TaskGraphNode implements Bootstrap {
     if (this.leaving) return this.leaving;
     const taskId = this.holder?.id;
     this.phase = 'leaving';
+    this.leftFor = reason;
     this.leaving = (async () => {
       const why = reason === 'failed' ? new ClosedError('the node failed') : new ClosedError(`the node is leaving (${reason})`);
       this.life.abort(why);

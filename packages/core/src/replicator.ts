@@ -26,6 +26,7 @@ const SNAPSHOT_TTL_MS = 120_000;
 
 export interface ReplicatorOptions {
   readonly job: string;
+  readonly nodeId: string;
   readonly taskId: number;
   /** This primary's fencing token. */
   readonly token: string;
@@ -60,11 +61,23 @@ export function isBackupable(task: Task): task is Task & Backupable {
   return typeof t.snapshot === 'function' && typeof t.restore === 'function' && typeof t.applyUpdate === 'function';
 }
 
+/**
+ * A backup is told apart by its slot and its slot lock's token together: tokens
+ * only grow per lock, and some backends (Kubernetes Leases) count them per lock, so
+ * two slots' holders can have the same token.
+ */
+function peerKey(value: Pick<BackupValue, 'slot' | 'token'>): string {
+  return `${value.slot}/${value.token}`;
+}
+
 export class Replicator {
   private seq: number;
+  /** By `peerKey`. */
   private readonly peers = new Map<string, Peer>();
   private readonly held = new Map<string, HeldSnapshot>();
   private readonly life = new AbortController();
+  /** Wakes `waitForBackups` when a backup syncs or goes. */
+  private readonly syncs = new Notifier();
   private readonly unsubscribe: () => void;
   private readonly maxBody: number;
   private requestSeq = 0;
@@ -77,7 +90,7 @@ export class Replicator {
     for (const b of o.addresses.backupsOf(o.taskId)) this.admit(b);
     this.unsubscribe = o.addresses.subscribe((c) => {
       if (c.kind !== 'backup' || c.task !== o.taskId) return;
-      if (c.before && c.before.token !== c.after?.token) this.drop(c.before.token);
+      if (c.before && (c.after === undefined || peerKey(c.before) !== peerKey(c.after))) this.drop(peerKey(c.before));
       if (c.after) this.admit(c.after);
     });
   }
@@ -85,6 +98,21 @@ export class Replicator {
   /** The seq of the last change handed out. */
   get lastSeq(): number {
     return this.seq;
+  }
+
+  /** How many backups hold this primary's state now (took its snapshot, not gone). */
+  get inSync(): number {
+    let n = 0;
+    for (const p of this.peers.values()) if (p.synced !== undefined) n++;
+    return n;
+  }
+
+  /** Resolves once `count` backups hold this primary's state; rejects when `signal` aborts. */
+  async waitForBackups(count: number, signal: AbortSignal): Promise<void> {
+    while (this.inSync < count) {
+      if (this.life.signal.aborted) throw this.life.signal.reason as Error;
+      await this.syncs.wait(this.o.clock, 1000, signal);
+    }
   }
 
   /** The backups this primary ships to now (for logs and tests). */
@@ -108,11 +136,13 @@ export class Replicator {
   /** `taskgraph_snapshot`: a backup asks for the state; it is counted in from the snapshot's seq on. */
   async serveSnapshot(req: SnapshotRequest): Promise<Uint8Array> {
     const peer = this.admit({ nodeId: req.nodeId, address: req.address, token: req.backupToken, slot: req.slot, state: 'syncing' });
+    if (!peer) throw new InvalidArgumentError(`task ${this.o.taskId}: a snapshot asked by this node itself`);
     // The snapshot and its seq are taken in one synchronous step (the Backupable contract), then the peer counts.
     const seq = this.seq;
     const taking = isBackupable(this.o.task) ? this.o.task.snapshot() : new Uint8Array(0);
     peer.synced = seq;
     peer.changed.notify();
+    this.syncs.notify();
     const bytes = await taking;
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`task ${this.o.taskId}: snapshot() must return a Uint8Array`);
     const id = `${this.o.token}-${seq}-${randomBytes(6).toString('hex')}`;
@@ -143,24 +173,29 @@ export class Replicator {
     this.unsubscribe();
     this.life.abort(new ClosedError(`task ${this.o.taskId}: the primary stopped replicating`));
     for (const p of this.peers.values()) p.changed.notify();
+    this.syncs.notify();
     for (const h of this.held.values()) this.o.clock.clearTimeout(h.timer);
     this.held.clear();
   }
 
-  private admit(value: BackupValue): Peer {
-    const known = this.peers.get(value.token);
+  private admit(value: BackupValue): Peer | undefined {
+    // This node's own backup record, gone since its promotion, may still be in the address book.
+    if (value.nodeId === this.o.nodeId) return undefined;
+    const key = peerKey(value);
+    const known = this.peers.get(key);
     if (known) return known;
     const peer: Peer = { value, synced: undefined, gone: false, changed: new Notifier() };
-    this.peers.set(value.token, peer);
+    this.peers.set(key, peer);
     return peer;
   }
 
-  private drop(token: string): void {
-    const peer = this.peers.get(token);
+  private drop(key: string): void {
+    const peer = this.peers.get(key);
     if (!peer) return;
-    this.peers.delete(token);
+    this.peers.delete(key);
     peer.gone = true;
     peer.changed.notify();
+    this.syncs.notify();
     this.o.logger.info('a backup left; updates no longer wait for it', { slot: peer.value.slot });
   }
 

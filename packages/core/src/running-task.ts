@@ -23,6 +23,7 @@ import type { NodeStats } from './stats.js';
 /** What a running task uses of its node. */
 export interface TaskEnvironment {
   readonly job: string;
+  readonly nodeId: string;
   readonly coordinator: Coordinator;
   readonly session: Session;
   readonly clock: Clock;
@@ -125,13 +126,23 @@ export class RunningTask implements ServedTask, DataReceiver {
   /** The task starts serving as its primary: `becamePrimary` (if it listens), then the current epoch. */
   begin(change: RoleChange): void {
     const { task } = this;
-    const epoch = this.env.epochs.epoch;
     if (task.becamePrimary) {
       const becamePrimary = task.becamePrimary.bind(task);
-      const ctx = this.env.epochs.context;
-      this.enqueue(epoch, () => becamePrimary(ctx, change));
+      this.enqueueEvent((ctx) => becamePrimary(ctx, change));
     }
-    this.enterEpoch(epoch);
+    this.enterEpoch(this.env.epochs.epoch);
+  }
+
+  /**
+   * Queues a role or neighbour event: told once whatever the epoch is by its turn (an
+   * epoch's callbacks are dropped when the epoch is over; a change of the task's world
+   * is not), with the context of the epoch current when it runs.
+   */
+  private enqueueEvent(run: (ctx: EpochContext) => void | Promise<void>): void {
+    this.queue.push(
+      () => run(this.env.epochs.context),
+      () => this.env.isServing(this),
+    );
   }
 
   /**
@@ -204,16 +215,15 @@ export class RunningTask implements ServedTask, DataReceiver {
     const linkTypes: string[] = [];
     for (const [linkType, topology] of this.env.linkages) if (topology.getNeighbors(epoch).includes(c.task)) linkTypes.push(linkType);
     if (linkTypes.length === 0) return;
-    const ctx = this.env.epochs.context;
     if (failed && task.neighborFailed) {
       const neighborFailed = task.neighborFailed.bind(task);
       const event = { task: c.task, linkTypes, incarnation: before.incarnation };
-      this.enqueue(epoch, () => neighborFailed(ctx, event));
+      this.enqueueEvent((ctx) => neighborFailed(ctx, event));
     }
     if (restarted && task.neighborRestarted) {
       const neighborRestarted = task.neighborRestarted.bind(task);
       const event = { task: c.task, linkTypes, incarnation: after.incarnation };
-      this.enqueue(epoch, () => neighborRestarted(ctx, event));
+      this.enqueueEvent((ctx) => neighborRestarted(ctx, event));
     }
   }
 }

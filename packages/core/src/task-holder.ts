@@ -81,6 +81,7 @@ export class TaskHolder implements ReplicationView {
       host.framework,
       { id, primary: () => this.running, backup: () => this.backupTask, logger: () => this.log },
       joined.spec.numTasks,
+      joined.spec.backups,
     );
   }
 
@@ -211,7 +212,7 @@ export class TaskHolder implements ReplicationView {
       while (this.backupTask === backup && this.host.holding() && !this.host.addresses.has(this.id)) {
         const lock = backup.ready
           ? await config.coordinator.tryAcquire(keys.taskLock(config.job, this.id), this.joined.session, { owner: config.nodeId })
-          : await this.joined.claimer.claimPrimarySlot(this.id, backup.token);
+          : await this.joined.claimer.claimPrimarySlot(this.id);
         if (lock) {
           await this.promote(backup, lock);
           return;

@@ -58,8 +58,8 @@ async function setup(options: Partial<ClaimerOptions> = {}) {
 }
 
 describe('Claimer.claim with backup slots', () => {
-  const backupRecord = (state: 'syncing' | 'ready', token = '41') =>
-    encodeJson({ nodeId: 'b', address: 'local://b', token, slot: 0, state, primaryToken: '7' });
+  const backupRecord = (state: 'syncing' | 'ready', token = '41', nodeId = 'b', slot = 0) =>
+    encodeJson({ nodeId, address: `local://${nodeId}`, token, slot, state, primaryToken: '7' });
 
   it('leaves a free primary slot to a ready backup of its task (read from the store) and takes a backup slot instead', async () => {
     const { claim, coordinator } = await setup({ numTasks: 1, backups: 2 });
@@ -78,9 +78,15 @@ describe('Claimer.claim with backup slots', () => {
 
   it('a backup that is not ready may take the slot when the only ready record is its own', async () => {
     const { claimer, coordinator } = await setup({ numTasks: 1, backups: 1 });
-    await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('ready', '41'));
-    expect(await claimer.claimPrimarySlot(0, '99')).toBeUndefined();
-    expect((await claimer.claimPrimarySlot(0, '41'))?.name).toBe(keys.taskLock(w.job, 0));
+    await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('ready', '41', 'node-a'));
+    expect((await claimer.claimPrimarySlot(0))?.name).toBe(keys.taskLock(w.job, 0));
+  });
+
+  it('tells backup records apart by node, not by token (Kubernetes counts tokens per lock, so two slots can share one)', async () => {
+    const { claimer, coordinator } = await setup({ numTasks: 1, backups: 2 });
+    await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('syncing', '1', 'node-a', 0));
+    await coordinator.create(keys.backup(w.job, 0, 1), backupRecord('ready', '1', 'b', 1));
+    expect(await claimer.claimPrimarySlot(0)).toBeUndefined();
   });
 
   it('with every primary taken it backs the task with the fewest backups first', async () => {

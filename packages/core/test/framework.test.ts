@@ -65,6 +65,7 @@ async function setup(extra: Partial<Task> = {}, maxMetaBytes = 16) {
   const running = new RunningTask(
     {
       job: w.job,
+      nodeId: 'node-a',
       coordinator,
       session,
       clock: w.clock,
@@ -201,6 +202,16 @@ describe('TaskFramework', () => {
       node.lost = true;
       expect(await rejectionOf(framework.incEpoch(tracker.context))).toMatchObject({ code: 'LEASE_LOST', message: 'incEpoch: lost' });
       expect(w.text(keys.epoch(w.job))).toBe('5');
+    });
+  });
+
+  describe('update', () => {
+    it('on a node that is no longer the primary (its lease lost, or it left): LeaseLostError, as documented, even once the node is closed', async () => {
+      const { framework, tracker, node, asked } = await setup();
+      node.lost = true;
+      node.left = true;
+      expect(await rejectionOf(framework.update(tracker.context, bytes('x')))).toMatchObject({ code: 'LEASE_LOST', message: 'update: lost' });
+      expect(asked.owner).toEqual(['update']);
     });
   });
 

@@ -2,6 +2,7 @@ import type { BackedUpFramework, Backupable, EpochContext, NeighborEvent, RoleCh
 import { eventually } from '@taskgraph/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { world } from './helpers.js';
+import { track, turn } from './parts.js';
 
 const LINKS = ['Parents', 'Children'];
 const enc = new TextEncoder();
@@ -22,6 +23,7 @@ class Ledger implements Task, Backupable {
 
   init(_id: number, fw: BackedUpFramework): void {
     this.fw = fw;
+    this.events.push(`init as ${fw.getRole()}`);
   }
   enterEpoch(ctx: EpochContext, epoch: number): void {
     this.ctx = ctx;
@@ -74,11 +76,20 @@ describe('hot standby', () => {
     const a = await w.node(() => tasks.get(), {}, 1);
     const runA = a.node.start();
     await eventually('the primary', () => a.node.currentTask === 0);
+    await eventually('its first epoch', () => tasks.made[0]?.ctx !== undefined);
+    const first = tasks.made[0]!;
+    expect(first.fw!.getNumBackups()).toBe(1);
+    const backedUp = track(first.fw!.waitForBackups(first.ctx!));
+    await turn();
+    expect(backedUp.state.settled).toBe(false);
     const b = await w.node(() => tasks.get(), {}, 1);
     const runB = b.node.start();
+    await backedUp.promise;
     await eventually('the backup in sync', async () => (await ctl.status())?.tasks[0]?.backups[0]?.state === 'ready');
     expect(b.node.backupOf).toBe(0);
     const [primary, backup] = tasks.made as [Ledger, Ledger];
+    await expect(backup.fw!.waitForBackups(primary.ctx!)).rejects.toThrow('only the task\'s primary can waitForBackups');
+    await expect(primary.fw!.waitForBackups(primary.ctx!, 2)).rejects.toThrow('can never be in sync');
     expect(primary.fw!.getRole()).toBe('primary');
     expect(backup.fw!.getRole()).toBe('backup');
     expect(await primary.add(1)).toMatchObject({ seq: 1, epoch: 0 });
@@ -93,7 +104,8 @@ describe('hot standby', () => {
     await expect(runA).resolves.toEqual({ reason: 'killed', taskId: 0 });
     await eventually('the backup promoted', () => b.node.currentTask === 0);
     await eventually('its first epoch', () => backup.events.includes('epoch 0'));
-    expect(backup.events).toEqual(['backup seq=0', 'primary promoted=true seq=5 incarnation=2', 'epoch 0']);
+    expect(primary.events.slice(0, 3)).toEqual(['init as primary', 'primary promoted=false seq=0 incarnation=1', 'epoch 0']);
+    expect(backup.events).toEqual(['init as backup', 'backup seq=0', 'primary promoted=true seq=5 incarnation=2', 'epoch 0']);
     expect(backup.fw!.getRole()).toBe('primary');
     expect(backup.items).toEqual([1, 2, 3, 4, 5]);
     // It goes on numbering where the old primary stopped.
@@ -157,7 +169,7 @@ describe('hot standby', () => {
     await a.node.kill();
     await runA;
     await eventually('the standby took over', () => tasks.made[1]?.events.includes('epoch 0'));
-    expect(tasks.made[1]!.events).toEqual(['primary promoted=false seq=0 incarnation=2', 'epoch 0']);
+    expect(tasks.made[1]!.events).toEqual(['init as primary', 'primary promoted=false seq=0 incarnation=2', 'epoch 0']);
     expect(tasks.made[1]!.items).toEqual([]);
     await tasks.made[1]!.fw!.shutdownJob();
     await runB;
@@ -181,7 +193,7 @@ describe('hot standby', () => {
     // Task 1's node dies; task 0 (its parent) and the standby that takes task 1 over see it.
     await nodes[1]!.node.kill();
     await eventually('the restart seen by task 0', () => tasks.get(0)![0]!.events.some((e) => e.startsWith('restarted')));
-    expect(tasks.get(0)![0]!.events.filter((e) => !e.startsWith('epoch'))).toEqual([
+    expect(tasks.get(0)![0]!.events.filter((e) => !e.startsWith('epoch') && !e.startsWith('init'))).toEqual([
       'primary promoted=false seq=0 incarnation=1',
       'failed 1 Children 1',
       'restarted 1 Children 2',

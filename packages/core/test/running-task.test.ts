@@ -61,6 +61,7 @@ async function setup(extra: Partial<Task> = {}) {
   const running = new RunningTask(
     {
       job: w.job,
+      nodeId: 'node-a',
       coordinator,
       session,
       clock: w.clock,

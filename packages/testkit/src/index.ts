@@ -21,3 +21,5 @@ export type { ScenarioBackend } from './scenarios/scenario-suite.js';
 export { countHandles, leakedHandles } from './scenarios/handles.js';
 export type { HandleCounts } from './scenarios/handles.js';
 export * from './scenarios/probe-app.js';
+export * from './scenarios/standby-probe.js';
+export { checkFinalState, checkPromotions, checkBackupsMirror, primariesOf } from './scenarios/standby-checks.js';

@@ -4,4 +4,6 @@
  * and linkages, and a function that gives the answer it must produce.
  */
 export * from './regression.js';
+export * from './running-stats.js';
+export * from './running-stats-check.js';
 export { seededRandom } from './seeded-random.js';

@@ -275,7 +275,9 @@ export class JobRun {
       nodeId,
       child,
       logFile,
-      exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+      // 'close', not 'exit': the child's stdout and stderr are read to their end first, so no
+      // result line printed just before it exited is missed, and its log is not written after it ended.
+      exited: new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal }))),
     };
     this.processes.push(proc);
     child.stderr!.pipe(log, { end: false });

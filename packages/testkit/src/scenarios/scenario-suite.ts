@@ -4,13 +4,12 @@
  * lines; each scenario checks the job's exact answer, not just that it finished.
  */
 import assert from 'node:assert/strict';
-import type { Coordinator, Logger } from '@taskgraph/api';
 import { LocalCluster, createLogger } from '@taskgraph/core';
-import type { NodeResources } from '@taskgraph/core';
 import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages, seededRandom } from '@taskgraph/workloads';
 import type { RegressionOptions } from '@taskgraph/workloads';
 import { eventually } from '../eventually.js';
 import type { TestApi } from '../types.js';
+import type { ScenarioBackend } from './backend.js';
 import { countHandles, leakedHandles } from './handles.js';
 import {
   EpochAbortRecorder,
@@ -20,37 +19,11 @@ import {
   ProbeTaskBuilder,
   probeLinkages,
 } from './probe-app.js';
+import { jobName, runJob as runJobOn } from './run-job.js';
+import { standbyScenarios } from './standby-scenarios.js';
+import type { RunOptions } from './run-job.js';
 
-export interface ScenarioBackend {
-  /** A label, e.g. "memory x local". */
-  readonly name: string;
-  /** A store client and a transport for one node; `close()` releases both. */
-  resources(index: number): Promise<NodeResources>;
-  /** A store client for the controller (closed by the suite). */
-  controller(): Promise<Coordinator>;
-  /**
-   * Cuts one node's store client off the store (its keepalives fail, so its session
-   * is lost by the local deadline and then expires on the server). Resolves with a
-   * function that heals the cut.
-   */
-  isolate(resources: NodeResources): Promise<() => Promise<void>>;
-  /** The session TTL the nodes use (within the backend's range). */
-  readonly sessionTtlMs: number;
-  /**
-   * Drops data requests at random, when the transport can (the in-process one can);
-   * resolves with a function that ends the fault.
-   */
-  dropRequests?(probability: number): Promise<() => void>;
-  /** A generous per-scenario timeout, in ms. Default 120 s. */
-  readonly timeoutMs?: number;
-  /** Log level of the nodes (default: silent; TASKGRAPH_LOG_LEVEL overrides). */
-  readonly logger?: Logger;
-}
-
-let jobSeq = 0;
-function jobName(kind: string): string {
-  return `sc-${kind}-${process.pid}-${++jobSeq}`;
-}
+export type { ScenarioBackend } from './backend.js';
 
 function sortedSums(sums: Map<number, number>): number[] {
   return [...sums.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
@@ -60,46 +33,7 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
   const timeout = backend.timeoutMs ?? 120_000;
   const logger = backend.logger ?? createLogger({ level: (process.env['TASKGRAPH_LOG_LEVEL'] as 'debug' | undefined) ?? 'silent' });
 
-  interface RunOptions {
-    numTasks: number;
-    standbys: number;
-    kind: string;
-    builder: (index: number) => import('@taskgraph/api').TaskBuilder;
-    linkTypes: readonly string[];
-    linkages: () => Record<string, import('@taskgraph/api').Topology>;
-    during?: (cluster: LocalCluster) => Promise<void>;
-    maxReplacements?: number;
-  }
-
-  async function runJob(o: RunOptions) {
-    const controllerCoordinator = await backend.controller();
-    const cluster = new LocalCluster({
-      job: jobName(o.kind),
-      numTasks: o.numTasks,
-      linkTypes: o.linkTypes,
-      standbys: o.standbys,
-      controllerCoordinator,
-      resources: (i) => backend.resources(i),
-      builder: o.builder,
-      linkages: o.linkages,
-      node: { sessionTtlMs: backend.sessionTtlMs, attemptTimeoutMs: Math.max(2000, backend.sessionTtlMs) },
-      maxReplacements: o.maxReplacements ?? 100,
-      logger,
-    });
-    try {
-      await cluster.start();
-      const during = o.during?.(cluster);
-      // Awaited below; a failure before the job ends must not count as unhandled meanwhile.
-      during?.catch(() => undefined);
-      const status = await cluster.waitUntilDone();
-      await during;
-      return { status, cluster };
-    } finally {
-      await cluster.close();
-      await cluster.controller.destroy().catch(() => undefined);
-      await controllerCoordinator.close();
-    }
-  }
+  const runJob = (o: RunOptions) => runJobOn(backend, logger, o);
 
   function runRegression(numTasks: number, standbys: number, options: Omit<RegressionOptions, 'numTasks' | 'onResult'> = {}, extra: Partial<RunOptions> = {}) {
     const sums = new Map<number, number>();
@@ -379,5 +313,7 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
       },
       timeout,
     );
+
+    standbyScenarios(test, backend, logger, timeout);
   });
 }
