@@ -127,7 +127,18 @@ export class Replicator {
     const log: UpdateLog = { epoch: ctx.epoch, seq: ++this.seq, data: data.slice() };
     const payload = frame({ primaryToken: this.o.token, epoch: log.epoch, seq: log.seq }, log.data);
     const targets = [...this.peers.values()];
-    if (targets.length > 0) await Promise.all(targets.map((p) => this.ship(p, log, payload)));
+    if (targets.length > 0) {
+      try {
+        await Promise.all(targets.map((p) => this.ship(p, log, payload)));
+      } catch (err) {
+        // Closed while shipping: this node stopped being the primary (it left, or handed the task over).
+        if (this.life.signal.aborted && !TaskGraphError.is(err, 'LEASE_LOST')) {
+          this.o.assertOwner('update');
+          throw new LeaseLostError(`update: task ${this.o.taskId}'s primary stopped replicating before every backup applied seq ${log.seq}`, { cause: err });
+        }
+        throw err;
+      }
+    }
     // A primary that lost its lease while shipping may have been replaced: nothing it ships now is acknowledged.
     this.o.assertOwner('update');
     return log;

@@ -145,6 +145,20 @@ describe('Replicator', () => {
     expect(replicator.backups).toEqual([]);
   });
 
+  it('an update in flight when the primary stops replicating (it left) rejects with LeaseLost, not acknowledged', async () => {
+    const { replicator, backup, ctx } = await setup();
+    const b = await backup(0, () => {
+      throw new TaskGraphError('UNAVAILABLE', 'stalled');
+    });
+    b.put();
+    await b.askSnapshot();
+    const u = track(replicator.update(ctx, bytes('x')));
+    await eventually('the update tried', () => b.tries() > 0);
+    replicator.close();
+    const err = await u.promise.catch((e: unknown) => e);
+    expect(TaskGraphError.is(err, 'LEASE_LOST')).toBe(true);
+  });
+
   it('a backup that follows a newer primary makes the update reject with LeaseLost', async () => {
     const { replicator, backup, ctx } = await setup();
     const b = await backup(0, () => {
