@@ -8,7 +8,7 @@
  * task's primary is gone so that it can take over.
  */
 import { randomBytes } from 'node:crypto';
-import { ClosedError, DecodeFailedError, NotOwnerError, UnavailableError, abortError } from '@taskgraph/api';
+import { ClosedError, DecodeFailedError, NotOwnerError, UnavailableError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Lock, Logger, RequestMeta, Session, Task, Transport, UpdateLog } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import type { AddressBook } from './address-book.js';
@@ -21,6 +21,9 @@ import type { SnapshotHeader, UpdateHeader } from './replication-wire.js';
 import { isBackupable } from './replicator.js';
 import type { NodeStats } from './stats.js';
 import { casUpdate } from './store-ops.js';
+
+/** An acknowledgement carries nothing. */
+const EMPTY = new Uint8Array(0);
 
 export interface BackupTaskOptions {
   readonly job: string;
@@ -121,7 +124,7 @@ export class BackupTask {
   }
 
   /** `taskgraph_update` from a primary. */
-  async handleUpdate(header: UpdateHeader, body: Uint8Array, signal: AbortSignal): Promise<Uint8Array> {
+  async handleUpdate(header: UpdateHeader, body: Uint8Array): Promise<Uint8Array> {
     const from = BigInt(header.primaryToken);
     const known = this.o.addresses.get(this.id);
     if ((known !== undefined && BigInt(known.token) > from) || (this.target !== undefined && BigInt(this.target.token) > from)) {
@@ -132,7 +135,7 @@ export class BackupTask {
     }
     // A repeat is known only against the state of this primary: while the snapshot is on
     // its way, the seqs applied so far came from the previous primary and may name other changes.
-    if (this.inSync && header.seq <= this.appliedSeq) return new Uint8Array(0);
+    if (this.inSync && header.seq <= this.appliedSeq) return EMPTY;
     let entry = this.held.get(header.seq);
     if (!entry) {
       entry = { log: { epoch: header.epoch, seq: header.seq, data: body.slice() }, done: deferred<void>() };
@@ -140,8 +143,10 @@ export class BackupTask {
       this.held.set(header.seq, entry);
       this.drain();
     }
-    await abortable(entry.done.promise, signal);
-    return new Uint8Array(0);
+    // Not bounded by the caller's signal: the change is applied (or released) whether or
+    // not the primary still waits, and a retry of the same seq waits on the same entry.
+    await entry.done.promise;
+    return EMPTY;
   }
 
   /** Stops following the primary (the node leaves, or this backup is being promoted). Resolves when no apply runs. */
@@ -313,23 +318,4 @@ export class BackupTask {
     for (const h of this.held.values()) h.done.reject(err);
     this.held.clear();
   }
-}
-
-/** Waits for `p`, or rejects when `signal` aborts (the caller gave up; `p` goes on). */
-function abortable(p: Promise<void>, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(abortError(signal, 'update'));
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal, 'update'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err as Error);
-      },
-    );
-  });
 }

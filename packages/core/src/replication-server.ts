@@ -8,8 +8,8 @@
 import { NotOwnerError } from '@taskgraph/api';
 import type { InboundRequest } from '@taskgraph/api';
 import type { BackupTask } from './backup-task.js';
-import { METHODS, isChunkRequest, isSnapshotRequest, isUpdateHeader, unframe } from './replication-wire.js';
-import type { ChunkRequest, SnapshotRequest, UpdateHeader } from './replication-wire.js';
+import { METHODS, isChunkRequest, isSnapshotRequest, unframe, unframeUpdate } from './replication-wire.js';
+import type { ChunkRequest, SnapshotRequest } from './replication-wire.js';
 import type { Replicator } from './replicator.js';
 
 export interface ReplicationView {
@@ -28,8 +28,8 @@ export function replicationHandler(view: ReplicationView): (req: InboundRequest)
       if (!backup || backup.id !== m.to || backup.token !== m.token || view.sessionLost()) {
         throw new NotOwnerError(`this node holds no backup of task ${m.to} with token ${m.token}`, { details: { task: m.to } });
       }
-      const { header, body } = unframe<UpdateHeader>(req.payload, 'update', isUpdateHeader);
-      return backup.handleUpdate(header, body, req.signal);
+      const { header, body } = unframeUpdate(req.payload);
+      return backup.handleUpdate(header, body);
     }
     const primary = view.primary();
     if (!primary || primary.id !== m.to || primary.token !== m.token || view.sessionLost()) {

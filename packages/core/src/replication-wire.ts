@@ -80,9 +80,52 @@ export function unframe<T>(bytes: Uint8Array, what: string, check: (v: Record<st
 }
 
 const isToken = (v: unknown): v is string => typeof v === 'string' && /^\d+$/.test(v);
-const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-export const isUpdateHeader = (v: Record<string, unknown>): boolean => isToken(v['primaryToken']) && isCount(v['epoch']) && isCount(v['seq']) && (v['seq'] as number) > 0;
+/** The longest fencing token an update frame carries, in decimal digits (a 64-bit token has at most 20). */
+const MAX_TOKEN_DIGITS = 32;
+/** An update frame's fixed part: the token's length, the epoch and the seq. */
+const UPDATE_FIXED = 1 + 8 + 8;
+
+/**
+ * An update's frame. Binary rather than a JSON header: it is on the path of every
+ * `update()`, so it is built and read with no text encoding beyond the token's
+ * digits. Layout: u8 token length, the token's ASCII digits, f64 epoch, f64 seq
+ * (big-endian), then the change's bytes. The returned `data` is the change's bytes
+ * inside the frame (a copy of the caller's).
+ */
+export function frameUpdate(header: UpdateHeader, data: Uint8Array): { frame: Uint8Array; data: Uint8Array } {
+  const token = header.primaryToken;
+  if (!isToken(token) || token.length > MAX_TOKEN_DIGITS) throw new DecodeFailedError(`update: token ${JSON.stringify(token)} is not a decimal fencing token`);
+  const start = 1 + token.length + 16;
+  const out = new Uint8Array(start + data.length);
+  out[0] = token.length;
+  for (let i = 0; i < token.length; i++) out[1 + i] = token.charCodeAt(i);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  view.setFloat64(1 + token.length, header.epoch);
+  view.setFloat64(1 + token.length + 8, header.seq);
+  out.set(data, start);
+  return { frame: out, data: out.subarray(start) };
+}
+
+/** Reads an update frame; DecodeFailedError when it is not one. */
+export function unframeUpdate(bytes: Uint8Array): { header: UpdateHeader; body: Uint8Array } {
+  const n = bytes.length > 0 ? bytes[0]! : 0;
+  if (n === 0 || n > MAX_TOKEN_DIGITS || bytes.length < UPDATE_FIXED + n) throw new DecodeFailedError(`update: a frame of ${bytes.length} bytes with a token of ${n} digits`);
+  let token = '';
+  for (let i = 1; i <= n; i++) {
+    const c = bytes[i]!;
+    if (c < 0x30 || c > 0x39) throw new DecodeFailedError('update: the token is not decimal digits');
+    token += String.fromCharCode(c);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const epoch = view.getFloat64(1 + n);
+  const seq = view.getFloat64(1 + n + 8);
+  if (!isCount(epoch) || !isCount(seq) || seq === 0) throw new DecodeFailedError(`update: epoch ${epoch} and seq ${seq} must be whole numbers (seq from 1)`);
+  return { header: { primaryToken: token, epoch, seq }, body: bytes.subarray(UPDATE_FIXED + n) };
+}
+
+
 export const isSnapshotRequest = (v: Record<string, unknown>): boolean =>
   isToken(v['backupToken']) && isCount(v['slot']) && typeof v['address'] === 'string' && typeof v['nodeId'] === 'string';
 export const isSnapshotHeader = (v: Record<string, unknown>): boolean =>

@@ -16,7 +16,7 @@ import { Backoff } from '@taskgraph/backend-kit';
 import type { AddressBook } from './address-book.js';
 import { Notifier } from './async.js';
 import type { BackupValue } from './layout.js';
-import { METHODS, frame } from './replication-wire.js';
+import { METHODS, frame, frameUpdate } from './replication-wire.js';
 import type { SnapshotHeader, SnapshotRequest } from './replication-wire.js';
 
 /** Room kept in a message for the frame's header. */
@@ -124,8 +124,10 @@ export class Replicator {
     if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('update: data must be a Uint8Array');
     if (data.length > this.maxBody) throw new InvalidArgumentError(`update: ${data.length} bytes; the limit on this transport is ${this.maxBody}`);
     this.o.assertOwner('update');
-    const log: UpdateLog = { epoch: ctx.epoch, seq: ++this.seq, data: data.slice() };
-    const payload = frame({ primaryToken: this.o.token, epoch: log.epoch, seq: log.seq }, log.data);
+    const seq = ++this.seq;
+    const framed = frameUpdate({ primaryToken: this.o.token, epoch: ctx.epoch, seq }, data);
+    const payload = framed.frame;
+    const log: UpdateLog = { epoch: ctx.epoch, seq, data: framed.data };
     const targets = [...this.peers.values()];
     if (targets.length > 0) {
       try {

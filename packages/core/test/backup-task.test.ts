@@ -7,7 +7,7 @@ import { AddressBook } from '../src/address-book.js';
 import { deferred } from '../src/async.js';
 import { BackupTask } from '../src/backup-task.js';
 import { encodeJson, keys } from '../src/layout.js';
-import { METHODS, frame, unframe } from '../src/replication-wire.js';
+import { METHODS, frame, frameUpdate, unframeUpdate } from '../src/replication-wire.js';
 import type { UpdateHeader } from '../src/replication-wire.js';
 import { newStats } from '../src/stats.js';
 import { bytes, memoryWorld, recordingLogger, text, track, turn } from './parts.js';
@@ -100,8 +100,8 @@ async function setup() {
     });
   const update = (token: string, seq: number, value: string) => {
     const header: UpdateHeader = { primaryToken: token, epoch: 0, seq };
-    const { header: h, body } = unframe<UpdateHeader>(frame(header, bytes(value)), 'update', () => true);
-    return backup.handleUpdate(h, body, new AbortController().signal);
+    const { header: h, body } = unframeUpdate(frameUpdate(header, bytes(value)).frame);
+    return backup.handleUpdate(h, body);
   };
   const record = () => JSON.parse(w.text(keys.backup(w.job, 0, 0)) ?? 'null') as { state: string; primaryToken?: string } | null;
   return { backup, task, primary, update, snapshots, asked, record, gone, coordinator };

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AddressBook } from '../src/address-book.js';
 import { epochScope } from '../src/epoch.js';
 import { encodeJson, keys } from '../src/layout.js';
-import { METHODS, isSnapshotHeader, unframe } from '../src/replication-wire.js';
+import { METHODS, isSnapshotHeader, unframe, unframeUpdate } from '../src/replication-wire.js';
 import type { SnapshotHeader, UpdateHeader } from '../src/replication-wire.js';
 import { Replicator } from '../src/replicator.js';
 import { bytes, memoryWorld, recordingLogger, text, track, turn } from './parts.js';
@@ -66,7 +66,7 @@ async function setup(options: { maxMessageBytes?: number } = {}) {
       methods: [METHODS.update],
       handler: async (req: InboundRequest) => {
         calls++;
-        const { header, body } = unframe<UpdateHeader>(req.payload, 'update', () => true);
+        const { header, body } = unframeUpdate(req.payload);
         answer?.(header);
         got.push({ epoch: header.epoch, seq: header.seq, data: body.slice() });
         return new Uint8Array(0);
