@@ -1,17 +1,66 @@
 /**
  * What the coordination benchmark reads from etcd itself, beside the framework:
- * bare etcd3 clients (the raw figures), etcd's request counters (/metrics), the
- * CPU time of the etcd process, and small statistics shared by the three parts.
+ * bare etcd3 clients (the raw figures), the events on one key as a bare watch
+ * sees them, etcd's request counters (/metrics), the CPU time of the etcd
+ * process, and small statistics shared by the three parts (and by the
+ * hot-standby benchmark, which runs on etcd too).
  */
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { Etcd3 } from 'etcd3';
+import type { Watcher } from 'etcd3';
 import { InternalError } from '@taskgraph/api';
 import { percentile, round } from './src/load.js';
 
 /** A bare etcd3 client with the library's defaults: what an application would write by hand. */
 export function bareClient(endpoints: readonly string[]): Etcd3 {
   return new Etcd3({ hosts: [...endpoints] });
+}
+
+/** Events on one key, with the time this process saw them. */
+export class KeyEvents {
+  readonly events: Array<{ at: number; type: 'put' | 'delete'; value: string }> = [];
+  #notify: (() => void) | undefined;
+
+  constructor(readonly watcher: Watcher) {
+    watcher.on('put', (kv) => this.#push('put', kv.value.toString()));
+    watcher.on('delete', () => this.#push('delete', ''));
+  }
+
+  #push(type: 'put' | 'delete', value: string): void {
+    this.events.push({ at: performance.now(), type, value });
+    this.#notify?.();
+  }
+
+  /** The first event after index `from` that matches, waiting for it up to `timeoutMs`. */
+  async next(from: number, match: (e: { type: string; value: string }) => boolean, timeoutMs: number, what: string): Promise<{ at: number; index: number }> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      for (let i = from; i < this.events.length; i++) {
+        const e = this.events[i]!;
+        if (match(e)) return { at: e.at, index: i };
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) throw new InternalError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#notify = resolve;
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+      this.#notify = undefined;
+    }
+  }
+}
+
+/** The fencing token in an address record (`<job>/tasks/<id>/addr`), if it has one. */
+export function tokenOf(value: string): string | undefined {
+  try {
+    const v = JSON.parse(value) as { token?: unknown };
+    return typeof v.token === 'string' ? v.token : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The store revision now (the header of a read). */

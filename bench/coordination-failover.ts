@@ -14,10 +14,7 @@
  * start-up time, which is outside the timed window (a replacement standby is
  * started after each repetition).
  */
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { InternalError } from '@taskgraph/api';
 import type { Logger } from '@taskgraph/api';
 import { Controller, silentLogger } from '@taskgraph/core';
@@ -25,8 +22,9 @@ import type { JobStatus } from '@taskgraph/core';
 import { createEtcdCoordinator } from '@taskgraph/coord-etcd';
 import type { Etcd3, Namespace, Watcher } from 'etcd3';
 import { IDLE_LINK } from './coordination-idle-app.js';
-import { bareClient, runId, sleepMs, spread, waitFor } from './coordination-etcd.js';
+import { KeyEvents, bareClient, runId, sleepMs, spread, tokenOf, waitFor } from './coordination-etcd.js';
 import { round } from './src/load.js';
+import { NodeProcesses } from './src/node-processes.js';
 
 export interface FailoverOptions {
   readonly endpoints: readonly string[];
@@ -71,61 +69,6 @@ export interface FailoverResult {
 
 const JOB = 'failover';
 const STEP_TIMEOUT_MS = 60_000;
-const rootDir = fileURLToPath(new URL('..', import.meta.url));
-const require = createRequire(import.meta.url);
-
-interface NodeProcess {
-  readonly nodeId: string;
-  readonly child: ChildProcess;
-  readonly exited: Promise<void>;
-  readonly stderr: string[];
-  killed: boolean;
-}
-
-/** Events on one key, with the time this process saw them. */
-class KeyEvents {
-  readonly events: Array<{ at: number; type: 'put' | 'delete'; value: string }> = [];
-  #notify: (() => void) | undefined;
-
-  constructor(readonly watcher: Watcher) {
-    watcher.on('put', (kv) => this.#push('put', kv.value.toString()));
-    watcher.on('delete', () => this.#push('delete', ''));
-  }
-
-  #push(type: 'put' | 'delete', value: string): void {
-    this.events.push({ at: performance.now(), type, value });
-    this.#notify?.();
-  }
-
-  /** The first event after index `from` that matches, waiting for it up to `timeoutMs`. */
-  async next(from: number, match: (e: { type: string; value: string }) => boolean, timeoutMs: number, what: string): Promise<{ at: number; index: number }> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      for (let i = from; i < this.events.length; i++) {
-        const e = this.events[i]!;
-        if (match(e)) return { at: e.at, index: i };
-      }
-      const left = deadline - performance.now();
-      if (left <= 0) throw new InternalError(`timed out after ${timeoutMs} ms waiting for ${what}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#notify = resolve;
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
-      this.#notify = undefined;
-    }
-  }
-}
-
-function tokenOf(value: string): string | undefined {
-  try {
-    const v = JSON.parse(value) as { token?: unknown };
-    return typeof v.token === 'string' ? v.token : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
   if (o.ttlMs % 1000 !== 0) throw new InternalError(`the failover TTL must be whole seconds (etcd's granularity), got ${o.ttlMs} ms`);
@@ -135,52 +78,22 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
   const controller = new Controller({ coordinator, job: JOB, logger });
   const client: Etcd3 = bareClient(o.endpoints);
   const ns: Namespace = client.namespace(`${namespace}/`);
-  const procs: NodeProcess[] = [];
   const watchers: Watcher[] = [];
-  const tsxLoader = pathToFileURL(require.resolve('tsx')).href;
-  const cli = `${rootDir}packages/cli/dist/cli.js`;
-  const app = fileURLToPath(new URL('./coordination-idle-app.ts', import.meta.url));
-  const url = `etcd://${o.clientAddress}?namespace=${namespace}`;
+  const procs = new NodeProcesses({
+    app: fileURLToPath(new URL('./coordination-idle-app.ts', import.meta.url)),
+    job: JOB,
+    coordinatorUrl: `etcd://${o.clientAddress}?namespace=${namespace}`,
+    ttlMs: o.ttlMs,
+  });
 
-  const spawnNode = (): NodeProcess => {
-    const nodeId = `node-${procs.length}`;
-    const args = ['--import', tsxLoader, cli, 'node', app, '--job', JOB, '--coordinator', url, '--transport', 'grpc://127.0.0.1:0'];
-    args.push('--node-id', nodeId, '--ttl', String(o.ttlMs), '--log-level', 'warn');
-    const child = spawn(process.execPath, args, {
-      cwd: rootDir,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, TASKGRAPH_LOG_FORMAT: 'text' },
-    });
-    const stderr: string[] = [];
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      stderr.push(chunk);
-      if (stderr.length > 50) stderr.shift();
-    });
-    const exited = new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) resolve();
-      else child.once('exit', () => resolve());
-    });
-    const proc: NodeProcess = { nodeId, child, exited, stderr, killed: false };
-    procs.push(proc);
-    return proc;
-  };
-
-  const live = (): NodeProcess[] => procs.filter((p) => p.child.exitCode === null && p.child.signalCode === null);
-  const checkNoneDied = (): void => {
-    const dead = procs.find((p) => !p.killed && (p.child.exitCode !== null || p.child.signalCode !== null));
-    if (dead) {
-      throw new InternalError(`node process ${dead.nodeId} exited (${String(dead.child.exitCode ?? dead.child.signalCode)}): ${dead.stderr.join('').trim().slice(-2000)}`);
-    }
-  };
   /** The job's state once the task has an owner and every standby has registered. */
   const ready = async (): Promise<JobStatus> => {
     let status: JobStatus | undefined;
     await waitFor(
       async () => {
-        checkNoneDied();
+        procs.checkNoneDied();
         status = await controller.status();
-        return status?.tasks[0]?.token !== undefined && status.standbys.length >= o.standbys && status.nodes.length === live().length;
+        return status?.tasks[0]?.token !== undefined && status.standbys.length >= o.standbys && status.nodes.length === procs.live().length;
       },
       STEP_TIMEOUT_MS,
       'the task to have an owner and every standby to be registered',
@@ -194,7 +107,7 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
     const addr = new KeyEvents(await ns.watch().key(`${JOB}/tasks/0/addr`).create());
     watchers.push(addr.watcher);
     const started = performance.now();
-    for (let i = 0; i <= o.standbys; i++) spawnNode();
+    for (let i = 0; i <= o.standbys; i++) procs.spawn();
     await ready();
     o.progress(`failover: ${o.standbys + 1} node processes are up (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 
@@ -205,20 +118,18 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
     const frameworkOnce = async (): Promise<void> => {
       const status = await ready();
       const owner = status.tasks[0]!;
-      const proc = procs.find((p) => p.nodeId === owner.nodeId);
+      const proc = procs.byId(owner.nodeId);
       if (!proc) throw new InternalError(`task 0 is run by ${String(owner.nodeId)}, which this benchmark did not start`);
       // Some time after its last keepalive, as a crash would be.
       await sleepMs(200 + Math.random() * (o.ttlMs / 3));
       const from = addr.events.length;
-      proc.killed = true;
-      const killedAt = performance.now();
-      proc.child.kill('SIGKILL');
+      const killedAt = procs.kill(proc);
       const put = await addr.next(from, (e) => e.type === 'put' && tokenOf(e.value) !== owner.token, STEP_TIMEOUT_MS, 'a standby to publish the task');
       const del = addr.events.slice(from, put.index).find((e) => e.type === 'delete');
       const total = put.at - killedAt;
       framework.push({ total, expiry: (del?.at ?? put.at) - killedAt, takeover: del ? put.at - del.at : 0 });
       await proc.exited;
-      spawnNode();
+      procs.spawn();
       o.progress(`failover ${framework.length}/${o.repetitions}: ${(total / 1000).toFixed(3)} s (expiry ${(((del?.at ?? put.at) - killedAt) / 1000).toFixed(3)} s)`);
     };
 
@@ -284,10 +195,7 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
     await Promise.allSettled(watchers.map((w) => w.cancel()));
     // Finishing the job lets the nodes leave on their own; whatever is still up after that is killed.
     await controller.finish('done').catch(() => undefined);
-    const deadline = performance.now() + 10_000;
-    while (live().length > 0 && performance.now() < deadline) await sleepMs(50);
-    for (const p of live()) p.child.kill('SIGKILL');
-    await Promise.all(procs.map((p) => p.exited));
+    await procs.close(10_000);
     await controller.destroy().catch(() => undefined);
     await ns.delete().prefix('bare-lease-').exec().catch(() => undefined);
     client.close();

@@ -15,7 +15,8 @@ class Idle implements Task {
   exit(): void {}
 }
 
-class NoNeighbors implements Topology {
+/** No neighbours in any epoch. */
+export class NoNeighbors implements Topology {
   setTaskId(): void {}
   getNeighbors(): readonly number[] {
     return [];
