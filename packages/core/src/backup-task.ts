@@ -20,7 +20,7 @@ import { METHODS, frame, isSnapshotHeader, unframe } from './replication-wire.js
 import type { SnapshotHeader, UpdateHeader } from './replication-wire.js';
 import { isBackupable } from './replicator.js';
 import type { NodeStats } from './stats.js';
-import { casUpdate } from './store-ops.js';
+import { casUpdate, createReplacing } from './store-ops.js';
 
 /** An acknowledgement carries nothing. */
 const EMPTY = new Uint8Array(0);
@@ -113,7 +113,12 @@ export class BackupTask {
   async start(): Promise<void> {
     const value = this.record('syncing');
     this.o.stats.writes.addr++;
-    this.recordVersion = await this.o.coordinator.create(keys.backup(this.o.job, this.id, this.slot), encodeJson(value), { session: this.o.session });
+    this.recordVersion = await createReplacing(this.o.coordinator, keys.backup(this.o.job, this.id, this.slot), encodeJson(value), {
+      session: this.o.session,
+      logger: this.logger,
+      clock: this.o.clock,
+      signal: this.life.signal,
+    });
     this.unsubscribe = this.o.addresses.subscribe((c) => {
       if (c.task !== this.id) return;
       if (c.kind === 'primary' && c.after && c.after.token !== this.target?.token) this.wake();

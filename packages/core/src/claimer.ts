@@ -12,7 +12,7 @@ import type { AddressBook } from './address-book.js';
 import { decodeBackup, decodeCount, decodeStatus, encodeJson, keys } from './layout.js';
 import type { AddrValue } from './layout.js';
 import type { NodeStats } from './stats.js';
-import { casUpdate, createReplacing } from './store-ops.js';
+import { casUpdate, createReplacing, retryStore } from './store-ops.js';
 
 export interface ClaimerOptions {
   readonly job: string;
@@ -82,7 +82,7 @@ export class Claimer {
    */
   async claimPrimarySlot(task: number): Promise<Lock | undefined> {
     if (this.o.backups > 0 && (await this.hasReadyBackup(task))) return undefined;
-    return this.o.coordinator.tryAcquire(keys.taskLock(this.o.job, task), this.o.session, { owner: this.o.nodeId });
+    return this.retry(`claim task ${task}`, () => this.o.coordinator.tryAcquire(keys.taskLock(this.o.job, task), this.o.session, { owner: this.o.nodeId }));
   }
 
   private async claimPrimary(stillStandby: () => boolean): Promise<Claim | undefined> {
@@ -109,7 +109,9 @@ export class Claimer {
       if (taken.size >= this.o.backups) continue;
       for (let slot = 0; slot < this.o.backups && stillStandby(); slot++) {
         if (taken.has(slot)) continue;
-        const lock = await this.o.coordinator.tryAcquire(keys.backupLock(this.o.job, id, slot), this.o.session, { owner: this.o.nodeId });
+        const lock = await this.retry(`claim backup slot ${slot} of task ${id}`, () =>
+          this.o.coordinator.tryAcquire(keys.backupLock(this.o.job, id, slot), this.o.session, { owner: this.o.nodeId }),
+        );
         if (lock) return { role: 'backup', id, slot, lock };
       }
     }
@@ -117,7 +119,7 @@ export class Claimer {
   }
 
   private async hasReadyBackup(task: number): Promise<boolean> {
-    const { entries } = await this.o.coordinator.list(keys.backups(this.o.job, task));
+    const { entries } = await this.retry(`read the backups of task ${task}`, () => this.o.coordinator.list(keys.backups(this.o.job, task)));
     for (const e of entries) {
       try {
         const b = decodeBackup(e.key, e.value);
@@ -127,6 +129,11 @@ export class Claimer {
       }
     }
     return false;
+  }
+
+  /** A read or a lock try, through the store's outages (the backends settle a lost lock answer themselves). */
+  retry<T>(what: string, op: () => Promise<T>): Promise<T> {
+    return retryStore(op, { clock: this.o.clock, signal: this.o.signal, logger: this.o.logger, what });
   }
 
   private startAt(n: number): number {
@@ -162,6 +169,8 @@ export class Claimer {
     await createReplacing(this.o.coordinator, keys.addr(this.o.job, task), encodeJson(value), {
       session: this.o.session,
       logger: this.o.logger,
+      clock: this.o.clock,
+      signal: this.o.signal,
       beforeWrite: assertOwner,
       onWrite: () => this.o.stats.writes.addr++,
     });
@@ -171,7 +180,7 @@ export class Claimer {
   /** Whether the job is finished (done or failed), read from the store; a corrupt status counts as running, as the watch treats it. */
   private async jobIsDone(): Promise<boolean> {
     const key = keys.status(this.o.job);
-    const e = await this.o.coordinator.get(key);
+    const e = await this.retry('read the job status', () => this.o.coordinator.get(key));
     if (e === undefined) return false;
     try {
       return decodeStatus(key, e.value).state !== 'running';

@@ -28,7 +28,7 @@ import { TaskHolder } from './task-holder.js';
 import type { HolderHost } from './task-holder.js';
 import { newStats } from './stats.js';
 import type { NodeStats } from './stats.js';
-import { waitForKey } from './store-ops.js';
+import { createReplacing, retryStore, waitForKey } from './store-ops.js';
 import { WatchedPrefix } from './watched-prefix.js';
 import type { PrefixHandlers } from './watched-prefix.js';
 
@@ -187,13 +187,19 @@ export class TaskGraphNode implements Bootstrap {
 
   private async run(builder: TaskBuilder): Promise<void> {
     const { coordinator, transport, job, clock } = this.config;
-    const session = await coordinator.openSession({ ttlMs: this.config.ttlMs });
+    const session = await retryStore(() => coordinator.openSession({ ttlMs: this.config.ttlMs }), {
+      clock,
+      signal: this.life.signal,
+      logger: this.logger,
+      what: 'open a session',
+    });
     this.session = session;
     session.lost.addEventListener('abort', () => this.onLeaseLost(session.lost.reason), { once: true });
     const specKey = keys.spec(job);
     const specEntry = await waitForKey(coordinator, specKey, {
       clock,
       signal: this.life.signal,
+      logger: this.logger,
       onWait: () => this.logger.info('waiting for the job to be created', { key: specKey }),
     });
     const spec = decodeSpec(specKey, specEntry.value);
@@ -218,10 +224,11 @@ export class TaskGraphNode implements Bootstrap {
     this.server = server;
     this.logger = this.logger.child({ address: server.address });
     this.stats.writes.node++;
-    await coordinator.create(
+    await createReplacing(
+      coordinator,
       keys.node(job, this.nodeId),
       encodeJson({ nodeId: this.nodeId, address: server.address, pid: process.pid, host: hostname(), started: new Date().toISOString() }),
-      { session },
+      { session, logger: this.logger, clock, signal: this.life.signal },
     );
     await this.follow(keys.state(job), new JobState(job, this.epochs, () => this.logger, (status) => this.onJobFinished(status)));
     await this.follow(keys.tasks(job), this.addresses);

@@ -1,7 +1,9 @@
 /**
  * The store operations the runtime composes: one read-modify-write helper that
- * every compare-and-set in core goes through, the create-replacing-a-stale-record
- * step of publishing an address, and waiting for a key to appear.
+ * every compare-and-set in core goes through, one retry for the store's outages
+ * that every other call on the join, claim, epoch and meta paths goes through, the
+ * create-replacing-a-stale-record step of publishing an address, and waiting for a
+ * key to appear.
  */
 import { TaskGraphError, abortError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger, Session, Version } from '@taskgraph/api';
@@ -117,9 +119,54 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+export interface RetryStoreOptions {
+  readonly clock: Clock;
+  /** Retries end when it aborts (the node leaves, or its session is lost): the last error is thrown. */
+  readonly signal: AbortSignal;
+  readonly logger: Logger;
+  /** Names the operation in the log. */
+  readonly what: string;
+}
+
+/** The store's failures that say nothing about the operation itself: the store was away. */
+export function isOutage(err: unknown): err is TaskGraphError {
+  return TaskGraphError.is(err, 'UNAVAILABLE', 'INDETERMINATE', 'DEADLINE_EXCEEDED');
+}
+
+/**
+ * Runs a store operation until the store answers it: an outage (Unavailable,
+ * Indeterminate, DeadlineExceeded) waits a jittered backoff and tries again, for as
+ * long as `signal` lets it. Only for operations that may be repeated whatever the
+ * first attempt did: reads, and writes that each backend settles itself when their
+ * answer is lost (opening a session: a stray lease expires; `tryAcquire`: the
+ * backends read the lock back). The first failure is logged, and the recovery.
+ */
+export async function retryStore<T>(op: () => Promise<T>, o: RetryStoreOptions): Promise<T> {
+  const backoff = new Backoff(50, 2000);
+  let failures = 0;
+  for (;;) {
+    try {
+      const out = await op();
+      if (failures > 0) o.logger.info('the store answers again', { what: o.what, failures });
+      return out;
+    } catch (err) {
+      if (!isOutage(err) || o.signal.aborted) throw err;
+      if (failures++ === 0) o.logger.warn('the store is unavailable; retrying', { what: o.what, error: err.message });
+      try {
+        await sleep(o.clock, backoff.next(), o.signal);
+      } catch {
+        throw err;
+      }
+    }
+  }
+}
+
 export interface CreateReplacingOptions {
   readonly session: Session;
   readonly logger: Logger;
+  readonly clock: Clock;
+  /** Ends the retries through the store's outages. */
+  readonly signal: AbortSignal;
   readonly beforeWrite?: () => void;
   readonly onWrite?: () => void;
   /** Gives up after this many stale records removed in a row. Default 20. */
@@ -130,33 +177,50 @@ export interface CreateReplacingOptions {
  * Creates an ephemeral record that a predecessor may still hold: a predecessor's
  * record outlives its lock only until its session ends, and the caller holds the
  * lock now, so a record found in the way is stale and is removed. (An update would
- * not do: the key would keep the predecessor's session and vanish with it.)
+ * not do: the key would keep the predecessor's session and vanish with it.) A record
+ * holding exactly `value` is the caller's own, from an attempt whose answer was lost
+ * (values name their writer and its token). Outages are retried while `signal` lets.
+ * Resolves with the record's version.
  */
-export async function createReplacing(coordinator: Coordinator, key: string, value: Uint8Array, options: CreateReplacingOptions): Promise<void> {
+export async function createReplacing(coordinator: Coordinator, key: string, value: Uint8Array, options: CreateReplacingOptions): Promise<Version> {
   const max = options.maxAttempts ?? 20;
-  for (let i = 0; ; i++) {
+  const retry = { clock: options.clock, signal: options.signal, logger: options.logger };
+  const backoff = new Backoff();
+  for (let stale = 0; ; ) {
     options.beforeWrite?.();
     options.onWrite?.();
     try {
-      await coordinator.create(key, value, { session: options.session });
-      return;
+      return await coordinator.create(key, value, { session: options.session });
     } catch (err) {
-      if (!TaskGraphError.is(err, 'ALREADY_EXISTS') || i >= max) throw err;
+      if (isOutage(err)) {
+        // Applied or not: what is there tells, once the store answers.
+        if (options.signal.aborted) throw err;
+        options.logger.warn('the store is unavailable; retrying', { what: `create ${key}`, error: err.message });
+        await sleep(options.clock, backoff.next(), options.signal).catch(() => {
+          throw err;
+        });
+      } else if (!TaskGraphError.is(err, 'ALREADY_EXISTS') || stale++ >= max) {
+        throw err;
+      }
     }
-    const old = await coordinator.get(key);
+    const old = await retryStore(() => coordinator.get(key), { ...retry, what: `read ${key}` });
     if (!old) continue;
+    if (sameBytes(old.value, value)) return old.version;
     options.logger.info("removing the previous incarnation's record", { key });
     try {
       await coordinator.delete(key, old.version);
     } catch (err) {
-      if (!TaskGraphError.is(err, 'CONFLICT', 'NOT_FOUND')) throw err;
+      // A lost race, or an outage (the next create, or read, tells what happened).
+      if (!TaskGraphError.is(err, 'CONFLICT', 'NOT_FOUND') && !isOutage(err)) throw err;
     }
   }
 }
 
 export interface WaitForKeyOptions {
   readonly clock: Clock;
+  /** Ends the wait, and the retries through the store's outages. */
   readonly signal: AbortSignal;
+  readonly logger: Logger;
   /** Re-reads at least this often, in case a watch misses the creation. Default 2 s. */
   readonly recheckMs?: number;
   /** Called once when the key is not there at first. */
@@ -169,7 +233,7 @@ export async function waitForKey(coordinator: Coordinator, key: string, options:
   const backoff = new Backoff(50, 2000);
   let waited = false;
   for (;;) {
-    const e = await coordinator.get(key);
+    const e = await retryStore(() => coordinator.get(key), { clock, signal, logger: options.logger, what: `read ${key}` });
     if (e) return e;
     if (!waited) {
       options.onWait?.();

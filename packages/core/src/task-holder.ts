@@ -211,7 +211,9 @@ export class TaskHolder implements ReplicationView {
     try {
       while (this.backupTask === backup && this.host.holding() && !this.host.addresses.has(this.id)) {
         const lock = backup.ready
-          ? await config.coordinator.tryAcquire(keys.taskLock(config.job, this.id), this.joined.session, { owner: config.nodeId })
+          ? await this.joined.claimer.retry(`take the primary slot of task ${this.id}`, () =>
+              config.coordinator.tryAcquire(keys.taskLock(config.job, this.id), this.joined.session, { owner: config.nodeId }),
+            )
           : await this.joined.claimer.claimPrimarySlot(this.id);
         if (lock) {
           await this.promote(backup, lock);

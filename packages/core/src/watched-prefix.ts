@@ -8,6 +8,7 @@
 import { TaskGraphError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger, Revision, WatchEvent } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
+import { retryStore } from './store-ops.js';
 
 export interface PrefixHandlers {
   /** The full state under the prefix (on start, and again after a compaction). */
@@ -32,7 +33,12 @@ export class WatchedPrefix {
   async start(parent: AbortSignal): Promise<void> {
     if (parent.aborted) this.controller.abort(parent.reason);
     else parent.addEventListener('abort', () => this.controller.abort(parent.reason), { once: true });
-    const first = await this.coordinator.list(this.prefix);
+    const first = await retryStore(() => this.coordinator.list(this.prefix), {
+      clock: this.clock,
+      signal: this.controller.signal,
+      logger: this.logger,
+      what: `list ${this.prefix}`,
+    });
     this.deliverSnapshot(first.entries);
     this.loop = this.follow(first.revision);
   }

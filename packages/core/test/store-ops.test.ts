@@ -1,8 +1,8 @@
-import { ClosedError, ConflictError, InternalError, LeaseLostError, UnavailableError, AlreadyExistsError } from '@taskgraph/api';
+import { ClosedError, ConflictError, DeadlineExceededError, IndeterminateError, InternalError, LeaseLostError, UnavailableError, AlreadyExistsError } from '@taskgraph/api';
 import type { Entry } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from '@taskgraph/testkit';
-import { casUpdate, createReplacing, waitForKey } from '../src/store-ops.js';
+import { casUpdate, createReplacing, retryStore, waitForKey } from '../src/store-ops.js';
 import type { CasUpdateOptions } from '../src/store-ops.js';
 import { FlakyCoordinator, bytes, codeOf, memoryWorld, recordingLogger, rejectionOf, settleOn, text, track, turn } from './parts.js';
 
@@ -300,7 +300,7 @@ describe('createReplacing', () => {
     const session = await c.openSession({ ttlMs: 1000 });
     const logger = recordingLogger();
     let writes = 0;
-    await createReplacing(c, 'addr', bytes('me'), { session, logger, onWrite: () => writes++ });
+    await createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: live(), logger, onWrite: () => writes++ });
     expect(w.text('addr')).toBe('me');
     expect(w.sessionOf('addr')).toBe(session.id);
     expect(writes).toBe(1);
@@ -315,7 +315,7 @@ describe('createReplacing', () => {
     await c.create('addr', bytes('predecessor'), { session: old });
     const logger = recordingLogger();
     let writes = 0;
-    await createReplacing(c, 'addr', bytes('me'), { session: mine, logger, onWrite: () => writes++ });
+    await createReplacing(c, 'addr', bytes('me'), { session: mine, clock: w.clock, signal: live(), logger, onWrite: () => writes++ });
     expect(w.text('addr')).toBe('me');
     expect(w.sessionOf('addr')).toBe(mine.id);
     expect(writes).toBe(2);
@@ -335,7 +335,7 @@ describe('createReplacing', () => {
     const beforeWrite = () => {
       if (++calls === 2) throw lost;
     };
-    expect(await rejectionOf(createReplacing(c, 'addr', bytes('me'), { session, logger: recordingLogger(), beforeWrite }))).toBe(lost);
+    expect(await rejectionOf(createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: live(), logger: recordingLogger(), beforeWrite }))).toBe(lost);
     expect(calls).toBe(2);
     // The stale record was removed, the new one not written.
     expect(w.text('addr')).toBeUndefined();
@@ -348,27 +348,76 @@ describe('createReplacing', () => {
     await c.create('addr', bytes('predecessor'));
     const race = c.faults.add({ op: 'delete', key: 'addr', error: () => new ConflictError('changed'), times: 1 });
     let writes = 0;
-    await createReplacing(c, 'addr', bytes('me'), { session, logger: recordingLogger(), onWrite: () => writes++ });
+    await createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: live(), logger: recordingLogger(), onWrite: () => writes++ });
     expect(race.hits).toBe(1);
     expect(writes).toBe(3);
     expect(w.text('addr')).toBe('me');
   });
 
-  it('throws other failures at once: a create that is not AlreadyExists, a delete that is not a lost race', async () => {
+  it('throws other failures at once: a create that is neither AlreadyExists nor an outage, a delete that is not a lost race', async () => {
     w = memoryWorld();
     const c = w.client();
     const session = await c.openSession({ ttlMs: 1000 });
-    const down = new UnavailableError('down');
-    c.faults.add({ op: 'create', key: 'a', error: down, times: 1 });
+    const bad = new InternalError('bad create');
+    c.faults.add({ op: 'create', key: 'a', error: bad, times: 1 });
     let writes = 0;
-    expect(await rejectionOf(createReplacing(c, 'a', bytes('me'), { session, logger: recordingLogger(), onWrite: () => writes++ }))).toBe(down);
+    expect(await rejectionOf(createReplacing(c, 'a', bytes('me'), { session, clock: w.clock, signal: live(), logger: recordingLogger(), onWrite: () => writes++ }))).toBe(bad);
     expect(writes).toBe(1);
 
     await c.create('b', bytes('predecessor'));
     const broken = new InternalError('broken delete');
     c.faults.add({ op: 'delete', key: 'b', error: broken, times: 1 });
-    expect(await rejectionOf(createReplacing(c, 'b', bytes('me'), { session, logger: recordingLogger() }))).toBe(broken);
+    expect(await rejectionOf(createReplacing(c, 'b', bytes('me'), { session, clock: w.clock, signal: live(), logger: recordingLogger() }))).toBe(broken);
     expect(w.text('b')).toBe('predecessor');
+  });
+
+  it('an outage on the create backs off on the clock and tries again (logged once); the store away at the read is waited for too', async () => {
+    w = memoryWorld();
+    const c = w.client();
+    const session = await c.openSession({ ttlMs: 1000 });
+    const down = c.faults.add({ op: 'create', key: 'addr', error: () => new UnavailableError('down'), times: 1 });
+    const away = c.faults.add({ op: 'get', key: 'addr', error: () => new UnavailableError('still down'), times: 1 });
+    const logger = recordingLogger();
+    const timers = w.clock.pendingTimers().length;
+    const run = track(createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: live(), logger }));
+    await eventually('the failed create to back off', () => down.hits === 1 && w.clock.pendingTimers().length === timers + 1);
+    expect(run.state.settled).toBe(false);
+    await settleOn(w.clock, run.promise);
+    expect(away.hits).toBe(1);
+    expect(w.text('addr')).toBe('me');
+    expect(w.sessionOf('addr')).toBe(session.id);
+    expect(logger.lines.map((l) => `${l.level} ${l.message}`)).toEqual([
+      'warn the store is unavailable; retrying',
+      'warn the store is unavailable; retrying',
+      'info the store answers again',
+    ]);
+  });
+
+  it('a create that was applied but whose answer was lost is found as its own record: nothing removed, its version returned', async () => {
+    w = memoryWorld();
+    const inner = w.client();
+    const c = new FlakyCoordinator(inner);
+    const session = await inner.openSession({ ttlMs: 1000 });
+    c.tricks.push('applied-then-indeterminate');
+    const logger = recordingLogger();
+    const run = track(createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: live(), logger }));
+    const version = await settleOn(w.clock, run.promise);
+    expect(version).toBe((await inner.get('addr'))?.version);
+    expect(w.sessionOf('addr')).toBe(session.id);
+    expect(logger.lines.some((l) => l.message.includes('removing'))).toBe(false);
+  });
+
+  it('an outage ends with the node: the store error is thrown once the signal aborts', async () => {
+    w = memoryWorld();
+    const c = w.client();
+    const session = await c.openSession({ ttlMs: 1000 });
+    const down = new UnavailableError('down');
+    const fault = c.faults.add({ op: 'create', key: 'addr', error: down });
+    const ctrl = new AbortController();
+    const run = track(createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: ctrl.signal, logger: recordingLogger() }));
+    await eventually('the first failure', () => fault.hits === 1);
+    ctrl.abort(new ClosedError('leaving'));
+    expect(await rejectionOf(run.promise)).toBe(down);
   });
 
   it('gives up after maxAttempts stale records in a row', async () => {
@@ -377,22 +426,89 @@ describe('createReplacing', () => {
     const session = await c.openSession({ ttlMs: 1000 });
     c.faults.add({ op: 'create', key: 'addr', error: () => new AlreadyExistsError('always there') });
     let writes = 0;
-    const err = await rejectionOf(createReplacing(c, 'addr', bytes('me'), { session, logger: recordingLogger(), maxAttempts: 2, onWrite: () => writes++ }));
+    const err = await rejectionOf(createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: live(), logger: recordingLogger(), maxAttempts: 2, onWrite: () => writes++ }));
     expect(codeOf(err)).toBe('ALREADY_EXISTS');
     expect(writes).toBe(3);
     writes = 0;
-    await rejectionOf(createReplacing(c, 'addr', bytes('me'), { session, logger: recordingLogger(), onWrite: () => writes++ }));
+    await rejectionOf(createReplacing(c, 'addr', bytes('me'), { session, clock: w.clock, signal: live(), logger: recordingLogger(), onWrite: () => writes++ }));
     expect(writes).toBe(21);
   });
 });
 
+describe('retryStore', () => {
+  it('retries the store’s outages (Unavailable, Indeterminate, DeadlineExceeded) after a backoff on the clock, logging the first and the recovery', async () => {
+    w = memoryWorld();
+    const failures = [new UnavailableError('a'), new IndeterminateError('b'), new DeadlineExceededError('c')];
+    let calls = 0;
+    const logger = recordingLogger();
+    const run = track(
+      retryStore(
+        async () => {
+          calls++;
+          const f = failures.shift();
+          if (f) throw f;
+          return 'answer';
+        },
+        { clock: w.clock, signal: live(), logger, what: 'read k' },
+      ),
+    );
+    await eventually('the first backoff', () => calls === 1 && w.clock.pendingTimers().length === 1);
+    expect(run.state.settled).toBe(false);
+    expect(await settleOn(w.clock, run.promise)).toBe('answer');
+    expect(calls).toBe(4);
+    expect(logger.lines).toEqual([
+      { level: 'warn', message: 'the store is unavailable; retrying', fields: { what: 'read k', error: 'a' } },
+      { level: 'info', message: 'the store answers again', fields: { what: 'read k', failures: 3 } },
+    ]);
+  });
+
+  it('throws anything else at once, and the last outage once the signal aborts', async () => {
+    w = memoryWorld();
+    const broken = new InternalError('broken');
+    const opts = { clock: w.clock, signal: live(), logger: recordingLogger(), what: 'x' };
+    expect(
+      await rejectionOf(
+        retryStore(async () => {
+          throw broken;
+        }, opts),
+      ),
+    ).toBe(broken);
+    const down = new UnavailableError('down');
+    const ctrl = new AbortController();
+    let calls = 0;
+    const run = track(
+      retryStore(
+        async () => {
+          calls++;
+          throw down;
+        },
+        { ...opts, signal: ctrl.signal },
+      ),
+    );
+    await eventually('a backoff', () => calls === 1 && w.clock.pendingTimers().length === 1);
+    ctrl.abort(new ClosedError('leaving'));
+    expect(await rejectionOf(run.promise)).toBe(down);
+    expect(w.clock.pendingTimers()).toEqual([]);
+  });
+});
+
 describe('waitForKey', () => {
+  it('waits through an outage of its read', async () => {
+    w = memoryWorld();
+    const c = w.client();
+    await c.create('spec', bytes('s'));
+    const away = c.faults.add({ op: 'get', key: 'spec', error: () => new UnavailableError('away'), times: 2 });
+    const run = track(waitForKey(c, 'spec', { clock: w.clock, logger: recordingLogger(), signal: live() }));
+    expect((await settleOn(w.clock, run.promise)).value).toEqual(bytes('s'));
+    expect(away.hits).toBe(2);
+  });
+
   it('returns a key that exists without waiting', async () => {
     w = memoryWorld();
     const c = w.client();
     const version = await c.create('spec', bytes('s'));
     let waits = 0;
-    const e = await waitForKey(c, 'spec', { clock: w.clock, signal: live(), onWait: () => waits++ });
+    const e = await waitForKey(c, 'spec', { clock: w.clock, logger: recordingLogger(), signal: live(), onWait: () => waits++ });
     expect(e).toEqual({ key: 'spec', value: bytes('s'), version });
     expect(waits).toBe(0);
   });
@@ -401,7 +517,7 @@ describe('waitForKey', () => {
     w = memoryWorld();
     const c = w.client();
     let waits = 0;
-    const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: live(), onWait: () => waits++ }));
+    const run = track(waitForKey(c, 'spec', { clock: w.clock, logger: recordingLogger(), signal: live(), onWait: () => waits++ }));
     await eventually('a watch on the key', () => c.activeWatches === 1);
     await w.client().create('spec-draft', bytes('not it'));
     await turn();
@@ -417,7 +533,7 @@ describe('waitForKey', () => {
     const inner = w.client();
     const c = new DeafWatches(inner);
     let waits = 0;
-    const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: live(), recheckMs: 500, onWait: () => waits++ }));
+    const run = track(waitForKey(c, 'spec', { clock: w.clock, logger: recordingLogger(), signal: live(), recheckMs: 500, onWait: () => waits++ }));
     await eventually('the recheck timer', () => w.clock.pendingTimers().length === 1);
     await inner.create('spec', bytes('s'));
     await w.clock.advance(499);
@@ -432,7 +548,7 @@ describe('waitForKey', () => {
     w = memoryWorld();
     const c = w.client();
     const blip = c.faults.add({ op: 'watch', key: 'spec', times: 1 });
-    const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: live() }));
+    const run = track(waitForKey(c, 'spec', { clock: w.clock, logger: recordingLogger(), signal: live() }));
     await eventually('the failed watch', () => blip.hits === 1);
     // No second watch until the back-off (at most 50 ms at first) has passed on the clock.
     await eventually('the back-off timer', () => w.clock.pendingTimers().length === 1);
@@ -444,7 +560,7 @@ describe('waitForKey', () => {
 
     const broken = new InternalError('broken watch');
     c.faults.add({ op: 'watch', key: 'other', error: broken, times: 1 });
-    expect(await rejectionOf(waitForKey(c, 'other', { clock: w.clock, signal: live() }))).toBe(broken);
+    expect(await rejectionOf(waitForKey(c, 'other', { clock: w.clock, logger: recordingLogger(), signal: live() }))).toBe(broken);
     expect(w.clock.pendingTimers()).toEqual([]);
   });
 
@@ -452,7 +568,7 @@ describe('waitForKey', () => {
     w = memoryWorld();
     const c = w.client();
     const ctrl = new AbortController();
-    const run = track(waitForKey(c, 'spec', { clock: w.clock, signal: ctrl.signal }));
+    const run = track(waitForKey(c, 'spec', { clock: w.clock, logger: recordingLogger(), signal: ctrl.signal }));
     await eventually('a watch on the key', () => c.activeWatches === 1);
     const reason = new ClosedError('the node is leaving');
     ctrl.abort(reason);
