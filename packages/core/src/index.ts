@@ -20,6 +20,8 @@ export { installSignalHandlers } from './signals.js';
 export { keys as jobKeys, assertValidJobName, FORMAT_VERSION } from './layout.js';
 export type { JobSpec, NodeValue, AddrValue } from './layout.js';
 export { sleep, Backoff } from '@taskgraph/backend-kit';
+export { retryStore, isOutage } from './store-ops.js';
+export type { RetryStoreOptions } from './store-ops.js';
 export { LocalCluster, nodeResources } from './local-cluster.js';
 export type { LocalClusterOptions, NodeResources, ClusterNode, ClusterEvent } from './local-cluster.js';
 export type { Phase as NodePhase } from './node.js';

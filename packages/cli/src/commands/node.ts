@@ -5,7 +5,7 @@
  * outcome as one `TG-OUTCOME <json>` line on stdout; logs go to stderr.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import { createBootstrap, createController, createLogger, installSignalHandlers, resolveCoordinator, resolveTransport, sleep } from '@taskgraph/core';
+import { createBootstrap, createController, createLogger, installSignalHandlers, resolveCoordinator, resolveTransport, retryStore, sleep } from '@taskgraph/core';
 import { systemClock } from '@taskgraph/api';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
@@ -44,12 +44,14 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
   try {
     const ctl = createController({ coordinator, job: o.job, logger });
     const deadline = o.waitForJobMs === undefined ? Infinity : systemClock.now() + o.waitForJobMs;
-    let status = await ctl.status();
+    // The store may be away for a while (restarting): wait for it rather than fail the node.
+    const readStatus = () => retryStore(() => ctl.status(), { clock: systemClock, signal: new AbortController().signal, logger, what: `read job ${o.job}` });
+    let status = await readStatus();
     if (!status) logger.info('waiting for the job to be created', { job: o.job });
     while (!status) {
       if (systemClock.now() > deadline) throw new InvalidArgumentError(`job ${o.job} does not exist (create it with \`taskgraph job create\`)`);
       await sleep(systemClock, 250);
-      status = await ctl.status();
+      status = await readStatus();
     }
     const ctx = { numTasks: status.spec.numTasks, args: o.args, logger, report: (r: unknown) => print('TG-RESULT', r) };
     const node = createBootstrap({
