@@ -2,7 +2,7 @@
  * The controller: creates a job in the store (idempotently), reports and watches
  * its state, waits for it to finish, and removes it.
  */
-import { ConflictError, InvalidArgumentError, NotFoundError, TaskGraphError, abortError, systemClock } from '@taskgraph/api';
+import { ConflictError, DecodeFailedError, InvalidArgumentError, NotFoundError, TaskGraphError, abortError, systemClock } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import {
@@ -229,12 +229,19 @@ export class Controller {
     const problems: string[] = [];
     const get = (k: string) => entries.find((e) => e.key === k);
     const specEntry = get(keys.spec(this.job));
-    if (!specEntry) return undefined;
+    if (!specEntry) {
+      if (entries.length === 0) return undefined;
+      // Something of the job is there but not its spec: deleted behind the job's back (or a delete half done).
+      throw new DecodeFailedError(
+        `job ${this.job} is unreadable: its spec (${keys.spec(this.job)}) is missing while ${entries.length} other key(s) of the job remain; delete the job and run it again`,
+        { details: { key: keys.spec(this.job) } },
+      );
+    }
     let spec: JobSpec;
     try {
       spec = decodeSpec(specEntry.key, specEntry.value);
     } catch (err) {
-      throw new TaskGraphError('DECODE_FAILED', (err as Error).message, { cause: err });
+      throw new DecodeFailedError(`job ${this.job} is unreadable: ${(err as Error).message}`, { cause: err, details: { key: specEntry.key } });
     }
     let epoch = -1;
     let state: JobStatusValue = { state: 'running' };

@@ -4,7 +4,7 @@
  * watch, checking the contexts callers pass back, and advancing by compare-and-set.
  */
 import { setMaxListeners } from 'node:events';
-import { DecodeFailedError, EpochChangedError, InvalidArgumentError, abortError } from '@taskgraph/api';
+import { EpochChangedError, InvalidArgumentError, abortError } from '@taskgraph/api';
 import type { Clock, Coordinator, EpochContext, Logger, Version } from '@taskgraph/api';
 import { decodeEpoch, encodeEpoch, keys } from './layout.js';
 import type { NodeStats } from './stats.js';
@@ -104,6 +104,9 @@ export class EpochTracker {
     if (epoch === this.current) return;
     if (epoch < this.current) {
       this.o.logger.error('the epoch went backwards in the store (restored from an old backup?); following it', { from: this.current, to: epoch });
+    } else if (this.current >= 0 && epoch > this.current + 1) {
+      // Epochs move one at a time by compare-and-set: a jump was written by hand (or by something else).
+      this.o.logger.warn('the epoch jumped by more than one in the store; following it', { from: this.current, to: epoch });
     }
     const previous = this.current;
     this.scope.end(() => withoutStack(() => new EpochChangedError(`epoch ${previous} is over`, { details: { current: epoch } })));
@@ -148,8 +151,20 @@ export class EpochTracker {
       key,
       (entry) => {
         if (this.current !== ctx.epoch) throw this.changed(ctx.epoch);
-        if (!entry) throw new DecodeFailedError(`the job's epoch key ${key} is missing`);
-        const stored = decodeEpoch(key, entry.value);
+        let stored: number | undefined;
+        if (entry) {
+          try {
+            stored = decodeEpoch(key, entry.value);
+          } catch (err) {
+            // The last readable epoch is ctx.epoch (this node follows it): the owner repairs
+            // the key while advancing, by compare-and-set on the corrupt value's version.
+            this.o.logger.warn("repairing a corrupt epoch key while advancing from the last readable epoch", { key, epoch: ctx.epoch, error: (err as Error).message });
+            return encodeEpoch(ctx.epoch + 1);
+          }
+        } else {
+          this.o.logger.warn("repairing a missing epoch key while advancing from the last readable epoch", { key, epoch: ctx.epoch });
+          return encodeEpoch(ctx.epoch + 1);
+        }
         if (stored !== ctx.epoch) throw this.changed(ctx.epoch, stored);
         return encodeEpoch(ctx.epoch + 1);
       },

@@ -8,6 +8,7 @@ import type { Clock, Coordinator, Entry, Logger, WatchEvent } from '@taskgraph/a
 import type { EpochTracker } from './epoch.js';
 import { decodeStatus, encodeJson, keys } from './layout.js';
 import type { JobStatusValue } from './layout.js';
+import { CorruptionLog } from './corruption.js';
 import { casUpdate } from './store-ops.js';
 import type { PrefixHandlers } from './watched-prefix.js';
 
@@ -15,23 +16,46 @@ export class JobState implements PrefixHandlers {
   private readonly epochKey: string;
   private readonly statusKey: string;
   private finished = false;
+  private readonly corruption: CorruptionLog;
 
   constructor(
     job: string,
     private readonly epochs: Pick<EpochTracker, 'apply'>,
-    private readonly logger: () => Logger,
+    logger: () => Logger,
     /** Called once, when the status first says the job is no longer running. */
     private readonly onFinished: (status: JobStatusValue) => void,
   ) {
     this.epochKey = keys.epoch(job);
     this.statusKey = keys.status(job);
+    this.corruption = new CorruptionLog(logger);
   }
 
-  /** Marks the job done (unless it already is), on behalf of `by`. */
-  static async markDone(coordinator: Coordinator, job: string, by: string, options: { clock: Clock; signal: AbortSignal; onWrite(): void }): Promise<void> {
+  /**
+   * Marks the job done (unless it already is), on behalf of `by`. A corrupt status is
+   * repaired: it is overwritten (by compare-and-set on the corrupt value's version).
+   */
+  static async markDone(
+    coordinator: Coordinator,
+    job: string,
+    by: string,
+    options: { clock: Clock; signal: AbortSignal; logger: Logger; onWrite(): void },
+  ): Promise<void> {
     const key = keys.status(job);
     const value = encodeJson({ state: 'done', updated: new Date().toISOString(), by });
-    await casUpdate(coordinator, key, (e) => (e && decodeStatus(key, e.value).state === 'done' ? undefined : value), options);
+    await casUpdate(
+      coordinator,
+      key,
+      (e) => {
+        if (!e) return value;
+        try {
+          return decodeStatus(key, e.value).state === 'done' ? undefined : value;
+        } catch (err) {
+          options.logger.warn('repairing a corrupt job status: the job is marked done', { key, error: (err as Error).message });
+          return value;
+        }
+      },
+      options,
+    );
   }
 
   snapshot(entries: readonly Entry[]): void {
@@ -53,8 +77,9 @@ export class JobState implements PrefixHandlers {
           this.onFinished(status);
         }
       }
+      this.corruption.readable(e.key);
     } catch (err) {
-      this.logger().error('ignoring a corrupt job state value', { key: e.key, error: (err as Error).message });
+      this.corruption.report(e.key, err, 'ignoring a corrupt job state value');
     }
   }
 }

@@ -149,6 +149,7 @@ export class TaskGraphNode implements Bootstrap {
     await JobState.markDone(this.config.coordinator, this.config.job, this.nodeId, {
       clock: this.config.clock,
       signal: this.life.signal,
+      logger: this.logger,
       onWrite: () => this.stats.writes.status++,
     });
     this.logger.info('job shut down', { epoch: this.epochs.epoch });

@@ -78,6 +78,25 @@ describe('controller', () => {
     expect((await c.list(`${w.job}/`)).entries).toEqual([]);
   });
 
+  it('a job whose spec is missing (deleted behind its back) or corrupt is unreadable: DecodeFailedError naming the key, not "no such job"', async () => {
+    w = world();
+    const ctl = w.controller();
+    await ctl.createJob({ numTasks: 2, linkTypes: ['Parents', 'Children'] });
+    const c = w.coordinator();
+    const spec = (await c.get(jobKeys.spec(w.job)))!;
+    await c.update(jobKeys.spec(w.job), new TextEncoder().encode('{"numTasks":"many"}'), spec.version);
+    let err = await ctl.status().catch((x: unknown) => x);
+    expect(err).toMatchObject({ code: 'DECODE_FAILED', details: { key: jobKeys.spec(w.job) } });
+    expect((err as Error).message).toMatch(new RegExp(`^job ${w.job} is unreadable: corrupt value at`));
+    const again = (await c.get(jobKeys.spec(w.job)))!;
+    await c.delete(jobKeys.spec(w.job), again.version);
+    err = await ctl.status().catch((x: unknown) => x);
+    expect(err).toMatchObject({ code: 'DECODE_FAILED', details: { key: jobKeys.spec(w.job) } });
+    expect((err as Error).message).toMatch(/its spec .* is missing while 2 other key\(s\) of the job remain/);
+    await ctl.destroy();
+    expect(await ctl.status()).toBeUndefined();
+  });
+
   it('waitUntilDone rejects when the job is deleted, and when aborted', async () => {
     w = world();
     const ctl = w.controller();

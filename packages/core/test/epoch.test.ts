@@ -319,19 +319,43 @@ describe('EpochTracker', () => {
       expect(w.text(a.key)).toBe('1');
     });
 
-    it('a missing epoch key is DecodeFailedError naming it', async () => {
-      const { tracker, coordinator, key } = await tracked(2);
+    it('a missing epoch key is repaired by the advance: the next epoch is created, the repair logged with its key', async () => {
+      const { tracker, coordinator, key, logger, stats } = await tracked(2);
       const e = await coordinator.get(key);
       await coordinator.delete(key, e!.version);
-      const err = await rejectionOf(tracker.advance(tracker.context, () => undefined));
-      expect(err).toMatchObject({ code: 'DECODE_FAILED', message: `the job's epoch key ${key} is missing` });
+      await tracker.advance(tracker.context, () => undefined);
+      expect(w.text(key)).toBe('3');
+      // The first write (an update of the version the watch gave) found no key; then the create.
+      expect(stats.writes.epoch).toBe(2);
+      expect(logger.lines.filter((l) => l.level !== 'debug').map((l) => [l.level, l.message, l.fields['key']])).toEqual([
+        ['warn', 'repairing a missing epoch key while advancing from the last readable epoch', key],
+      ]);
     });
 
-    it('a corrupt stored epoch is DecodeFailedError', async () => {
-      const { tracker, coordinator, key } = await tracked(2);
+    it('a corrupt stored epoch is repaired by the advance from the last readable epoch, by compare-and-set on the corrupt value', async () => {
+      const { tracker, coordinator, key, logger } = await tracked(2);
       const e = await coordinator.get(key);
-      await coordinator.update(key, enc.encode('two'), e!.version);
-      expect(await rejectionOf(tracker.advance(tracker.context, () => undefined))).toMatchObject({ code: 'DECODE_FAILED' });
+      await coordinator.update(key, enc.encode('banana'), e!.version);
+      await tracker.advance(tracker.context, () => undefined);
+      expect(w.text(key)).toBe('3');
+      expect(logger.lines.filter((l) => l.level !== 'debug').map((l) => [l.level, l.message, l.fields['epoch']])).toEqual([
+        ['warn', 'repairing a corrupt epoch key while advancing from the last readable epoch', 2],
+      ]);
+    });
+
+    it('an epoch that jumps by more than one is reported, and followed', async () => {
+      const { tracker, coordinator, key, logger, changes } = await tracked(2);
+      const e = await coordinator.get(key);
+      const v = await coordinator.update(key, enc.encode('7'), e!.version);
+      tracker.apply(enc.encode('7'), v);
+      expect(tracker.epoch).toBe(7);
+      expect(changes).toEqual([
+        [2, -1],
+        [7, 2],
+      ]);
+      expect(logger.lines.map((l) => [l.level, l.message, l.fields['from'], l.fields['to']])).toEqual([
+        ['warn', 'the epoch jumped by more than one in the store; following it', 2, 7],
+      ]);
     });
 
     it('beforeWrite throwing stops it before the write', async () => {

@@ -86,9 +86,17 @@ describe('JobState', () => {
     ]);
     expect(tracker.epoch).toBe(-1);
     expect(finished).toEqual([]);
-    const e = await c.get(keys.epoch(w.job));
+    // Rewritten corrupt, it is not reported again; readable and then corrupt again, it is.
+    let e = await c.get(keys.epoch(w.job));
+    await c.update(keys.epoch(w.job), bytes('still not'), e!.version);
+    e = await c.get(keys.epoch(w.job));
     await c.update(keys.epoch(w.job), bytes('3'), e!.version);
     await eventually('the next good value', () => tracker.epoch === 3);
+    expect(logger.lines).toHaveLength(2);
+    e = await c.get(keys.epoch(w.job));
+    await c.update(keys.epoch(w.job), bytes('banana'), e!.version);
+    await eventually('the third report', () => logger.lines.length === 3);
+    expect(logger.lines[2]?.fields['key']).toBe(keys.epoch(w.job));
   });
 
   it('ignores deletions and other keys under state/', async () => {
@@ -108,7 +116,8 @@ describe('JobState', () => {
   describe('markDone', () => {
     const options = (signal = new AbortController().signal) => {
       const counted = { writes: 0 };
-      return { counted, options: { clock: w.clock, signal, onWrite: () => void counted.writes++ } };
+      const logger = recordingLogger();
+      return { counted, logger, options: { clock: w.clock, signal, logger, onWrite: () => void counted.writes++ } };
     };
 
     it('creates the status when there is none, saying who and when', async () => {
@@ -165,14 +174,17 @@ describe('JobState', () => {
       expect(JSON.parse(w.text(keys.status(w.job))!)).toEqual({ state: 'done', reason: 'controller' });
     });
 
-    it('a corrupt status is DecodeFailedError, and is left as it is', async () => {
+    it('a corrupt status is repaired: overwritten with done, and the repair logged with its key', async () => {
       w = memoryWorld();
       const c = w.client();
-      await c.create(keys.status(w.job), bytes('[1,2]'));
-      const { counted, options: o } = options();
-      expect(await rejectionOf(JobState.markDone(c, w.job, 'node-a', o))).toMatchObject({ code: 'DECODE_FAILED' });
-      expect(counted.writes).toBe(0);
-      expect(w.text(keys.status(w.job))).toBe('[1,2]');
+      await c.create(keys.status(w.job), bytes('zzz'));
+      const { counted, logger, options: o } = options();
+      await JobState.markDone(c, w.job, 'node-a', o);
+      expect(counted.writes).toBe(1);
+      expect(JSON.parse(w.text(keys.status(w.job))!)).toMatchObject({ state: 'done', by: 'node-a' });
+      expect(logger.lines.map((l) => [l.level, l.message, l.fields['key']])).toEqual([
+        ['warn', 'repairing a corrupt job status: the job is marked done', keys.status(w.job)],
+      ]);
     });
 
     it('an unreachable store is retried until the signal ends it', async () => {

@@ -246,6 +246,30 @@ describe('node lifecycle and input checks', () => {
     expect(node.state).toBe('done');
   });
 
+  it('the node that advances the epoch repairs a corrupt epoch key; shutdownJob repairs a corrupt status: no node dies of either', async () => {
+    w = world();
+    const ctl = w.controller();
+    await ctl.createJob({ numTasks: 1, linkTypes: LINKS });
+    const a = handleTask();
+    const { node } = await w.node(() => a.task, {}, 1);
+    const run = node.start();
+    await eventually('started', () => a.box.ctx !== undefined);
+    const c = w.coordinator();
+    const enc = new TextEncoder();
+    const e = (await c.get(jobKeys.epoch(w.job)))!;
+    await c.update(jobKeys.epoch(w.job), enc.encode('banana'), e.version);
+    await a.box.fw!.incEpoch(a.box.ctx!);
+    await eventually('epoch 1', () => node.getEpoch() === 1);
+    expect(new TextDecoder().decode((await c.get(jobKeys.epoch(w.job)))!.value)).toBe('1');
+    await c.create(jobKeys.status(w.job), enc.encode('zzz')).catch(async () => {
+      const s = (await c.get(jobKeys.status(w.job)))!;
+      await c.update(jobKeys.status(w.job), enc.encode('zzz'), s.version);
+    });
+    await a.box.fw!.shutdownJob();
+    await expect(run).resolves.toMatchObject({ reason: 'job-done' });
+    expect((await ctl.status())?.state).toBe('done');
+  });
+
   it('a corrupt epoch written into the store is reported, not fatal', async () => {
     w = world();
     const ctl = w.controller();
