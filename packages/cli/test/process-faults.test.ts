@@ -130,7 +130,6 @@ describe('the regression job as OS processes on one real etcd', () => {
         app: 'regression',
         tasks: 15,
         standbys: 3,
-        logDir: '/tmp/three-logs',
         timeoutMs: 150_000,
         // No node may need replacing: every one rides the outages out.
         restart: false,
