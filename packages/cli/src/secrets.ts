@@ -3,6 +3,9 @@
  * with the password masked, and every line is scrubbed of the secrets the
  * configured URLs carry (an error message from a backend may quote its URL whole).
  */
+import type { Logger } from '@taskgraph/api';
+import { createLogger } from '@taskgraph/core';
+import type { CliConfig } from './config.js';
 
 const MASK = '***';
 const QUERY_SECRET = /([?&](?:password|token|secret)=)([^&#]*)/gi;
@@ -40,4 +43,9 @@ export function redactor(config: { readonly coordinator?: string | undefined; re
     for (const s of secrets) out = out.split(s).join(MASK);
     return out;
   };
+}
+
+/** A logger writing to stderr with every line scrubbed by `redact`. */
+export function scrubbedLogger(level: NonNullable<CliConfig['logLevel']>, redact: (line: string) => string): Logger {
+  return createLogger({ level, write: (line) => process.stderr.write(`${redact(line)}\n`) });
 }

@@ -8,13 +8,13 @@
  * supervisor knows a restart would fail the same way.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import { createBootstrap, createController, createLogger, installSignalHandlers, resolveCoordinator, resolveTransport, sleep } from '@taskgraph/core';
+import { createBootstrap, createController, installSignalHandlers, resolveCoordinator, resolveTransport, sleep } from '@taskgraph/core';
 import { systemClock } from '@taskgraph/api';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
 import { EXIT, isConfigurationError } from '../exit-codes.js';
-import { redactor } from '../secrets.js';
+import { redactor, scrubbedLogger } from '../secrets.js';
 
 /**
  * Set by `run` in its nodes' environment: the node leaves gracefully when its stdin
@@ -37,7 +37,7 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
   if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL or set TASKGRAPH_COORDINATOR');
   if (!o.config.transport) throw new InvalidArgumentError('no transport: pass --transport URL or set TASKGRAPH_TRANSPORT');
   const redact = redactor(o.config);
-  const logger = createLogger({ level: o.config.logLevel ?? 'info', write: (line) => process.stderr.write(`${redact(line)}\n`) });
+  const logger = scrubbedLogger(o.config.logLevel ?? 'info', redact);
   await loadPlugins(o.config.plugins);
   const app = await loadApp(o.app);
   const coordinator = await resolveCoordinator(o.config.coordinator, { logger });

@@ -22,14 +22,14 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
 import type { Coordinator, Logger, NodeOutcome } from '@taskgraph/api';
-import { Controller, createBootstrap, createLogger, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
+import { Controller, createBootstrap, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
 import type { AppVerdict, JobStatus, TaskGraphApp, TaskGraphNode } from '@taskgraph/core';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
 import { EXIT, interruptedExitCode, isConfigurationError } from '../exit-codes.js';
 import { RestartBudget } from '../restart-budget.js';
-import { maskUrl, redactor } from '../secrets.js';
+import { maskUrl, redactor, scrubbedLogger } from '../secrets.js';
 import { STOP_WITH_PARENT_ENV } from './node.js';
 
 /** How long stopped nodes have to leave gracefully before they are killed. */
@@ -291,7 +291,7 @@ export class JobRun {
   }
 
   private logger(): Logger {
-    return createLogger({ level: this.o.config.logLevel ?? 'warn', write: (line) => process.stderr.write(`${this.redact(line)}\n`) });
+    return scrubbedLogger(this.o.config.logLevel ?? 'warn', this.redact);
   }
 
   /** A TTL the store refuses would fail every node alike: refuse it before any starts. */
@@ -382,6 +382,8 @@ export class JobRun {
 
   private startInProcess(slot: number): Supervised {
     const nodeId = `node-${this.started}`;
+    // The first node of each primary's slot goes for that task first (no scramble at start).
+    const preferred = this.started === slot && slot < this.o.tasks;
     let node: TaskGraphNode | undefined;
     let stopRequested = false;
     const ended = (async (): Promise<NodeEnd> => {
@@ -395,7 +397,7 @@ export class JobRun {
             transport,
             nodeId,
             logger: this.logger().child({ node: nodeId }),
-            ...(this.started < this.o.tasks ? { preferredTask: slot } : {}),
+            ...(preferred ? { preferredTask: slot } : {}),
             ...(this.o.config.sessionTtlMs ? { sessionTtlMs: this.o.config.sessionTtlMs } : {}),
           });
           node.setTaskBuilder(this.app.taskBuilder(this.context()));
