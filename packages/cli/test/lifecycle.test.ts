@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createController, resolveCoordinator } from '@taskgraph/core';
 import type { Controller } from '@taskgraph/core';
 import { eventually, startEtcd } from '@taskgraph/testkit';
@@ -21,6 +22,8 @@ import { EXIT, JobRun, defaultCliEntry } from '../src/index.js';
 const PASSWORD = 'pw-Zq81-never-shown';
 const TIMEOUT = 120_000;
 const SLOW = { timeoutMs: 60_000, intervalMs: 100 };
+/** Regression, but node-0 blocks on SIGTERM instead of leaving. */
+const STUBBORN_APP = fileURLToPath(new URL('./fixtures/stubborn-app.mjs', import.meta.url));
 
 interface Cli {
   readonly child: ChildProcess;
@@ -124,9 +127,9 @@ describe('taskgraph run and node as OS processes on a real etcd with a password'
   });
 
   /** Starts `run` with the URL in its environment and waits until every task runs and the standby waits. */
-  async function startedRun(job: string, extra: readonly string[] = []): Promise<{ run: Cli; nodes: number[]; logDir: string }> {
+  async function startedRun(job: string, extra: readonly string[] = [], app = 'regression'): Promise<{ run: Cli; nodes: number[]; logDir: string }> {
     const logDir = join(logs, job);
-    const run = cli(['run', 'regression', '--tasks', '3', '--standbys', '1', '--job', job, '--arg', 'epochs=100000', '--log-dir', logDir, ...extra], {
+    const run = cli(['run', app, '--tasks', '3', '--standbys', '1', '--job', job, '--arg', 'epochs=100000', '--log-dir', logDir, ...extra], {
       TASKGRAPH_COORDINATOR: url,
     });
     await eventually(
@@ -170,6 +173,22 @@ describe('taskgraph run and node as OS processes on a real etcd with a password'
       }
       expect(run.out[0]).toContain(`etcd://root:***@${etcd.clientAddress}?namespace=life`);
       expect(run.out.join('\n')).not.toContain(PASSWORD);
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'a node that does not leave on SIGTERM is SIGKILLed after --grace; the others leave gracefully',
+    async () => {
+      const job = nextJob();
+      const { run, nodes, logDir } = await startedRun(job, ['--grace', '2'], STUBBORN_APP);
+      run.child.kill('SIGTERM');
+      expect(await run.exited).toBe(EXIT.terminated);
+      for (const pid of nodes) expect(alive(pid), `node process ${pid}`).toBe(false);
+      const lastLine = (id: string) => readFileSync(join(logDir, `${id}.log`), 'utf8').trimEnd().split('\n').at(-1);
+      expect(lastLine('node-0')).toBe('-- exited with SIGKILL');
+      for (const id of ['node-1', 'node-2', 'node-3']) expect(lastLine(id), id).toBe('-- exited with 0');
+      expect(await ctl(job).status()).toBeUndefined();
     },
     TIMEOUT,
   );
