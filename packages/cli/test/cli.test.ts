@@ -149,6 +149,13 @@ describe('the in-process runner (memory://)', () => {
     }
   });
 
+  it('restarts a node that failed in its slot, after a delay, and the job finishes exact', async () => {
+    const r = await run(['run', 'regression', '--tasks', '3', '--coordinator', 'memory://cli-restart', '--arg', 'epochs=5', '--arg', 'fail-enter-epoch=1:3']);
+    expect(r.out).toMatch(/node-\d exited \(failed: task 1 fails in enterEpoch\(3\) \(injected\)\); started node-3 after \d+ ms/);
+    expect(r.out).toContain('regression: sums are exact: 0, 3, 6, 9, 12, 15');
+    expect(r.code).toBe(EXIT.ok);
+  });
+
   it('interrupted: every node leaves, the job is deleted, the last line says so, exit 130', async () => {
     const lines: string[] = [];
     const job = 'cli-interrupted';
