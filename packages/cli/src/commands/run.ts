@@ -232,8 +232,11 @@ export class JobRun {
       for (let slot = 0; slot < this.nodeCount; slot++) this.startNode(slot);
       const done = this.controller.waitUntilDone(this.stopAll.signal).then(
         () => 'done' as const,
-        // Aborted when the run ends another way; the race is decided by then.
-        () => 'aborted' as const,
+        (err: unknown) => {
+          // Aborted when the run ends another way: the race is decided by then.
+          if (this.stopAll.signal.aborted) return 'aborted' as const;
+          throw err;
+        },
       );
       const first = await Promise.race([done, timeout, this.early]);
       if (first === 'done') {
@@ -387,7 +390,8 @@ export class JobRun {
     let node: TaskGraphNode | undefined;
     let stopRequested = false;
     const ended = (async (): Promise<NodeEnd> => {
-      const coordinator = await resolveCoordinator(this.o.config.coordinator!);
+      const logger = this.logger().child({ node: nodeId });
+      const coordinator = await resolveCoordinator(this.o.config.coordinator!, { logger });
       try {
         const transport = await resolveTransport(this.transportUrl);
         try {
@@ -396,7 +400,7 @@ export class JobRun {
             coordinator,
             transport,
             nodeId,
-            logger: this.logger().child({ node: nodeId }),
+            logger,
             ...(preferred ? { preferredTask: slot } : {}),
             ...(this.o.config.sessionTtlMs ? { sessionTtlMs: this.o.config.sessionTtlMs } : {}),
           });
