@@ -46,7 +46,9 @@ exit codes: 0 success, 1 the job or node failed, 2 bad usage or configuration, 3
 
 export async function main(argv: readonly string[], print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
   // Until the configuration is read, mask what the raw flags and environment name.
-  let redact = redactor({ coordinator: flagValue(argv, '--coordinator') ?? process.env['TASKGRAPH_COORDINATOR'] });
+  const fromFlags = redactor({ coordinator: flagValue(argv, '--coordinator'), transport: flagValue(argv, '--transport') });
+  const fromEnv = redactor({ coordinator: process.env['TASKGRAPH_COORDINATOR'], transport: process.env['TASKGRAPH_TRANSPORT'] });
+  let redact = (line: string) => fromEnv(fromFlags(line));
   const out = (s: string) => print(redact(s));
   let parsed;
   try {
@@ -97,7 +99,10 @@ export async function main(argv: readonly string[], print: (s: string) => void =
   };
   try {
     const config = resolveConfig(values);
-    redact = redactor(config);
+    // The raw flags' and environment's secrets stay masked too (a lower source may hold another password).
+    const early = redact;
+    const fromConfig = redactor(config);
+    redact = (line) => fromConfig(early(line));
     const args = parseAppArgs(values.arg);
     switch (command) {
       case 'run': {

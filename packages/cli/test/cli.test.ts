@@ -93,6 +93,23 @@ describe('the taskgraph command', () => {
     expect(localAcross.out).toContain('local:// only connects nodes inside one process');
   });
 
+  it('masks a password from a flag or the environment in every message, even one quoting the URL whole', async () => {
+    const flag = await run(['job', 'status', 'j', '--coordinator', 'redis://admin:hunter2@h:1']);
+    expect(flag.code).toBe(EXIT.usage);
+    expect(flag.out).toContain('coordinator URL "redis://admin:***@h:1" has the unknown scheme "redis"');
+    expect(flag.out).not.toContain('hunter2');
+    const saved = process.env['TASKGRAPH_COORDINATOR'];
+    process.env['TASKGRAPH_COORDINATOR'] = 'redis://admin:env-pw-7@h:1';
+    try {
+      const env = await run(['job', 'status', 'j']);
+      expect(env.out).toContain('redis://admin:***@h:1');
+      expect(env.out).not.toContain('env-pw-7');
+    } finally {
+      if (saved === undefined) delete process.env['TASKGRAPH_COORDINATOR'];
+      else process.env['TASKGRAPH_COORDINATOR'] = saved;
+    }
+  });
+
   it('creates, shows, and deletes a job', async () => {
     const c = ['--coordinator', 'memory://cli-jobs'];
     expect(await run(['job', 'create', 'j1', '--tasks', '3', '--app', 'regression', ...c])).toEqual({
