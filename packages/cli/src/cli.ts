@@ -1,5 +1,8 @@
 #!/usr/bin/env node
 import { main } from './main.js';
+import { tolerateClosedOutput } from './stdio.js';
+
+tolerateClosedOutput();
 
 // Until main() settles the process must not end: the runtime's timers are unref'd
 // (a library does not hold its host open), so an await on one alone would let Node

@@ -5,16 +5,22 @@ import { parseArgs } from 'node:util';
 import { TaskGraphError } from '@taskgraph/api';
 import { parseAppArgs, resolveConfig } from './config.js';
 import { runJobCommand } from './commands/job.js';
-import { EXIT, runNodeCommand } from './commands/node.js';
-import { JobRun } from './commands/run.js';
+import { runNodeCommand } from './commands/node.js';
+import { DEFAULT_GRACE_MS, JobRun } from './commands/run.js';
+import { EXIT, isConfigurationError } from './exit-codes.js';
+import { DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW_MS } from './restart-budget.js';
+import { redactor } from './secrets.js';
 
 export const USAGE = `taskgraph: run TaskGraph jobs and manage them in the coordination store
 
 usage:
   taskgraph run <app> --tasks N [--backups B] [--standbys S] [--coordinator URL] [--transport URL]
                 [--job NAME] [--ttl MS] [--arg key=value ...] [--timeout S] [--no-restart] [--keep]
+                [--max-restarts N] [--restart-window S] [--grace S]
       runs a job as separate OS processes on this machine (in this process for memory://):
-      a primary and B backups per task (hot standby), plus S cold standbys
+      a primary and B backups per task (hot standby), plus S cold standbys; a failed node is
+      restarted after a growing delay, at most N (${DEFAULT_MAX_RESTARTS}) times per slot within S (${DEFAULT_RESTART_WINDOW_MS / 1000}) seconds;
+      SIGINT/SIGTERM stop every node gracefully, killing those left after --grace S (${DEFAULT_GRACE_MS / 1000}) seconds
   taskgraph node <app> --job NAME [--coordinator URL] [--transport URL] [--node-id ID] [--ttl MS] [--arg key=value ...]
       runs one node of a job (one per machine or container)
   taskgraph job create <job> --tasks N [--backups B] (--link-types A,B | --app <app>) [--coordinator URL]
@@ -32,9 +38,18 @@ URLs: memory://[name]  etcd://host:2379[,host2:2379]?namespace=tg  consul://host
       each from its package (@taskgraph/coord-etcd, @taskgraph/transport-grpc, ...), installed beside this one;
       --plugin MODULE (repeatable) loads a module whose default export registers more schemes
 
-exit codes: 0 success, 1 the job or node failed, 2 bad usage or configuration, 3 the node lost its lease`;
+passwords in URLs (etcd://user:password@host...) are masked in all output and reach node processes
+through their environment, never their command line
 
-export async function main(argv: readonly string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+exit codes: 0 success, 1 the job or node failed, 2 bad usage or configuration, 3 the node lost its lease,
+130 / 143 run interrupted by SIGINT / SIGTERM`;
+
+export async function main(argv: readonly string[], print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+  // Until the configuration is read, mask what the raw flags and environment name.
+  const fromFlags = redactor({ coordinator: flagValue(argv, '--coordinator'), transport: flagValue(argv, '--transport') });
+  const fromEnv = redactor({ coordinator: process.env['TASKGRAPH_COORDINATOR'], transport: process.env['TASKGRAPH_TRANSPORT'] });
+  let redact = (line: string) => fromEnv(fromFlags(line));
+  const out = (s: string) => print(redact(s));
   let parsed;
   try {
     parsed = parseArgs({
@@ -51,6 +66,9 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
         arg: { type: 'string', multiple: true },
         timeout: { type: 'string' },
         'no-restart': { type: 'boolean' },
+        'max-restarts': { type: 'string' },
+        'restart-window': { type: 'string' },
+        grace: { type: 'string' },
         keep: { type: 'boolean' },
         'node-id': { type: 'string' },
         'link-types': { type: 'string' },
@@ -81,6 +99,10 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
   };
   try {
     const config = resolveConfig(values);
+    // The raw flags' and environment's secrets stay masked too (a lower source may hold another password).
+    const early = redact;
+    const fromConfig = redactor(config);
+    redact = (line) => fromConfig(early(line));
     const args = parseAppArgs(values.arg);
     switch (command) {
       case 'run': {
@@ -88,6 +110,10 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
         const tasks = int('tasks', values.tasks);
         if (tasks === undefined) throw new TaskGraphError('INVALID_ARGUMENT', 'run needs --tasks N');
         const timeout = int('timeout', values.timeout);
+        const maxRestarts = int('max-restarts', values['max-restarts']);
+        const window = int('restart-window', values['restart-window']);
+        const grace = int('grace', values.grace);
+        if (window === 0) throw new TaskGraphError('INVALID_ARGUMENT', '--restart-window must be at least 1 second');
         const run = new JobRun({
           app: target,
           tasks,
@@ -101,9 +127,19 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
           ...(values.job ? { job: values.job } : {}),
           ...(values['log-dir'] ? { logDir: values['log-dir'] } : {}),
           ...(timeout ? { timeoutMs: timeout * 1000 } : {}),
+          ...(maxRestarts !== undefined ? { maxRestarts } : {}),
+          ...(window !== undefined ? { restartWindowMs: window * 1000 } : {}),
+          ...(grace !== undefined ? { graceMs: grace * 1000 } : {}),
         });
-        const result = await run.run();
-        return result.ok ? EXIT.ok : EXIT.failed;
+        const onSignal = (signal: NodeJS.Signals) => run.interrupt(signal);
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        try {
+          return (await run.run()).exitCode;
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
       }
       case 'node': {
         if (!target) throw new TaskGraphError('INVALID_ARGUMENT', 'node needs an application: taskgraph node regression --job NAME ...');
@@ -139,11 +175,16 @@ export async function main(argv: readonly string[], out: (s: string) => void = (
         return EXIT.usage;
     }
   } catch (err) {
-    if (TaskGraphError.is(err, 'INVALID_ARGUMENT', 'BACKEND_NOT_INSTALLED', 'CONFLICT', 'NOT_FOUND')) {
-      out(`taskgraph: ${err.message}`);
-      return EXIT.usage;
-    }
     out(`taskgraph: ${err instanceof Error ? err.message : String(err)}`);
-    return EXIT.failed;
+    return TaskGraphError.is(err, 'CONFLICT', 'NOT_FOUND') || isConfigurationError(err) ? EXIT.usage : EXIT.failed;
   }
+}
+
+/** The value of `--name value` or `--name=value` in raw arguments (before they are parsed). */
+function flagValue(argv: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === name) return argv[i + 1];
+    if (argv[i]!.startsWith(`${name}=`)) return argv[i]!.slice(name.length + 1);
+  }
+  return undefined;
 }

@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { InvalidArgumentError } from '@taskgraph/api';
+import { createController, resolveCoordinator, silentLogger } from '@taskgraph/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadApp, main, parseAppArgs, readConfigFile, resolveConfig } from '../src/index.js';
+import { EXIT, JobRun, loadApp, main, parseAppArgs, readConfigFile, resolveConfig } from '../src/index.js';
 
 const tempDirs: string[] = [];
 afterAll(() => {
@@ -91,6 +93,23 @@ describe('the taskgraph command', () => {
     expect(localAcross.out).toContain('local:// only connects nodes inside one process');
   });
 
+  it('masks a password from a flag or the environment in every message, even one quoting the URL whole', async () => {
+    const flag = await run(['job', 'status', 'j', '--coordinator', 'redis://admin:hunter2@h:1']);
+    expect(flag.code).toBe(EXIT.usage);
+    expect(flag.out).toContain('coordinator URL "redis://admin:***@h:1" has the unknown scheme "redis"');
+    expect(flag.out).not.toContain('hunter2');
+    const saved = process.env['TASKGRAPH_COORDINATOR'];
+    process.env['TASKGRAPH_COORDINATOR'] = 'redis://admin:env-pw-7@h:1';
+    try {
+      const env = await run(['job', 'status', 'j']);
+      expect(env.out).toContain('redis://admin:***@h:1');
+      expect(env.out).not.toContain('env-pw-7');
+    } finally {
+      if (saved === undefined) delete process.env['TASKGRAPH_COORDINATOR'];
+      else process.env['TASKGRAPH_COORDINATOR'] = saved;
+    }
+  });
+
   it('creates, shows, and deletes a job', async () => {
     const c = ['--coordinator', 'memory://cli-jobs'];
     expect(await run(['job', 'create', 'j1', '--tasks', '3', '--app', 'regression', ...c])).toEqual({
@@ -120,5 +139,64 @@ describe('the taskgraph command', () => {
     const r = await run(['run', 'regression', '--tasks', '3', '--coordinator', 'memory://cli-bad', '--arg', 'fanout=0']);
     expect(r.code).not.toBe(0);
     expect(r.out).toContain('fanout=0 must be an integer >= 1');
+  });
+});
+
+describe('the in-process runner (memory://)', () => {
+  it('stops at once with exit 2 and one sentence on a configuration error: a refused TTL, a bad --arg, an address in use', async () => {
+    expect(await run(['run', 'regression', '--tasks', '2', '--coordinator', 'memory://cli-ttl', '--ttl', '50'])).toEqual({
+      code: EXIT.usage,
+      out: 'taskgraph: --ttl 50 ms is outside the range the coordinator accepts, [100, 3600000] ms',
+    });
+    expect(await run(['run', 'regression', '--tasks', '2', '--coordinator', 'memory://cli-arg', '--arg', 'epochs=x'])).toEqual({
+      code: EXIT.usage,
+      out: 'taskgraph: regression: --arg epochs=x must be an integer >= 0',
+    });
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const r = await run(['run', 'regression', '--tasks', '2', '--coordinator', 'memory://cli-bind', '--transport', `grpc://127.0.0.1:${port}`]);
+      expect(r.code).toBe(EXIT.usage);
+      const lines = r.out.split('\n');
+      expect(lines.at(-1)).toMatch(new RegExp(`^taskgraph: node-\\d cannot run: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+      expect(r.out).not.toContain('started node-');
+    } finally {
+      server.close();
+    }
+  });
+
+  it('restarts a node that failed in its slot, after a delay, and the job finishes exact', async () => {
+    const r = await run(['run', 'regression', '--tasks', '3', '--coordinator', 'memory://cli-restart', '--arg', 'epochs=5', '--arg', 'fail-enter-epoch=1:3']);
+    expect(r.out).toMatch(/node-\d exited \(failed: task 1 fails in enterEpoch\(3\) \(injected\)\); started node-3 after \d+ ms/);
+    expect(r.out).toContain('regression: sums are exact: 0, 3, 6, 9, 12, 15');
+    expect(r.code).toBe(EXIT.ok);
+  });
+
+  it('interrupted: every node leaves, the job is deleted, the last line says so, exit 130', async () => {
+    const lines: string[] = [];
+    const job = 'cli-interrupted';
+    const jobRun = new JobRun({
+      app: 'regression',
+      tasks: 3,
+      standbys: 1,
+      job,
+      args: { epochs: '100000' },
+      config: { coordinator: 'memory://cli-interrupt' },
+      print: (l) => {
+        lines.push(l);
+        if (/^epoch 3 /.test(l)) jobRun.interrupt('SIGINT');
+      },
+    });
+    const r = await jobRun.run();
+    expect(r.exitCode).toBe(EXIT.interrupted);
+    expect(r.interrupted).toBe('SIGINT');
+    expect(lines.at(-1)).toMatch(/^job cli-interrupted interrupted by SIGINT after [0-9.]+ s at epoch \d+: 4 node\(s\) stopped, the job deleted from the store$/);
+    const probe = await resolveCoordinator('memory://cli-interrupt');
+    try {
+      expect(await createController({ coordinator: probe, job, logger: silentLogger }).status()).toBeUndefined();
+    } finally {
+      await probe.close();
+    }
   });
 });

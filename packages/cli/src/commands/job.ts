@@ -3,11 +3,12 @@
  * command line.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import { createController, createLogger, resolveCoordinator } from '@taskgraph/core';
+import { createController, resolveCoordinator } from '@taskgraph/core';
 import type { JobStatus } from '@taskgraph/core';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
+import { redactor, scrubbedLogger } from '../secrets.js';
 
 export interface JobCommandOptions {
   readonly action: string;
@@ -44,7 +45,8 @@ export function formatStatus(s: JobStatus): string {
 export async function runJobCommand(o: JobCommandOptions): Promise<number> {
   if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL or set TASKGRAPH_COORDINATOR');
   const out = o.out ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const logger = createLogger({ level: o.config.logLevel ?? 'warn' });
+  const redact = redactor(o.config);
+  const logger = scrubbedLogger(o.config.logLevel ?? 'warn', redact);
   await loadPlugins(o.config.plugins);
   const coordinator = await resolveCoordinator(o.config.coordinator, { logger });
   try {

@@ -2,16 +2,26 @@
  * `taskgraph node <app>`: runs one node of a job in this process, until the job is
  * done, the node is killed or stopped (SIGTERM leaves gracefully), or it fails.
  * Results the application reports are printed as `TG-RESULT <json>` lines and the
- * outcome as one `TG-OUTCOME <json>` line on stdout; logs go to stderr.
+ * outcome as one `TG-OUTCOME <json>` line on stdout; logs go to stderr, with the
+ * configured URLs' passwords masked. A configuration error (a TTL the store refuses,
+ * an address that cannot be bound, a bad argument) exits with EXIT.usage, so a
+ * supervisor knows a restart would fail the same way.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import { createBootstrap, createController, createLogger, installSignalHandlers, resolveCoordinator, resolveTransport, retryStore, sleep } from '@taskgraph/core';
+import { createBootstrap, createController, installSignalHandlers, resolveCoordinator, resolveTransport, retryStore, sleep } from '@taskgraph/core';
 import { systemClock } from '@taskgraph/api';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
+import { EXIT, isConfigurationError } from '../exit-codes.js';
+import { redactor, scrubbedLogger } from '../secrets.js';
 
-export const EXIT = { ok: 0, failed: 1, usage: 2, leaseLost: 3 } as const;
+/**
+ * Set by `run` in its nodes' environment: the node leaves gracefully when its stdin
+ * ends, that is when the `run` that started it is gone (even SIGKILLed), so no node
+ * outlives its supervisor holding a task.
+ */
+export const STOP_WITH_PARENT_ENV = 'TASKGRAPH_STOP_WITH_PARENT';
 
 export interface NodeCommandOptions {
   readonly app: string;
@@ -26,7 +36,8 @@ export interface NodeCommandOptions {
 export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
   if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL or set TASKGRAPH_COORDINATOR');
   if (!o.config.transport) throw new InvalidArgumentError('no transport: pass --transport URL or set TASKGRAPH_TRANSPORT');
-  const logger = createLogger({ level: o.config.logLevel ?? 'info' });
+  const redact = redactor(o.config);
+  const logger = scrubbedLogger(o.config.logLevel ?? 'info', redact);
   await loadPlugins(o.config.plugins);
   const app = await loadApp(o.app);
   const coordinator = await resolveCoordinator(o.config.coordinator, { logger });
@@ -65,15 +76,22 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
     node.setTaskBuilder(app.taskBuilder(ctx));
     for (const [lt, topo] of Object.entries(app.linkages(ctx))) node.addLinkage(lt, topo);
     const uninstall = installSignalHandlers(node, { logger });
+    const parentGone = () => void node.stop('the run that started this node is gone').catch(() => undefined);
+    const watchParent = process.env[STOP_WITH_PARENT_ENV] === '1';
+    if (watchParent) process.stdin.on('end', parentGone).on('error', parentGone).resume();
     try {
       const outcome = await node.start();
       print('TG-OUTCOME', { ...outcome, nodeId: node.nodeId, stats: node.stats });
       return outcome.reason === 'lease-lost' ? EXIT.leaseLost : EXIT.ok;
     } catch (err) {
-      print('TG-OUTCOME', { reason: 'failed', error: err instanceof Error ? err.message : String(err), nodeId: node.nodeId, stats: node.stats });
-      return EXIT.failed;
+      const config = isConfigurationError(err);
+      const error = redact(err instanceof Error ? err.message : String(err));
+      print('TG-OUTCOME', { reason: config ? 'configuration' : 'failed', error, nodeId: node.nodeId, stats: node.stats });
+      return config ? EXIT.usage : EXIT.failed;
     } finally {
       uninstall();
+      // An open stdin would hold the process after its node ended.
+      if (watchParent) process.stdin.off('end', parentGone).off('error', parentGone).destroy();
     }
   } finally {
     clearInterval(keepAlive);

@@ -5,6 +5,13 @@
  * failovers) is printed as the job moves; the exit code says whether the job
  * finished and its answer verified. With a `memory://` coordinator the nodes run
  * in this process instead (the embedded store is per process).
+ *
+ * Both ways the run supervises its nodes alike: a node that fails is restarted in
+ * its slot after a growing, jittered delay, within a budget per slot and window;
+ * a configuration error (which a restart cannot cure) stops the run at once; an
+ * interrupt (`interrupt()`, SIGINT/SIGTERM from the command) stops every node
+ * gracefully, then kills what is left after the grace period. The coordinator URL
+ * reaches node processes through their environment, never their command line.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -14,12 +21,19 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
-import type { Coordinator } from '@taskgraph/api';
-import { Controller, LocalCluster, createLogger, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
-import type { AppVerdict, JobStatus, TaskGraphApp } from '@taskgraph/core';
+import type { Coordinator, Logger, NodeOutcome } from '@taskgraph/api';
+import { Controller, createBootstrap, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
+import type { AppVerdict, JobStatus, TaskGraphApp, TaskGraphNode } from '@taskgraph/core';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
+import { EXIT, interruptedExitCode, isConfigurationError } from '../exit-codes.js';
+import { RestartBudget } from '../restart-budget.js';
+import { maskUrl, redactor, scrubbedLogger } from '../secrets.js';
+import { STOP_WITH_PARENT_ENV } from './node.js';
+
+/** How long stopped nodes have to leave gracefully before they are killed. */
+export const DEFAULT_GRACE_MS = 10_000;
 
 export interface RunOptions {
   readonly app: string;
@@ -32,10 +46,16 @@ export interface RunOptions {
   readonly job?: string;
   /** Keep the job in the store afterwards (default: delete it). */
   readonly keepJob?: boolean;
-  /** Start a new node process when one exits before the job is done (default true). */
+  /** Start a new node when one fails before the job is done (default true). */
   readonly restart?: boolean;
-  /** At most this many restarts (default: 2 x nodes). */
+  /** At most this many restarts per slot within `restartWindowMs` (default 5); one more stops the run. */
   readonly maxRestarts?: number;
+  /** The window of the restart budget, in ms (default 60 000). */
+  readonly restartWindowMs?: number;
+  /** The delay before a slot's first restart in a window, in ms (default 500); it doubles with each further one. */
+  readonly restartDelayMs?: number;
+  /** How long nodes asked to stop may take to leave before they are killed, in ms (default 10 000). */
+  readonly graceMs?: number;
   /** Where node logs go (default: a new temporary directory). */
   readonly logDir?: string;
   /** The CLI script node processes run (default: this package's dist/cli.js). */
@@ -50,6 +70,8 @@ export interface RunOptions {
 
 export interface NodeProcess {
   readonly index: number;
+  /** The slot the process runs in: the first process of the slot and those restarted in its place share it. */
+  readonly slot: number;
   readonly nodeId: string;
   readonly child: ChildProcess;
   readonly logFile: string;
@@ -59,6 +81,8 @@ export interface NodeProcess {
 
 export interface RunResult {
   readonly ok: boolean;
+  /** What the command exits with (see EXIT). */
+  readonly exitCode: number;
   readonly job: string;
   readonly status: JobStatus | undefined;
   readonly verdict: AppVerdict | undefined;
@@ -66,6 +90,24 @@ export interface RunResult {
   readonly failovers: number;
   readonly durationMs: number;
   readonly reason: string;
+  /** The signal that interrupted the run, if one did. */
+  readonly interrupted?: NodeJS.Signals;
+}
+
+/** Why a node ended, as the supervisor sees it. */
+type NodeEnd = { readonly kind: 'left' } | { readonly kind: 'configuration'; readonly message: string } | { readonly kind: 'lost'; readonly detail: string };
+
+/** What ends a run before its job does. */
+type EarlyEnd = { readonly kind: 'interrupted'; readonly signal: NodeJS.Signals } | { readonly kind: 'configuration' | 'failed'; readonly message: string };
+
+/** One running node, a process or in this process: what the supervisor needs of it. */
+interface Supervised {
+  readonly slot: number;
+  readonly nodeId: string;
+  /** Asks the node to leave gracefully. */
+  stop(): void;
+  kill(): void;
+  readonly ended: Promise<unknown>;
 }
 
 /** The package's own dist/cli.js, found from wherever this module was loaded. */
@@ -90,13 +132,23 @@ export class JobRun {
   /** Every result with the node process that reported it (in-process runs: -1). */
   readonly reports: Array<{ node: number; record: unknown }> = [];
   private readonly print: (line: string) => void;
+  private readonly redact: (line: string) => string;
   private readonly logDir: string;
+  private readonly budget: RestartBudget;
   private app!: TaskGraphApp;
   private coordinator!: Coordinator;
   private controller!: Controller;
-  private restarts = 0;
+  private transportUrl = '';
   private finished = false;
   private readonly stopAll = new AbortController();
+  private readonly live = new Set<Supervised>();
+  private pendingRestarts = 0;
+  private started = 0;
+  private earlyEnd: EarlyEnd | undefined;
+  private resolveEarly!: (e: EarlyEnd) => void;
+  private readonly early = new Promise<EarlyEnd>((resolve) => {
+    this.resolveEarly = resolve;
+  });
 
   constructor(private readonly o: RunOptions) {
     if (!Number.isInteger(o.tasks) || o.tasks < 1) throw new InvalidArgumentError(`--tasks must be a positive integer, got ${String(o.tasks)}`);
@@ -104,9 +156,17 @@ export class JobRun {
     if (o.backups !== undefined && (!Number.isInteger(o.backups) || o.backups < 0)) throw new InvalidArgumentError(`--backups must be a non-negative integer, got ${String(o.backups)}`);
     if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL (e.g. etcd://127.0.0.1:2379) or set TASKGRAPH_COORDINATOR');
     this.job = o.job ?? `${o.app.replace(/[^a-z0-9-]/g, '').slice(0, 30) || 'job'}-${Date.now().toString(36)}`;
-    this.print = o.print ?? ((line) => process.stdout.write(`${line}\n`));
+    this.redact = redactor(o.config);
+    const print = o.print ?? ((line: string) => void process.stdout.write(`${line}\n`));
+    this.print = (line) => print(this.redact(line));
     this.logDir = o.logDir ?? mkdtempSync(join(tmpdir(), `taskgraph-${this.job}-`));
     mkdirSync(this.logDir, { recursive: true });
+    this.budget = new RestartBudget({
+      now: () => systemClock.now(),
+      ...(o.maxRestarts !== undefined ? { maxPerWindow: o.maxRestarts } : {}),
+      ...(o.restartWindowMs !== undefined ? { windowMs: o.restartWindowMs } : {}),
+      ...(o.restartDelayMs !== undefined ? { baseDelayMs: o.restartDelayMs } : {}),
+    });
   }
 
   private get backups(): number {
@@ -122,34 +182,72 @@ export class JobRun {
     return this.o.config.coordinator!.startsWith('memory:');
   }
 
+  /**
+   * Stops the run: every node is asked to leave gracefully and killed after the
+   * grace period; the job is deleted unless kept. A second call kills at once.
+   */
+  interrupt(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.earlyEnd?.kind === 'interrupted') {
+      for (const n of this.live) n.kill();
+      return;
+    }
+    this.endEarly({ kind: 'interrupted', signal });
+  }
+
+  private endEarly(e: EarlyEnd): void {
+    if (this.earlyEnd) return;
+    this.earlyEnd = e;
+    this.resolveEarly(e);
+  }
+
   async run(): Promise<RunResult> {
     const started = systemClock.now();
     await loadPlugins(this.o.config.plugins);
     this.app = await loadApp(this.o.app);
-    const transportUrl = this.o.config.transport ?? (this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
-    if (!this.inProcess && transportUrl.startsWith('local:')) {
+    // A bad --arg fails every node the same way: refuse it before any starts.
+    this.app.taskBuilder(this.context());
+    this.transportUrl = this.o.config.transport ?? (this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
+    if (!this.inProcess && this.transportUrl.startsWith('local:')) {
       throw new InvalidArgumentError('local:// only connects nodes inside one process; separate node processes need --transport grpc://127.0.0.1:0');
     }
-    const logger = createLogger({ level: this.o.config.logLevel ?? 'warn' });
+    const logger = this.logger();
     this.coordinator = await resolveCoordinator(this.o.config.coordinator!, { logger });
     this.controller = new Controller({ coordinator: this.coordinator, job: this.job, logger });
     let status: JobStatus | undefined;
     let reason = '';
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let created = false;
     try {
+      this.checkTtl();
       await this.controller.createJob({ numTasks: this.o.tasks, linkTypes: this.app.linkTypes, backups: this.backups });
+      created = true;
       this.print(
-        `job ${this.job}: ${this.app.name}, ${this.o.tasks} tasks${this.backups ? ` x ${1 + this.backups} (a primary and ${this.backups} backup${this.backups > 1 ? 's' : ''} each)` : ''} + ${this.o.standbys} standbys, ${this.o.config.coordinator} / ${transportUrl}` +
+        `job ${this.job}: ${this.app.name}, ${this.o.tasks} tasks${this.backups ? ` x ${1 + this.backups} (a primary and ${this.backups} backup${this.backups > 1 ? 's' : ''} each)` : ''} + ${this.o.standbys} standbys, ${maskUrl(this.o.config.coordinator!)} / ${maskUrl(this.transportUrl)}` +
           (this.inProcess ? ' (in-process)' : `, node logs in ${this.logDir}`),
       );
       const timeout = new Promise<'timeout'>((resolve) => {
         if (this.o.timeoutMs) timer = setTimeout(() => resolve('timeout'), this.o.timeoutMs);
       });
       const progress = this.followProgress();
-      const outcome = this.inProcess ? this.runInProcess(transportUrl) : this.runProcesses(transportUrl);
-      const first = await Promise.race([outcome, timeout]);
-      if (first === 'timeout') reason = `timed out after ${this.o.timeoutMs} ms`;
-      else reason = first;
+      for (let slot = 0; slot < this.nodeCount; slot++) this.startNode(slot);
+      const done = this.controller.waitUntilDone(this.stopAll.signal).then(
+        () => 'done' as const,
+        (err: unknown) => {
+          // Aborted when the run ends another way: the race is decided by then.
+          if (this.stopAll.signal.aborted) return 'aborted' as const;
+          throw err;
+        },
+      );
+      const first = await Promise.race([done, timeout, this.early]);
+      if (first === 'done') {
+        // Let the nodes see the end and leave on their own.
+        await endedWithin([...this.live], 15_000);
+      }
+      reason =
+        first === 'timeout' ? `timed out after ${this.o.timeoutMs} ms`
+        : first === 'done' || first === 'aborted' ? first
+        : first.kind === 'interrupted' ? `interrupted by ${first.signal}`
+        : first.message;
       this.finished = true;
       this.stopAll.abort();
       await progress;
@@ -158,22 +256,55 @@ export class JobRun {
       if (timer) clearTimeout(timer);
       this.finished = true;
       this.stopAll.abort();
-      await this.stopProcesses();
-      if (!this.o.keepJob) await this.controller.destroy().catch(() => undefined);
+      await this.stopNodes();
+      if (created && !this.o.keepJob) await this.controller.destroy().catch(() => undefined);
       await this.coordinator.close().catch(() => undefined);
+    }
+    return this.conclude(started, status, reason);
+  }
+
+  private conclude(started: number, status: JobStatus | undefined, reason: string): RunResult {
+    const durationMs = systemClock.now() - started;
+    const seconds = (durationMs / 1000).toFixed(1);
+    const failovers = status ? status.tasks.reduce((n, t) => n + Math.max(0, t.incarnations - 1), 0) : 0;
+    const base = { job: this.job, status, results: this.results, failovers, durationMs, reason };
+    const early = this.earlyEnd;
+    if (early?.kind === 'interrupted') {
+      const nodes = this.started;
+      this.print(
+        `job ${this.job} interrupted by ${early.signal} after ${seconds} s at epoch ${status?.epoch ?? '-'}: ${nodes} node(s) stopped, ` +
+          (this.o.keepJob ? 'the job kept in the store (--keep)' : 'the job deleted from the store'),
+      );
+      return { ...base, ok: false, exitCode: interruptedExitCode(early.signal), verdict: undefined, interrupted: early.signal };
+    }
+    if (early?.kind === 'configuration') {
+      this.print(`taskgraph: ${early.message}`);
+      return { ...base, ok: false, exitCode: EXIT.usage, verdict: undefined };
     }
     const ctx = { numTasks: this.o.tasks, args: this.o.args ?? {}, logger: silentLogger };
     const done = status?.state === 'done';
     const verdict = done && this.app.verify ? this.app.verify(ctx, this.results) : undefined;
-    const failovers = status ? status.tasks.reduce((n, t) => n + Math.max(0, t.incarnations - 1), 0) : 0;
     const ok = done && (verdict?.ok ?? true);
     this.print(
-      `job ${this.job} ${status?.state ?? 'gone'} after ${((systemClock.now() - started) / 1000).toFixed(1)} s, epoch ${status?.epoch ?? '-'}, ${failovers} failover(s)` +
-        (reason && !done ? `: ${reason}` : ''),
+      `job ${this.job} ${status?.state ?? 'gone'} after ${seconds} s, epoch ${status?.epoch ?? '-'}, ${failovers} failover(s)` + (reason && !done ? `: ${reason}` : ''),
     );
     if (verdict) this.print(`${this.app.name}: ${verdict.message}`);
     if (!ok) this.printFailedLogs();
-    return { ok, job: this.job, status, verdict, results: this.results, failovers, durationMs: systemClock.now() - started, reason: reason || (ok ? 'done' : 'failed') };
+    return { ...base, ok, exitCode: ok ? EXIT.ok : EXIT.failed, verdict, reason: reason || (ok ? 'done' : 'failed') };
+  }
+
+  private logger(): Logger {
+    return scrubbedLogger(this.o.config.logLevel ?? 'warn', this.redact);
+  }
+
+  /** A TTL the store refuses would fail every node alike: refuse it before any starts. */
+  private checkTtl(): void {
+    const ttl = this.o.config.sessionTtlMs;
+    if (ttl === undefined) return;
+    const [min, max] = this.coordinator.caps.ttlRangeMs;
+    if (ttl < min || ttl > max) {
+      throw new InvalidArgumentError(`--ttl ${ttl} ms is outside the range the coordinator accepts, [${min}, ${max}] ms`);
+    }
   }
 
   /** Prints a line whenever the epoch, the live nodes or the failovers change. */
@@ -197,32 +328,109 @@ export class JobRun {
     }
   }
 
-  private async runInProcess(transportUrl: string): Promise<string> {
-    const cluster = new LocalCluster({
-      job: this.job,
-      numTasks: this.o.tasks,
-      linkTypes: this.app.linkTypes,
-      standbys: this.o.standbys,
-      backups: this.backups,
-      controllerCoordinator: this.coordinator,
-      resources: async () => {
-        const coordinator = await resolveCoordinator(this.o.config.coordinator!);
-        const transport = await resolveTransport(transportUrl);
-        return { coordinator, transport, close: async () => void (await Promise.allSettled([transport.close(), coordinator.close()])) };
-      },
-      builder: () => this.app.taskBuilder(this.context()),
-      linkages: () => this.app.linkages(this.context()),
-      replaceLostNodes: this.o.restart ?? true,
-      ...(this.o.config.sessionTtlMs ? { node: { sessionTtlMs: this.o.config.sessionTtlMs } } : {}),
-      logger: createLogger({ level: this.o.config.logLevel ?? 'warn' }),
-    });
-    try {
-      await cluster.start();
-      await cluster.waitUntilDone(this.stopAll.signal);
-      return 'done';
-    } finally {
-      await cluster.close();
+  /** Starts the node of `slot`, as a process or in this process, and supervises it. */
+  private startNode(slot: number): Supervised {
+    const n = this.inProcess ? this.startInProcess(slot) : this.startProcess(slot);
+    this.started++;
+    this.live.add(n);
+    return n;
+  }
+
+  /** Decides what follows a node's end: nothing, a restart in its slot, or the end of the run. */
+  private nodeEnded(n: Supervised, end: NodeEnd): void {
+    this.live.delete(n);
+    if (this.finished) return;
+    if (end.kind === 'configuration') {
+      this.endEarly({ kind: 'configuration', message: `${n.nodeId} cannot run: ${end.message}` });
+      return;
     }
+    if (end.kind === 'lost' && (this.o.restart ?? true)) {
+      const delay = this.budget.take(n.slot);
+      if (delay === undefined) {
+        const message =
+          `${n.nodeId} exited (${end.detail}), and slot ${n.slot} was already restarted ${this.budget.maxPerWindow} time(s) within ${this.budget.windowMs / 1000} s: ` +
+          'giving up (raise --max-restarts or shorten --restart-window to allow more)';
+        this.print(message);
+        this.endEarly({ kind: 'failed', message });
+        return;
+      }
+      this.pendingRestarts++;
+      void sleep(systemClock, delay, this.stopAll.signal)
+        .then(() => {
+          if (this.finished) return;
+          const next = this.startNode(n.slot);
+          this.print(`${n.nodeId} exited (${end.detail}); started ${next.nodeId} after ${delay} ms`);
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          this.pendingRestarts--;
+          this.checkAllGone();
+        });
+      return;
+    }
+    if (end.kind === 'lost') this.print(`${n.nodeId} exited (${end.detail})`);
+    this.checkAllGone();
+  }
+
+  /** Ends the run when no node is left nor about to be restarted, unless the job is done. */
+  private checkAllGone(): void {
+    if (this.finished || this.live.size > 0 || this.pendingRestarts > 0) return;
+    void this.controller.status().then(
+      (s) => {
+        if (s?.state !== 'done') this.endEarly({ kind: 'failed', message: 'every node exited before the job finished' });
+      },
+      (err: unknown) => this.endEarly({ kind: 'failed', message: `every node exited, and the job's state cannot be read: ${(err as Error).message}` }),
+    );
+  }
+
+  private startInProcess(slot: number): Supervised {
+    const nodeId = `node-${this.started}`;
+    // The first node of each primary's slot goes for that task first (no scramble at start).
+    const preferred = this.started === slot && slot < this.o.tasks;
+    let node: TaskGraphNode | undefined;
+    let stopRequested = false;
+    const ended = (async (): Promise<NodeEnd> => {
+      const logger = this.logger().child({ node: nodeId });
+      const coordinator = await resolveCoordinator(this.o.config.coordinator!, { logger });
+      try {
+        const transport = await resolveTransport(this.transportUrl);
+        try {
+          node = createBootstrap({
+            job: this.job,
+            coordinator,
+            transport,
+            nodeId,
+            logger,
+            ...(preferred ? { preferredTask: slot } : {}),
+            ...(this.o.config.sessionTtlMs ? { sessionTtlMs: this.o.config.sessionTtlMs } : {}),
+          });
+          node.setTaskBuilder(this.app.taskBuilder(this.context()));
+          for (const [lt, topo] of Object.entries(this.app.linkages(this.context()))) node.addLinkage(lt, topo);
+          if (stopRequested) return { kind: 'left' };
+          const outcome: NodeOutcome = await node.start();
+          return outcome.reason === 'lease-lost' || outcome.reason === 'killed' ? { kind: 'lost', detail: outcome.reason } : { kind: 'left' };
+        } finally {
+          await transport.close().catch(() => undefined);
+        }
+      } finally {
+        await coordinator.close().catch(() => undefined);
+      }
+    })().catch((err: unknown): NodeEnd => {
+      const message = this.redact(err instanceof Error ? err.message : String(err));
+      return isConfigurationError(err) ? { kind: 'configuration', message } : { kind: 'lost', detail: `failed: ${message}` };
+    });
+    const n: Supervised = {
+      slot,
+      nodeId,
+      stop: () => {
+        stopRequested = true;
+        void node?.stop('the run is stopping').catch(() => undefined);
+      },
+      kill: () => void node?.kill().catch(() => undefined),
+      ended,
+    };
+    void ended.then((end) => this.nodeEnded(n, end));
+    return n;
   }
 
   private context() {
@@ -233,45 +441,39 @@ export class JobRun {
     };
   }
 
-  private async runProcesses(transportUrl: string): Promise<string> {
+  private startProcess(slot: number): Supervised {
     const entry = this.o.cliEntry ?? defaultCliEntry();
-    for (let i = 0; i < this.nodeCount; i++) this.spawnNode(entry, transportUrl);
-    const done = this.controller.waitUntilDone(this.stopAll.signal).then(() => 'done');
-    const allGone = (async () => {
-      for (;;) {
-        await sleep(systemClock, 200, this.stopAll.signal).catch(() => undefined);
-        if (this.stopAll.signal.aborted) return 'stopped';
-        if (this.processes.every((p) => p.child.exitCode !== null || p.child.signalCode !== null)) {
-          await sleep(systemClock, 500);
-          if ((await this.controller.status())?.state === 'done') return 'done';
-          return 'every node process exited before the job finished';
-        }
-      }
-    })();
-    const r = await Promise.race([done, allGone]);
-    // Let the nodes see the end and exit on their own.
-    const deadline = systemClock.now() + 15_000;
-    while (systemClock.now() < deadline && this.processes.some((p) => p.child.exitCode === null && p.child.signalCode === null)) {
-      await sleep(systemClock, 100);
-    }
-    return r;
-  }
-
-  /** Starts one node process. Public so tests and tools can add nodes. */
-  spawnNode(entry: string, transportUrl: string): NodeProcess {
     const index = this.processes.length;
     const nodeId = `node-${index}`;
     const logFile = join(this.logDir, `${nodeId}.log`);
     const log = createWriteStream(logFile);
-    const args = [entry, 'node', this.o.app, '--job', this.job, '--coordinator', this.o.config.coordinator!, '--transport', transportUrl, '--node-id', nodeId];
+    const args = [entry, 'node', this.o.app, '--job', this.job, '--node-id', nodeId];
     if (this.o.config.sessionTtlMs) args.push('--ttl', String(this.o.config.sessionTtlMs));
     args.push('--log-level', this.o.config.logLevel === 'silent' ? 'warn' : (this.o.config.logLevel ?? 'info'));
     for (const [k, v] of Object.entries(this.o.args ?? {})) args.push('--arg', `${k}=${v}`);
     // The node processes resolve the same URLs, so they need the same plug-ins.
     for (const p of this.o.config.plugins ?? []) args.push('--plugin', p);
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TASKGRAPH_LOG_FORMAT: 'text' } });
+    const child = spawn(process.execPath, args, {
+      // stdin stays open, unwritten: it ends when this process does, however it ends,
+      // and the node then leaves (STOP_WITH_PARENT_ENV).
+      stdio: ['pipe', 'pipe', 'pipe'],
+      // Its own process group: a Ctrl-C in the terminal reaches `run` only, which
+      // stops each node once, gracefully (a node signalled twice exits at once).
+      detached: true,
+      // The URLs travel in the environment, which only this user can read, not in
+      // the arguments, which every user sees (ps, /proc/<pid>/cmdline).
+      env: {
+        ...process.env,
+        TASKGRAPH_LOG_FORMAT: 'text',
+        TASKGRAPH_COORDINATOR: this.o.config.coordinator!,
+        TASKGRAPH_TRANSPORT: this.transportUrl,
+        [STOP_WITH_PARENT_ENV]: '1',
+      },
+    });
+    let lastLine: string | undefined;
     const proc: NodeProcess = {
       index,
+      slot,
       nodeId,
       child,
       logFile,
@@ -280,50 +482,67 @@ export class JobRun {
       exited: new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal }))),
     };
     this.processes.push(proc);
-    child.stderr!.pipe(log, { end: false });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (line.startsWith('TG-RESULT ')) {
-        try {
-          const record: unknown = JSON.parse(line.slice(10));
-          this.results.push(record);
-          this.reports.push({ node: index, record });
-          this.o.onReport?.(proc, record);
-        } catch {
-          log.write(`unparsable result line: ${line}\n`);
-        }
-      } else if (line.startsWith('TG-OUTCOME ')) {
-        try {
-          proc.outcome = JSON.parse(line.slice(11)) as Record<string, unknown>;
-        } catch {
-          log.write(`unparsable outcome line: ${line}\n`);
-        }
-      } else {
-        log.write(`${line}\n`);
-      }
-    });
-    void proc.exited.then(({ code, signal }) => {
+    child.stdin!.on('error', () => undefined);
+    const writeLog = (line: string) => {
+      if (!log.writableEnded) log.write(`${this.redact(line)}\n`);
+    };
+    createInterface({ input: child.stderr! }).on('line', writeLog);
+    createInterface({ input: child.stdout! }).on('line', (line) => this.onNodeLine(proc, line, writeLog, (l) => (lastLine = l)));
+    const ended = proc.exited.then(({ code, signal }): NodeEnd => {
       log.end(`-- exited with ${signal ?? code}\n`);
-      if (this.finished || code === 0) return;
-      const max = this.o.maxRestarts ?? 2 * this.nodeCount;
-      if ((this.o.restart ?? true) && this.restarts < max) {
-        this.restarts++;
-        const n = this.spawnNode(entry, transportUrl);
-        this.print(`${nodeId} exited (${signal ?? `code ${code}`}); started ${n.nodeId}`);
-      } else {
-        this.print(`${nodeId} exited (${signal ?? `code ${code}`})`);
+      if (code === EXIT.ok) return { kind: 'left' };
+      if (code === EXIT.usage) {
+        const error = proc.outcome?.['error'];
+        return { kind: 'configuration', message: this.redact(typeof error === 'string' ? error : (lastLine ?? 'configuration error').replace(/^taskgraph: /, '')) };
       }
+      return { kind: 'lost', detail: signal ?? `code ${code}` };
     });
-    return proc;
+    const n: Supervised = {
+      slot,
+      nodeId,
+      stop: () => {
+        // A stopped (SIGSTOP) node must run to see its SIGTERM.
+        signalProcess(child, 'SIGCONT');
+        signalProcess(child, 'SIGTERM');
+      },
+      kill: () => signalProcess(child, 'SIGKILL'),
+      ended,
+    };
+    void ended.then((end) => this.nodeEnded(n, end));
+    return n;
   }
 
-  private async stopProcesses(): Promise<void> {
-    const live = () => this.processes.filter((p) => p.child.exitCode === null && p.child.signalCode === null);
-    for (const p of live()) p.child.kill('SIGCONT');
-    for (const p of live()) p.child.kill('SIGTERM');
-    const deadline = systemClock.now() + 5000;
-    while (live().length > 0 && systemClock.now() < deadline) await sleep(systemClock, 50);
-    for (const p of live()) p.child.kill('SIGKILL');
-    await Promise.all(this.processes.map((p) => p.exited));
+  private onNodeLine(proc: NodeProcess, line: string, writeLog: (line: string) => void, setLast: (line: string) => void): void {
+    if (line.startsWith('TG-RESULT ')) {
+      try {
+        const record: unknown = JSON.parse(line.slice(10));
+        this.results.push(record);
+        this.reports.push({ node: proc.index, record });
+        this.o.onReport?.(proc, record);
+      } catch {
+        writeLog(`unparsable result line: ${line}`);
+      }
+    } else if (line.startsWith('TG-OUTCOME ')) {
+      try {
+        proc.outcome = JSON.parse(line.slice(11)) as Record<string, unknown>;
+      } catch {
+        writeLog(`unparsable outcome line: ${line}`);
+      }
+    } else {
+      setLast(line);
+      writeLog(line);
+    }
+  }
+
+  /** Asks every live node to leave, waits the grace period, then kills those left. */
+  private async stopNodes(): Promise<void> {
+    for (;;) {
+      const live = [...this.live];
+      if (live.length === 0) return;
+      for (const n of live) n.stop();
+      if (!(await endedWithin(live, this.o.graceMs ?? DEFAULT_GRACE_MS))) for (const n of live) n.kill();
+      await Promise.all(live.map((n) => n.ended));
+    }
   }
 
   private printFailedLogs(): void {
@@ -337,5 +556,29 @@ export class JobRun {
         }
       }
     }
+  }
+}
+
+/** True when every node ended within `ms`. */
+async function endedWithin(nodes: readonly Supervised[], ms: number): Promise<boolean> {
+  const timer = new AbortController();
+  try {
+    return await Promise.race([Promise.all(nodes.map((n) => n.ended)).then(() => true), sleep(systemClock, ms, timer.signal).then(
+        () => false,
+        () => false,
+      ),
+    ]);
+  } finally {
+    timer.abort();
+  }
+}
+
+/** Signals a child that may have exited already (then there is nothing to do). */
+function signalProcess(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    child.kill(signal);
+  } catch {
+    // it exited in between
   }
 }
