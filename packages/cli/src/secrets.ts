@@ -4,35 +4,12 @@
  * configured URLs carry (an error message from a backend may quote its URL whole).
  */
 import type { Logger } from '@taskgraph/api';
-import { createLogger } from '@taskgraph/core';
+import { createLogger, maskUrl, secretsOf } from '@taskgraph/core';
 import type { CliConfig } from './config.js';
 
+export { maskUrl };
+
 const MASK = '***';
-const QUERY_SECRET = /([?&](?:password|token|secret)=)([^&#]*)/gi;
-const USERINFO_PASSWORD = /^([a-z][a-z0-9+.-]*:\/\/[^/@?#:]*):([^/@?#]*)@/i;
-
-/** The URL with the password of its user info and any password/token/secret parameter masked. */
-export function maskUrl(url: string): string {
-  return url.replace(USERINFO_PASSWORD, `$1:${MASK}@`).replace(QUERY_SECRET, `$1${MASK}`);
-}
-
-/** The secrets a URL carries, raw and decoded, as they could appear in a message. */
-export function secretsOf(url: string): string[] {
-  const found: string[] = [];
-  const userinfo = USERINFO_PASSWORD.exec(url);
-  if (userinfo?.[2]) found.push(userinfo[2]);
-  for (const m of url.matchAll(QUERY_SECRET)) if (m[2]) found.push(m[2]);
-  const out = new Set<string>();
-  for (const s of found) {
-    out.add(s);
-    try {
-      out.add(decodeURIComponent(s));
-    } catch {
-      // a malformed escape: the raw form is all there is to hide
-    }
-  }
-  return [...out].filter((s) => s.length > 0);
-}
 
 /** A function that masks every secret of the configured URLs in a line. */
 export function redactor(config: { readonly coordinator?: string | undefined; readonly transport?: string | undefined }): (line: string) => string {

@@ -11,6 +11,7 @@ export { jsonCodec, bytesCodec, defineMethod, serve } from './codec.js';
 export { createLogger, silentLogger } from './logger.js';
 export type { LoggerOptions } from './logger.js';
 export { resolveCoordinator, resolveTransport, importPackage } from './resolve.js';
+export { maskUrl, secretsOf } from './redact.js';
 export type { ModuleImporter, ResolveOptions } from './resolve.js';
 export { registerCoordinator, registerTransport, registeredSchemes } from './registry.js';
 export type { BackendKind, BackendLoader, RegisterOptions } from './registry.js';

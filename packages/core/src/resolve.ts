@@ -5,6 +5,7 @@
  */
 import { BackendNotInstalledError, InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
 import type { Coordinator, CoordinatorFactory, CoordinatorRuntimeOptions, Transport, TransportFactory } from '@taskgraph/api';
+import { maskUrl, scrubSecrets } from './redact.js';
 import { lookupScheme, registeredSchemes } from './registry.js';
 import type { BackendKind, Registration } from './registry.js';
 
@@ -22,12 +23,12 @@ function schemeOf(url: string, kind: BackendKind): string {
   }
   const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url.trim());
   if (!m) {
-    throw new InvalidArgumentError(`${kind} URL ${JSON.stringify(url)} has no scheme: write it like ${schemes.map((s) => `${s}://...`).join(' or ')}`);
+    throw new InvalidArgumentError(`${kind} URL ${JSON.stringify(maskUrl(url))} has no scheme: write it like ${schemes.map((s) => `${s}://...`).join(' or ')}`);
   }
   const scheme = m[1]!.toLowerCase();
   if (!lookupScheme(kind, scheme)) {
     throw new InvalidArgumentError(
-      `${kind} URL ${JSON.stringify(url)} has the unknown scheme "${scheme}": supported are ${schemes.join(', ')} (a plug-in adds more with ${REGISTER[kind]}())`,
+      `${kind} URL ${JSON.stringify(maskUrl(url))} has the unknown scheme "${scheme}": supported are ${schemes.join(', ')} (a plug-in adds more with ${REGISTER[kind]}())`,
     );
   }
   return scheme;
@@ -87,7 +88,8 @@ async function open<F, B>(kind: BackendKind, url: string, importer: ModuleImport
     return await create(factory);
   } catch (err) {
     if (TaskGraphError.is(err)) throw err;
-    throw new InvalidArgumentError(`cannot open ${kind} ${url}: ${(err as Error).message}`, { cause: err });
+    // The cause stays for a debugger; the message, which is shown, never carries the URL's secrets.
+    throw new InvalidArgumentError(`cannot open ${kind} ${maskUrl(url)}: ${scrubSecrets((err as Error).message, url)}`, { cause: err });
   }
 }
 

@@ -2,6 +2,7 @@ import { BackendNotInstalledError, ConflictError, InvalidArgumentError, TaskGrap
 import type { CoordinatorRuntimeOptions } from '@taskgraph/api';
 import { describe, expect, it, vi } from 'vitest';
 import {
+  maskUrl,
   importPackage,
   installPlugin,
   registerCoordinator,
@@ -69,6 +70,19 @@ describe('backends chosen by URL', () => {
       createCoordinator: () => Promise.reject(new Error('boom')),
     });
     await expect(resolveCoordinator('k8s://', { importer })).rejects.toThrow('cannot open coordinator k8s://: boom');
+  });
+
+  it('never quotes a URL’s password in what it says: user info, password/token/secret parameters, a cause that quotes the URL whole', async () => {
+    const url = 'etcd://root:s3cr%40t@h:2379/?namespace=x&token=tok123';
+    const importer: ModuleImporter = async () => ({
+      createCoordinator: () => Promise.reject(new Error(`bad URL ${url} (password s3cr@t)`)),
+    });
+    const opened = (await resolveCoordinator(url, { importer }).catch((e: unknown) => e)) as Error;
+    expect(opened.message).toBe('cannot open coordinator etcd://root:***@h:2379/?namespace=x&token=***: bad URL etcd://root:***@h:2379/?namespace=x&token=*** (password ***)');
+    const unknown = (await resolveCoordinator('zk://u:pw1@h/?password=pw2').catch((e: unknown) => e)) as Error;
+    expect(unknown.message).toContain('"zk://u:***@h/?password=***"');
+    expect(unknown.message).not.toMatch(/pw1|pw2/);
+    expect(maskUrl('grpcs://h:1?secret=a&ca=/x.pem')).toBe('grpcs://h:1?secret=***&ca=/x.pem');
   });
 });
 
