@@ -9,13 +9,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as Status } from '@grpc/grpc-js';
 import { ErrorCodes, NotOwnerError, TaskGraphError } from '@taskgraph/api';
 import type { InboundRequest, RequestMeta } from '@taskgraph/api';
-import { rejection } from '@taskgraph/testkit';
+import { makeTestPki as makePki, rejection } from '@taskgraph/testkit';
+import type { Pki } from '@taskgraph/testkit';
 import { createGrpcTransport } from '../src/index.js';
 import type { GrpcTransport } from '../src/index.js';
 import { optionsFromUrl } from '../src/options.js';
 import { bytes, goodHeaders, plainCall, plainClient, plainMetadata, text } from './helpers.js';
-import { makePki } from './pki.js';
-import type { Pki } from './pki.js';
 
 const SECRET = 'a job secret of thirty-two bytes';
 /** What the server's handler knows and must never reach an unauthenticated caller. */

@@ -28,7 +28,7 @@ function openssl(args: readonly string[]): void {
 }
 
 /** A new CA (EC P-256) in its own temporary dir. */
-export function makePki(label: string): Pki {
+export function makeTestPki(label: string): Pki {
   const dir = mkdtempSync(join(tmpdir(), `tg-pki-${label}-`));
   const ca = join(dir, 'ca.pem');
   const caKey = join(dir, 'ca-key.pem');
