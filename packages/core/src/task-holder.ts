@@ -177,6 +177,7 @@ export class TaskHolder implements ReplicationView {
    */
   private guardAddress(mine: AddrValue, running: RunningTask): void {
     const { id } = this;
+    let restored = 0;
     const stop = this.host.addresses.subscribe((c) => {
       if (!this.serving || this.running !== running) {
         stop();
@@ -185,7 +186,9 @@ export class TaskHolder implements ReplicationView {
       if (c.kind !== 'primary' || c.task !== id || c.after === undefined) return;
       const a = c.after;
       if (a.address === mine.address && a.token === mine.token && a.nodeId === mine.nodeId && a.incarnation === mine.incarnation) return;
-      this.log.warn('the task address record names another server; publishing this node’s again', { address: a.address, nodeId: a.nodeId });
+      // Once loud, then quiet: whoever keeps rewriting the record must not flood the log too.
+      const level = restored++ === 0 ? 'warn' : 'debug';
+      this.log[level]('the task address record names another server; publishing this node’s again', { address: a.address, nodeId: a.nodeId, times: restored });
       this.joined.claimer.publishAddress(id, mine, () => this.host.assertOwner('republishing the task address')).catch((err: unknown) => {
         this.log.warn('could not republish the task address', { error: err instanceof Error ? err.message : String(err) });
       });
