@@ -7,6 +7,7 @@
 import { InvalidArgumentError } from '@taskgraph/api';
 import { createBootstrap, createController, createLogger, installSignalHandlers, resolveCoordinator, resolveTransport, sleep } from '@taskgraph/core';
 import { systemClock } from '@taskgraph/api';
+import { securedTransportUrl } from '../config.js';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
@@ -32,7 +33,7 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
   const coordinator = await resolveCoordinator(o.config.coordinator, { logger });
   let transport;
   try {
-    transport = await resolveTransport(o.config.transport);
+    transport = await resolveTransport(securedTransportUrl(o.config, o.config.transport));
   } catch (err) {
     await coordinator.close();
     throw err;

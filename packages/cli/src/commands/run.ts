@@ -17,6 +17,7 @@ import { InvalidArgumentError, systemClock } from '@taskgraph/api';
 import type { Coordinator } from '@taskgraph/api';
 import { Controller, LocalCluster, createLogger, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
 import type { AppVerdict, JobStatus, TaskGraphApp } from '@taskgraph/core';
+import { securedTransportUrl } from '../config.js';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
@@ -126,7 +127,7 @@ export class JobRun {
     const started = systemClock.now();
     await loadPlugins(this.o.config.plugins);
     this.app = await loadApp(this.o.app);
-    const transportUrl = this.o.config.transport ?? (this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
+    const transportUrl = securedTransportUrl(this.o.config, this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
     if (!this.inProcess && transportUrl.startsWith('local:')) {
       throw new InvalidArgumentError('local:// only connects nodes inside one process; separate node processes need --transport grpc://127.0.0.1:0');
     }
