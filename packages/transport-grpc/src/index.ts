@@ -18,6 +18,7 @@ export {
   SecurityEnv,
 } from './options.js';
 export type { GrpcTlsOptions, GrpcTransportOptions } from './options.js';
+export { optionsFromUrl } from './options.js';
 export { AUTH_KEY, MAX_CLOCK_SKEW_MS, MIN_SECRET_BYTES, PROOF_KEY } from './auth.js';
 export { ENVELOPE_KEY, MetadataKeys, TrailerKeys, separateMetadataFromMeta } from './metadata.js';
 export { STATUS_BY_CODE } from './status.js';
