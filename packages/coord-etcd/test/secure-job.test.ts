@@ -4,9 +4,10 @@
 // the job's answer is exact. Once with the job secret, once with mutual TLS from a job CA.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
+import { ErrorCodes } from '@taskgraph/api';
 import type { Transport } from '@taskgraph/api';
 import { LocalCluster, createLogger, nodeResources } from '@taskgraph/core';
-import { eventually, makeTestPki, startEtcd } from '@taskgraph/testkit';
+import { eventually, makeTestPki, rejection, startEtcd } from '@taskgraph/testkit';
 import type { EtcdServer, Pki } from '@taskgraph/testkit';
 import { createGrpcTransport } from '@taskgraph/transport-grpc';
 import type { GrpcTransportOptions } from '@taskgraph/transport-grpc';
@@ -143,5 +144,96 @@ describe('a forged address record on real etcd', () => {
     expect(result.forged).toBeGreaterThan(1);
     // No job node completed a handshake with the impostor, so no request reached its handler.
     expect(result.dialed).toBe(0);
+  }, 120_000);
+});
+
+describe('a forged request to a live node on real etcd', () => {
+  /** Starts a long job, waits for task 1's record, and gives it to `probe` while the job runs. */
+  async function withLiveTask(transport: () => Promise<Transport>, probe: (addr: { address: string; token: string }, job: string, epoch: number) => Promise<void>) {
+    const job = `forge-${process.pid}-${++jobSeq}`;
+    const controllerCoordinator = await createEtcdCoordinator(`etcd://${etcd.clientAddress}?namespace=${NAMESPACE}`);
+    const cluster = new LocalCluster({
+      job,
+      numTasks: NUM_TASKS,
+      linkTypes: REGRESSION_LINK_TYPES,
+      standbys: 0,
+      controllerCoordinator,
+      resources: async () => nodeResources(await createEtcdCoordinator(`etcd://${etcd.clientAddress}?namespace=${NAMESPACE}`), await transport()),
+      // Long enough to still run while the test forges requests; the test stops it after.
+      builder: () => new RegressionTaskBuilder({ numTasks: NUM_TASKS, numEpochs: 100_000 }),
+      linkages: () => regressionLinkages({ numTasks: NUM_TASKS }),
+      node: { sessionTtlMs: 2000, attemptTimeoutMs: 2000 },
+    });
+    try {
+      await cluster.start();
+      const key = `${NAMESPACE}/${job}/tasks/${VICTIM}/addr`;
+      const addr = await eventually(`task ${VICTIM} has published its address`, async () => {
+        const v = await raw.get(key).string();
+        return v === null ? undefined : (JSON.parse(v) as { address: string; token: string });
+      });
+      const epoch = await eventually('the job is past epoch 1', async () => {
+        const e = Number(await raw.get(`${NAMESPACE}/${job}/state/epoch`).string());
+        return e > 1 ? e : undefined;
+      });
+      await probe(addr, job, epoch);
+    } finally {
+      await cluster.close();
+      await cluster.controller.destroy().catch(() => undefined);
+      await controllerCoordinator.close();
+    }
+  }
+
+  /** Everything the forger can read from a refusal. */
+  const readable = (err: { message: string; details: unknown }): string => JSON.stringify({ message: err.message, details: err.details });
+
+  it('with the job secret: UNAUTHENTICATED, whatever the request names, and nothing of the job in the answer', async () => {
+    await withLiveTask(
+      () => createGrpcTransport({ host: '127.0.0.1', secret: SECRET }),
+      async ({ address, token }, job, epoch) => {
+        const forger = await createGrpcTransport({ host: '127.0.0.1' });
+        try {
+          const guesses = [
+            { job: 'guess', token: '1', epoch: 0 },
+            // Everything a reader of the store knows, but not the secret.
+            { job, token, epoch },
+          ];
+          for (const g of guesses) {
+            const err = await rejection(forger.call(address, 'getParameter', { ...g, from: 0, to: VICTIM, requestId: 'forged' }, new Uint8Array(), { timeoutMs: 5000 }));
+            expect(err.code).toBe(ErrorCodes.Unauthenticated);
+            expect(err.message).toContain('request refused: it carries no valid job credential');
+            expect(readable(err)).not.toContain(job);
+            expect(readable(err)).not.toContain(token);
+            expect(err.details).not.toHaveProperty('current');
+          }
+        } finally {
+          await forger.close();
+        }
+      },
+    );
+  }, 120_000);
+
+  it('without credentials: a wrong job, token or epoch is refused without being told the real one', async () => {
+    await withLiveTask(
+      () => createGrpcTransport({ host: '127.0.0.1' }),
+      async ({ address, token }, job, epoch) => {
+        const forger = await createGrpcTransport({ host: '127.0.0.1' });
+        try {
+          const call = (m: { job: string; token: string; epoch: number }) =>
+            rejection(forger.call(address, 'getParameter', { ...m, from: 0, to: VICTIM, requestId: 'forged' }, new Uint8Array(), { timeoutMs: 5000 }));
+          const wrongJob = await call({ job: 'guess', token: '1', epoch: 0 });
+          expect(wrongJob.code).toBe(ErrorCodes.NotOwner);
+          expect(readable(wrongJob)).not.toContain(job);
+          const wrongToken = await call({ job, token: '1', epoch: 0 });
+          expect(wrongToken.code).toBe(ErrorCodes.NotOwner);
+          expect(readable(wrongToken)).not.toContain(token);
+          const wrongEpoch = await call({ job, token, epoch: 0 });
+          expect(wrongEpoch.code).toBe(ErrorCodes.EpochChanged);
+          expect(wrongEpoch.details).toEqual({ requested: 0 });
+          expect(wrongEpoch.message).not.toMatch(new RegExp(`\\b${epoch}\\b`));
+        } finally {
+          await forger.close();
+        }
+      },
+    );
   }, 120_000);
 });
