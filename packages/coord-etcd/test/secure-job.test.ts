@@ -5,13 +5,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { ErrorCodes } from '@taskgraph/api';
-import type { Transport } from '@taskgraph/api';
+import type { Coordinator, Transport } from '@taskgraph/api';
 import { LocalCluster, createLogger, nodeResources } from '@taskgraph/core';
 import { eventually, makeTestPki, rejection, startEtcd } from '@taskgraph/testkit';
 import type { EtcdServer, Pki } from '@taskgraph/testkit';
 import { createGrpcTransport } from '@taskgraph/transport-grpc';
 import type { GrpcTransportOptions } from '@taskgraph/transport-grpc';
 import { REGRESSION_LINK_TYPES, RegressionTaskBuilder, expectedSums, regressionLinkages } from '@taskgraph/workloads';
+import type { RegressionOptions } from '@taskgraph/workloads';
 import { createEtcdCoordinator } from '../src/index.js';
 
 const NAMESPACE = 'secure';
@@ -83,22 +84,27 @@ async function attack(job: string, impostor: Transport, dialed: { count: number 
   };
 }
 
-async function runAttackedJob(transport: (index: number) => Promise<Transport>, impostor: Transport) {
-  const job = `secure-${process.pid}-${++jobSeq}`;
-  const sums = new Map<number, number>();
-  const controllerCoordinator = await createEtcdCoordinator(`etcd://${etcd.clientAddress}?namespace=${NAMESPACE}`);
-  const cluster = new LocalCluster({
+/** The regression job on this etcd, its nodes on `transport`. */
+function regressionCluster(job: string, controllerCoordinator: Coordinator, transport: (index: number) => Promise<Transport>, options: RegressionOptions) {
+  return new LocalCluster({
     job,
     numTasks: NUM_TASKS,
     linkTypes: REGRESSION_LINK_TYPES,
     standbys: 0,
     controllerCoordinator,
     resources: async (i) => nodeResources(await createEtcdCoordinator(`etcd://${etcd.clientAddress}?namespace=${NAMESPACE}`), await transport(i)),
-    builder: () => new RegressionTaskBuilder({ numTasks: NUM_TASKS, numEpochs: 20, onResult: (e, s) => sums.set(e, s) }),
+    builder: () => new RegressionTaskBuilder(options),
     linkages: () => regressionLinkages({ numTasks: NUM_TASKS }),
     node: { sessionTtlMs: 2000, attemptTimeoutMs: 2000 },
     logger: createLogger({ level: (process.env['TASKGRAPH_LOG_LEVEL'] as 'debug' | undefined) ?? 'silent' }),
   });
+}
+
+async function runAttackedJob(transport: (index: number) => Promise<Transport>, impostor: Transport) {
+  const job = `secure-${process.pid}-${++jobSeq}`;
+  const sums = new Map<number, number>();
+  const controllerCoordinator = await createEtcdCoordinator(`etcd://${etcd.clientAddress}?namespace=${NAMESPACE}`);
+  const cluster = regressionCluster(job, controllerCoordinator, transport, { numTasks: NUM_TASKS, numEpochs: 20, onResult: (e, s) => sums.set(e, s) });
   const dialed = { count: 0 };
   let attacker: Awaited<ReturnType<typeof attack>> | undefined;
   try {
@@ -149,21 +155,11 @@ describe('a forged address record on real etcd', () => {
 
 describe('a forged request to a live node on real etcd', () => {
   /** Starts a long job, waits for task 1's record, and gives it to `probe` while the job runs. */
-  async function withLiveTask(transport: () => Promise<Transport>, probe: (addr: { address: string; token: string }, job: string, epoch: number) => Promise<void>) {
+  async function withLiveTask(transport: (index: number) => Promise<Transport>, probe: (addr: { address: string; token: string }, job: string, epoch: number) => Promise<void>) {
     const job = `forge-${process.pid}-${++jobSeq}`;
     const controllerCoordinator = await createEtcdCoordinator(`etcd://${etcd.clientAddress}?namespace=${NAMESPACE}`);
-    const cluster = new LocalCluster({
-      job,
-      numTasks: NUM_TASKS,
-      linkTypes: REGRESSION_LINK_TYPES,
-      standbys: 0,
-      controllerCoordinator,
-      resources: async () => nodeResources(await createEtcdCoordinator(`etcd://${etcd.clientAddress}?namespace=${NAMESPACE}`), await transport()),
-      // Long enough to still run while the test forges requests; the test stops it after.
-      builder: () => new RegressionTaskBuilder({ numTasks: NUM_TASKS, numEpochs: 100_000 }),
-      linkages: () => regressionLinkages({ numTasks: NUM_TASKS }),
-      node: { sessionTtlMs: 2000, attemptTimeoutMs: 2000 },
-    });
+    // Long enough to still run while the test forges requests; the test stops it after.
+    const cluster = regressionCluster(job, controllerCoordinator, transport, { numTasks: NUM_TASKS, numEpochs: 100_000 });
     try {
       await cluster.start();
       const key = `${NAMESPACE}/${job}/tasks/${VICTIM}/addr`;
