@@ -6,6 +6,8 @@
  *
  * Options: --payloads 64,65536,1048576  --in-flight 1,16,64  --rounds 6
  *          --round-ms 800 | --round-calls N   --warmup-ms 300 | --warmup-calls N
+ *          --transport grpcs://127.0.0.1:0?ca=..&cert=..&key=..[&secretFile=..] (the framework side's
+ *          security; TASKGRAPH_JOB_SECRET and TASKGRAPH_TLS_* apply too)
  */
 import { parseArgs } from 'node:util';
 import { createLogger } from '@taskgraph/core';
@@ -15,7 +17,7 @@ import type { LoadSpec } from './src/load.js';
 
 const USAGE =
   'usage: bench:data-plane [--payloads 64,65536,1048576] [--in-flight 1,16,64] [--rounds 6] ' +
-  '[--round-ms 800 | --round-calls N] [--warmup-ms 300 | --warmup-calls N]';
+  '[--round-ms 800 | --round-calls N] [--warmup-ms 300 | --warmup-calls N] [--transport grpc(s)://127.0.0.1:0?...]';
 
 class UsageError extends Error {}
 
@@ -51,6 +53,7 @@ function parse(argv: readonly string[]): DataPlaneOptions | 'help' {
       'round-calls': { type: 'string' },
       'warmup-ms': { type: 'string' },
       'warmup-calls': { type: 'string' },
+      transport: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -62,6 +65,7 @@ function parse(argv: readonly string[]): DataPlaneOptions | 'help' {
     ...(rounds === undefined ? {} : { rounds }),
     round: phase(count('round-ms', values['round-ms']), count('round-calls', values['round-calls']), DEFAULT_ROUND),
     warmup: phase(count('warmup-ms', values['warmup-ms']), count('warmup-calls', values['warmup-calls']), DEFAULT_WARMUP),
+    ...(values.transport === undefined ? {} : { transportUrl: values.transport }),
   };
 }
 

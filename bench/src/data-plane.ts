@@ -38,6 +38,8 @@ export interface DataPlaneOptions {
   readonly warmup?: Omit<LoadSpec, 'inFlight'>;
   /** Applied to the transport and to the raw client and server. Default 16 MiB. */
   readonly maxMessageBytes?: number;
+  /** The framework nodes' transport URL (grpc:// or grpcs://, with security options). Default grpc://127.0.0.1:0. */
+  readonly transportUrl?: string;
   /** Progress lines (not results). */
   readonly progress?: (line: string) => void;
   /** The framework nodes' logger. Default silent. */
@@ -126,7 +128,11 @@ export async function runDataPlane(
   let raw: RawGrpc | undefined;
   try {
     progress('starting the two-task job (memory coordinator, gRPC transport on 127.0.0.1) and the raw gRPC server');
-    framework = await startFrameworkEcho({ maxMessageBytes, ...(options.logger ? { logger: options.logger } : {}) });
+    framework = await startFrameworkEcho({
+      maxMessageBytes,
+      ...(options.logger ? { logger: options.logger } : {}),
+      ...(options.transportUrl ? { transportUrl: options.transportUrl } : {}),
+    });
     raw = await startRawGrpc(maxMessageBytes);
     const fw = framework;
     const rw = raw;

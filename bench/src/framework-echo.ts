@@ -11,7 +11,7 @@ import { ClosedError, InternalError } from '@taskgraph/api';
 import type { EpochContext, Framework, Logger, Task, TaskBuilder } from '@taskgraph/api';
 import { LocalCluster, bytesCodec, defineMethod, nodeResources, serve, silentLogger } from '@taskgraph/core';
 import { MemoryStore, createMemoryCoordinator } from '@taskgraph/coord-memory';
-import { createGrpcTransport } from '@taskgraph/transport-grpc';
+import { createGrpcTransport, optionsFromUrl } from '@taskgraph/transport-grpc';
 import type { GrpcTransport } from '@taskgraph/transport-grpc';
 import { runLoad } from './load.js';
 import type { LoadResult, LoadSpec } from './load.js';
@@ -125,6 +125,8 @@ export interface FrameworkEchoOptions {
   readonly logger?: Logger;
   /** How long to wait for the job to start. Default 30 s. */
   readonly startTimeoutMs?: number;
+  /** The nodes' transport, e.g. a grpcs:// URL with a job CA or a job secret. Default grpc://127.0.0.1:0. */
+  readonly transportUrl?: string;
 }
 
 /** Starts the two-task job and resolves once the caller task is in its epoch. */
@@ -150,7 +152,11 @@ export async function startFrameworkEcho(options: FrameworkEchoOptions): Promise
     controllerCoordinator,
     resources: async (index) => {
       const coordinator = await createMemoryCoordinator({ store, logger });
-      const transport = await createGrpcTransport({ host: '127.0.0.1', maxMessageBytes: options.maxMessageBytes, logger });
+      const transport = await createGrpcTransport({
+        ...optionsFromUrl(options.transportUrl ?? 'grpc://127.0.0.1:0'),
+        maxMessageBytes: options.maxMessageBytes,
+        logger,
+      });
       transports.set(index, transport);
       return nodeResources(coordinator, transport);
     },

@@ -41,6 +41,12 @@ export const ErrorCodes = {
   JobDone: 'JOB_DONE',
   /** A backend package named by a URL is not installed. */
   BackendNotInstalled: 'BACKEND_NOT_INSTALLED',
+  /**
+   * The other side could not prove it belongs to the job: a server refusing a request
+   * without a valid job credential, or a caller refusing an answer from a node that
+   * could not prove it holds the job's credentials (a forged address record).
+   */
+  Unauthenticated: 'UNAUTHENTICATED',
   /** An application handler threw something that is not a TaskGraphError. */
   Application: 'APPLICATION',
   /** A bug or an unexpected state. */
@@ -67,6 +73,7 @@ const RETRYABLE_BY_DEFAULT: Readonly<Record<ErrorCode, boolean>> = {
   CLOSED: false,
   JOB_DONE: false,
   BACKEND_NOT_INSTALLED: false,
+  UNAUTHENTICATED: false,
   APPLICATION: false,
   INTERNAL: false,
 };
@@ -150,6 +157,7 @@ export class DecodeFailedError extends subclass(ErrorCodes.DecodeFailed, 'Decode
 export class ClosedError extends subclass(ErrorCodes.Closed, 'ClosedError') {}
 export class JobDoneError extends subclass(ErrorCodes.JobDone, 'JobDoneError') {}
 export class BackendNotInstalledError extends subclass(ErrorCodes.BackendNotInstalled, 'BackendNotInstalledError') {}
+export class UnauthenticatedError extends subclass(ErrorCodes.Unauthenticated, 'UnauthenticatedError') {}
 export class ApplicationError extends subclass(ErrorCodes.Application, 'ApplicationError') {}
 export class InternalError extends subclass(ErrorCodes.Internal, 'InternalError') {}
 
@@ -185,6 +193,7 @@ const CLASS_BY_CODE: Readonly<Record<ErrorCode, ErrorClass>> = {
   CLOSED: ClosedError,
   JOB_DONE: JobDoneError,
   BACKEND_NOT_INSTALLED: BackendNotInstalledError,
+  UNAUTHENTICATED: UnauthenticatedError,
   APPLICATION: ApplicationError,
   INTERNAL: InternalError,
 };

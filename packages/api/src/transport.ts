@@ -29,6 +29,13 @@ export interface InboundRequest {
   readonly payload: Uint8Array;
   /** Aborts when the caller gives up or the server shuts down. */
   readonly signal: AbortSignal;
+  /**
+   * True when the transport proved that the caller belongs to the job (a job
+   * credential or a certificate from the job's CA), or only the job's own process can
+   * reach the server (the in-process transport). Answers to anyone else must not
+   * reveal the job's state (its name, tokens, epoch). Absent means false.
+   */
+  readonly authenticated?: boolean;
 }
 
 /** Serves one request: resolves with the output bytes or rejects with a (typed) error. */

@@ -34,12 +34,17 @@ TASKGRAPH_LOG_LEVEL / TASKGRAPH_PLUGINS (comma-separated), then --config FILE (d
   { "coordinator": "etcd://127.0.0.1:2379", "transport": "grpc://0.0.0.0:0", "sessionTtlMs": 5000, "logLevel": "info",
     "plugins": ["./my-backend-plugin.mjs"] }
 URLs: memory://[name]  etcd://host:2379[,host2:2379]?namespace=tg  consul://host:8500  k8s://?namespace=default
-      local://  grpc://0.0.0.0:0?advertise=HOST
+      local://  grpc://0.0.0.0:0?advertise=HOST  grpcs://0.0.0.0:0?advertise=HOST&ca=FILE&cert=FILE&key=FILE
       each from its package (@taskgraph/coord-etcd, @taskgraph/transport-grpc, ...), installed beside this one;
       --plugin MODULE (repeatable) loads a module whose default export registers more schemes
 
 passwords in URLs (etcd://user:password@host...) are masked in all output and reach node processes
 through their environment, never their command line
+
+data-plane security (see the README's Security section): --tls-ca FILE --tls-cert FILE --tls-key FILE
+  (mutual TLS with a job CA: makes the transport grpcs://) and --job-secret-file FILE, or in the config file
+  { "tls": { "ca": ..., "cert": ..., "key": ... }, "jobSecretFile": ... }, or TASKGRAPH_TLS_CA / TASKGRAPH_TLS_CERT /
+  TASKGRAPH_TLS_KEY / TASKGRAPH_JOB_SECRET_FILE / TASKGRAPH_JOB_SECRET, read by the transport
 
 exit codes: 0 success, 1 the job or node failed, 2 bad usage or configuration, 3 the node lost its lease,
 130 / 143 run interrupted by SIGINT / SIGTERM`;
@@ -78,6 +83,10 @@ export async function main(argv: readonly string[], print: (s: string) => void =
         'log-level': { type: 'string' },
         'log-dir': { type: 'string' },
         plugin: { type: 'string', multiple: true },
+        'tls-ca': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'job-secret-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });

@@ -41,6 +41,7 @@ const BUILTINS: Readonly<Record<BackendKind, Readonly<Record<string, string>>>> 
   transport: {
     local: '@taskgraph/transport-local',
     grpc: '@taskgraph/transport-grpc',
+    grpcs: '@taskgraph/transport-grpc',
   },
 };
 

@@ -36,23 +36,23 @@ export class RequestServer {
   readonly handle = async (req: InboundRequest): Promise<Uint8Array> => {
     const { stats, epochs } = this.o;
     const m = req.meta;
+    // Fencing answers name nothing the caller did not send: a wrong job is not told the
+    // job's name, a wrong token not the right one. Only a caller the transport proved a
+    // member of the job learns the current epoch, which its data client needs to tell an
+    // epoch that is over from one not yet entered.
     if (m.job !== this.o.job) {
       stats.rejectedNotOwner++;
-      throw new NotOwnerError(`this node serves job ${this.o.job}, not ${m.job}`);
+      throw new NotOwnerError('this node does not serve the job the request names');
     }
     if (req.method.startsWith(INTERNAL_PREFIX)) return this.o.internal(req);
     const task = this.o.served();
     if (!task || m.to !== task.id || m.token !== task.token || this.o.sessionLost()) {
       stats.rejectedNotOwner++;
-      throw new NotOwnerError(`this node does not run task ${m.to} with token ${m.token}`, {
-        details: { task: m.to, ...(task?.id === m.to ? { token: task.token } : {}) },
-      });
+      throw new NotOwnerError(`this node does not run task ${m.to} with the requested token`, { details: { task: m.to } });
     }
     if (m.epoch !== epochs.epoch) {
       stats.rejectedEpoch++;
-      throw new EpochChangedError(`task ${m.to} is in epoch ${epochs.epoch}, the request is for epoch ${m.epoch}`, {
-        details: { current: epochs.epoch, requested: m.epoch },
-      });
+      throw epochMismatch(req, `task ${m.to} is not in epoch ${m.epoch}`, epochs.epoch);
     }
     const handler = task.methods.get(req.method);
     if (!handler) throw new MethodNotFoundError(`task ${m.to} does not serve method "${req.method}"`);
@@ -72,9 +72,13 @@ export class RequestServer {
     }
     if (epochs.epoch !== m.epoch) {
       stats.fencedLateResults++;
-      throw new EpochChangedError(`epoch ${m.epoch} ended while serving ${req.method}`, { details: { current: epochs.epoch } });
+      throw epochMismatch(req, `epoch ${m.epoch} ended while serving ${req.method}`, epochs.epoch);
     }
     stats.served++;
     return handler.spec.output.encode(output);
   };
+}
+
+function epochMismatch(req: InboundRequest, message: string, current: number): EpochChangedError {
+  return new EpochChangedError(message, { details: req.authenticated === true ? { current, requested: req.meta.epoch } : { requested: req.meta.epoch } });
 }

@@ -14,7 +14,7 @@ import type { EpochTracker } from './epoch.js';
 import { TaskFramework } from './framework.js';
 import type { FrameworkHost } from './framework.js';
 import { keys } from './layout.js';
-import type { JobSpec } from './layout.js';
+import type { AddrValue, JobSpec } from './layout.js';
 import type { NodeConfig } from './node-options.js';
 import { METHODS } from './replication-wire.js';
 import type { ReplicationView } from './replication-server.js';
@@ -162,12 +162,37 @@ export class TaskHolder implements ReplicationView {
     if (this.host.life.aborted) return;
     this.serving = true;
     this.host.nowRunning();
-    await claimer.publishAddress(id, { nodeId: this.host.config.nodeId, address: server.address, token: running.token, incarnation }, () =>
-      this.host.assertOwner('publishing the task address'),
-    );
+    const mine: AddrValue = { nodeId: this.host.config.nodeId, address: server.address, token: running.token, incarnation };
+    await claimer.publishAddress(id, mine, () => this.host.assertOwner('publishing the task address'));
+    this.guardAddress(mine, running);
     // becamePrimary and the current epoch first, then the metas already waiting for it.
     running.begin({ role: 'primary', incarnation, token: running.token, promoted: how.promoted, seq: how.seq });
     await this.host.follow(keys.metaFor(this.host.config.job, id), running.inbox);
+  }
+
+  /**
+   * Whoever can write the store can put another address under this task's key (a
+   * server that then fails the job's authentication, so callers refuse it and retry).
+   * The owner holds the lock, so any record but its own is wrong: it puts its own back.
+   */
+  private guardAddress(mine: AddrValue, running: RunningTask): void {
+    const { id } = this;
+    let restored = 0;
+    const stop = this.host.addresses.subscribe((c) => {
+      if (!this.serving || this.running !== running) {
+        stop();
+        return;
+      }
+      if (c.kind !== 'primary' || c.task !== id || c.after === undefined) return;
+      const a = c.after;
+      if (a.address === mine.address && a.token === mine.token && a.nodeId === mine.nodeId && a.incarnation === mine.incarnation) return;
+      // Once loud, then quiet: whoever keeps rewriting the record must not flood the log too.
+      const level = restored++ === 0 ? 'warn' : 'debug';
+      this.log[level]('the task address record names another server; publishing this node’s again', { address: a.address, nodeId: a.nodeId, times: restored });
+      this.joined.claimer.publishAddress(id, mine, () => this.host.assertOwner('republishing the task address')).catch((err: unknown) => {
+        this.log.warn('could not republish the task address', { error: err instanceof Error ? err.message : String(err) });
+      });
+    });
   }
 
   private async runBackup(slot: number, lock: Lock): Promise<void> {

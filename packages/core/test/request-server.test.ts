@@ -52,11 +52,12 @@ function setup(handlers: (calls: Call[]) => AnyMethodHandler[] = (calls) => [rec
     epochs: tracker,
     internal: async (req) => encodeJson(`internal ${req.method}`),
   });
-  const request = (meta: Partial<RequestMeta> = {}, method = 'double', payload: Uint8Array = encodeJson(21)): InboundRequest => ({
+  const request = (meta: Partial<RequestMeta> = {}, method = 'double', payload: Uint8Array = encodeJson(21), authenticated = true): InboundRequest => ({
     method,
     meta: { job: JOB, from: 0, to: 1, epoch: 4, token: '7', requestId: 'r1', ...meta },
     payload,
     signal: new AbortController().signal,
+    authenticated,
   });
   return { server, tracker, setEpoch, task, state, stats, calls, request };
 }
@@ -73,23 +74,24 @@ describe('RequestServer', () => {
   });
 
   describe('checks before the handler runs', () => {
-    it('another job: NotOwnerError', async () => {
+    it('another job: NotOwnerError that does not name the job served', async () => {
       const { server, calls, stats, request } = setup();
       const err = await rejectionOf(server.handle(request({ job: 'elsewhere' })));
       expect(err).toBeInstanceOf(NotOwnerError);
-      expect((err as Error).message).toBe(`this node serves job ${JOB}, not elsewhere`);
+      expect((err as Error).message).toBe('this node does not serve the job the request names');
+      expect((err as NotOwnerError).details).toEqual({});
       expect(calls).toEqual([]);
       expect(counters(stats)).toEqual({ served: 0, rejectedNotOwner: 1, rejectedEpoch: 0, fencedLateResults: 0 });
     });
 
-    it('no task served, another task, or another token: NotOwnerError (telling the token only to a caller of the right task)', async () => {
+    it('no task served, another task, or another token: NotOwnerError that never tells the real token', async () => {
       const { server, state, calls, stats, request } = setup();
       const wrongTask = await rejectionOf(server.handle(request({ to: 2 })));
       expect(wrongTask).toBeInstanceOf(NotOwnerError);
       expect((wrongTask as NotOwnerError).details).toEqual({ task: 2 });
       const wrongToken = await rejectionOf(server.handle(request({ token: '6' })));
-      expect((wrongToken as NotOwnerError).details).toEqual({ task: 1, token: '7' });
-      expect((wrongToken as Error).message).toBe('this node does not run task 1 with token 6');
+      expect((wrongToken as NotOwnerError).details).toEqual({ task: 1 });
+      expect((wrongToken as Error).message).toBe('this node does not run task 1 with the requested token');
       state.served = undefined;
       const none = await rejectionOf(server.handle(request()));
       expect(none).toBeInstanceOf(NotOwnerError);
@@ -106,7 +108,7 @@ describe('RequestServer', () => {
       expect(stats.rejectedNotOwner).toBe(1);
     });
 
-    it('another epoch, behind or ahead: EpochChangedError saying both epochs', async () => {
+    it('another epoch, behind or ahead: EpochChangedError saying both epochs to an authenticated caller', async () => {
       const { server, calls, stats, request } = setup();
       for (const epoch of [3, 5]) {
         const err = await rejectionOf(server.handle(request({ epoch })));
@@ -116,6 +118,16 @@ describe('RequestServer', () => {
       }
       expect(calls).toEqual([]);
       expect(counters(stats)).toEqual({ served: 0, rejectedNotOwner: 0, rejectedEpoch: 2, fencedLateResults: 0 });
+    });
+
+    it('another epoch from a caller the transport did not authenticate: EpochChangedError without the current epoch', async () => {
+      const { server, stats, request } = setup();
+      const err = await rejectionOf(server.handle(request({ epoch: 9 }, 'double', encodeJson(21), false)));
+      expect(err).toBeInstanceOf(EpochChangedError);
+      expect((err as EpochChangedError).details).toEqual({ requested: 9 });
+      expect((err as EpochChangedError).currentEpoch).toBeUndefined();
+      expect((err as Error).message).not.toMatch(/\b4\b/);
+      expect(stats.rejectedEpoch).toBe(1);
     });
 
     it('ownership is checked before the epoch', async () => {

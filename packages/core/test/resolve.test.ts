@@ -116,7 +116,7 @@ describe('the backend registry', () => {
       undoTransport();
     }
     await expect(resolveCoordinator('test-wrapped://x')).rejects.toThrow('unknown scheme "test-wrapped": supported are memory, etcd, consul, k8s (a plug-in adds more with registerCoordinator())');
-    expect(registeredSchemes('transport')).toEqual(['local', 'grpc']);
+    expect(registeredSchemes('transport')).toEqual(['local', 'grpc', 'grpcs']);
   });
 
   it('refuses a taken scheme unless told to replace it, and undoing a replacement restores the built-in', async () => {

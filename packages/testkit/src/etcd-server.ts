@@ -32,6 +32,19 @@ export interface StartEtcdOptions {
   readonly startTimeoutMs?: number;
   /** Extra command-line flags for etcd (e.g. `--auto-compaction-retention=1`). */
   readonly args?: readonly string[];
+  /**
+   * Also serve clients over TLS, on a second port (`tlsClientAddress`), requiring a
+   * client certificate signed by `trustedCaFile`. The plain port stays, for the health check.
+   */
+  readonly clientTls?: EtcdClientTls;
+}
+
+export interface EtcdClientTls {
+  /** The server's certificate and key (PEM files), valid for 127.0.0.1. */
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** The CA that signs the clients' certificates. */
+  readonly trustedCaFile: string;
 }
 
 /** One running (or stopped) etcd member. */
@@ -46,6 +59,8 @@ export interface EtcdServer {
   readonly clientUrl: string;
   /** `127.0.0.1:<clientPort>`, the form an `etcd://` URL takes. */
   readonly clientAddress: string;
+  /** `127.0.0.1:<port>` of the TLS client port, when started with `clientTls`. */
+  readonly tlsClientAddress?: string | undefined;
   /** `[clientUrl]`: what an etcd client takes as hosts. */
   readonly endpoints: readonly string[];
   /** The running process's pid, if it runs. */
@@ -127,6 +142,7 @@ interface MemberConfig {
   readonly clusterToken: string;
   readonly args: readonly string[];
   readonly startTimeoutMs: number;
+  readonly tls?: { readonly port: number; readonly files: EtcdClientTls } | undefined;
 }
 
 /** Thrown by a start attempt that lost its port to another process; the caller retries on new ports. */
@@ -163,6 +179,9 @@ class EtcdMember implements EtcdServer {
   get clientAddress(): string {
     return `${LOOPBACK}:${this.#config.clientPort}`;
   }
+  get tlsClientAddress(): string | undefined {
+    return this.#config.tls === undefined ? undefined : `${LOOPBACK}:${this.#config.tls.port}`;
+  }
   get peerUrl(): string {
     return `http://${LOOPBACK}:${this.#config.peerPort}`;
   }
@@ -192,13 +211,26 @@ class EtcdMember implements EtcdServer {
     }
   }
 
+  #clientUrlArgs(): string[] {
+    const tls = this.#config.tls;
+    if (tls === undefined) return [`--listen-client-urls=${this.clientUrl}`, `--advertise-client-urls=${this.clientUrl}`];
+    const urls = `${this.clientUrl},https://${LOOPBACK}:${tls.port}`;
+    return [
+      `--listen-client-urls=${urls}`,
+      `--advertise-client-urls=${urls}`,
+      `--cert-file=${tls.files.certFile}`,
+      `--key-file=${tls.files.keyFile}`,
+      `--trusted-ca-file=${tls.files.trustedCaFile}`,
+      '--client-cert-auth',
+    ];
+  }
+
   #spawn(): void {
     const c = this.#config;
     const args = [
       `--name=${c.name}`,
       `--data-dir=${c.dataDir}`,
-      `--listen-client-urls=${this.clientUrl}`,
-      `--advertise-client-urls=${this.clientUrl}`,
+      ...this.#clientUrlArgs(),
       `--listen-peer-urls=${this.peerUrl}`,
       `--initial-advertise-peer-urls=${this.peerUrl}`,
       `--initial-cluster=${c.initialCluster}`,
@@ -342,7 +374,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
   const ownDir = options.dataDir === undefined;
   const timeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   for (let attempt = 1; ; attempt++) {
-    const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
+    const [clientPort, peerPort, tlsPort] = (await freePorts(3)) as [number, number, number];
     const member = new EtcdMember({
       bin,
       name,
@@ -353,6 +385,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
       clusterToken: token(),
       args: options.args ?? [],
       startTimeoutMs: timeoutMs,
+      tls: options.clientTls === undefined ? undefined : { port: tlsPort, files: options.clientTls },
     });
     try {
       await member.start();

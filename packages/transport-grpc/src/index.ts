@@ -13,9 +13,13 @@ export {
   DEFAULT_KEEPALIVE_TIME_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_HOST,
   DEFAULT_SERVICE,
+  SecurityEnv,
 } from './options.js';
-export type { GrpcTransportOptions } from './options.js';
+export type { GrpcTlsOptions, GrpcTransportOptions } from './options.js';
+export { optionsFromUrl } from './options.js';
+export { AUTH_KEY, MAX_CLOCK_SKEW_MS, MIN_SECRET_BYTES, PROOF_KEY } from './auth.js';
 export { ENVELOPE_KEY, MetadataKeys, TrailerKeys, separateMetadataFromMeta } from './metadata.js';
 export { STATUS_BY_CODE } from './status.js';
 export { protobufCodec } from './protobuf.js';

@@ -12,14 +12,16 @@ import {
   DeadlineExceededError,
   InternalError,
   InvalidArgumentError,
+  UnauthenticatedError,
   UnavailableError,
   assertValidMethodName,
 } from '@taskgraph/api';
 import type { InboundRequest, ListenOptions, RequestHandler, TransportServer } from '@taskgraph/api';
-import { Server, status as Status } from '@grpc/grpc-js';
+import { Metadata, Server, status as Status } from '@grpc/grpc-js';
 import type { ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation, sendUnaryData } from '@grpc/grpc-js';
 import { serverConnections } from './channelz.js';
 import type { ConnectionInfo } from './channelz.js';
+import { PROOF_KEY } from './auth.js';
 import { metaFromMetadata } from './metadata.js';
 import { ADVERTISE_HOST_ENV, isWildcardHost, joinHostPort, splitHostPort } from './options.js';
 import type { ResolvedOptions } from './options.js';
@@ -66,6 +68,7 @@ class InboundCall implements InboundRequest {
     private readonly callback: sendUnaryData<Buffer>,
     private readonly inFlight: Set<InboundCall>,
     private readonly maxMessageBytes: number,
+    readonly authenticated: boolean,
   ) {}
 
   get signal(): AbortSignal {
@@ -123,6 +126,33 @@ class InboundCall implements InboundRequest {
   }
 }
 
+/** The one answer to a request without a valid job credential: it names nothing of the job. */
+const REFUSED = new UnauthenticatedError('request refused: it carries no valid job credential');
+
+/**
+ * Answers through `answer` with the server's proof attached: in the response
+ * headers of a success (sent with the message), in the trailers of an error.
+ */
+function provenAnswer(
+  answer: sendUnaryData<Buffer>,
+  call: ServerUnaryCall<Uint8Array, Buffer>,
+  prove: (outcome: string, body: Uint8Array | undefined) => string,
+): sendUnaryData<Buffer> {
+  return (err, value) => {
+    if (err !== null) {
+      const code = typeof err.code === 'number' ? err.code : Status.UNKNOWN;
+      const trailers = err.metadata ?? new Metadata();
+      trailers.set(PROOF_KEY, prove(String(code), undefined));
+      answer({ ...err, code, metadata: trailers });
+      return;
+    }
+    const headers = new Metadata();
+    headers.set(PROOF_KEY, prove('OK', value ?? undefined));
+    call.sendMetadata(headers);
+    answer(null, value);
+  };
+}
+
 /** How often the server looks for calls whose deadline passed (one sweep, not a timer per call). */
 const DEADLINE_SWEEP_MS = 100;
 
@@ -153,6 +183,8 @@ export class GrpcTransportServer implements TransportServer {
   readonly #onClosed: (server: GrpcTransportServer) => void;
   readonly #served = new Map<string, ServiceDefinition>();
   readonly #inFlight = new Set<InboundCall>();
+  /** Every call that reaches a handler proved its caller a member of the job (a job certificate or the job secret). */
+  readonly #authenticates: boolean;
   #closing: Promise<void> | undefined;
 
   private constructor(
@@ -167,6 +199,7 @@ export class GrpcTransportServer implements TransportServer {
     this.#config = config;
     this.#handler = handler;
     this.#onClosed = onClosed;
+    this.#authenticates = config.mutualTls || config.credential !== undefined;
   }
 
   /** Binds a server on the configured host and port and serves `options.methods`. */
@@ -254,8 +287,21 @@ export class GrpcTransportServer implements TransportServer {
     };
   }
 
-  #onCall(method: string, call: ServerUnaryCall<Uint8Array, Buffer>, callback: sendUnaryData<Buffer>): void {
+  #onCall(method: string, call: ServerUnaryCall<Uint8Array, Buffer>, answer: sendUnaryData<Buffer>): void {
     const logger = this.#config.logger;
+    const credential = this.#config.credential;
+    let callback = answer;
+    if (credential !== undefined) {
+      // First of all: a request without the job's credential is answered one fixed
+      // sentence, before its metadata is even parsed, and proves nothing back.
+      const verified = credential.verify(call.metadata, methodPath(this.#config.service, method), call.request, Date.now());
+      if (verified === undefined) {
+        logger.debug('gRPC request without a valid job credential refused', { method, peer: call.getPeer() });
+        answer(statusFromError(REFUSED));
+        return;
+      }
+      callback = provenAnswer(answer, call, (outcome, body) => credential.prove(verified.nonce, outcome, body));
+    }
     let meta: InboundRequest['meta'];
     try {
       meta = metaFromMetadata(call.metadata);
@@ -272,7 +318,7 @@ export class GrpcTransportServer implements TransportServer {
 
     const deadline = call.getDeadline();
     const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
-    const entry = new InboundCall(method, meta, call.request, Number.isFinite(deadlineAt) ? deadlineAt : Infinity, callback, this.#inFlight, this.#config.maxMessageBytes);
+    const entry = new InboundCall(method, meta, call.request, Number.isFinite(deadlineAt) ? deadlineAt : Infinity, callback, this.#inFlight, this.#config.maxMessageBytes, this.#authenticates);
     this.#inFlight.add(entry);
     if (entry.deadlineAt !== Infinity) this.#sweepDeadlines();
     // grpc-js may also report a stream closing after the answer went out: not a cancel.

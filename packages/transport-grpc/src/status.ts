@@ -14,6 +14,7 @@ import {
   NotFoundError,
   AlreadyExistsError,
   NotOwnerError,
+  UnauthenticatedError,
   UnavailableError,
   deserializeError,
   errorFromCode,
@@ -46,6 +47,7 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, Status>> = {
   CLOSED: Status.UNAVAILABLE,
   JOB_DONE: Status.FAILED_PRECONDITION,
   BACKEND_NOT_INSTALLED: Status.FAILED_PRECONDITION,
+  UNAUTHENTICATED: Status.UNAUTHENTICATED,
   APPLICATION: Status.UNKNOWN,
   INTERNAL: Status.INTERNAL,
 };
@@ -161,6 +163,8 @@ export function errorFromStatus(
       return new AlreadyExistsError(`${where}: ${st.details}`, { details });
     case Status.ABORTED:
       return new NotOwnerError(`${where} was aborted by the peer (stale target?): ${st.details}`, { details });
+    case Status.UNAUTHENTICATED:
+      return new UnauthenticatedError(`${where} was refused: the caller is not authenticated`, { details });
     case Status.UNKNOWN:
       return new ApplicationError(`${where} failed in the peer's handler: ${st.details}`, { details });
     default:

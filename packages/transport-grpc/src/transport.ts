@@ -6,15 +6,18 @@ import {
   ClosedError,
   InternalError,
   InvalidArgumentError,
+  UnauthenticatedError,
   abortError,
   assertValidMethodName,
 } from '@taskgraph/api';
 import type { CallOptions, ListenOptions, RequestMeta, Transport } from '@taskgraph/api';
-import { Client, connectivityState } from '@grpc/grpc-js';
-import type { ChannelOptions, ClientUnaryCall, ServiceError } from '@grpc/grpc-js';
+import { Client, connectivityState, status as Status } from '@grpc/grpc-js';
+import type { ChannelOptions, ClientUnaryCall, Metadata, ServiceError } from '@grpc/grpc-js';
+import { AUTH_KEY } from './auth.js';
+import type { JobCredential } from './auth.js';
 import { clientConnections } from './channelz.js';
 import type { ConnectionInfo } from './channelz.js';
-import { metadataFromMeta } from './metadata.js';
+import { ENVELOPE_KEY, metadataFromMeta } from './metadata.js';
 import { optionsFromUrl, resolveOptions, splitHostPort } from './options.js';
 import type { GrpcTransportOptions, ResolvedOptions } from './options.js';
 import { GrpcTransportServer, bufferView, bytesView, methodPath } from './server.js';
@@ -47,7 +50,7 @@ interface Peer {
 /** "host:port" from "host:port" or "grpc://host:port"; InvalidArgumentError otherwise. */
 function normalizeAddress(address: unknown): string {
   if (typeof address !== 'string') throw new InvalidArgumentError(`address must be a string, got ${typeof address}`);
-  const text = address.startsWith('grpc://') ? address.slice('grpc://'.length) : address;
+  const text = address.startsWith('grpc://') ? address.slice('grpc://'.length) : address.startsWith('grpcs://') ? address.slice('grpcs://'.length) : address;
   const split = /[\s/]/.test(text) ? undefined : splitHostPort(text);
   if (split === undefined || split.port === undefined || split.port === 0) {
     throw new InvalidArgumentError(`address ${JSON.stringify(address)} is not a gRPC address like "10.0.0.5:7000"`);
@@ -132,6 +135,13 @@ export class GrpcTransport implements Transport {
     }
     const metadata = metadataFromMeta(meta);
     if (signal?.aborted) throw abortError(signal, `gRPC call ${method} to ${target}`);
+    const credential = this.#config.credential;
+    let nonce: string | undefined;
+    if (credential !== undefined) {
+      const signed = credential.sign(path, metadata.get(ENVELOPE_KEY)[0] as string, payload, Date.now());
+      metadata.set(AUTH_KEY, signed.header);
+      nonce = signed.nonce;
+    }
 
     const peer = this.#peer(target);
     peer.calls += 1;
@@ -139,6 +149,7 @@ export class GrpcTransport implements Transport {
     this.#pending.add(out);
     if (signal !== undefined) this.#cancelOnAbort(signal, out);
     try {
+      if (credential !== undefined && nonce !== undefined) out.expectProof(credential, nonce);
       out.call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
         path,
         bufferView,
@@ -148,6 +159,7 @@ export class GrpcTransport implements Transport {
         { deadline: Date.now() + timeoutMs },
         (err: ServiceError | null, value?: Uint8Array) => out.done(err, value),
       );
+      out.listen();
     } catch (err) {
       out.forget();
       throw err;
@@ -230,6 +242,13 @@ export class GrpcTransport implements Transport {
   }
 }
 
+/**
+ * gRPC codes that come without a proof from a genuine node too: the client's own
+ * (connection failed, deadline passed, cancelled) and grpc-js's server answers before
+ * any handler runs (a method not served, a message over the limit).
+ */
+const UNPROVABLE: ReadonlySet<number> = new Set([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED, Status.UNIMPLEMENTED, Status.RESOURCE_EXHAUSTED]);
+
 /** One call in flight: its promise, and what cancels it (close, its signal). */
 class OutboundCall {
   call: ClientUnaryCall | undefined;
@@ -239,6 +258,10 @@ class OutboundCall {
   #resolve!: (value: Uint8Array) => void;
   #reject!: (err: Error) => void;
   #closedUnder = false;
+  /** With a job credential: what checks the answer's proof, the nonce it covers, and the answer's headers. */
+  #credential: JobCredential | undefined;
+  #nonce = '';
+  #headers: Metadata | undefined;
 
   constructor(
     private readonly target: string,
@@ -256,6 +279,19 @@ class OutboundCall {
     this.call?.cancel();
   }
 
+  expectProof(credential: JobCredential, nonce: string): void {
+    this.#credential = credential;
+    this.#nonce = nonce;
+  }
+
+  /** Keeps the answer's headers, which carry a success's proof (they arrive before the message). */
+  listen(): void {
+    if (this.#credential === undefined) return;
+    this.call?.on('metadata', (headers: Metadata) => {
+      this.#headers = headers;
+    });
+  }
+
   /** Cancelling sends RST_STREAM, so the server's handler hears that the caller left. */
   cancelForClose(): void {
     this.#closedUnder = true;
@@ -271,9 +307,32 @@ class OutboundCall {
     this.forget();
     if (this.#closedUnder) this.#reject(new ClosedError(`${this.what()} was cut off: the gRPC transport closed`));
     else if (this.signal?.aborted) this.#reject(abortError(this.signal, this.what()));
-    else if (err) this.#reject(errorFromStatus(err, { address: this.target, method: this.method }));
+    else if (err) this.#reject(this.#errorFrom(err));
+    else if (this.#credential !== undefined && !this.#credential.proven(this.#headers, this.#nonce, 'OK', value)) this.#reject(this.#unproven(null));
     else if (value === undefined) this.#reject(new InternalError(`${this.what()} ended without a response`));
     else this.#resolve(value);
+  }
+
+  /**
+   * With a credential, an error answer must prove its server holds the secret, except
+   * the UNPROVABLE codes: for those only the status code counts, since trailers from an
+   * unproven peer may claim anything.
+   */
+  #errorFrom(err: ServiceError): Error {
+    const ctx = { address: this.target, method: this.method };
+    const credential = this.#credential;
+    if (credential === undefined || credential.proven(err.metadata, this.#nonce, String(err.code), undefined)) return errorFromStatus(err, ctx);
+    if (UNPROVABLE.has(err.code)) return errorFromStatus({ code: err.code, details: err.details }, ctx);
+    return this.#unproven(err);
+  }
+
+  #unproven(err: ServiceError | null): UnauthenticatedError {
+    // Retryable: the task's real owner may publish its address again, or this node was
+    // refused by a peer that does not share our secret; either way nothing of the answer is used.
+    return new UnauthenticatedError(
+      `${this.what()}: the answer does not prove that its server holds the job credential (refused, or not a node of this job); it was dropped`,
+      { retryable: true, details: { address: this.target, method: this.method, ...(err ? { grpcCode: Status[err.code] ?? err.code } : {}) } },
+    );
   }
 
   private what(): string {

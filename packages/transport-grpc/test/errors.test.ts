@@ -202,6 +202,7 @@ describe('a non-TaskGraph gRPC peer: plain statuses mapped by code', () => {
     [Status.UNKNOWN, ErrorCodes.Application],
     [Status.FAILED_PRECONDITION, ErrorCodes.Internal],
     [Status.PERMISSION_DENIED, ErrorCodes.Internal],
+    [Status.UNAUTHENTICATED, ErrorCodes.Unauthenticated],
     [Status.INTERNAL, ErrorCodes.Internal],
   ];
   for (const [grpcStatus, code] of expectations) {

@@ -34,10 +34,12 @@ describe('createGrpcTransport', () => {
     expect(optionsFromUrl(new URL('grpc://localhost'))).toEqual({ host: 'localhost' });
   });
 
-  it('fills in defaults', () => {
+  it('fills in defaults: loopback only, no TLS, no job credential', () => {
     const r = resolveOptions({});
     expect(r).toMatchObject({
-      host: '0.0.0.0',
+      host: '127.0.0.1',
+      mutualTls: false,
+      credential: undefined,
       port: 0,
       maxMessageBytes: 16 * 1024 * 1024,
       service: 'taskgraph.v1.Task',

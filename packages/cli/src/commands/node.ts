@@ -10,6 +10,7 @@
 import { InvalidArgumentError } from '@taskgraph/api';
 import { createBootstrap, createController, installSignalHandlers, resolveCoordinator, resolveTransport, retryStore, sleep } from '@taskgraph/core';
 import { systemClock } from '@taskgraph/api';
+import { securedTransportUrl } from '../config.js';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
@@ -43,7 +44,7 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
   const coordinator = await resolveCoordinator(o.config.coordinator, { logger });
   let transport;
   try {
-    transport = await resolveTransport(o.config.transport);
+    transport = await resolveTransport(securedTransportUrl(o.config, o.config.transport));
   } catch (err) {
     await coordinator.close();
     throw err;

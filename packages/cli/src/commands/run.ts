@@ -24,6 +24,7 @@ import { InvalidArgumentError, systemClock } from '@taskgraph/api';
 import type { Coordinator, Logger, NodeOutcome } from '@taskgraph/api';
 import { Controller, createBootstrap, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
 import type { AppVerdict, JobStatus, TaskGraphApp, TaskGraphNode } from '@taskgraph/core';
+import { securedTransportUrl } from '../config.js';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
@@ -206,7 +207,7 @@ export class JobRun {
     this.app = await loadApp(this.o.app);
     // A bad --arg fails every node the same way: refuse it before any starts.
     this.app.taskBuilder(this.context());
-    this.transportUrl = this.o.config.transport ?? (this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
+    this.transportUrl = securedTransportUrl(this.o.config, this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
     if (!this.inProcess && this.transportUrl.startsWith('local:')) {
       throw new InvalidArgumentError('local:// only connects nodes inside one process; separate node processes need --transport grpc://127.0.0.1:0');
     }
