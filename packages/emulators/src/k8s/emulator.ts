@@ -500,7 +500,7 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
     send(res, result.code, result.body, {}, result.warnings);
   };
 
-  const tls = options.tls === false ? undefined : options.tls === true || options.tls === undefined ? await makeServingCertificates(certificateNames(host, options.tlsNames)) : options.tls;
+  const tls = await servingIdentity(options, host);
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://emulator');
     const run = async () => {
@@ -567,10 +567,13 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
   };
 }
 
-/** The names a generated certificate covers: the listen address unless it is a wildcard. */
-function certificateNames(host: string, extra: readonly string[] = []): string[] {
+/** The certificates to serve: given, made now (the default), or none for plain HTTP. */
+async function servingIdentity(options: K8sEmulatorOptions, host: string): Promise<ServingCertificates | undefined> {
+  if (options.tls === false) return undefined;
+  if (typeof options.tls === 'object') return options.tls;
+  // The listen address is a name clients dial, unless it is a wildcard.
   const wildcard = host === '0.0.0.0' || host === '::' || host === '';
-  return [...(wildcard ? [] : [host]), ...extra];
+  return makeServingCertificates([...(wildcard ? [] : [host]), ...(options.tlsNames ?? [])]);
 }
 
 /** The RBAC verb of a request (watches are decided before). */
