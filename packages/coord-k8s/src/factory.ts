@@ -1,9 +1,11 @@
 /**
- * `k8s://?namespace=default&context=...&prefix=tg`: the API server and credentials
- * come from the usual kubeconfig places (KUBECONFIG, ~/.kube/config, or the pod's
- * service account), never from the URL.
+ * `k8s://?namespace=default&context=...&prefix=tg&ca=<file>`: the API server and
+ * credentials come from the usual kubeconfig places (KUBECONFIG, ~/.kube/config, or
+ * the pod's service account), never from the URL; the URL may name the CA that
+ * verifies the server.
  */
-import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { KubeConfig } from '@kubernetes/client-node';
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
 import type { Clock, CoordinatorRuntimeOptions, Logger } from '@taskgraph/api';
@@ -16,6 +18,12 @@ export interface K8sCoordinatorOptions extends CoordinatorRuntimeOptions {
   readonly kubeConfig?: KubeConfig;
   /** A kubeconfig file to load instead of the default places. */
   readonly kubeconfigPath?: string;
+  /**
+   * A CA certificate file (PEM) that verifies the API server, instead of the kubeconfig
+   * cluster's `certificate-authority`; it also turns on verification where the kubeconfig
+   * skips it. Default: the kubeconfig's.
+   */
+  readonly caFile?: string;
   /** The kubeconfig context to use. Default: the current context. */
   readonly context?: string;
   /** The Kubernetes namespace of every object. Default: the context's namespace, else "default". */
@@ -39,8 +47,8 @@ export interface K8sCoordinatorOptions extends CoordinatorRuntimeOptions {
 }
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const URL_PARAMETERS = ['namespace', 'context', 'prefix', 'kubeconfig'] as const;
-const URL_SHAPE = 'k8s://?namespace=<ns>&context=<kubeconfig context>&prefix=<store prefix>&kubeconfig=<path>';
+const URL_PARAMETERS = ['namespace', 'context', 'prefix', 'kubeconfig', 'ca'] as const;
+const URL_SHAPE = 'k8s://?namespace=<ns>&context=<kubeconfig context>&prefix=<store prefix>&kubeconfig=<path>&ca=<CA file>';
 
 /** What a `k8s://` URL says. */
 export interface ParsedK8sUrl {
@@ -48,9 +56,10 @@ export interface ParsedK8sUrl {
   readonly context?: string;
   readonly prefix?: string;
   readonly kubeconfigPath?: string;
+  readonly caFile?: string;
 }
 
-/** Parses `k8s://[?namespace=..&context=..&prefix=..&kubeconfig=..]`; anything else is an InvalidArgumentError. */
+/** Parses `k8s://[?namespace=..&context=..&prefix=..&kubeconfig=..&ca=..]`; anything else is an InvalidArgumentError. */
 export function parseK8sUrl(url: string | URL): ParsedK8sUrl {
   const text = String(url);
   let parsed: URL;
@@ -90,6 +99,8 @@ export function parseK8sUrl(url: string | URL): ParsedK8sUrl {
     out.prefix = prefix;
   }
   if (kubeconfig !== null) out.kubeconfigPath = kubeconfig;
+  const ca = parsed.searchParams.get('ca');
+  if (ca !== null) out.caFile = ca;
   return out;
 }
 
@@ -137,7 +148,40 @@ function loadKubeConfig(o: K8sCoordinatorOptions): KubeConfig {
       'no Kubernetes cluster is configured: set KUBECONFIG, write ~/.kube/config, run inside a pod with a service account, or pass kubeconfig=<path> in the k8s:// URL',
     );
   }
-  return kc;
+  return o.caFile === undefined ? kc : withCa(kc, o.caFile);
+}
+
+/**
+ * A copy of the kubeconfig whose current cluster is verified with the CA in `path`
+ * (the caller's KubeConfig is left as it was).
+ */
+function withCa(kc: KubeConfig, path: string): KubeConfig {
+  const cluster = kc.getCurrentCluster();
+  if (cluster === null) throw new InvalidArgumentError('the kubeconfig has no current cluster to verify with a CA');
+  if (!cluster.server.startsWith('https:')) {
+    throw new InvalidArgumentError(`a CA file was given, but the API server ${cluster.server} is not an https:// URL: a CA verifies only a server that speaks TLS`);
+  }
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new InvalidArgumentError(`could not read the CA file ${JSON.stringify(path)}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    throw new InvalidArgumentError(`the CA file ${JSON.stringify(path)} holds no PEM certificate: ${(err as Error).message}`, { cause: err });
+  }
+  const copy = new KubeConfig();
+  copy.loadFromOptions({
+    clusters: kc.clusters.map((c) =>
+      c.name === cluster.name ? { ...c, caData: Buffer.from(pem).toString('base64'), caFile: undefined, skipTLSVerify: false } : c,
+    ),
+    users: kc.users,
+    contexts: kc.contexts,
+    currentContext: kc.getCurrentContext(),
+  });
+  return copy;
 }
 
 /**

@@ -5,6 +5,7 @@
  * Kubernetes errors turned into typed TaskGraph errors, and the list of API verbs the
  * backend uses, from which the RBAC Role in deploy/k8s is checked.
  */
+import { setMaxListeners } from 'node:events';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import {
@@ -67,6 +68,41 @@ function statusOf(err: ApiException<unknown>): StatusBody {
   return {};
 }
 
+/**
+ * OpenSSL's verdicts on a server certificate the client does not trust, and Node's
+ * for one issued to another name. None heals by retrying: the kubeconfig (or the
+ * k8s:// URL's `ca`) names the wrong CA, or the server is not the one it names.
+ */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * The typed error for a request the client refused to send because the API server's
+ * certificate did not verify; undefined for any other failure. Not retryable.
+ */
+export function untrustedServerError(err: unknown, server: string): InternalError | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !UNTRUSTED_CERTIFICATE.has(code)) return undefined;
+  const reason = (err as { message?: unknown }).message;
+  return new InternalError(
+    `the API server ${server} presented a certificate this client does not trust (${code}${typeof reason === 'string' ? `: ${reason}` : ''}); the kubeconfig's certificate-authority, or ca=<file> in the k8s:// URL, must name the CA that signed it`,
+    { cause: err, retryable: false, details: { reason: 'UntrustedServerCertificate', tlsCode: code, server } },
+  );
+}
+
 /** Whether a failed call is worth retrying (the server or the network, not the request). */
 export function isTransient(err: unknown): boolean {
   return TaskGraphError.is(err, 'UNAVAILABLE', 'INDETERMINATE', 'DEADLINE_EXCEEDED');
@@ -91,6 +127,8 @@ export interface ListOptions {
 export class KubeApi {
   readonly namespace: string;
   readonly kubeConfig: KubeConfig;
+  /** The API server's URL, for messages. */
+  readonly server: string;
   private readonly core: CoreV1Api;
   private readonly coordination: CoordinationV1Api;
   private readonly timeoutMs: number;
@@ -100,10 +138,13 @@ export class KubeApi {
   constructor(o: KubeApiOptions) {
     this.namespace = o.namespace;
     this.kubeConfig = o.kubeConfig;
+    this.server = o.kubeConfig.getCurrentCluster()?.server ?? 'of the kubeconfig';
     this.core = o.kubeConfig.makeApiClient(CoreV1Api);
     this.coordination = o.kubeConfig.makeApiClient(CoordinationV1Api);
     this.timeoutMs = o.requestTimeoutMs;
     this.closed = o.closed;
+    // Every request in flight listens on it; a busy node has far more than the warning's 10.
+    setMaxListeners(0, o.closed);
   }
 
   getConfigMap(name: string): Promise<V1ConfigMap | undefined> {
@@ -273,6 +314,8 @@ export class KubeApi {
       }
     }
     if (TaskGraphError.is(err)) return err;
+    const untrusted = untrustedServerError(err, this.server);
+    if (untrusted !== undefined) return untrusted;
     const e = err as { name?: string; code?: string; message?: string };
     const timedOut = signal.aborted;
     const detail = timedOut ? `no answer within ${this.timeoutMs} ms` : (e.message ?? String(err));

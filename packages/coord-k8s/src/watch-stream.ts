@@ -11,7 +11,7 @@ import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { InternalError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
 import { Backoff } from '@taskgraph/backend-kit';
-import type { KubeApi } from './kube.js';
+import { untrustedServerError, type KubeApi } from './kube.js';
 
 export interface KubeObject {
   readonly metadata?: {
@@ -187,6 +187,11 @@ export class WatchStream implements AsyncIterable<StreamItem> {
         this.push({ kind: 'expired', message: 'resourceVersion expired (HTTP 410)' });
         return;
       }
+      const untrusted = untrustedServerError(err, this.o.api.server);
+      if (untrusted !== undefined) {
+        this.fail(untrusted);
+        return;
+      }
       if (status === 401 || status === 403 || status === 400 || status === 404 || status === 422) {
         this.fail(new InternalError(`the watch of ${this.o.resource} was refused with HTTP ${status}: check the kubeconfig, namespace and Role`, { cause: err }));
         return;
@@ -202,6 +207,11 @@ export class WatchStream implements AsyncIterable<StreamItem> {
       })
       .catch((err: unknown) => {
         if (generation !== this.generation) return;
+        const untrusted = untrustedServerError(err, this.o.api.server);
+        if (untrusted !== undefined) {
+          this.fail(untrusted);
+          return;
+        }
         this.o.logger.warn('could not start a watch', { resource: this.o.resource, error: String(err) });
         this.reconnect(true);
       });

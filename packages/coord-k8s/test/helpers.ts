@@ -1,6 +1,7 @@
-// Test plumbing: an emulator per test file, and clients that reach it through their
-// own TCP proxy (so one client can be partitioned while the others still work), each
-// with a kubeconfig written to a temporary directory.
+// Test plumbing: an emulator per test file, serving HTTPS as a real API server does,
+// and clients that reach it through their own TCP proxy (so one client can be
+// partitioned while the others still work; TLS passes through the proxy end to end),
+// each with a kubeconfig written to a temporary directory that names the emulator's CA.
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,8 +14,12 @@ import { createK8sCoordinator, K8sCoordinator, type K8sCoordinatorOptions } from
 export interface Harness {
   readonly emulator: K8sEmulator;
   readonly dir: string;
-  /** A kubeconfig file naming `server` (the emulator itself by default). */
+  /** The emulator's CA certificate, written in `dir` (undefined over plain HTTP). */
+  readonly caFile: string | undefined;
+  /** A kubeconfig file naming `server` (the emulator itself by default) and the emulator's CA. */
   kubeconfig(server?: string): Promise<string>;
+  /** The emulator's URL as reached through a local port (a proxy's): its scheme, 127.0.0.1, that port. */
+  serverAt(port: number): string;
   /** A client through its own proxy; closing the client closes the proxy. */
   client(prefix: string, options?: Partial<K8sCoordinatorOptions>): Promise<K8sCoordinator>;
   proxyOf(c: Coordinator): TcpProxy;
@@ -38,21 +43,26 @@ let files = 0;
 export async function startHarness(options: K8sEmulatorOptions = {}): Promise<Harness> {
   const emulator = await startK8sEmulator({ bookmarkIntervalMs: 1000, ...options });
   const dir = await mkdtemp(join(tmpdir(), 'coord-k8s-'));
+  const caFile = emulator.ca === undefined ? undefined : join(dir, 'ca.crt');
+  if (caFile !== undefined) await writeFile(caFile, emulator.ca ?? '');
+  const serverAt = (port: number): string => `${new URL(emulator.url).protocol}//127.0.0.1:${port}`;
   const proxies = new Map<Coordinator, TcpProxy>();
   const all = new Set<TcpProxy>();
   const kubeconfig = async (server = emulator.url): Promise<string> => {
     const path = join(dir, `kubeconfig-${++files}`);
-    await writeFile(path, kubeconfigText({ server, token: emulator.token ?? 'anonymous', namespace: 'default', name: 'emulator' }));
+    await writeFile(path, kubeconfigText({ server, token: emulator.token ?? 'anonymous', namespace: 'default', name: 'emulator', caFile }));
     return path;
   };
   return {
     emulator,
     dir,
+    caFile,
     kubeconfig,
+    serverAt,
     async client(prefix, extra = {}) {
       const proxy = await startTcpProxy({ target: emulator.port });
       all.add(proxy);
-      const c = await createK8sCoordinator({ ...TEST_OPTIONS, ...extra, kubeconfigPath: await kubeconfig(`http://127.0.0.1:${proxy.port}`), prefix });
+      const c = await createK8sCoordinator({ ...TEST_OPTIONS, ...extra, kubeconfigPath: await kubeconfig(serverAt(proxy.port)), prefix });
       proxies.set(c, proxy);
       const close = c.close.bind(c);
       c.close = async () => {
@@ -113,7 +123,11 @@ export function k8sFixture(options: K8sEmulatorOptions = {}): K8sFixture {
     get dir() {
       return harness().dir;
     },
+    get caFile() {
+      return harness().caFile;
+    },
     kubeconfig: (server) => harness().kubeconfig(server),
+    serverAt: (port) => harness().serverAt(port),
     client: (prefix, extra) => harness().client(prefix, extra),
     proxyOf: (c) => harness().proxyOf(c),
     close: () => harness().close(),

@@ -1,5 +1,7 @@
-// Direct API calls to the emulator, as kubectl or another tool would make them.
-import { request } from 'node:http';
+// Direct API calls to the emulator, as kubectl or another tool would make them (over
+// HTTPS, trusting the emulator's CA).
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { Harness } from './helpers.js';
 
 export function call(h: Harness, method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<unknown> {
@@ -10,7 +12,9 @@ export function call(h: Harness, method: string, path: string, body?: unknown, c
     headers['Content-Length'] = String(Buffer.byteLength(payload));
   }
   return new Promise((resolve, reject) => {
-    const req = request(`${h.emulator.url}${path}`, { method, headers, agent: false }, (res) => {
+    const url = `${h.emulator.url}${path}`;
+    const ca = h.emulator.ca;
+    const onResponse = (res: IncomingMessage): void => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -20,7 +24,8 @@ export function call(h: Harness, method: string, path: string, body?: unknown, c
         else resolve(parsed);
       });
       res.on('error', reject);
-    });
+    };
+    const req = ca === undefined ? httpRequest(url, { method, headers, agent: false }, onResponse) : httpsRequest(url, { method, headers, agent: false, ca }, onResponse);
     req.on('error', reject);
     if (payload !== undefined) req.write(payload);
     req.end();

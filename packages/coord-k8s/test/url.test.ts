@@ -37,12 +37,13 @@ describe('parseK8sUrl', () => {
       kubeconfigPath: '/etc/kube/config',
     });
     expect(parseK8sUrl(new URL('k8s:///?namespace=default'))).toEqual({ namespace: 'default' });
+    expect(parseK8sUrl('k8s://?ca=%2Fetc%2Fkube%2Fca.crt')).toEqual({ caFile: '/etc/kube/ca.crt' });
   });
 
   it('refuses a host, a path, a fragment, unknown or repeated parameters with one clear sentence', () => {
     expect(invalid(() => parseK8sUrl('k8s://api.example.com:6443?namespace=x'))).toMatch(/names a host; the API server and credentials come from the kubeconfig/);
     expect(invalid(() => parseK8sUrl('k8s://?namespace=a&namespace=b'))).toMatch(/more than once/);
-    expect(invalid(() => parseK8sUrl('k8s://?ns=x'))).toMatch(/unknown parameter "ns"; known: namespace, context, prefix, kubeconfig/);
+    expect(invalid(() => parseK8sUrl('k8s://?ns=x'))).toMatch(/unknown parameter "ns"; known: namespace, context, prefix, kubeconfig, ca/);
     expect(invalid(() => parseK8sUrl('k8s:///jobs'))).toMatch(/has a path/);
     expect(invalid(() => parseK8sUrl('k8s://?namespace=x#frag'))).toMatch(/fragment/);
     expect(invalid(() => parseK8sUrl('etcd://localhost:2379'))).toMatch(/is not a k8s:\/\/ URL/);

@@ -207,7 +207,7 @@ describe('a long partition', () => {
     const proxy = await blackholeProxy(h.emulator.port);
     const c = await createK8sCoordinator({
       ...TEST_OPTIONS,
-      kubeconfigPath: await h.kubeconfig(`http://127.0.0.1:${proxy.port}`),
+      kubeconfigPath: await h.kubeconfig(h.serverAt(proxy.port)),
       prefix: prefix(),
       watchIdleTimeoutMs: 200,
       logger,

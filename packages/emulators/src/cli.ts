@@ -7,7 +7,10 @@ import { runConsulEmulatorCommand } from './consul/index.js';
 import { runK8sEmulatorCommand } from './k8s/index.js';
 
 const USAGE = `usage: taskgraph-emulator consul [--port 8500] [--host 127.0.0.1] [--acl-token T] [--datacenter dc1] [--key-rules strict|permissive]
-       taskgraph-emulator k8s [--port 6443] [--host 127.0.0.1] [--kubeconfig PATH]`;
+       taskgraph-emulator k8s [--port 6443] [--host 127.0.0.1] [--kubeconfig PATH] [--namespace NS]... [--token T] [--tls-name NAME]... [--plain-http]
+
+The k8s emulator serves HTTPS with a CA made at start; it prints where the kubeconfig
+and the CA certificate (<kubeconfig>.ca.crt) are. --plain-http serves plain HTTP.`;
 
 async function main(argv: string[]): Promise<number> {
   const [which, ...rest] = argv;

@@ -53,11 +53,60 @@ async function apiError(p: Promise<unknown>): Promise<ApiException<string>> {
 }
 
 describe('the kubeconfig', () => {
-  it('names the emulator as the current cluster, with a token user and the namespace', () => {
+  it('names the emulator over HTTPS with its CA file next to it, a token user and the namespace; nothing skips verification', () => {
+    expect(em.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     expect(kc.getCurrentCluster()?.server).toBe(em.url);
-    expect(kc.getCurrentCluster()?.skipTLSVerify).toBe(true);
+    expect(kc.getCurrentCluster()?.skipTLSVerify).toBe(false);
+    expect(kc.getCurrentCluster()?.caFile).toBe(join(dir, 'kubeconfig.ca.crt'));
     expect(kc.getCurrentUser()?.token).toBe(em.token);
     expect(kc.getContextObject(kc.getCurrentContext())?.namespace).toBe('default');
+  });
+
+  it('works inline too (certificate-authority-data), as kubeconfig() writes it', async () => {
+    const inline = new KubeConfig();
+    inline.loadFromString(em.kubeconfig('default'));
+    expect(inline.getCurrentCluster()?.caData).toBe(Buffer.from(em.ca ?? '').toString('base64'));
+    const list = await inline.makeApiClient(CoreV1Api).listNamespacedConfigMap({ namespace: 'default' });
+    expect(list.items).toEqual([]);
+  });
+
+  it('is refused by the client when it names another CA: the certificate is verified', async () => {
+    const other = await startK8sEmulator();
+    try {
+      const path = join(dir, 'other-kubeconfig');
+      await other.writeKubeconfig(path, 'default');
+      const wrong = new KubeConfig();
+      wrong.loadFromFile(path);
+      // The other emulator's CA, this emulator's address: what a forged or replaced server looks like.
+      wrong.loadFromOptions({ ...wrong, clusters: wrong.clusters.map((c) => ({ ...c, server: em.url })) });
+      const err = await wrong
+        .makeApiClient(CoreV1Api)
+        .listNamespacedConfigMap({ namespace: 'default' })
+        .then(
+          () => undefined,
+          (e: unknown) => e as { code?: string },
+        );
+      expect(err?.code).toBe('UNABLE_TO_VERIFY_LEAF_SIGNATURE');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('still reaches an emulator asked to serve plain HTTP, which its kubeconfig marks insecure', async () => {
+    const plain = await startK8sEmulator({ tls: false });
+    try {
+      expect(plain.url).toMatch(/^http:\/\//);
+      expect(plain.ca).toBeUndefined();
+      const path = join(dir, 'plain-kubeconfig');
+      expect(await plain.writeKubeconfig(path)).toEqual({ kubeconfig: path, ca: undefined });
+      const config = new KubeConfig();
+      config.loadFromFile(path);
+      expect(config.getCurrentCluster()?.skipTLSVerify).toBe(true);
+      const list = await config.makeApiClient(CoreV1Api).listNamespacedConfigMap({ namespace: 'default' });
+      expect(list.items).toEqual([]);
+    } finally {
+      await plain.close();
+    }
   });
 });
 

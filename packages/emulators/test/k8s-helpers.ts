@@ -1,7 +1,8 @@
 // Raw HTTP helpers for the Kubernetes emulator tests: plain requests and a watch
 // reader that keeps every line (parsed or not) so tests can see exactly what the
 // server wrote.
-import { request } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { eventually } from '@taskgraph/testkit';
 import type { K8sEmulator } from '../src/k8s/index.js';
 
@@ -10,6 +11,13 @@ export interface Answer {
   readonly headers: Record<string, string | string[] | undefined>;
   readonly body: unknown;
   readonly text: string;
+}
+
+/** A request to the emulator over its own scheme, trusting exactly its CA. */
+export function send(em: K8sEmulator, path: string, options: RequestOptions, onResponse: (res: IncomingMessage) => void): ClientRequest {
+  const url = `${em.url}${path}`;
+  if (em.ca === undefined) return httpRequest(url, { ...options, agent: false }, onResponse);
+  return httpsRequest(url, { ...options, agent: false, ca: em.ca }, onResponse);
 }
 
 export function call(
@@ -28,7 +36,7 @@ export function call(
     headers['Content-Length'] = String(Buffer.byteLength(payload));
   }
   return new Promise((resolve, reject) => {
-    const req = request(`${em.url}${path}`, { method, headers, agent: false }, (res) => {
+    const req = send(em, path, { method, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -67,7 +75,7 @@ export interface WatchReader {
 
 export function watch(em: K8sEmulator, path: string): Promise<WatchReader> {
   return new Promise((resolve, reject) => {
-    const req = request(`${em.url}${path}`, { method: 'GET', headers: em.token === undefined ? {} : { Authorization: `Bearer ${em.token}` }, agent: false }, (res) => {
+    const req = send(em, path, { method: 'GET', headers: em.token === undefined ? {} : { Authorization: `Bearer ${em.token}` } }, (res) => {
       let buffer = '';
       let settle!: (v: 'end' | 'error') => void;
       const ended = new Promise<'end' | 'error'>((r) => (settle = r));

@@ -1,13 +1,19 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '@taskgraph/testkit';
-import { startK8sEmulator, type K8sEmulator, type K8sEmulatorOptions } from '../src/index.js';
+import { makeServingCertificates, startK8sEmulator, type K8sEmulator, type K8sEmulatorOptions, type ServingCertificates } from '../src/index.js';
 import { call, CM, LEASES, pick, settledTcpHandles, str, watch, type WatchReader } from './k8s-helpers.js';
 
 let em: K8sEmulator;
 const readers: WatchReader[] = [];
+// One TLS identity for the file's emulators: watches still stream over HTTPS.
+let certificates: ServingCertificates;
+
+beforeAll(async () => {
+  certificates = await makeServingCertificates();
+});
 
 async function start(options: K8sEmulatorOptions = {}): Promise<K8sEmulator> {
-  em = await startK8sEmulator(options);
+  em = await startK8sEmulator({ tls: certificates, ...options });
   return em;
 }
 

@@ -2,9 +2,12 @@
  * `taskgraph-emulator k8s ...`: runs the Kubernetes API emulator in the foreground
  * until SIGINT or SIGTERM. The package's command dispatches here.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startK8sEmulator, type K8sEmulatorOptions } from './emulator.js';
 
-const USAGE = `usage: taskgraph-emulator k8s [--port <n>] [--host <addr>] [--kubeconfig <path>] [--namespace <name>]... [--token <t>] [--watch-retention <n>] [--bookmark-interval-ms <n>]`;
+const USAGE = `usage: taskgraph-emulator k8s [--port <n>] [--host <addr>] [--kubeconfig <path>] [--namespace <name>]... [--token <t>] [--tls-name <name>]... [--plain-http] [--watch-retention <n>] [--bookmark-interval-ms <n>]`;
 
 class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -24,6 +27,7 @@ interface Parsed {
 function parseArgs(argv: readonly string[]): Parsed {
   const options: { -readonly [K in keyof K8sEmulatorOptions]: K8sEmulatorOptions[K] } = {};
   const namespaces: string[] = [];
+  const tlsNames: string[] = [];
   let kubeconfig: string | undefined;
   const number = (flag: string, value: string | undefined, min: number) => {
     const n = Number(value);
@@ -57,6 +61,13 @@ function parseArgs(argv: readonly string[]): Parsed {
       case '--token':
         options.token = value();
         break;
+      case '--tls-name':
+        tlsNames.push(value());
+        break;
+      case '--plain-http':
+        if (inline !== undefined) throw new UsageError(`--plain-http takes no value\n${USAGE}`);
+        options.tls = false;
+        break;
       case '--watch-retention':
         options.watchRetention = number(flag, value(), 0);
         break;
@@ -70,16 +81,21 @@ function parseArgs(argv: readonly string[]): Parsed {
         throw new UsageError(`unknown argument ${JSON.stringify(arg)}\n${USAGE}`);
     }
   }
+  if (tlsNames.length > 0) options.tlsNames = tlsNames;
+  if (options.tls === false && tlsNames.length > 0) throw new UsageError(`--tls-name and --plain-http exclude each other\n${USAGE}`);
   if (namespaces.length > 0) options.namespaces = [...new Set(['default', 'kube-system', 'kube-public', 'kube-node-lease', ...namespaces])];
   return { options, kubeconfig, contextNamespace: namespaces[0] ?? 'default' };
 }
 
 /**
- * Parses `--port`, `--host`, `--kubeconfig <path>` (written for the emulator),
- * `--namespace` (repeatable; the first is the kubeconfig's), `--token`,
+ * Parses `--port`, `--host`, `--kubeconfig <path>` (written for the emulator, with its
+ * CA at `<path>.ca.crt`; without the flag both go to a temporary directory removed at
+ * the end), `--namespace` (repeatable; the first is the kubeconfig's), `--token`,
+ * `--tls-name` (repeatable: more names for the serving certificate), `--plain-http`,
  * `--watch-retention` and `--bookmark-interval-ms`, starts the emulator, prints its
- * address, and resolves after SIGINT or SIGTERM has stopped it. Bad arguments reject
- * with an error whose message says what is wrong and shows the usage.
+ * address and where the kubeconfig and CA are, and resolves after SIGINT or SIGTERM
+ * has stopped it. Bad arguments reject with an error whose message says what is wrong
+ * and shows the usage.
  */
 export async function runK8sEmulatorCommand(argv: string[]): Promise<void> {
   let parsed: Parsed;
@@ -93,9 +109,13 @@ export async function runK8sEmulatorCommand(argv: string[]): Promise<void> {
     throw err;
   }
   const emulator = await startK8sEmulator(parsed.options);
-  if (parsed.kubeconfig !== undefined) await emulator.writeKubeconfig(parsed.kubeconfig, parsed.contextNamespace);
+  // Without a kubeconfig nobody could use the emulator: it needs the token and, over HTTPS, the CA.
+  const scratch = parsed.kubeconfig === undefined ? await mkdtemp(join(tmpdir(), 'taskgraph-emulator-k8s-')) : undefined;
+  const written = await emulator.writeKubeconfig(parsed.kubeconfig ?? join(scratch ?? '', 'kubeconfig'), parsed.contextNamespace);
   process.stdout.write(`Kubernetes API emulator listening on ${emulator.url}\n`);
-  if (parsed.kubeconfig !== undefined) process.stdout.write(`kubeconfig written to ${parsed.kubeconfig} (export KUBECONFIG=${parsed.kubeconfig})\n`);
+  process.stdout.write(`kubeconfig: ${written.kubeconfig} (export KUBECONFIG=${written.kubeconfig})${scratch === undefined ? '' : ', removed on exit'}\n`);
+  if (written.ca !== undefined) process.stdout.write(`CA certificate: ${written.ca}\n`);
+  else process.stdout.write('plain HTTP: the kubeconfig sets insecure-skip-tls-verify, the token travels unencrypted\n');
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);
@@ -106,5 +126,6 @@ export async function runK8sEmulatorCommand(argv: string[]): Promise<void> {
     process.on('SIGTERM', stop);
   });
   await emulator.close();
+  if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
   process.stdout.write('Kubernetes API emulator stopped\n');
 }

@@ -4,9 +4,11 @@
  * real API server's semantics, plus fault switches for tests. See K8S.md for how it
  * differs from a real API server.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { kubeconfigText, writeKubeconfigFile } from './kubeconfig.js';
+import { makeServingCertificates, type ServingCertificates } from './certificates.js';
+import { kubeconfigText, writeKubeconfigFile, type WrittenKubeconfig } from './kubeconfig.js';
 import { isPlainObject } from './merge-patch.js';
 import { parseResourceVersion, Registry, type Result } from './registry.js';
 import { configMaps, leases, type ResourceDef } from './resources.js';
@@ -30,8 +32,16 @@ import { WatchStream, type WatchStart } from './watch.js';
 export interface K8sEmulatorOptions {
   /** Port to listen on; 0 (the default) picks a free one. */
   readonly port?: number;
-  /** Address to listen on; default 127.0.0.1. */
+  /** Address to listen on; default 127.0.0.1 (loopback only). */
   readonly host?: string;
+  /**
+   * HTTPS, as a real API server serves (the default): a CA and a serving certificate
+   * made at start, for localhost, 127.0.0.1, ::1, `host` and `tlsNames`. Give
+   * certificates to use those instead; `false` serves plain HTTP, for clients that need it.
+   */
+  readonly tls?: boolean | ServingCertificates;
+  /** More names (DNS names or IP addresses) the generated serving certificate is valid for. */
+  readonly tlsNames?: readonly string[];
   /**
    * How many change events are retained for watches to resume from (default 10 000).
    * A watch from an older resourceVersion gets an ERROR event with a 410 Expired Status.
@@ -88,17 +98,22 @@ export interface K8sEmulatorFaults {
 }
 
 export interface K8sEmulator {
-  /** `http://host:port`, the server URL a kubeconfig names. */
+  /** `https://host:port` (`http://` when TLS is off), the server URL a kubeconfig names. */
   readonly url: string;
   readonly host: string;
   readonly port: number;
+  /** The CA certificate (PEM) that signed the serving certificate; undefined over plain HTTP. */
+  readonly ca: string | undefined;
   /** The bearer token clients must present (undefined when any is accepted). */
   readonly token: string | undefined;
   readonly faults: K8sEmulatorFaults;
-  /** A kubeconfig for this emulator, as YAML text. */
+  /** A kubeconfig for this emulator, as YAML text (the CA inline, as `certificate-authority-data`). */
   kubeconfig(namespace?: string): string;
-  /** Writes that kubeconfig to `path` (directories created, mode 0600). */
-  writeKubeconfig(path: string, namespace?: string): Promise<void>;
+  /**
+   * Writes a kubeconfig to `path` (directories created, mode 0600) and the CA next to
+   * it, at `<path>.ca.crt`, which the kubeconfig names as `certificate-authority`.
+   */
+  writeKubeconfig(path: string, namespace?: string): Promise<WrittenKubeconfig>;
   /** The newest resourceVersion. */
   resourceVersion(): string;
   /** Forgets every retained change: watches from any earlier resourceVersion now get 410 Expired. */
@@ -485,7 +500,8 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
     send(res, result.code, result.body, {}, result.warnings);
   };
 
-  const server: Server = createServer((req, res) => {
+  const tls = await servingIdentity(options, host);
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://emulator');
     const run = async () => {
       if (faults.latencyMs > 0) await delay(faults.latencyMs);
@@ -499,7 +515,8 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
       if (err instanceof StatusError) send(res, err.code, err.status, err.headers);
       else send(res, 500, failure(500, 'InternalError', `Internal error occurred: ${(err as Error).message}`));
     });
-  });
+  };
+  const server: Server = tls === undefined ? createHttpServer(handler) : createHttpsServer({ cert: tls.cert, key: tls.key }, handler);
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -513,14 +530,15 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
   });
   const port = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
-  const url = `http://${urlHost}:${port}`;
+  const url = `${tls === undefined ? 'http' : 'https'}://${urlHost}:${port}`;
   docs = discovery(`${urlHost}:${port}`);
-  const kubeconfigOptions = (namespace: string) => ({ server: url, token: token ?? 'anonymous', namespace, name: 'taskgraph-emulator' });
+  const kubeconfigOptions = (namespace: string) => ({ server: url, token: token ?? 'anonymous', namespace, name: 'taskgraph-emulator', ca: tls?.ca });
 
   return {
     url,
     host,
     port,
+    ca: tls?.ca,
     token,
     faults,
     kubeconfig: (namespace = 'default') => kubeconfigText(kubeconfigOptions(namespace)),
@@ -547,6 +565,15 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
       await closed;
     },
   };
+}
+
+/** The certificates to serve: given, made now (the default), or none for plain HTTP. */
+async function servingIdentity(options: K8sEmulatorOptions, host: string): Promise<ServingCertificates | undefined> {
+  if (options.tls === false) return undefined;
+  if (typeof options.tls === 'object') return options.tls;
+  // The listen address is a name clients dial, unless it is a wildcard.
+  const wildcard = host === '0.0.0.0' || host === '::' || host === '';
+  return makeServingCertificates([...(wildcard ? [] : [host]), ...(options.tlsNames ?? [])]);
 }
 
 /** The RBAC verb of a request (watches are decided before). */

@@ -6,4 +6,6 @@ export { startK8sEmulator } from './emulator.js';
 export type { FailOptions, K8sEmulator, K8sEmulatorFaults, K8sEmulatorOptions, WatchLineFault } from './emulator.js';
 export { runK8sEmulatorCommand } from './command.js';
 export { kubeconfigText } from './kubeconfig.js';
-export type { KubeconfigOptions } from './kubeconfig.js';
+export type { KubeconfigOptions, WrittenKubeconfig } from './kubeconfig.js';
+export { makeServingCertificates } from './certificates.js';
+export type { ServingCertificates } from './certificates.js';
