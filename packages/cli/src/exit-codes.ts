@@ -12,6 +12,8 @@ export const EXIT = {
   usage: 2,
   /** The node lost its lease (`node` only). */
   leaseLost: 3,
+  /** The job's records in the store are unreadable: its spec is corrupt, or missing while the rest of the job is there. */
+  unreadable: 4,
   /** `run` stopped by SIGINT (128 + 2, as a shell reports it). */
   interrupted: 130,
   /** `run` stopped by SIGTERM (128 + 15). */

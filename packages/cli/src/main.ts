@@ -47,7 +47,7 @@ data-plane security (see the README's Security section): --tls-ca FILE --tls-cer
   TASKGRAPH_TLS_KEY / TASKGRAPH_JOB_SECRET_FILE / TASKGRAPH_JOB_SECRET, read by the transport
 
 exit codes: 0 success, 1 the job or node failed, 2 bad usage or configuration, 3 the node lost its lease,
-130 / 143 run interrupted by SIGINT / SIGTERM`;
+4 the job's records in the store are unreadable, 130 / 143 run interrupted by SIGINT / SIGTERM`;
 
 export async function main(argv: readonly string[], print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
   // Until the configuration is read, mask what the raw flags and environment name.
@@ -185,6 +185,7 @@ export async function main(argv: readonly string[], print: (s: string) => void =
     }
   } catch (err) {
     out(`taskgraph: ${err instanceof Error ? err.message : String(err)}`);
+    if (TaskGraphError.is(err, 'DECODE_FAILED')) return EXIT.unreadable;
     return TaskGraphError.is(err, 'CONFLICT', 'NOT_FOUND') || isConfigurationError(err) ? EXIT.usage : EXIT.failed;
   }
 }

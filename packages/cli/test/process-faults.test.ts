@@ -2,11 +2,12 @@
  * The regression job as separate OS processes on a real etcd, under crashes,
  * pauses and store failures. Every test checks the job's exact sums.
  */
-import { createController, resolveCoordinator } from '@taskgraph/core';
+import { createController, jobKeys, resolveCoordinator } from '@taskgraph/core';
 import type { Controller } from '@taskgraph/core';
 import { seededRandom, startEtcd, startEtcdCluster } from '@taskgraph/testkit';
 import type { EtcdCluster, EtcdServer } from '@taskgraph/testkit';
 import type { Coordinator } from '@taskgraph/api';
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobRun } from '../src/index.js';
 import type { NodeProcess, RunOptions } from '../src/index.js';
@@ -159,6 +160,98 @@ describe('the regression job as OS processes on one real etcd', () => {
       const reasons = run.processes.map((p) => (p.outcome as { reason?: string } | undefined)?.reason);
       expect(reasons, lines.join('\n')).toEqual(run.processes.map(() => 'job-done'));
       expect(result.failovers).toBe(0);
+    },
+    TIMEOUT,
+  );
+});
+
+describe('the regression job as OS processes on a real etcd whose job records are damaged mid-run', () => {
+  let etcd: EtcdServer;
+  let url: string;
+  let probe: Coordinator;
+  const enc = new TextEncoder();
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+    url = `etcd://${etcd.clientAddress}?namespace=damage`;
+    probe = await resolveCoordinator(url);
+  }, 60_000);
+
+  afterAll(async () => {
+    await probe?.close();
+    await etcd?.cleanup();
+  });
+
+  /** Overwrites `key` with `bytes` behind the job's back, whatever it holds. */
+  async function overwrite(key: string, bytes: Uint8Array): Promise<void> {
+    const e = await probe.get(key);
+    if (e) await probe.update(key, bytes, e.version);
+    else await probe.create(key, bytes);
+  }
+
+  it(
+    'the epoch key overwritten with "banana" and the status with "zzz" mid-job: no node dies of them, the epoch is repaired by the node advancing it, the status by shutdownJob; exact sums',
+    async () => {
+      let damaged = false;
+      const jobName: { job?: string } = {};
+      const { run, lines } = quietRun({
+        app: 'regression',
+        tasks: 7,
+        standbys: 1,
+        restart: false,
+        timeoutMs: 150_000,
+        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: 5000 },
+        onReport: (_node, record) => {
+          if (epochOf(record) === 3 && !damaged) {
+            damaged = true;
+            void (async () => {
+              await overwrite(jobKeys.status(jobName.job!), enc.encode('zzz'));
+              await overwrite(jobKeys.epoch(jobName.job!), enc.encode('banana'));
+            })();
+          }
+        },
+      });
+      jobName.job = run.job;
+      const result = await run.run();
+      expect(damaged).toBe(true);
+      // 7 tasks: epoch e's sum is 21 e.
+      expect(result.verdict?.message, lines.join('\n')).toBe(`sums are exact: ${Array.from({ length: 11 }, (_, e) => 21 * e).join(', ')}`);
+      const reasons = run.processes.map((p) => (p.outcome as { reason?: string } | undefined)?.reason);
+      expect(reasons, lines.join('\n')).toEqual(run.processes.map(() => 'job-done'));
+      const logs = (await Promise.all(run.processes.map((p) => readFile(p.logFile, 'utf8')))).join('\n');
+      expect(logs).toContain('repairing a corrupt epoch key while advancing from the last readable epoch');
+      expect(logs).toContain('repairing a corrupt job status: the job is marked done');
+    },
+    TIMEOUT,
+  );
+
+  it(
+    'the spec deleted mid-job: the run ends with an error naming the spec key (unreadable, exit code 4 from the CLI), no node left behind',
+    async () => {
+      let deleted = false;
+      const jobName: { job?: string } = {};
+      const { run } = quietRun({
+        app: 'regression',
+        tasks: 7,
+        standbys: 1,
+        timeoutMs: 150_000,
+        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: 5000 },
+        onReport: (_node, record) => {
+          if (epochOf(record) === 2 && !deleted) {
+            deleted = true;
+            void (async () => {
+              const e = await probe.get(jobKeys.spec(jobName.job!));
+              if (e) await probe.delete(jobKeys.spec(jobName.job!), e.version);
+            })();
+          }
+        },
+      });
+      jobName.job = run.job;
+      const err = await run.run().catch((e: unknown) => e);
+      expect(deleted).toBe(true);
+      expect(err).toMatchObject({ code: 'DECODE_FAILED', details: { key: jobKeys.spec(run.job) } });
+      expect((err as Error).message).toMatch(/is unreadable: its spec .* is missing/);
+      for (const p of run.processes) expect(p.child.exitCode !== null || p.child.signalCode !== null, `node ${p.nodeId} is gone`).toBe(true);
     },
     TIMEOUT,
   );
