@@ -153,11 +153,12 @@ export function resolveConfig(flags: Record<string, unknown>, env: NodeJS.Proces
 
 /** `--arg k=v` pairs. */
 export function parseAppArgs(values: readonly string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = new Map<string, string>();
   for (const v of values ?? []) {
     const i = v.indexOf('=');
     if (i <= 0) throw new InvalidArgumentError(`--arg ${JSON.stringify(v)} must be key=value`);
-    out[v.slice(0, i)] = v.slice(i + 1);
+    out.set(v.slice(0, i), v.slice(i + 1));
   }
-  return out;
+  // Own entries whatever the key: an assignment of "__proto__" would be lost (found by fuzzing).
+  return Object.fromEntries(out);
 }
