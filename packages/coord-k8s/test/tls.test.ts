@@ -2,6 +2,7 @@
 // kubeconfig names or the one `ca=` gives, and a server whose certificate that CA did
 // not sign is refused with one typed, non-retryable error, for reads, writes and watches.
 import { writeFile } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { TaskGraphError } from '@taskgraph/api';
 import { kubeconfigText, startK8sEmulator, type K8sEmulator } from '@taskgraph/emulators';
@@ -96,6 +97,60 @@ describe('a server whose certificate the given CA did not sign', () => {
     const err = await rejection(it.next());
     controller.abort();
     expectUntrusted(err);
+  });
+});
+
+/** A TCP proxy whose target can be switched: what a DNS change or a hijacked address does. */
+async function switchableProxy(target: number) {
+  const sockets = new Set<Socket>();
+  let port = target;
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => s.destroy());
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    /** New connections go to `to`; open ones are dropped. */
+    retarget(to: number) {
+      port = to;
+      for (const s of sockets) s.destroy();
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('a server replaced under a running watch', () => {
+  it('ends the watch with the typed error when the reconnect meets a certificate its CA did not sign', async () => {
+    const other = await startK8sEmulator();
+    const proxy = await switchableProxy(h.emulator.port);
+    const c = await createK8sCoordinator({ ...TEST_OPTIONS, kubeconfigPath: await h.kubeconfig(h.serverAt(proxy.port)), prefix: 'tls-swap', janitor: false });
+    const controller = new AbortController();
+    try {
+      const start = await c.list('s/');
+      const it = c.watch('s/', { signal: controller.signal, after: start.revision })[Symbol.asyncIterator]();
+      const first = it.next();
+      await c.create('s/1', bytes('1'));
+      expect((await first).done).toBe(false);
+      // The watch's connection drops and its reconnect reaches another server.
+      proxy.retarget(other.port);
+      expectUntrusted(await rejection(it.next()));
+    } finally {
+      controller.abort();
+      await c.close();
+      await proxy.close();
+      await other.close();
+    }
   });
 });
 
