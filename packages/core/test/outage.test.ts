@@ -69,19 +69,20 @@ describe('store outages', () => {
     w = world();
     await w.controller().createJob({ numTasks: 1, linkTypes: LINKS });
     const a = handle();
-    const primary = await w.node(() => a.task, { sessionTtlMs: 3000 }, 1);
+    // A TTL with room for a busy machine: the outage below lasts two failed renewals (about one renewal interval, TTL/3).
+    const primary = await w.node(() => a.task, { sessionTtlMs: 6000 }, 1);
     const r1 = primary.node.start();
     await eventually('the primary runs', () => a.box.ctx !== undefined);
     const log: string[] = [];
-    const standby = await w.node(() => recordingTask(log), { sessionTtlMs: 3000 }, 1);
+    const standby = await w.node(() => recordingTask(log), { sessionTtlMs: 6000 }, 1);
     const r2 = standby.node.start();
     await eventually('the standby waits', () => standby.node.state === 'standby');
 
     const renewals = w.store.faults.add({ op: 'keepalive' });
     const away = w.store.faults.add({ op: '*' });
     const advance = a.box.fw!.incEpoch(a.box.ctx!);
-    // Each node missed a renewal or more (they renew every TTL/3).
-    await eventually('renewals failed', () => renewals.hits >= 3);
+    // Renewals failed (the nodes renew every TTL/3).
+    await eventually('renewals failed', () => renewals.hits >= 2);
     expect(away.hits).toBeGreaterThan(0);
     renewals.clear();
     away.clear();
