@@ -130,15 +130,21 @@ describe('Replicator', () => {
     expect(replicator.backups.map((b) => b.slot)).toEqual([1]);
   });
 
-  it('a backup whose record goes is dropped: an update waiting on it resolves', async () => {
-    const { replicator, backup, ctx } = await setup();
-    const b = await backup(0, () => {
+  /** A primary whose one backup is in sync but stalls, and an update waiting on it. */
+  async function stalledUpdate() {
+    const parts = await setup();
+    const b = await parts.backup(0, () => {
       throw new TaskGraphError('UNAVAILABLE', 'stalled');
     });
     b.put();
     await b.askSnapshot();
-    const u = track(replicator.update(ctx, bytes('x')));
+    const u = track(parts.replicator.update(parts.ctx, bytes('x')));
     await eventually('the update tried', () => b.tries() > 0);
+    return { ...parts, b, u };
+  }
+
+  it('a backup whose record goes is dropped: an update waiting on it resolves', async () => {
+    const { replicator, b, u } = await stalledUpdate();
     expect(u.state.settled).toBe(false);
     b.remove();
     expect(await u.promise).toMatchObject({ seq: 6 });
@@ -146,14 +152,7 @@ describe('Replicator', () => {
   });
 
   it('an update in flight when the primary stops replicating (it left) rejects with LeaseLost, not acknowledged', async () => {
-    const { replicator, backup, ctx } = await setup();
-    const b = await backup(0, () => {
-      throw new TaskGraphError('UNAVAILABLE', 'stalled');
-    });
-    b.put();
-    await b.askSnapshot();
-    const u = track(replicator.update(ctx, bytes('x')));
-    await eventually('the update tried', () => b.tries() > 0);
+    const { replicator, u } = await stalledUpdate();
     replicator.close();
     const err = await u.promise.catch((e: unknown) => e);
     expect(TaskGraphError.is(err, 'LEASE_LOST')).toBe(true);
