@@ -4,11 +4,12 @@
  * the sender's session so that a dead incarnation's late flags cannot land (the
  * store refuses a lost session's writes).
  */
-import type { Clock, Coordinator, EpochContext, Session } from '@taskgraph/api';
+import { TaskGraphError } from '@taskgraph/api';
+import type { Clock, Coordinator, Entry, EpochContext, Logger, Session } from '@taskgraph/api';
 import { decodeMeta, encodeJson, keys } from './layout.js';
 import type { MetaValue } from './layout.js';
 import type { NodeStats } from './stats.js';
-import { casUpdate } from './store-ops.js';
+import { casUpdate, retryStore } from './store-ops.js';
 
 export interface MetaOutboxOptions {
   readonly job: string;
@@ -20,6 +21,7 @@ export interface MetaOutboxOptions {
   readonly session: Session;
   readonly clock: Clock;
   readonly stats: NodeStats;
+  readonly logger: Logger;
   /** Throws when the sender may no longer write (its lease is lost, the node left). */
   assertOwner(what: string): void;
 }
@@ -44,30 +46,53 @@ export class MetaOutbox {
     const { token } = this.o;
     const key = keys.meta(this.o.job, to, ctx.epoch, this.o.taskId, linkType);
     // Most flags are the first of their (epoch, receiver, link type): create without reading.
-    const known = this.written.has(key) ? undefined : null;
-    await casUpdate(
-      this.o.coordinator,
-      key,
-      (entry) => {
-        if (!entry) return encodeJson({ token, metas: [meta] });
-        let current: MetaValue;
-        try {
-          current = decodeMeta(key, entry.value);
-        } catch {
-          current = { token, metas: [] };
-        }
-        if (current.token === token && current.metas.includes(meta)) return undefined;
-        return encodeJson({ token, metas: current.token === token ? [...current.metas, meta] : [meta] });
-      },
-      {
-        clock: this.o.clock,
-        signal: ctx.signal,
-        session: this.o.session,
-        known,
-        beforeWrite: () => this.o.assertOwner('flagMeta'),
-        onWrite: () => this.o.stats.writes.meta++,
-      },
-    );
+    let known: Entry | null | undefined = this.written.has(key) ? undefined : null;
+    for (;;) {
+      let stale: Entry | undefined;
+      await casUpdate(
+        this.o.coordinator,
+        key,
+        (entry) => {
+          stale = undefined;
+          if (!entry) return encodeJson({ token, metas: [meta] });
+          let current: MetaValue | undefined;
+          try {
+            current = decodeMeta(key, entry.value);
+          } catch {
+            current = undefined;
+          }
+          if (current === undefined || current.token !== token) {
+            // A predecessor's record (or garbage): it is tied to the predecessor's session and
+            // would vanish with it, taking this flag along. Replaced below by one of our own.
+            stale = entry;
+            return undefined;
+          }
+          if (current.metas.includes(meta)) return undefined;
+          return encodeJson({ token, metas: [...current.metas, meta] });
+        },
+        {
+          clock: this.o.clock,
+          signal: ctx.signal,
+          session: this.o.session,
+          known,
+          beforeWrite: () => this.o.assertOwner('flagMeta'),
+          onWrite: () => this.o.stats.writes.meta++,
+        },
+      );
+      const old: Entry | undefined = stale;
+      if (old === undefined) break;
+      this.o.assertOwner('flagMeta');
+      this.o.stats.writes.meta++;
+      await retryStore(
+        () =>
+          this.o.coordinator.delete(key, old.version).catch((err: unknown) => {
+            // Someone else removed or changed it: the next round reads what is there.
+            if (!TaskGraphError.is(err, 'CONFLICT', 'NOT_FOUND')) throw err;
+          }),
+        { clock: this.o.clock, signal: ctx.signal, logger: this.o.logger, what: `replace ${key}` },
+      );
+      known = undefined;
+    }
     this.written.add(key);
   }
 }

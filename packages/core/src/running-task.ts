@@ -89,7 +89,7 @@ export class RunningTask implements ServedTask, DataReceiver {
       deliver: (ctx, epoch, from, linkType, meta) => this.enqueue(epoch, () => task.metaReady(ctx, from, linkType, meta)),
       logger: this.logger,
     });
-    this.outbox = new MetaOutbox({ ...env, taskId: id, token: this.token });
+    this.outbox = new MetaOutbox({ ...env, taskId: id, token: this.token, logger: this.logger });
     this.replicator = new Replicator({ ...env, taskId: id, token: this.token, incarnation: claim.incarnation, seq: claim.seq, task, logger: this.logger });
     this.unsubscribe = env.addresses.subscribe((c) => this.onAddressChange(c));
   }

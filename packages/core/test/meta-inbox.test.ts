@@ -229,6 +229,7 @@ describe('MetaInbox', () => {
       session,
       clock: w.clock,
       stats: newStats(),
+      logger: recordingLogger(),
       assertOwner: () => undefined,
     });
     const watch = new WatchedPrefix(c, keys.metaFor(JOB, ME), box, w.clock, recordingLogger());

@@ -6,7 +6,7 @@ import { encodeJson, keys } from '../src/layout.js';
 import { MetaOutbox } from '../src/meta-outbox.js';
 import type { MetaOutboxOptions } from '../src/meta-outbox.js';
 import { newStats } from '../src/stats.js';
-import { bytes, memoryWorld, rejectionOf, track, turn } from './parts.js';
+import { bytes, memoryWorld, recordingLogger, rejectionOf, track, turn } from './parts.js';
 
 let w: ReturnType<typeof memoryWorld>;
 afterEach(async () => {
@@ -31,6 +31,7 @@ async function outbox(options: Partial<MetaOutboxOptions> = {}) {
     session,
     clock: w.clock,
     stats,
+    logger: recordingLogger(),
     assertOwner: (what) => void asked.push(what),
     ...options,
   });
@@ -99,10 +100,15 @@ describe('MetaOutbox', () => {
     expect(w.store.revision).toBe(revision);
   });
 
-  it('a predecessor’s record (another token) is replaced by this incarnation’s', async () => {
+  it('a predecessor’s record (another token, tied to its session) is replaced by one of this incarnation’s, tied to its own: it outlives the predecessor’s session', async () => {
     const { box, coordinator, stored } = await outbox();
-    await coordinator.create(keys.meta(w.job, 1, 0, FROM, 'Parents'), encodeJson({ token: '3', metas: ['old', 'a'] }));
+    const old = await coordinator.openSession({ ttlMs: 1000 });
+    await coordinator.create(keys.meta(w.job, 1, 0, FROM, 'Parents'), encodeJson({ token: '3', metas: ['old', 'a'] }), { session: old });
     await box.flag(epochScope(0).context, [1], 'Parents', 'a');
+    expect(stored(1, 0)).toEqual({ token: TOKEN, metas: ['a'] });
+    // Found by an etcd outage longer than the TTL: updated in place, the record kept the
+    // predecessor's session and vanished with it, and the flag with it.
+    await old.close();
     expect(stored(1, 0)).toEqual({ token: TOKEN, metas: ['a'] });
   });
 
