@@ -141,13 +141,23 @@ abstract class RegressionTask implements Task {
 
   async metaReady(ctx: EpochContext, fromTask: number, linkType: string, meta: string): Promise<void> {
     if (ctx.epoch !== this.state.epoch) return;
+    // The answers come back through dataReady. Not awaited: callbacks run one at a time, and
+    // a meta can come before what its request waits for (a dead incarnation's meta after a
+    // restart), so waiting here could block the very callback the answer needs.
     if (linkType === LINK_CHILDREN && meta === META_PARAM_READY && this.parents.includes(fromTask)) {
-      await this.fw.dataRequest(ctx, fromTask, getParameter, null);
+      this.request(ctx, fromTask, getParameter);
     } else if (linkType === LINK_PARENTS && meta === META_GRADIENT_READY && this.children.includes(fromTask)) {
-      await this.fw.dataRequest(ctx, fromTask, getGradient, null);
+      this.request(ctx, fromTask, getGradient);
     } else {
       this.fw.getLogger().warn('unexpected meta', { from: fromTask, linkType, meta });
     }
+  }
+
+  private request(ctx: EpochContext, fromTask: number, method: typeof getParameter): void {
+    this.fw.dataRequest(ctx, fromTask, method, null).catch((err: unknown) => {
+      // The epoch ended or the node is leaving: the request no longer matters.
+      if (!TaskGraphError.is(err, 'EPOCH_CHANGED', 'ABORTED', 'CLOSED', 'LEASE_LOST')) this.fw.getLogger().warn('data request failed', { to: fromTask, method: method.name, error: String(err) });
+    });
   }
 
   async dataReady(ctx: EpochContext, fromTask: number, method: string, output: unknown): Promise<void> {
