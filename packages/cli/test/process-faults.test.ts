@@ -165,6 +165,58 @@ describe('the regression job as OS processes on one real etcd', () => {
   );
 });
 
+describe('the regression job as OS processes through an etcd outage longer than the TTL', () => {
+  let etcd: EtcdServer;
+  let url: string;
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+    url = `etcd://${etcd.clientAddress}?namespace=long`;
+  }, 60_000);
+
+  afterAll(async () => {
+    await etcd?.cleanup();
+  });
+
+  it(
+    'etcd down until the nodes have lost their sessions: run restarts them, they wait for the store, rejoin when it is back, and the job finishes with exact sums',
+    async () => {
+      let down = false;
+      let back = false;
+      const lost = new Set<string>();
+      const { run, lines } = quietRun({
+        app: 'regression',
+        tasks: 7,
+        standbys: 1,
+        timeoutMs: 150_000,
+        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: 3000 },
+        onReport: (_node, record) => {
+          if (epochOf(record) === 3 && !down) {
+            down = true;
+            void etcd.kill();
+          }
+        },
+      });
+      // etcd comes back once three nodes have left for a lost lease (exit code 3).
+      const watcher = setInterval(() => {
+        for (const p of run.processes) if (p.child.exitCode === 3) lost.add(p.nodeId);
+        if (down && !back && lost.size >= 3) {
+          back = true;
+          void etcd.restart();
+        }
+      }, 100);
+      try {
+        const result = await run.run();
+        expect(back, lines.join('\n')).toBe(true);
+        expect(result.verdict?.message, lines.join('\n')).toBe(`sums are exact: ${Array.from({ length: 11 }, (_, e) => 21 * e).join(', ')}`);
+      } finally {
+        clearInterval(watcher);
+      }
+    },
+    TIMEOUT,
+  );
+});
+
 describe('the regression job as OS processes on a real etcd whose job records are damaged mid-run', () => {
   let etcd: EtcdServer;
   let url: string;
