@@ -45,6 +45,13 @@ export interface TaskGraphApp {
   linkages(ctx: AppContext): Readonly<Record<string, Topology>>;
   /** Checks the records reported by all nodes once the job is done. */
   verify?(ctx: Omit<AppContext, 'report'>, results: readonly unknown[]): AppVerdict;
+  /**
+   * `master-worker` for an application made with `defineMasterWorkerApp` (task 0 is
+   * the master, tasks 1..N the workers); absent for a task graph.
+   */
+  readonly paradigm?: 'task-graph' | 'master-worker';
+  /** The tasks that get the job's hot backups (default: every task). */
+  backupTasks?(numTasks: number): readonly number[];
 }
 
 /** Checks an application definition and returns it (for type inference). */
@@ -63,5 +70,7 @@ export function assertApp(value: unknown, where: string): asserts value is TaskG
   if (typeof v.taskBuilder !== 'function') missing.push('taskBuilder()');
   if (typeof v.linkages !== 'function') missing.push('linkages()');
   if (v.verify !== undefined && typeof v.verify !== 'function') missing.push('verify() (must be a function when present)');
+  if (v.backupTasks !== undefined && typeof v.backupTasks !== 'function') missing.push('backupTasks() (must be a function when present)');
+  if (v.paradigm !== undefined && v.paradigm !== 'task-graph' && v.paradigm !== 'master-worker') missing.push('paradigm ("task-graph" or "master-worker", when present)');
   if (missing.length > 0) throw new InvalidArgumentError(`${where}: an application must have ${missing.join(', ')}`);
 }

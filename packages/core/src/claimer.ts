@@ -21,8 +21,8 @@ export interface ClaimerOptions {
   readonly session: Session;
   readonly addresses: AddressBook;
   readonly numTasks: number;
-  /** Backup slots per task (0: no hot standby). */
-  readonly backups: number;
+  /** The backup slots of a task (0: no hot standby for it). */
+  backupSlots(task: number): number;
   /** The slot to try first; default random. */
   readonly preferredTask: number | undefined;
   readonly ttlMs: number;
@@ -51,7 +51,7 @@ export class Claimer {
     const { signal } = this.o;
     let announced = false;
     while (stillStandby() && !signal.aborted) {
-      const claim = (await this.claimPrimary(stillStandby)) ?? (this.o.backups > 0 ? await this.claimBackup(stillStandby) : undefined);
+      const claim = (await this.claimPrimary(stillStandby)) ?? (await this.claimBackup(stillStandby));
       if (claim) {
         if (this.o.jobDone() || signal.aborted || (await this.jobIsDone())) {
           await claim.lock.release();
@@ -81,7 +81,7 @@ export class Claimer {
    * token: some backends count tokens per lock, so two slots can share one.
    */
   async claimPrimarySlot(task: number): Promise<Lock | undefined> {
-    if (this.o.backups > 0 && (await this.hasReadyBackup(task))) return undefined;
+    if (this.o.backupSlots(task) > 0 && (await this.hasReadyBackup(task))) return undefined;
     return this.retry(`claim task ${task}`, () => this.o.coordinator.tryAcquire(keys.taskLock(this.o.job, task), this.o.session, { owner: this.o.nodeId }));
   }
 
@@ -101,13 +101,16 @@ export class Claimer {
   private async claimBackup(stillStandby: () => boolean): Promise<Claim | undefined> {
     const n = this.o.numTasks;
     const start = this.startAt(n);
-    const order = Array.from({ length: n }, (_, i) => (start + i) % n).sort(
+    const order = Array.from({ length: n }, (_, i) => (start + i) % n)
+      .filter((id) => this.o.backupSlots(id) > 0)
+      .sort(
       (a, b) => this.o.addresses.backupsOf(a).length - this.o.addresses.backupsOf(b).length,
     );
     for (const id of order) {
+      const slots = this.o.backupSlots(id);
       const taken = new Set(this.o.addresses.backupsOf(id).map((b) => b.slot));
-      if (taken.size >= this.o.backups) continue;
-      for (let slot = 0; slot < this.o.backups && stillStandby(); slot++) {
+      if (taken.size >= slots) continue;
+      for (let slot = 0; slot < slots && stillStandby(); slot++) {
         if (taken.has(slot)) continue;
         const lock = await this.retry(`claim backup slot ${slot} of task ${id}`, () =>
           this.o.coordinator.tryAcquire(keys.backupLock(this.o.job, id, slot), this.o.session, { owner: this.o.nodeId }),

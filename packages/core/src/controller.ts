@@ -10,6 +10,7 @@ import {
   assertValidJobName,
   assertValidLinkType,
   assertValidNumTasks,
+  checkBackupTasks,
   MAX_BACKUPS,
   decodeAddr,
   decodeBackup,
@@ -32,6 +33,8 @@ export interface JobDefinition {
   readonly linkTypes: readonly string[];
   /** Backups per task (hot standby): 0 (the default) to MAX_BACKUPS. */
   readonly backups?: number;
+  /** The tasks that get those backups (default: every task). A master/worker job backs up only its master: `[0]`. */
+  readonly backupTasks?: readonly number[];
 }
 
 /** A backup of a task, as the store shows it. */
@@ -108,21 +111,29 @@ export class Controller {
     if (!Number.isInteger(backups) || backups < 0 || backups > MAX_BACKUPS) {
       throw new InvalidArgumentError(`backups must be an integer from 0 to ${MAX_BACKUPS}, got ${String(def.backups)}`);
     }
+    const backupTasks = def.backupTasks === undefined ? undefined : checkBackupTasks(def.backupTasks, def.numTasks, 'backupTasks');
     const existing = await this.readSpec();
-    if (existing) return this.sameOrConflict(existing, def);
+    if (existing) return this.sameOrConflict(existing, def, backupTasks);
     // The spec goes last: nodes wait for it, so they never see a half-made job.
     await this.createIfMissing(keys.epoch(this.job), encodeEpoch(0));
     await this.createIfMissing(keys.status(this.job), encodeJson({ state: 'running', updated: new Date().toISOString() }));
-    const spec: JobSpec = { formatVersion: FORMAT_VERSION, numTasks: def.numTasks, linkTypes: [...def.linkTypes], backups, created: new Date().toISOString() };
+    const spec: JobSpec = {
+      formatVersion: FORMAT_VERSION,
+      numTasks: def.numTasks,
+      linkTypes: [...def.linkTypes],
+      backups,
+      ...(backupTasks ? { backupTasks } : {}),
+      created: new Date().toISOString(),
+    };
     try {
       await this.coordinator.create(keys.spec(this.job), encodeJson(spec));
-      this.logger.info('job created', { numTasks: spec.numTasks, linkTypes: spec.linkTypes.join(','), backups });
+      this.logger.info('job created', { numTasks: spec.numTasks, linkTypes: spec.linkTypes.join(','), backups, ...(backupTasks ? { backupTasks: backupTasks.join(',') } : {}) });
       return spec;
     } catch (err) {
       if (!TaskGraphError.is(err, 'ALREADY_EXISTS')) throw err;
       const raced = await this.readSpec();
       if (!raced) throw err;
-      return this.sameOrConflict(raced, def);
+      return this.sameOrConflict(raced, def, backupTasks);
     }
   }
 
@@ -201,10 +212,11 @@ export class Controller {
     return e ? decodeSpec(e.key, e.value) : undefined;
   }
 
-  private sameOrConflict(existing: JobSpec, def: JobDefinition): JobSpec {
+  private sameOrConflict(existing: JobSpec, def: JobDefinition, backupTasks: readonly number[] | undefined): JobSpec {
     const same =
       existing.numTasks === def.numTasks &&
       existing.backups === (def.backups ?? 0) &&
+      String(existing.backupTasks) === String(backupTasks) &&
       existing.linkTypes.length === def.linkTypes.length &&
       existing.linkTypes.every((l, i) => l === def.linkTypes[i]);
     if (!same) {

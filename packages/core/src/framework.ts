@@ -5,8 +5,9 @@
  * the meta outbox, the data client, the replicator. Calls that only a primary can
  * make are refused on a backup.
  */
-import { InvalidArgumentError } from '@taskgraph/api';
-import type { BackedUpFramework, DataRequestOptions, EpochContext, Logger, MethodSpec, TaskRole, Topology, UpdateLog } from '@taskgraph/api';
+import { InvalidArgumentError, LeaseLostError } from '@taskgraph/api';
+import type { BackedUpFramework, Clock, Coordinator, DataRequestOptions, EpochContext, Logger, MethodSpec, TaskRole, Topology, UpdateLog } from '@taskgraph/api';
+import type { AddressBook } from './address-book.js';
 import type { BackupTask } from './backup-task.js';
 import type { DataClient } from './data-client.js';
 import type { EpochTracker } from './epoch.js';
@@ -28,7 +29,36 @@ export interface FrameworkHost {
   assertOwner(what: string): void;
   kill(): Promise<void>;
   shutdownJob(): Promise<void>;
+  readonly addresses: AddressBook;
+  readonly coordinator: Coordinator;
+  readonly clock: Clock;
+  /** A task's own work failed (as a callback that threw): the node fails, unless it is the end of the task. */
+  onCallbackError(err: unknown): void;
 }
+
+/**
+ * What a paradigm built on the task API (master/worker) needs of the runtime beyond
+ * the public framework: reached through the `RUNTIME` key of the framework object,
+ * so applications do not see it.
+ */
+export interface RuntimeInternals {
+  readonly job: string;
+  readonly coordinator: Coordinator;
+  readonly clock: Clock;
+  readonly addresses: AddressBook;
+  /** Throws LeaseLostError once this node may no longer act as the task's owner. */
+  assertOwner(what: string): void;
+  /** The primary's fencing token while this node serves as the task's primary. */
+  token(): bigint | undefined;
+  /** Aborts when this node's hold on the task as its primary ends (a fresh aborted signal when it does not hold it). */
+  primarySignal(): AbortSignal;
+  /** Fails the node as a callback that threw does. */
+  fail(err: unknown): void;
+  /** The context of the epoch this node is in now. */
+  epochContext(): EpochContext;
+}
+
+export const RUNTIME: unique symbol = Symbol('taskgraph.runtime');
 
 /** Where the task object stands on this node now. */
 export interface TaskRoleView {
@@ -136,6 +166,21 @@ export class TaskFramework implements BackedUpFramework {
 
   kill(): Promise<void> {
     return this.host.kill();
+  }
+
+  [RUNTIME](): RuntimeInternals {
+    const { host, view } = this;
+    return {
+      job: host.job,
+      coordinator: host.coordinator,
+      clock: host.clock,
+      addresses: host.addresses,
+      assertOwner: (what) => host.assertOwner(what),
+      token: () => view.primary()?.lock.token,
+      primarySignal: () => view.primary()?.lock.lost ?? AbortSignal.abort(new LeaseLostError(`task ${view.id} is not served by this node`)),
+      fail: (err) => host.onCallbackError(err),
+      epochContext: () => host.epochs.context,
+    };
   }
 
   shutdownJob(): Promise<void> {

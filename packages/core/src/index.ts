@@ -28,3 +28,5 @@ export type { LocalClusterOptions, NodeResources, ClusterNode, ClusterEvent } fr
 export type { Phase as NodePhase } from './node.js';
 export { defineApp, assertApp } from './app.js';
 export type { AppContext, AppVerdict, TaskGraphApp } from './app.js';
+export { defineMasterWorkerApp, masterWorkerBuilder, masterWorkerJob, MASTER_WORKER_LINK_TYPES, masterWorkerLinkages, servePeer, taskOfWorker, workerOfTask } from './master-worker/index.js';
+export type { MasterWorkerAppDefinition, MasterWorkerFactories } from './master-worker/index.js';

@@ -3,7 +3,7 @@
  * value core writes there. A corrupt value is reported as DecodeFailedError naming
  * its key, never a crash.
  *
- *   <job>/spec                                 {formatVersion, numTasks, linkTypes, created}
+ *   <job>/spec                                 {formatVersion, numTasks, linkTypes, backups, backupTasks?, created}
  *   <job>/state/epoch                          decimal epoch, advanced by compare-and-set
  *   <job>/state/status                         {state: running|done|failed, reason?}
  *   <job>/nodes/<nodeId>                       ephemeral {address, pid, host, started}
@@ -107,7 +107,26 @@ export interface JobSpec {
   readonly linkTypes: readonly string[];
   /** Backup slots per task (hot standby); 0 when the spec has none. */
   readonly backups: number;
+  /** The tasks that have those backup slots, sorted; absent: every task (a master/worker job backs up its master only). */
+  readonly backupTasks?: readonly number[];
   readonly created: string;
+}
+
+/** The backup slots of `task` under `spec`. */
+export function backupSlotsOf(spec: Pick<JobSpec, 'backups' | 'backupTasks'>, task: number): number {
+  if (spec.backups === 0) return 0;
+  return spec.backupTasks === undefined || spec.backupTasks.includes(task) ? spec.backups : 0;
+}
+
+/** Checks a list of backed-up tasks against the job's size; returns it sorted. */
+export function checkBackupTasks(tasks: unknown, numTasks: number, what: string): number[] {
+  if (!Array.isArray(tasks) || tasks.length === 0) throw new InvalidArgumentError(`${what} must be a non-empty array of task ids`);
+  for (const t of tasks) {
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= numTasks) throw new InvalidArgumentError(`${what}: task ${String(t)} does not exist (tasks are 0..${numTasks - 1})`);
+  }
+  const sorted = [...new Set(tasks as number[])].sort((a, b) => a - b);
+  if (sorted.length !== tasks.length) throw new InvalidArgumentError(`${what} has duplicates`);
+  return sorted;
 }
 
 /** The most backups a task may have. */
@@ -182,7 +201,13 @@ export function decodeSpec(key: string, bytes: Uint8Array): JobSpec {
   if (typeof numTasks !== 'number' || !Number.isInteger(numTasks) || numTasks < 1) throw corrupt(key, 'bad numTasks');
   if (!Array.isArray(linkTypes) || !linkTypes.every((l) => typeof l === 'string')) throw corrupt(key, 'bad linkTypes');
   if (typeof backups !== 'number' || !Number.isInteger(backups) || backups < 0 || backups > MAX_BACKUPS) throw corrupt(key, 'bad backups');
-  return { formatVersion, numTasks, linkTypes: linkTypes as string[], backups, created: typeof created === 'string' ? created : '' };
+  const spec: JobSpec = { formatVersion, numTasks, linkTypes: linkTypes as string[], backups, created: typeof created === 'string' ? created : '' };
+  if (v['backupTasks'] === undefined) return spec;
+  try {
+    return { ...spec, backupTasks: checkBackupTasks(v['backupTasks'], numTasks, 'backupTasks') };
+  } catch {
+    throw corrupt(key, 'bad backupTasks');
+  }
 }
 
 export function decodeEpoch(key: string, bytes: Uint8Array): number {

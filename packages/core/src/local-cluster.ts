@@ -43,6 +43,8 @@ export interface LocalClusterOptions {
   readonly linkTypes: readonly string[];
   /** Backups per task (hot standby): one more node per task and backup is started. Default 0. */
   readonly backups?: number;
+  /** The tasks that get those backups (default: all); a backup node is started for each. */
+  readonly backupTasks?: readonly number[];
   /** Cold standby nodes beyond the primaries and backups. */
   readonly standbys: number;
   /** Makes the store client and transport of a new node (index counts every node ever started). */
@@ -93,8 +95,9 @@ export class LocalCluster {
   /** Creates the job and starts one node per task plus the standbys. */
   async start(): Promise<void> {
     const backups = this.options.backups ?? 0;
-    await this.controller.createJob({ numTasks: this.options.numTasks, linkTypes: this.options.linkTypes, backups });
-    const n = this.options.numTasks * (1 + backups) + this.options.standbys;
+    const { numTasks, linkTypes, backupTasks } = this.options;
+    await this.controller.createJob({ numTasks, linkTypes, backups, ...(backupTasks ? { backupTasks } : {}) });
+    const n = numTasks + (backupTasks?.length ?? numTasks) * backups + this.options.standbys;
     for (let i = 0; i < n; i++) await this.startNode(i < this.options.numTasks ? i : undefined);
   }
 

@@ -16,7 +16,7 @@ import { Claimer } from './claimer.js';
 import { DataClient } from './data-client.js';
 import { EpochTracker } from './epoch.js';
 import type { FrameworkHost } from './framework.js';
-import { assertValidLinkType, decodeSpec, encodeJson, keys } from './layout.js';
+import { assertValidLinkType, backupSlotsOf, decodeSpec, encodeJson, keys } from './layout.js';
 import type { JobStatusValue } from './layout.js';
 import { JobState } from './job-state.js';
 import { createLogger } from './logger.js';
@@ -92,6 +92,10 @@ export class TaskGraphNode implements Bootstrap {
       assertOwner: (what) => this.assertOwner(what),
       kill: () => this.kill({ fromTask: true }),
       shutdownJob: () => this.shutdownJob(),
+      addresses: this.addresses,
+      coordinator: this.config.coordinator,
+      clock: this.config.clock,
+      onCallbackError: (err) => this.onCallbackError(err),
     };
     // start() is what callers await; a failure before it is awaited must not be unhandled.
     this.outcome.promise.catch(() => undefined);
@@ -244,7 +248,7 @@ export class TaskGraphNode implements Bootstrap {
       session,
       addresses: this.addresses,
       numTasks: spec.numTasks,
-      backups: spec.backups,
+      backupSlots: (task) => backupSlotsOf(spec, task),
       stats: this.stats,
       signal: this.life.signal,
       logger: this.logger,

@@ -13,7 +13,7 @@ import type { Claim, Claimer } from './claimer.js';
 import type { EpochTracker } from './epoch.js';
 import { TaskFramework } from './framework.js';
 import type { FrameworkHost } from './framework.js';
-import { keys } from './layout.js';
+import { backupSlotsOf, keys } from './layout.js';
 import type { AddrValue, JobSpec } from './layout.js';
 import type { NodeConfig } from './node-options.js';
 import { METHODS } from './replication-wire.js';
@@ -81,7 +81,7 @@ export class TaskHolder implements ReplicationView {
       host.framework,
       { id, primary: () => this.running, backup: () => this.backupTask, logger: () => this.log },
       joined.spec.numTasks,
-      joined.spec.backups,
+      backupSlotsOf(joined.spec, id),
     );
   }
 

@@ -35,7 +35,7 @@ async function setup(options: Partial<ClaimerOptions> = {}) {
     session,
     addresses,
     numTasks: 3,
-    backups: 0,
+    backupSlots: () => 0,
     preferredTask: undefined,
     ttlMs: 1000,
     clock: w.clock,
@@ -62,7 +62,7 @@ describe('Claimer.claim with backup slots', () => {
     encodeJson({ nodeId, address: `local://${nodeId}`, token, slot, state, primaryToken: '7' });
 
   it('leaves a free primary slot to a ready backup of its task (read from the store) and takes a backup slot instead', async () => {
-    const { claim, coordinator } = await setup({ numTasks: 1, backups: 2 });
+    const { claim, coordinator } = await setup({ numTasks: 1, backupSlots: () => 2 });
     await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('ready'));
     const c = await claim();
     expect(c).toMatchObject({ role: 'backup', id: 0, slot: 0 });
@@ -71,26 +71,26 @@ describe('Claimer.claim with backup slots', () => {
   });
 
   it('takes the primary slot when the task’s only backup is still syncing', async () => {
-    const { claim, coordinator } = await setup({ numTasks: 1, backups: 1 });
+    const { claim, coordinator } = await setup({ numTasks: 1, backupSlots: () => 1 });
     await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('syncing'));
     expect(await claim()).toMatchObject({ role: 'primary', id: 0 });
   });
 
   it('a backup that is not ready may take the slot when the only ready record is its own', async () => {
-    const { claimer, coordinator } = await setup({ numTasks: 1, backups: 1 });
+    const { claimer, coordinator } = await setup({ numTasks: 1, backupSlots: () => 1 });
     await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('ready', '41', 'node-a'));
     expect((await claimer.claimPrimarySlot(0))?.name).toBe(keys.taskLock(w.job, 0));
   });
 
   it('tells backup records apart by node, not by token (Kubernetes counts tokens per lock, so two slots can share one)', async () => {
-    const { claimer, coordinator } = await setup({ numTasks: 1, backups: 2 });
+    const { claimer, coordinator } = await setup({ numTasks: 1, backupSlots: () => 2 });
     await coordinator.create(keys.backup(w.job, 0, 0), backupRecord('syncing', '1', 'node-a', 0));
     await coordinator.create(keys.backup(w.job, 0, 1), backupRecord('ready', '1', 'b', 1));
     expect(await claimer.claimPrimarySlot(0)).toBeUndefined();
   });
 
   it('with every primary taken it backs the task with the fewest backups first', async () => {
-    const { claim, hold, addresses } = await setup({ numTasks: 3, backups: 2 });
+    const { claim, hold, addresses } = await setup({ numTasks: 3, backupSlots: () => 2 });
     for (const id of [0, 1, 2]) {
       await hold(id);
       addresses.event({ type: 'put', key: keys.addr(w.job, id), value: encodeJson(addr(`r${id}`)), version: '1' });
@@ -105,6 +105,15 @@ describe('Claimer.claim with backup slots', () => {
     one(0, 0);
     one(1, 0);
     expect(await claim()).toMatchObject({ role: 'backup', id: 2, slot: 0 });
+  });
+
+  it('takes backup slots only of the tasks the job backs up (a master/worker job: its master)', async () => {
+    const { claim, hold, addresses } = await setup({ numTasks: 3, backupSlots: (task) => (task === 1 ? 1 : 0) });
+    for (const id of [0, 1, 2]) {
+      await hold(id);
+      addresses.event({ type: 'put', key: keys.addr(w.job, id), value: encodeJson(addr(`r${id}`)), version: '1' });
+    }
+    expect(await claim()).toMatchObject({ role: 'backup', id: 1, slot: 0 });
   });
 });
 
@@ -251,7 +260,7 @@ describe('Claimer.bumpIncarnation', () => {
       session: rivalSession,
       addresses: new AddressBook(w.job, { forget: () => undefined }, recordingLogger()),
       numTasks: 3,
-      backups: 0,
+      backupSlots: () => 0,
       preferredTask: undefined,
       ttlMs: 1000,
       clock: w.clock,

@@ -22,6 +22,20 @@ describe('controller', () => {
     expect(status).toMatchObject({ epoch: 0, state: 'running', tasks: [{ task: 0, incarnations: 0 }, { task: 1 }, { task: 2 }] });
   });
 
+  it('backs up only the tasks the definition names (backupTasks), and a different list is a conflict', async () => {
+    w = world();
+    const ctl = w.controller();
+    const spec = await ctl.createJob({ numTasks: 4, linkTypes: ['A'], backups: 1, backupTasks: [2, 0] });
+    expect(spec).toMatchObject({ backups: 1, backupTasks: [0, 2] });
+    await expect(ctl.createJob({ numTasks: 4, linkTypes: ['A'], backups: 1, backupTasks: [0, 2] })).resolves.toEqual(spec);
+    await expect(ctl.createJob({ numTasks: 4, linkTypes: ['A'], backups: 1 })).rejects.toThrow(ConflictError);
+    await expect(ctl.createJob({ numTasks: 4, linkTypes: ['A'], backups: 1, backupTasks: [0] })).rejects.toThrow(ConflictError);
+    const other = createController({ coordinator: w.coordinator(), job: 'other', logger: silentLogger });
+    await expect(other.createJob({ numTasks: 4, linkTypes: ['A'], backups: 1, backupTasks: [4] })).rejects.toThrow('task 4 does not exist');
+    await expect(other.createJob({ numTasks: 4, linkTypes: ['A'], backups: 1, backupTasks: [1, 1] })).rejects.toThrow('duplicates');
+    await expect(other.createJob({ numTasks: 4, linkTypes: ['A'], backups: 1, backupTasks: [] })).rejects.toThrow(InvalidArgumentError);
+  });
+
   it('rejects bad job names and definitions with InvalidArgument', async () => {
     w = world();
     for (const job of ['', 'UPPER', 'a/b', '-x', 'x'.repeat(64), 'a..b']) {
