@@ -19,29 +19,43 @@
 import { FNV_OFFSET_BASIS, FNV_PRIME } from './partition.js';
 import { WordTable } from './word-table.js';
 
-const SLASH = 0x2f;
-const APOSTROPHE = 0x27;
+// Every byte's role in the rule, looked up once per byte (a table load beats the
+// range compares of isLetter/isSpace on this hot loop).
+// 0: any other byte.
+const LETTER = 1;
+const SPACE = 2;
+const SLASH = 3;
+const APOSTROPHE = 4;
+const ROLE = new Uint8Array(256);
+for (let c = 0x41; c <= 0x5a; c++) {
+  ROLE[c] = LETTER;
+  ROLE[c + 0x20] = LETTER;
+}
+for (const c of [0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d]) ROLE[c] = SPACE;
+ROLE[0x2f] = SLASH;
+ROLE[0x27] = APOSTROPHE;
 
 /** Counts the words of `bytes` (UTF-8 or ASCII text) into `table`. */
 export function scanWords(bytes: Uint8Array, table: WordTable): void {
+  const role = ROLE;
   const n = bytes.length;
   let i = 0;
   while (i < n) {
-    if (isSpace(bytes[i]!)) {
+    if (role[bytes[i]!] === SPACE) {
       i++;
       continue;
     }
     const tokenStart = i;
     let slash = -1;
     for (; i < n; i++) {
-      const c = bytes[i]!;
-      if (isSpace(c)) break;
-      if (c === SLASH) slash = i;
+      const r = role[bytes[i]!];
+      if (r === SPACE) break;
+      if (r === SLASH) slash = i;
     }
     const end = slash >= 0 ? slash : i;
     let j = tokenStart;
     while (j < end) {
-      if (!isLetter(bytes[j]!)) {
+      if (role[bytes[j]!] !== LETTER) {
         j++;
         continue;
       }
@@ -51,7 +65,8 @@ export function scanWords(bytes: Uint8Array, table: WordTable): void {
       let h = FNV_OFFSET_BASIS;
       for (; j < end; j++) {
         const c = bytes[j]!;
-        if (!isLetter(c) && !(c === APOSTROPHE && j + 1 < end && isLetter(bytes[j + 1]!))) break;
+        const r = role[c];
+        if (r !== LETTER && !(r === APOSTROPHE && j + 1 < end && role[bytes[j + 1]!] === LETTER)) break;
         h = Math.imul(h ^ (c | 0x20), FNV_PRIME);
       }
       table.increment(bytes, wordStart, j, h >>> 0);
@@ -64,12 +79,4 @@ export function countWords(text: string, into: Map<string, number>): void {
   const table = new WordTable();
   scanWords(Buffer.from(text, 'utf8'), table);
   table.addInto(into);
-}
-
-function isLetter(c: number): boolean {
-  return ((c | 0x20) - 0x61) >>> 0 < 26;
-}
-
-function isSpace(c: number): boolean {
-  return c === 0x20 || (c >= 0x09 && c <= 0x0d);
 }
