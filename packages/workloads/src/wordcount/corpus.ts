@@ -6,10 +6,11 @@
  * so a request cannot make it read anything else.
  */
 import { readdirSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { setImmediate } from 'node:timers/promises';
 import { InvalidArgumentError } from '@taskgraph/api';
+import { FileBuffer } from './file-buffer.js';
 import { checkReducers } from './partition.js';
 import { scanWords } from './tokenize.js';
 import { WordTable } from './word-table.js';
@@ -132,33 +133,26 @@ export function corpusFilePath(dir: string, name: string): string {
 }
 
 /**
- * The files of `split` read in order. The next file is read while the current one
- * is counted, so the counting never waits for the disk and the event loop is free
- * between files (a worker keeps its lease and answers requests while it maps).
+ * Hands the files of `split` to `use` in order, read synchronously into one reused
+ * buffer (the fastest way here; see FileBuffer), and lets the event loop run
+ * between files, so a worker keeps its lease and answers requests while it maps a
+ * large split. Every name is checked before any file is read.
  */
-async function eachFile(dir: string, split: Pick<Split, 'files'>, use: (bytes: Buffer) => void): Promise<void> {
+async function eachFile(dir: string, split: Pick<Split, 'files'>, use: (bytes: Uint8Array) => void): Promise<void> {
   const paths = split.files.map((name) => corpusFilePath(dir, name));
-  let next: Promise<Buffer> | undefined;
-  const read = (i: number): Promise<Buffer> | undefined => {
-    if (i >= paths.length) return undefined;
-    const reading = readFile(paths[i]!);
-    // Should `use` throw, this read is never awaited; its failure must not surface
-    // as an unhandled rejection.
-    reading.catch(() => undefined);
-    return reading;
-  };
-  next = read(0);
-  for (let i = 0; next !== undefined; i++) {
-    const bytes = await next;
-    next = read(i + 1);
-    use(bytes);
+  const reader = new FileBuffer();
+  for (const path of paths) {
+    use(reader.read(path));
+    await setImmediate();
   }
 }
+
+const utf8 = new TextDecoder();
 
 /** The text of a split: its files in order, joined by a newline (so no token spans two files). */
 export async function readSplitText(dir: string, split: Pick<Split, 'files'>): Promise<string> {
   const parts: string[] = [];
-  await eachFile(dir, split, (bytes) => parts.push(bytes.toString('utf8')));
+  await eachFile(dir, split, (bytes) => parts.push(utf8.decode(bytes)));
   return parts.join('\n');
 }
 
