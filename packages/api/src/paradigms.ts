@@ -172,7 +172,12 @@ export interface MasterTask {
   run(ctx: EpochContext, start: MasterStart): Promise<void>;
   /** An incarnation of a worker announced itself to this master for the first time since the master started. */
   workerJoined?(ctx: EpochContext, event: WorkerEvent): void | Promise<void>;
-  /** A worker incarnation's node went away: what it held in memory is gone. */
+  /**
+   * A worker incarnation's node went away: what it held in memory is gone. Told for
+   * every incarnation this master knew of: one that announced itself to it, or one
+   * that was live when this master started (it may hold what a previous master
+   * recorded), even if it never announced itself to this one.
+   */
   workerFailed?(ctx: EpochContext, event: WorkerEvent): void | Promise<void>;
   /** A later incarnation of a worker this master knew announced itself (after its `workerFailed`). */
   workerRestarted?(ctx: EpochContext, event: WorkerEvent): void | Promise<void>;

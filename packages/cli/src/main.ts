@@ -14,20 +14,22 @@ import { redactor } from './secrets.js';
 export const USAGE = `taskgraph: run TaskGraph jobs and manage them in the coordination store
 
 usage:
-  taskgraph run <app> --tasks N [--backups B] [--standbys S] [--coordinator URL] [--transport URL]
+  taskgraph run <app> (--tasks N | --workers N) [--backups B] [--standbys S] [--coordinator URL] [--transport URL]
                 [--job NAME] [--ttl MS] [--arg key=value ...] [--timeout S] [--no-restart] [--keep]
                 [--max-restarts N] [--restart-window S] [--grace S]
       runs a job as separate OS processes on this machine (in this process for memory://):
-      a primary and B backups per task (hot standby), plus S cold standbys; a failed node is
+      a task graph of N tasks, or a master/worker application with a master and N workers;
+      a primary and B backups per task (hot standby; of the master only, for master/worker),
+      plus S cold standbys; a failed node is
       restarted after a growing delay, at most N (${DEFAULT_MAX_RESTARTS}) times per slot within S (${DEFAULT_RESTART_WINDOW_MS / 1000}) seconds;
       SIGINT/SIGTERM stop every node gracefully, killing those left after --grace S (${DEFAULT_GRACE_MS / 1000}) seconds
   taskgraph node <app> --job NAME [--coordinator URL] [--transport URL] [--node-id ID] [--ttl MS] [--arg key=value ...]
       runs one node of a job (one per machine or container)
-  taskgraph job create <job> --tasks N [--backups B] (--link-types A,B | --app <app>) [--coordinator URL]
+  taskgraph job create <job> (--tasks N | --workers N) [--backups B] (--link-types A,B | --app <app>) [--coordinator URL]
   taskgraph job status <job> [--json] | watch <job> [--json] | delete <job>
 
 <app>: a built-in (regression), a path to a module (./my-app.js) or a package name;
-the module's default export is an application made with defineApp() from @taskgraph/core.
+the module's default export is an application made with defineApp() or defineMasterWorkerApp() from @taskgraph/core.
 
 configuration: flags, then TASKGRAPH_COORDINATOR / TASKGRAPH_TRANSPORT / TASKGRAPH_SESSION_TTL_MS /
 TASKGRAPH_LOG_LEVEL / TASKGRAPH_PLUGINS (comma-separated), then --config FILE (default ./taskgraph.config.json):
@@ -62,6 +64,7 @@ export async function main(argv: readonly string[], print: (s: string) => void =
       allowPositionals: true,
       options: {
         tasks: { type: 'string' },
+        workers: { type: 'string' },
         standbys: { type: 'string' },
         backups: { type: 'string' },
         coordinator: { type: 'string' },
@@ -117,7 +120,8 @@ export async function main(argv: readonly string[], print: (s: string) => void =
       case 'run': {
         if (!target) throw new TaskGraphError('INVALID_ARGUMENT', 'run needs an application: taskgraph run regression --tasks 15 ...');
         const tasks = int('tasks', values.tasks);
-        if (tasks === undefined) throw new TaskGraphError('INVALID_ARGUMENT', 'run needs --tasks N');
+        const workers = int('workers', values.workers);
+        if (tasks === undefined && workers === undefined) throw new TaskGraphError('INVALID_ARGUMENT', 'run needs --tasks N (or --workers N for a master/worker application)');
         const timeout = int('timeout', values.timeout);
         const maxRestarts = int('max-restarts', values['max-restarts']);
         const window = int('restart-window', values['restart-window']);
@@ -125,7 +129,8 @@ export async function main(argv: readonly string[], print: (s: string) => void =
         if (window === 0) throw new TaskGraphError('INVALID_ARGUMENT', '--restart-window must be at least 1 second');
         const run = new JobRun({
           app: target,
-          tasks,
+          ...(tasks !== undefined ? { tasks } : {}),
+          ...(workers !== undefined ? { workers } : {}),
           standbys: int('standbys', values.standbys) ?? 0,
           backups: int('backups', values.backups) ?? 0,
           config,
@@ -162,6 +167,7 @@ export async function main(argv: readonly string[], print: (s: string) => void =
         process.once('SIGINT', onSignal);
         try {
           const tasks = int('tasks', values.tasks);
+          const workers = int('workers', values.workers);
           const backups = int('backups', values.backups);
           return await runJobCommand({
             action: target,
@@ -171,6 +177,7 @@ export async function main(argv: readonly string[], print: (s: string) => void =
             signal: ac.signal,
             json: values.json ?? false,
             ...(tasks !== undefined ? { tasks } : {}),
+            ...(workers !== undefined ? { workers } : {}),
             ...(backups !== undefined ? { backups } : {}),
             ...(values['link-types'] ? { linkTypes: values['link-types'].split(',').map((s) => s.trim()) } : {}),
             ...(values.app ? { app: values.app } : {}),

@@ -81,7 +81,7 @@ describe('the taskgraph command', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.out).toContain('unknown command "frobnicate"');
     const noTasks = await run(['run', 'regression', '--coordinator', 'memory://x']);
-    expect(noTasks).toMatchObject({ code: 2, out: 'taskgraph: run needs --tasks N' });
+    expect(noTasks).toMatchObject({ code: 2, out: 'taskgraph: run needs --tasks N (or --workers N for a master/worker application)' });
     const badUrl = await run(['job', 'status', 'j', '--coordinator', 'redis://h']);
     expect(badUrl.code).toBe(2);
     expect(badUrl.out).toContain('unknown scheme "redis"');

@@ -36,6 +36,20 @@ describe('WorkerRoster', () => {
     expect(r.announce(0, 4)).toEqual([{ kind: 'restarted', workerId: 0, incarnation: 4 }]);
   });
 
+  it('an incarnation live as the master starts: its failure is told even before it announces itself; announcing makes it join', () => {
+    const r = new WorkerRoster(2);
+    r.seed(0, 3);
+    r.seed(1, 2);
+    expect(r.isReady(0, 3)).toBe(false);
+    expect(r.isOver(0, 2)).toBe(true);
+    expect(r.failed(0, 3)).toEqual([{ kind: 'failed', workerId: 0, incarnation: 3 }]);
+    expect(r.announce(0, 4)).toEqual([{ kind: 'joined', workerId: 0, incarnation: 4 }]);
+    expect(r.announce(1, 2)).toEqual([{ kind: 'joined', workerId: 1, incarnation: 2 }]);
+    expect(r.isReady(1, 2)).toBe(true);
+    r.seed(1, 5);
+    expect(r.isReady(1, 2)).toBe(true);
+  });
+
   it('a worker that does not exist is never ready and its calls are refused', () => {
     const r = new WorkerRoster(1);
     expect(r.announce(1, 1)).toBeUndefined();
@@ -43,24 +57,33 @@ describe('WorkerRoster', () => {
     expect(r.isReady(1, 1)).toBe(false);
   });
 
-  it('whatever the order of announcements and failures, each worker’s events alternate and incarnations only grow', () => {
-    const op = fc.record({ kind: fc.constantFrom('announce', 'failed'), incarnation: fc.integer({ min: 1, max: 6 }) });
+  it('whatever the order of seeds, announcements and failures, each worker’s events alternate and incarnations never go back', () => {
+    const op = fc.record({ kind: fc.constantFrom('announce', 'failed', 'seed'), incarnation: fc.integer({ min: 1, max: 6 }) });
     fc.assert(
       fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
         const r = new WorkerRoster(1);
-        const events = ops.flatMap((o) => (o.kind === 'announce' ? (r.announce(0, o.incarnation) ?? []) : r.failed(0, o.incarnation)));
+        const events = ops.flatMap((o) =>
+          o.kind === 'announce' ? (r.announce(0, o.incarnation) ?? [])
+          : o.kind === 'seed' ? (r.seed(0, o.incarnation), [])
+          : r.failed(0, o.incarnation),
+        );
         let last = 0;
         let alive = false;
+        let joined = false;
         for (const e of events) {
           if (e.kind === 'failed') {
-            expect(alive && e.incarnation === last).toBe(true);
+            // A seeded incarnation may fail without having announced itself.
+            if (alive) expect(e.incarnation).toBe(last);
+            else expect(e.incarnation).toBeGreaterThan(last);
+            last = e.incarnation;
             alive = false;
           } else {
             expect(alive).toBe(false);
-            expect(e.incarnation).toBeGreaterThan(last);
-            expect(e.kind).toBe(last === 0 ? 'joined' : 'restarted');
+            expect(e.incarnation).toBeGreaterThanOrEqual(last);
+            expect(e.kind).toBe(joined ? 'restarted' : 'joined');
             last = e.incarnation;
             alive = true;
+            joined = true;
           }
         }
       }),

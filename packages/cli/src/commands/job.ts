@@ -4,9 +4,10 @@
  */
 import { InvalidArgumentError } from '@taskgraph/api';
 import { createController, resolveCoordinator } from '@taskgraph/core';
-import type { JobStatus } from '@taskgraph/core';
+import type { JobSpec, JobStatus } from '@taskgraph/core';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
+import { jobSize } from './run.js';
 import { loadPlugins } from '../plugins.js';
 import { redactor, scrubbedLogger } from '../secrets.js';
 
@@ -15,6 +16,8 @@ export interface JobCommandOptions {
   readonly job: string;
   readonly config: CliConfig;
   readonly tasks?: number;
+  /** For a master/worker application (`--app`): its workers. */
+  readonly workers?: number;
   readonly backups?: number;
   readonly linkTypes?: readonly string[];
   readonly app?: string;
@@ -26,7 +29,7 @@ export interface JobCommandOptions {
 export function formatStatus(s: JobStatus): string {
   const lines = [
     `job ${s.job}: ${s.state}${s.reason ? ` (${s.reason})` : ''}, epoch ${s.epoch}, ${s.spec.numTasks} tasks` +
-      `${s.spec.backups ? ` with ${s.spec.backups} backup${s.spec.backups > 1 ? 's' : ''} each` : ''}, link types ${s.spec.linkTypes.join(', ')}`,
+      `${s.spec.backups ? `, ${backupsText(s.spec)}` : ''}, link types ${s.spec.linkTypes.join(', ')}`,
   ];
   lines.push('task  role         node                      address                    token       incarnations');
   for (const t of s.tasks) {
@@ -42,6 +45,13 @@ export function formatStatus(s: JobStatus): string {
   return lines.join('\n');
 }
 
+/** "2 backups each", "1 backup of task 0". */
+function backupsText(spec: JobSpec): string {
+  const b = `${spec.backups} backup${spec.backups === 1 ? '' : 's'}`;
+  if (!spec.backupTasks) return `${b} each`;
+  return `${b} of task${spec.backupTasks.length === 1 ? '' : 's'} ${spec.backupTasks.join(', ')}${spec.backupTasks.length === 1 ? '' : ' each'}`;
+}
+
 export async function runJobCommand(o: JobCommandOptions): Promise<number> {
   if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL or set TASKGRAPH_COORDINATOR');
   const out = o.out ?? ((line: string) => process.stdout.write(`${line}\n`));
@@ -53,11 +63,15 @@ export async function runJobCommand(o: JobCommandOptions): Promise<number> {
     const ctl = createController({ coordinator, job: o.job, logger });
     switch (o.action) {
       case 'create': {
-        const linkTypes = o.linkTypes ?? (o.app ? (await loadApp(o.app)).linkTypes : undefined);
+        const app = o.app ? await loadApp(o.app) : undefined;
+        const linkTypes = o.linkTypes ?? app?.linkTypes;
         if (!linkTypes) throw new InvalidArgumentError('job create needs --link-types A,B or --app NAME');
-        if (o.tasks === undefined) throw new InvalidArgumentError('job create needs --tasks N');
-        const spec = await ctl.createJob({ numTasks: o.tasks, linkTypes, ...(o.backups !== undefined ? { backups: o.backups } : {}) });
-        out(o.json ? JSON.stringify(spec) : `job ${o.job} ready: ${spec.numTasks} tasks, ${spec.backups} backups each, link types ${spec.linkTypes.join(', ')}`);
+        if (o.workers !== undefined && !app) throw new InvalidArgumentError('job create --workers needs --app NAME (a master/worker application)');
+        const numTasks = app ? jobSize(app, o) : o.tasks;
+        if (numTasks === undefined) throw new InvalidArgumentError('job create needs --tasks N');
+        const backupTasks = o.backups ? app?.backupTasks?.(numTasks) : undefined;
+        const spec = await ctl.createJob({ numTasks, linkTypes, ...(o.backups !== undefined ? { backups: o.backups } : {}), ...(backupTasks ? { backupTasks } : {}) });
+        out(o.json ? JSON.stringify(spec) : `job ${o.job} ready: ${spec.numTasks} tasks, ${backupsText(spec)}, link types ${spec.linkTypes.join(', ')}`);
         return 0;
       }
       case 'status': {

@@ -38,7 +38,10 @@ export const DEFAULT_GRACE_MS = 10_000;
 
 export interface RunOptions {
   readonly app: string;
-  readonly tasks: number;
+  /** The job's tasks, for a task-graph application. */
+  readonly tasks?: number;
+  /** The workers, for a master/worker application (its job has `workers + 1` tasks). */
+  readonly workers?: number;
   /** Backups per task (hot standby). Default 0. */
   readonly backups?: number;
   readonly standbys: number;
@@ -138,6 +141,8 @@ export class JobRun {
   private readonly budget: RestartBudget;
   private app!: TaskGraphApp;
   private coordinator!: Coordinator;
+  /** The job's tasks (from --tasks, or --workers + 1 for a master/worker application). */
+  private numTasks = 0;
   private controller!: Controller;
   private transportUrl = '';
   private finished = false;
@@ -152,7 +157,8 @@ export class JobRun {
   });
 
   constructor(private readonly o: RunOptions) {
-    if (!Number.isInteger(o.tasks) || o.tasks < 1) throw new InvalidArgumentError(`--tasks must be a positive integer, got ${String(o.tasks)}`);
+    if (o.tasks !== undefined && (!Number.isInteger(o.tasks) || o.tasks < 1)) throw new InvalidArgumentError(`--tasks must be a positive integer, got ${String(o.tasks)}`);
+    if (o.workers !== undefined && (!Number.isInteger(o.workers) || o.workers < 1)) throw new InvalidArgumentError(`--workers must be a positive integer, got ${String(o.workers)}`);
     if (!Number.isInteger(o.standbys) || o.standbys < 0) throw new InvalidArgumentError(`--standbys must be a non-negative integer, got ${String(o.standbys)}`);
     if (o.backups !== undefined && (!Number.isInteger(o.backups) || o.backups < 0)) throw new InvalidArgumentError(`--backups must be a non-negative integer, got ${String(o.backups)}`);
     if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL (e.g. etcd://127.0.0.1:2379) or set TASKGRAPH_COORDINATOR');
@@ -174,9 +180,18 @@ export class JobRun {
     return this.o.backups ?? 0;
   }
 
-  /** Every node the job runs: a primary and its backups per task, and the cold standbys. */
+  /** The tasks that get the backups (every task, unless the application says which). */
+  private get backupTasks(): readonly number[] | undefined {
+    return this.app.backupTasks?.(this.numTasks);
+  }
+
+  private get backedUp(): number {
+    return this.backupTasks?.length ?? this.numTasks;
+  }
+
+  /** Every node the job runs: a primary per task and the backups, and the cold standbys. */
   private get nodeCount(): number {
-    return this.o.tasks * (1 + this.backups) + this.o.standbys;
+    return this.numTasks + this.backedUp * this.backups + this.o.standbys;
   }
 
   get inProcess(): boolean {
@@ -205,6 +220,7 @@ export class JobRun {
     const started = systemClock.now();
     await loadPlugins(this.o.config.plugins);
     this.app = await loadApp(this.o.app);
+    this.numTasks = jobSize(this.app, this.o);
     // A bad --arg fails every node the same way: refuse it before any starts.
     this.app.taskBuilder(this.context());
     this.transportUrl = securedTransportUrl(this.o.config, this.inProcess ? 'local://' : 'grpc://127.0.0.1:0');
@@ -220,10 +236,11 @@ export class JobRun {
     let created = false;
     try {
       this.checkTtl();
-      await this.controller.createJob({ numTasks: this.o.tasks, linkTypes: this.app.linkTypes, backups: this.backups });
+      const backupTasks = this.backups > 0 ? this.backupTasks : undefined;
+      await this.controller.createJob({ numTasks: this.numTasks, linkTypes: this.app.linkTypes, backups: this.backups, ...(backupTasks ? { backupTasks } : {}) });
       created = true;
       this.print(
-        `job ${this.job}: ${this.app.name}, ${this.o.tasks} tasks${this.backups ? ` x ${1 + this.backups} (a primary and ${this.backups} backup${this.backups > 1 ? 's' : ''} each)` : ''} + ${this.o.standbys} standbys, ${maskUrl(this.o.config.coordinator!)} / ${maskUrl(this.transportUrl)}` +
+        `job ${this.job}: ${this.app.name}, ${describeSize(this.app, this.numTasks, this.backups, backupTasks)} + ${this.o.standbys} standbys, ${maskUrl(this.o.config.coordinator!)} / ${maskUrl(this.transportUrl)}` +
           (this.inProcess ? ' (in-process)' : `, node logs in ${this.logDir}`),
       );
       const timeout = new Promise<'timeout'>((resolve) => {
@@ -282,7 +299,7 @@ export class JobRun {
       this.print(`taskgraph: ${early.message}`);
       return { ...base, ok: false, exitCode: EXIT.usage, verdict: undefined };
     }
-    const ctx = { numTasks: this.o.tasks, args: this.o.args ?? {}, logger: silentLogger };
+    const ctx = { numTasks: this.numTasks, args: this.o.args ?? {}, logger: silentLogger };
     const done = status?.state === 'done';
     const verdict = done && this.app.verify ? this.app.verify(ctx, this.results) : undefined;
     const ok = done && (verdict?.ok ?? true);
@@ -318,7 +335,7 @@ export class JobRun {
         const backups = s.tasks.reduce((n, t) => n + t.backups.filter((b) => b.state === 'ready').length, 0);
         const line =
           `epoch ${s.epoch} | tasks running ${owned}/${s.tasks.length}` +
-          (this.backups ? ` | backups ready ${backups}/${s.tasks.length * this.backups}` : '') +
+          (this.backups ? ` | backups ready ${backups}/${this.backedUp * this.backups}` : '') +
           ` | live nodes ${s.nodes.length} (${s.standbys.length} standby) | failovers ${failovers}${s.state !== 'running' ? ` | ${s.state}` : ''}`;
         if (line !== last) this.print(line);
         last = line;
@@ -387,7 +404,7 @@ export class JobRun {
   private startInProcess(slot: number): Supervised {
     const nodeId = `node-${this.started}`;
     // The first node of each primary's slot goes for that task first (no scramble at start).
-    const preferred = this.started === slot && slot < this.o.tasks;
+    const preferred = this.started === slot && slot < this.numTasks;
     let node: TaskGraphNode | undefined;
     let stopRequested = false;
     const ended = (async (): Promise<NodeEnd> => {
@@ -435,7 +452,7 @@ export class JobRun {
   }
 
   private context() {
-    return { numTasks: this.o.tasks, args: this.o.args ?? {}, logger: silentLogger, report: (r: unknown) => {
+    return { numTasks: this.numTasks, args: this.o.args ?? {}, logger: silentLogger, report: (r: unknown) => {
         this.results.push(r);
         this.reports.push({ node: -1, record: r });
       },
@@ -582,4 +599,25 @@ function signalProcess(child: ChildProcess, signal: NodeJS.Signals): void {
   } catch {
     // it exited in between
   }
+}
+
+/** The job's number of tasks: `--tasks` for a task graph, `--workers` + 1 for a master/worker application. */
+export function jobSize(app: TaskGraphApp, o: { readonly tasks?: number | undefined; readonly workers?: number | undefined }): number {
+  if (app.paradigm === 'master-worker') {
+    if (o.tasks !== undefined) throw new InvalidArgumentError(`${app.name} is a master/worker application: give --workers N (its job has N + 1 tasks: the master and N workers), not --tasks`);
+    if (o.workers === undefined) throw new InvalidArgumentError(`${app.name} is a master/worker application: it needs --workers N`);
+    return o.workers + 1;
+  }
+  if (o.workers !== undefined) throw new InvalidArgumentError(`${app.name} is a task graph: give --tasks N (--workers is for master/worker applications)`);
+  if (o.tasks === undefined) throw new InvalidArgumentError(`${app.name} needs --tasks N`);
+  return o.tasks;
+}
+
+/** "15 tasks x 2 (a primary and 1 backup each)", "a master (and 1 backup) and 4 workers". */
+export function describeSize(app: TaskGraphApp, numTasks: number, backups: number, backupTasks: readonly number[] | undefined): string {
+  const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  if (app.paradigm === 'master-worker') return `a master${backups ? ` (and ${plural(backups, 'hot backup')})` : ''} and ${plural(numTasks - 1, 'worker')}`;
+  if (!backups) return plural(numTasks, 'task');
+  if (backupTasks) return `${plural(numTasks, 'task')}, ${plural(backups, 'backup')} each of task${backupTasks.length === 1 ? '' : 's'} ${backupTasks.join(', ')}`;
+  return `${plural(numTasks, 'task')} x ${1 + backups} (a primary and ${plural(backups, 'backup')} each)`;
 }

@@ -92,7 +92,13 @@ export class MasterAdapter implements Task {
 
   becamePrimary(ctx: EpochContext, change: RoleChange): void {
     const rt = this.rt!;
-    this.roster = new WorkerRoster(this.numWorkers);
+    const roster = new WorkerRoster(this.numWorkers);
+    // The workers live now: a master that takes over may rely on what they hold, so it hears when they fail.
+    for (let w = 0; w < this.numWorkers; w++) {
+      const live = rt.addresses.get(taskOfWorker(w))?.incarnation;
+      if (live !== undefined) roster.seed(w, live);
+    }
+    this.roster = roster;
     this.events = new CallbackQueue((err) => this.onError(err));
     // A backup of a master that cannot be mirrored holds nothing: its promotion is a cold start.
     const hot = change.promoted && this.snapshot !== undefined;
