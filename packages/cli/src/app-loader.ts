@@ -12,10 +12,11 @@ import { importFromCli, importNamedModule } from './modules.js';
 
 export const BUILTIN_APPS: Readonly<Record<string, { module: string; export: string }>> = {
   regression: { module: '@taskgraph/app-regression', export: 'regressionApp' },
+  mapreduce: { module: '@taskgraph/app-mapreduce', export: 'mapReduceApp' },
 };
 
 export async function loadApp(spec: string, cwd = process.cwd()): Promise<TaskGraphApp> {
-  if (!spec) throw new InvalidArgumentError('name the application to run: a built-in (regression), a path (./app.js) or a package');
+  if (!spec) throw new InvalidArgumentError(`name the application to run: a built-in (${Object.keys(BUILTIN_APPS).join(', ')}), a path (./app.js) or a package`);
   const builtin = Object.hasOwn(BUILTIN_APPS, spec) ? BUILTIN_APPS[spec] : undefined;
   const mod = builtin
     ? await importPackage(builtin.module, `application ${spec}`, importFromCli)

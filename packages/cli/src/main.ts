@@ -28,7 +28,7 @@ usage:
   taskgraph job create <job> (--tasks N | --workers N) [--backups B] (--link-types A,B | --app <app>) [--coordinator URL]
   taskgraph job status <job> [--json] | watch <job> [--json] | delete <job>
 
-<app>: a built-in (regression), a path to a module (./my-app.js) or a package name;
+<app>: a built-in (regression, mapreduce), a path to a module (./my-app.js) or a package name;
 the module's default export is an application made with defineApp() or defineMasterWorkerApp() from @taskgraph/core.
 
 configuration: flags, then TASKGRAPH_COORDINATOR / TASKGRAPH_TRANSPORT / TASKGRAPH_SESSION_TTL_MS /

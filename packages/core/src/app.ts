@@ -52,6 +52,11 @@ export interface TaskGraphApp {
   readonly paradigm?: 'task-graph' | 'master-worker';
   /** The tasks that get the job's hot backups (default: every task). */
   backupTasks?(numTasks: number): readonly number[];
+  /**
+   * A line to print for a record reported while the job runs (progress), or
+   * undefined for a record that is only for `verify`.
+   */
+  describeRecord?(record: unknown): string | undefined;
 }
 
 /** Checks an application definition and returns it (for type inference). */
@@ -71,6 +76,7 @@ export function assertApp(value: unknown, where: string): asserts value is TaskG
   if (typeof v.linkages !== 'function') missing.push('linkages()');
   if (v.verify !== undefined && typeof v.verify !== 'function') missing.push('verify() (must be a function when present)');
   if (v.backupTasks !== undefined && typeof v.backupTasks !== 'function') missing.push('backupTasks() (must be a function when present)');
+  if (v.describeRecord !== undefined && typeof v.describeRecord !== 'function') missing.push('describeRecord() (must be a function when present)');
   if (v.paradigm !== undefined && v.paradigm !== 'task-graph' && v.paradigm !== 'master-worker') missing.push('paradigm ("task-graph" or "master-worker", when present)');
   if (missing.length > 0) throw new InvalidArgumentError(`${where}: an application must have ${missing.join(', ')}`);
 }

@@ -14,3 +14,4 @@ export { WordTable } from './wordcount/word-table.js';
 export { fnv1a32, partitionOf } from './wordcount/partition.js';
 export { COUNTS_CODEC_NAME, countsCodec } from './wordcount/counts-codec.js';
 export { countsDigest, plainWordCount, topWords } from './wordcount/plain.js';
+export * from './mapreduce/index.js';

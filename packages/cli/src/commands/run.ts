@@ -451,10 +451,17 @@ export class JobRun {
     return n;
   }
 
+  /** Prints the application's line for a record it reported while running (its progress), if it has one. */
+  private describe(record: unknown): void {
+    const line = this.app.describeRecord?.(record);
+    if (line !== undefined && !this.finished) this.print(line);
+  }
+
   private context() {
     return { numTasks: this.numTasks, args: this.o.args ?? {}, logger: silentLogger, report: (r: unknown) => {
         this.results.push(r);
         this.reports.push({ node: -1, record: r });
+        this.describe(r);
       },
     };
   }
@@ -536,6 +543,7 @@ export class JobRun {
         const record: unknown = JSON.parse(line.slice(10));
         this.results.push(record);
         this.reports.push({ node: proc.index, record });
+        this.describe(record);
         this.o.onReport?.(proc, record);
       } catch {
         writeLog(`unparsable result line: ${line}`);

@@ -51,6 +51,7 @@ export interface MasterWorkerAppDefinition {
   master(ctx: AppContext): MasterTask;
   worker(ctx: AppContext, workerId: number): WorkerTask;
   verify?(ctx: Omit<AppContext, 'report'>, results: readonly unknown[]): AppVerdict;
+  describeRecord?(record: unknown): string | undefined;
 }
 
 /** Makes a master/worker application module (see the file's comment). */
@@ -64,6 +65,7 @@ export function defineMasterWorkerApp(def: MasterWorkerAppDefinition): TaskGraph
     linkages: (ctx) => masterWorkerLinkages(ctx.numTasks - 1),
     backupTasks: () => [MASTER_TASK],
     ...(def.verify ? { verify: def.verify.bind(def) } : {}),
+    ...(def.describeRecord ? { describeRecord: def.describeRecord.bind(def) } : {}),
   };
   assertApp(app, 'defineMasterWorkerApp');
   return app;
