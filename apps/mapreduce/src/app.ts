@@ -5,7 +5,10 @@
  *   taskgraph run ./apps/mapreduce/dist/app.js --workers 4 --standbys 1 --coordinator memory://
  *
  * Arguments (`--arg key=value`): splits (M, default 32), reducers (R, default 4),
- * repeat (copies of the corpus, default 1), top (words to show, default 10). The
+ * repeat (copies of the corpus, default 1), top (words to show, default 10), and
+ * pause-map=WORKER (the first incarnation of WORKER, at its first map, reports
+ * `{ pause: 'start' }` and stops its own process with SIGSTOP, as a long GC pause
+ * would stop it mid-map; whoever runs the job sends SIGCONT). The
  * master prints progress lines; `verify` compares the count with a single-process
  * count of the same text and prints `PASS: count exact ...` and the top words.
  */
@@ -13,7 +16,7 @@ import { InvalidArgumentError } from '@taskgraph/api';
 import { defineMasterWorkerApp } from '@taskgraph/core';
 import type { AppContext } from '@taskgraph/core';
 import { MapReduceMaster, MapReduceWorker, brownCorpus, checkMapReduce, describeProgress, mapReduceSplits } from '@taskgraph/workloads';
-import type { MapReduceJobOptions } from '@taskgraph/workloads';
+import type { MapReduceJobOptions, MapReduceWorkerOptions } from '@taskgraph/workloads';
 
 function intArg(ctx: Pick<AppContext, 'args'>, name: string, dflt: number, min: number, max: number): number {
   const v = ctx.args[name];
@@ -25,7 +28,7 @@ function intArg(ctx: Pick<AppContext, 'args'>, name: string, dflt: number, min: 
 
 /** The job's options from the arguments (the same on every node and in `verify`). */
 export function mapReduceOptions(ctx: Pick<AppContext, 'args'>): MapReduceJobOptions {
-  const known = new Set(['splits', 'reducers', 'repeat', 'top']);
+  const known = new Set(['splits', 'reducers', 'repeat', 'top', 'pause-map']);
   for (const k of Object.keys(ctx.args)) if (!known.has(k)) throw new InvalidArgumentError(`mapreduce: unknown --arg ${k} (known: ${[...known].join(', ')})`);
   return {
     splits: intArg(ctx, 'splits', 32, 1, 100_000),
@@ -35,13 +38,32 @@ export function mapReduceOptions(ctx: Pick<AppContext, 'args'>): MapReduceJobOpt
   };
 }
 
+/** The `before` hook of `--arg pause-map=WORKER`: that worker's first incarnation stops its process at its first map. */
+function pauseMap(ctx: AppContext): MapReduceWorkerOptions['before'] {
+  const v = ctx.args['pause-map'];
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`mapreduce: --arg pause-map=${v} must be a worker id`);
+  const worker = Number(v);
+  let paused = false;
+  return (phase, workerId, split, incarnation) => {
+    if (paused || phase !== 'map' || workerId !== worker || incarnation !== 1) return;
+    paused = true;
+    ctx.report({ pause: 'start', worker, split, pid: process.pid });
+    // Stops this whole process right here, mid-map; it goes on when continued.
+    process.kill(process.pid, 'SIGSTOP');
+  };
+}
+
 export const mapReduceApp = defineMasterWorkerApp({
   name: 'mapreduce',
   master: (ctx) => {
     const o = mapReduceOptions(ctx);
     return new MapReduceMaster({ splits: mapReduceSplits(o).splits, reducers: o.reducers, top: o.top, report: (r) => ctx.report(r) });
   },
-  worker: () => new MapReduceWorker({ corpusDir: brownCorpus().dir }),
+  worker: (ctx) => {
+    const before = pauseMap(ctx);
+    return new MapReduceWorker({ corpusDir: brownCorpus().dir, ...(before ? { before } : {}) });
+  },
   verify: (ctx, results) => checkMapReduce(mapReduceOptions(ctx), results),
   describeRecord: describeProgress,
 });

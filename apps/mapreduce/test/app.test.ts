@@ -43,6 +43,7 @@ describe('mapReduceApp', () => {
     expect(mapReduceApp.paradigm).toBe('master-worker');
     expect(mapReduceApp.backupTasks?.(5)).toEqual([0]);
     expect(mapReduceOptions({ args: {} })).toEqual({ splits: 32, reducers: 4, repeat: 1, top: 10 });
+    expect(() => mapReduceApp.taskBuilder(context(3, { 'pause-map': 'x' })).getTask(1)).toThrow('pause-map=x must be a worker id');
   });
 
   it('refuses unknown and bad arguments with a clear message', () => {

@@ -17,6 +17,8 @@ export interface RunOptions {
   readonly standbys: number;
   /** Backups per task (hot standby). Default 0. */
   readonly backups?: number;
+  /** The tasks that get the backups (default: every task). */
+  readonly backupTasks?: readonly number[];
   readonly kind: string;
   readonly builder: (index: number) => TaskBuilder;
   readonly linkTypes: readonly string[];
@@ -34,6 +36,7 @@ export async function runJob(backend: ScenarioBackend, logger: Logger, o: RunOpt
     linkTypes: o.linkTypes,
     standbys: o.standbys,
     backups: o.backups ?? 0,
+    ...(o.backupTasks ? { backupTasks: o.backupTasks } : {}),
     controllerCoordinator,
     resources: (i) => backend.resources(i),
     builder: o.builder,

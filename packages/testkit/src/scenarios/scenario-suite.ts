@@ -20,6 +20,7 @@ import {
   probeLinkages,
 } from './probe-app.js';
 import { jobName, runJob as runJobOn } from './run-job.js';
+import { mapReduceScenarios } from './mapreduce-scenarios.js';
 import { standbyScenarios } from './standby-scenarios.js';
 import type { RunOptions } from './run-job.js';
 
@@ -315,5 +316,6 @@ export function scenarioSuite(test: TestApi, backend: ScenarioBackend): void {
     );
 
     standbyScenarios(test, backend, logger, timeout);
+    mapReduceScenarios(test, backend, logger, timeout);
   });
 }

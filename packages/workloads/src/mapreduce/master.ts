@@ -31,6 +31,8 @@ export type MapReduceRecord =
       readonly reduces: number;
       readonly reexecutions: number;
       readonly masterIncarnation: number;
+      /** True when every change counted here is acknowledged (by the backups and the store). */
+      readonly settled: boolean;
     }
   | {
       readonly kind: 'result';
@@ -76,6 +78,8 @@ export class MapReduceMaster implements MasterTask {
   /** A failure of the master's own bookkeeping (its lease lost while writing, say): run ends with it. */
   private failure: unknown;
   private lastProgress = '';
+  /** State changes applied but not yet acknowledged by the backups and the store. */
+  private unsettled = 0;
 
   constructor(private readonly o: MapReduceMasterOptions) {
     this.state = emptyState(o.splits.length, o.reducers);
@@ -165,6 +169,7 @@ export class MapReduceMaster implements MasterTask {
   /** Applies a change, then ships it to the backups and writes it to the store. */
   private async record(ctx: EpochContext, change: Change): Promise<void> {
     applyChange(this.state, change);
+    this.unsettled++;
     this.progress();
     const store = this.frame.store;
     const writes: Array<Promise<unknown>> = [];
@@ -181,7 +186,12 @@ export class MapReduceMaster implements MasterTask {
         writes.push(store.put(`reduce/${change.result.reducer}`, enc.encode(JSON.stringify(change.result))));
         break;
     }
-    await Promise.all(writes);
+    try {
+      await Promise.all(writes);
+    } finally {
+      this.unsettled--;
+    }
+    this.progress();
   }
 
   /** Gives every idle ready worker a split to map, or (once all are mapped) a reducer. */
@@ -325,6 +335,7 @@ export class MapReduceMaster implements MasterTask {
       reduces: this.state.reduces.length,
       reexecutions: this.state.reexecutions,
       masterIncarnation: this.frame.getIncarnation(),
+      settled: this.unsettled === 0,
     };
     const line = JSON.stringify(record);
     if (line === this.lastProgress) return;

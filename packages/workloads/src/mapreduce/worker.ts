@@ -21,7 +21,7 @@ export interface MapReduceWorkerOptions {
   /** The corpus directory on this machine. */
   readonly corpusDir: string;
   /** Called before each map and reduce starts (tests hold the job at a chosen point with it). */
-  readonly before?: (what: 'map' | 'reduce', workerId: number, id: number) => void | Promise<void>;
+  readonly before?: (what: 'map' | 'reduce', workerId: number, id: number, incarnation: number) => void | Promise<void>;
 }
 
 export class MapReduceWorker implements WorkerTask {
@@ -49,7 +49,7 @@ export class MapReduceWorker implements WorkerTask {
   }
 
   private async map(input: MapInput): Promise<MapOutput> {
-    await this.o.before?.('map', this.frame.getWorkerId(), input.split.id);
+    await this.o.before?.('map', this.frame.getWorkerId(), input.split.id, this.frame.getIncarnation());
     const parts = await countSplit(this.o.corpusDir, input.split, input.reducers);
     let words = 0;
     for (const part of parts) for (const n of part.values()) words += n;
@@ -69,7 +69,7 @@ export class MapReduceWorker implements WorkerTask {
     const ac = new AbortController();
     this.attempts.set(input.attempt, ac);
     try {
-      await this.o.before?.('reduce', this.frame.getWorkerId(), input.reducer);
+      await this.o.before?.('reduce', this.frame.getWorkerId(), input.reducer, this.frame.getIncarnation());
       const merged = new Map<string, number>();
       const queue = [...input.sources];
       const pull = async (source: Source) => {
