@@ -65,6 +65,10 @@ export const mapReduceApp = defineMasterWorkerApp({
     return new MapReduceWorker({ corpusDir: brownCorpus().dir, ...(before ? { before } : {}) });
   },
   verify: (ctx, results) => checkMapReduce(mapReduceOptions(ctx), results),
+  checkArgs: (ctx) => {
+    mapReduceOptions(ctx);
+    pauseMap(ctx);
+  },
   describeRecord: describeProgress,
 });
 

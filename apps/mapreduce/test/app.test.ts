@@ -43,7 +43,8 @@ describe('mapReduceApp', () => {
     expect(mapReduceApp.paradigm).toBe('master-worker');
     expect(mapReduceApp.backupTasks?.(5)).toEqual([0]);
     expect(mapReduceOptions({ args: {} })).toEqual({ splits: 32, reducers: 4, repeat: 1, top: 10 });
-    expect(() => mapReduceApp.taskBuilder(context(3, { 'pause-map': 'x' })).getTask(1)).toThrow('pause-map=x must be a worker id');
+    expect(() => mapReduceApp.taskBuilder(context(3, { 'pause-map': 'x' }))).toThrow('pause-map=x must be a worker id');
+    expect(() => mapReduceApp.taskBuilder(context(3, { splits: '0' }))).toThrow('splits=0');
   });
 
   it('refuses unknown and bad arguments with a clear message', () => {

@@ -32,6 +32,9 @@ import { createReplacing, retryStore, waitForKey } from './store-ops.js';
 import { WatchedPrefix } from './watched-prefix.js';
 import type { PrefixHandlers } from './watched-prefix.js';
 
+/** How long a node that lost its lease waits at most for application handlers still running (their answers are dropped). */
+const HANDLER_DRAIN_MS = 2000;
+
 export type { BootstrapOptions } from './node-options.js';
 export type { NodeStats } from './stats.js';
 
@@ -64,6 +67,7 @@ export class TaskGraphNode implements Bootstrap {
   /** What every incarnation's framework calls back into. */
   private readonly frameworkHost: FrameworkHost;
   private leaving: Promise<void> | undefined;
+  private requests: RequestServer | undefined;
   /** Why the node is leaving (once it is). */
   private leftFor: LeaveReason | undefined;
   private readonly outcome = deferred<NodeOutcome>();
@@ -227,6 +231,7 @@ export class TaskGraphNode implements Bootstrap {
     });
     const server = await transport.listen({ handler: requests.handle, methods: [] });
     this.server = server;
+    this.requests = requests;
     this.logger = this.logger.child({ address: server.address });
     this.stats.writes.node++;
     await createReplacing(
@@ -373,6 +378,8 @@ export class TaskGraphNode implements Bootstrap {
       if (this.server) cleanup.push(this.server.close({ graceMs }));
       cleanup.push(...this.watches.map((w) => w.stop()));
       await Promise.allSettled(cleanup);
+      // Handlers the lease's end caught mid-way (a pause) finish first: their answers are fenced, and counted.
+      if (reason === 'lease-lost') await this.requests?.drain(this.config.clock, HANDLER_DRAIN_MS);
       this.logger.debug('leaving: server and watches stopped');
       if (this.session) await this.endSession(this.session);
       this.phase = 'done';

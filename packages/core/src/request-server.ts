@@ -5,7 +5,8 @@
  * lost its task never answers for it.
  */
 import { DecodeFailedError, EpochChangedError, MethodNotFoundError, NotOwnerError, TaskGraphError } from '@taskgraph/api';
-import type { AnyMethodHandler, EpochContext, InboundRequest } from '@taskgraph/api';
+import type { AnyMethodHandler, Clock, EpochContext, InboundRequest } from '@taskgraph/api';
+import { withTimeout } from './async.js';
 import { INTERNAL_PREFIX } from './replication-wire.js';
 import type { NodeStats } from './stats.js';
 
@@ -30,7 +31,23 @@ export interface RequestServerOptions {
 }
 
 export class RequestServer {
+  /** Application handlers running now (their answers are still to be checked). */
+  private running = 0;
+  private idle: (() => void) | undefined;
+
   constructor(private readonly o: RequestServerOptions) {}
+
+  /**
+   * Resolves once no application handler runs any more, or after `ms`. A node that
+   * leaves waits for this (bounded), so that a handler caught mid-way by the end of
+   * the lease (a pause, say) finishes and has its late answer fenced and counted
+   * before the node reports how it ended.
+   */
+  async drain(clock: Clock, ms: number): Promise<void> {
+    if (this.running === 0) return;
+    const idle = new Promise<void>((resolve) => (this.idle = resolve));
+    await withTimeout(clock, idle, ms);
+  }
 
   /** The transport's handler. */
   readonly handle = async (req: InboundRequest): Promise<Uint8Array> => {
@@ -63,7 +80,13 @@ export class RequestServer {
       if (TaskGraphError.is(err, 'DECODE_FAILED')) throw err;
       throw new DecodeFailedError(`method ${req.method}: cannot decode the input: ${(err as Error).message}`, { cause: err });
     }
-    const output = await handler.handle(epochs.context, input, m.from);
+    let output: unknown;
+    this.running++;
+    try {
+      output = await handler.handle(epochs.context, input, m.from);
+    } finally {
+      if (--this.running === 0) this.idle?.();
+    }
     // Late work is fenced: if the lease or the epoch ended while the handler ran,
     // its answer may be stale and a successor may already be serving.
     if (this.o.served() !== task || this.o.sessionLost()) {

@@ -6,6 +6,7 @@ import { LocalNetwork, createLocalTransport } from '@taskgraph/transport-local';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LocalCluster, defineMethod, masterWorkerBuilder, masterWorkerJob, masterWorkerLinkages, createLogger, nodeResources, servePeer, silentLogger } from '../src/index.js';
 import { masterStorePrefix } from '../src/master-worker/index.js';
+import squaresApp from './fixtures/squares-app.js';
 
 const SQUARE = defineMethod<number, number>('square');
 const FORBIDDEN = defineMethod<number, number>('forbidden');
@@ -245,6 +246,32 @@ describe('master/worker', () => {
     const second = seen.masters.find((m) => m !== first && m.starts.length > 0)!;
     expect(second.starts).toEqual([{ incarnation: 2, promoted: false, seq: 0, doneAtStart: 20 }]);
     expect(finished()?.sum).toBe(expected);
+  });
+});
+
+describe('the README example', () => {
+  it('runs as an application module: the master reports the sum of the squares', async () => {
+    const store = new MemoryStore();
+    const network = new LocalNetwork();
+    const reports: unknown[] = [];
+    const ctx = { numTasks: 3, args: {}, logger: silentLogger, report: (r: unknown) => void reports.push(r) };
+    const job = masterWorkerJob(2);
+    const cluster = new LocalCluster({
+      job: 'readme-squares',
+      numTasks: job.numTasks,
+      linkTypes: squaresApp.linkTypes,
+      standbys: 0,
+      controllerCoordinator: new MemoryCoordinator({ store, namespace: 'tg' }),
+      resources: async () => nodeResources(new MemoryCoordinator({ store, namespace: 'tg' }), await createLocalTransport({ network })),
+      builder: () => squaresApp.taskBuilder(ctx),
+      linkages: () => squaresApp.linkages(ctx),
+      logger: silentLogger,
+    });
+    clusters.push(cluster);
+    await cluster.start();
+    expect((await cluster.waitUntilDone()).state).toBe('done');
+    expect(reports).toEqual([{ sum: 30 }]);
+    expect(squaresApp.paradigm).toBe('master-worker');
   });
 });
 

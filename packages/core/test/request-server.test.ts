@@ -258,4 +258,22 @@ describe('RequestServer', () => {
       await b.close();
     }
   });
+
+  it('drain waits for the handlers still running (their late answers fenced), and no longer than it is given', async () => {
+    const held = gate();
+    const { server, request, state, stats } = setup(() => [serve(double, async (_ctx, n: number) => (await held.promise, n * 2))]);
+    await server.drain(w.clock, 10_000);
+    const run = track(server.handle(request()));
+    await eventually('the handler runs', () => !run.state.settled);
+    state.lost = true;
+    const short = track(server.drain(w.clock, 50));
+    await w.clock.advance(50);
+    await eventually('the short drain gives up', () => short.state.settled);
+    const drained = track(server.drain(w.clock, 60_000));
+    held.open();
+    await drained.promise;
+    expect(run.state.settled).toBe(true);
+    expect(run.state.error).toBeInstanceOf(NotOwnerError);
+    expect(counters(stats)).toEqual({ served: 0, rejectedNotOwner: 0, rejectedEpoch: 0, fencedLateResults: 1 });
+  });
 });

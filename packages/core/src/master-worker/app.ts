@@ -52,6 +52,12 @@ export interface MasterWorkerAppDefinition {
   worker(ctx: AppContext, workerId: number): WorkerTask;
   verify?(ctx: Omit<AppContext, 'report'>, results: readonly unknown[]): AppVerdict;
   describeRecord?(record: unknown): string | undefined;
+  /**
+   * Checks the application's arguments (throw InvalidArgumentError for a bad one):
+   * called when a node's task builder is made, so `taskgraph run` refuses a bad
+   * `--arg` before any node starts.
+   */
+  checkArgs?(ctx: AppContext): void;
 }
 
 /** Makes a master/worker application module (see the file's comment). */
@@ -61,7 +67,10 @@ export function defineMasterWorkerApp(def: MasterWorkerAppDefinition): TaskGraph
     name: def.name,
     paradigm: 'master-worker',
     linkTypes: MASTER_WORKER_LINK_TYPES,
-    taskBuilder: (ctx) => masterWorkerBuilder(ctx.numTasks - 1, { master: () => def.master(ctx), worker: (w) => def.worker(ctx, w) }),
+    taskBuilder: (ctx) => {
+      def.checkArgs?.(ctx);
+      return masterWorkerBuilder(ctx.numTasks - 1, { master: () => def.master(ctx), worker: (w) => def.worker(ctx, w) });
+    },
     linkages: (ctx) => masterWorkerLinkages(ctx.numTasks - 1),
     backupTasks: () => [MASTER_TASK],
     ...(def.verify ? { verify: def.verify.bind(def) } : {}),

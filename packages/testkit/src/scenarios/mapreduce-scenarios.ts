@@ -133,9 +133,10 @@ export function mapReduceScenarios(test: TestApi, backend: ScenarioBackend, logg
         during: async (cluster, gate) => {
           gate.limit.reduce = 0;
           await eventually('a reduce started', () => gate.started.some((s) => s.phase === 'reduce'), wait);
-          // A worker that held map output and is not the one reducing first.
+          // A worker that held map output, not the one reducing first if another did (a worker may join late).
           const reducer = gate.started.find((s) => s.phase === 'reduce')!.workerId;
-          const victim = gate.started.find((s) => s.phase === 'map' && s.workerId !== reducer)!.workerId;
+          const mappers = new Set(gate.started.filter((s) => s.phase === 'map').map((s) => s.workerId));
+          const victim = [...mappers].find((w) => w !== reducer) ?? reducer;
           await cluster.kill(taskOfWorker(victim));
           gate.open('reduce');
         },
@@ -150,6 +151,8 @@ export function mapReduceScenarios(test: TestApi, backend: ScenarioBackend, logg
     async () => {
       const gate = new Gate();
       gate.holdWorker = 1;
+      // Every other map waits too, so worker 1 gets a split however late it joins.
+      gate.limit.map = 0;
       let victim: ClusterNode | undefined;
       await runMapReduce({
         workers: 2,
@@ -168,6 +171,7 @@ export function mapReduceScenarios(test: TestApi, backend: ScenarioBackend, logg
           } finally {
             // The old incarnation now finishes its map: its answer must not count.
             gate.release();
+            gate.open('map');
           }
           const stale = victim;
           await eventually('the old incarnation’s late answer is fenced', () => stale.node.stats.fencedLateResults >= 1, wait);

@@ -33,6 +33,8 @@ export type MapReduceRecord =
       readonly masterIncarnation: number;
       /** True when every change counted here is acknowledged (by the backups and the store). */
       readonly settled: boolean;
+      /** Per worker, how many splits' output it holds. */
+      readonly held: readonly number[];
     }
   | {
       readonly kind: 'result';
@@ -301,6 +303,12 @@ export class MapReduceMaster implements MasterTask {
     this.wake();
   }
 
+  private held(): number[] {
+    const held = Array.from({ length: this.frame.getNumWorkers() }, () => 0);
+    for (const m of this.state.maps) if (m && m.workerId < held.length) held[m.workerId]!++;
+    return held;
+  }
+
   private count(what: 'maps' | 'reduces'): number {
     return this.state[what].filter((x) => x !== null).length;
   }
@@ -336,6 +344,7 @@ export class MapReduceMaster implements MasterTask {
       reexecutions: this.state.reexecutions,
       masterIncarnation: this.frame.getIncarnation(),
       settled: this.unsettled === 0,
+      held: this.held(),
     };
     const line = JSON.stringify(record);
     if (line === this.lastProgress) return;
