@@ -129,6 +129,29 @@ describe('the taskgraph command', () => {
     expect(await run(['job', 'status', 'j1', ...c])).toEqual({ code: 1, out: 'job j1 does not exist' });
   });
 
+  it('master/worker applications take --workers (a job of N + 1 tasks, backups for the master only); task graphs take --tasks', async () => {
+    const c = ['--coordinator', 'memory://cli-mw'];
+    expect(await run(['job', 'create', 'mw1', '--workers', '3', '--backups', '1', '--app', 'mapreduce', ...c])).toEqual({
+      code: 0,
+      out: 'job mw1 ready: 4 tasks, 1 backup of task 0, link types master, workers',
+    });
+    expect((await run(['job', 'status', 'mw1', ...c])).out).toContain('job mw1: running, epoch 0, 4 tasks, 1 backup of task 0, link types master, workers');
+    const tasksForMw = await run(['run', 'mapreduce', '--tasks', '3', ...c]);
+    expect(tasksForMw).toEqual({ code: 2, out: 'taskgraph: mapreduce is a master/worker application: give --workers N (its job has N + 1 tasks: the master and N workers), not --tasks' });
+    const workersForGraph = await run(['run', 'regression', '--workers', '3', ...c]);
+    expect(workersForGraph).toEqual({ code: 2, out: 'taskgraph: regression is a task graph: give --tasks N (--workers is for master/worker applications)' });
+    expect((await run(['job', 'create', 'mw2', '--workers', '3', '--link-types', 'a', ...c])).out).toContain('--workers needs --app');
+    expect((await run(['run', 'mapreduce', '--workers', '2', '--arg', 'reducers=0', ...c])).out).toContain('reducers=0 must be an integer from 1');
+  });
+
+  it('runs mapreduce in-process on memory://: progress lines, then the exact count', async () => {
+    const r = await run(['run', 'mapreduce', '--workers', '3', '--standbys', '1', '--coordinator', 'memory://cli-mr', '--arg', 'splits=8', '--arg', 'reducers=2']);
+    expect(r.out).toMatch(/job mapreduce-\w+: mapreduce, a master and 3 workers \+ 1 standbys, memory:\/\/cli-mr/);
+    expect(r.out).toContain('mapreduce: splits mapped 8/8 | reducers done 2/2 | re-executions 0 | master incarnation 1');
+    expect(r.out).toMatch(/mapreduce: PASS: count exact \(equal to a single-process count\): 1013640 words, 43202 distinct, 8 splits, 2 reducers/);
+    expect(r.code).toBe(0);
+  });
+
   it('runs the regression job in-process on memory:// and verifies the sums', async () => {
     const r = await run(['run', 'regression', '--tasks', '7', '--standbys', '1', '--coordinator', 'memory://cli-run', '--arg', 'epochs=4']);
     expect(r.out).toContain('regression: sums are exact: 0, 21, 42, 63, 84');
