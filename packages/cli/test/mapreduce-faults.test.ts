@@ -97,33 +97,18 @@ describe('mapreduce as OS processes on a real etcd with gRPC', () => {
     return { state, kill };
   }
 
-  it(
-    'a worker SIGKILLed in the map phase: its splits are mapped again elsewhere; exact count',
-    async () => {
+  it.each([
+    ['map', 'its splits are mapped again elsewhere', (p: Progress) => p.mapsDone >= 12 && p.mapsDone < p.maps],
+    ['reduce', 'the map output it held is redone and the reduces re-run', (p: Progress) => p.mapsDone === p.maps && p.reducesDone === 0],
+  ] as const)(
+    'a worker holding map output SIGKILLed in the %s phase: %s; exact count',
+    async (_phase, _outcome, when) => {
       const victim = killOnce();
       const { reexecutions, lines } = await runMapReduce({
         workers: 3,
         standbys: 1,
         onProgress: (p, run, ctl) => {
-          // A worker that holds map output.
-          if (p.masterIncarnation === 1 && p.mapsDone >= 12 && p.mapsDone < p.maps) victim.kill(run, ctl, taskOfWorker(p.held.findIndex((n) => n > 0)));
-        },
-      });
-      expect(victim.state.killed, 'the worker was killed').toBeDefined();
-      expect(reexecutions, lines.join('\n')).toBeGreaterThanOrEqual(1);
-    },
-    TIMEOUT,
-  );
-
-  it(
-    'a worker SIGKILLed in the reduce phase: the map output it held is redone and the reduces re-run; exact count',
-    async () => {
-      const victim = killOnce();
-      const { reexecutions, lines } = await runMapReduce({
-        workers: 3,
-        standbys: 1,
-        onProgress: (p, run, ctl) => {
-          if (p.masterIncarnation === 1 && p.mapsDone === p.maps && p.reducesDone === 0) victim.kill(run, ctl, taskOfWorker(p.held.findIndex((n) => n > 0)));
+          if (p.masterIncarnation === 1 && when(p)) victim.kill(run, ctl, taskOfWorker(p.held.findIndex((n) => n > 0)));
         },
       });
       expect(victim.state.killed, 'the worker was killed').toBeDefined();
