@@ -249,6 +249,72 @@ describe('master/worker', () => {
   });
 });
 
+describe('a worker that announces itself before the master has heard it is the primary', () => {
+  it('is taken in (the master serves as soon as its address is published, before becamePrimary runs): every worker joins', async () => {
+    const store = new MemoryStore();
+    const network = new LocalNetwork();
+    const hellos: string[] = [];
+    let helloAnswered!: () => void;
+    const answered = new Promise<void>((resolve) => (helloAnswered = resolve));
+    // The master's address write is visible to the workers at once, but its answer waits until a worker's hello
+    // was answered: the master serves by then, and its becamePrimary has not run.
+    const coordinator = () =>
+      new Proxy(new MemoryCoordinator({ store, namespace: 'tg' }), {
+        get(target, prop, receiver) {
+          const value: unknown = Reflect.get(target, prop, receiver);
+          if (typeof value !== 'function') return value;
+          if (prop !== 'create') return (value as (...a: unknown[]) => unknown).bind(target);
+          return async (key: string, ...rest: unknown[]) => {
+            const out: unknown = await (value as (...a: unknown[]) => Promise<unknown>).call(target, key, ...rest);
+            if (key.endsWith('/tasks/0/addr')) await answered;
+            return out;
+          };
+        },
+      });
+    const transport = async () => {
+      const t = await createLocalTransport({ network });
+      return new Proxy(t, {
+        get(target, prop, receiver) {
+          const value: unknown = Reflect.get(target, prop, receiver);
+          if (typeof value !== 'function') return value;
+          if (prop !== 'call') return (value as (...a: unknown[]) => unknown).bind(target);
+          return async (...args: unknown[]) => {
+            const call = (value as (...a: unknown[]) => Promise<Uint8Array>).apply(target, args);
+            if (args[1] !== 'tgmw_hello') return call;
+            return call.then(
+              (v) => (hellos.push('ok'), helloAnswered(), v),
+              (e: unknown) => (hellos.push(String(e)), helloAnswered(), Promise.reject(e as Error)),
+            );
+          };
+        },
+      });
+    };
+    const seen: SquaresMaster[] = [];
+    const job = masterWorkerJob(2);
+    const cluster = new LocalCluster({
+      job: 'early-hello',
+      numTasks: job.numTasks,
+      linkTypes: job.linkTypes,
+      standbys: 0,
+      controllerCoordinator: new MemoryCoordinator({ store, namespace: 'tg' }),
+      resources: async () => nodeResources(coordinator(), await transport()),
+      builder: () =>
+        masterWorkerBuilder(2, {
+          master: () => (seen.push(new SquaresMaster(4, false)), seen.at(-1)!),
+          worker: () => new SquaresWorker({ masters: [], workers: [], calls: new Map(), gate: { limit: Infinity, served: 0 } }),
+        }),
+      linkages: () => masterWorkerLinkages(2),
+      node: { sessionTtlMs: 500 },
+      logger: silentLogger,
+    });
+    clusters.push(cluster);
+    await cluster.start();
+    expect((await cluster.waitUntilDone()).state).toBe('done');
+    expect(hellos[0]).toBe('ok');
+    expect(seen[0]!.events.sort()).toEqual(['joined 0@1', 'joined 1@1']);
+  });
+});
+
 describe('the README example', () => {
   it('runs as an application module: the master reports the sum of the squares', async () => {
     const store = new MemoryStore();

@@ -5,7 +5,7 @@
  * time, in order, each once), and runs `run` whenever this node becomes the
  * master's primary: a fresh claim, a cold takeover, or a hot backup's promotion.
  */
-import { InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
+import { InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
 import type {
   AnyMethodHandler,
   BackedUpFramework,
@@ -92,14 +92,7 @@ export class MasterAdapter implements Task {
 
   becamePrimary(ctx: EpochContext, change: RoleChange): void {
     const rt = this.rt!;
-    const roster = new WorkerRoster(this.numWorkers);
-    // The workers live now: a master that takes over may rely on what they hold, so it hears when they fail.
-    for (let w = 0; w < this.numWorkers; w++) {
-      const live = rt.addresses.get(taskOfWorker(w))?.incarnation;
-      if (live !== undefined) roster.seed(w, live);
-    }
-    this.roster = roster;
-    this.events = new CallbackQueue((err) => this.onError(err));
+    this.primaryTerm();
     // A backup of a master that cannot be mirrored holds nothing: its promotion is a cold start.
     const hot = change.promoted && this.snapshot !== undefined;
     const start: MasterStart = { incarnation: change.incarnation, promoted: hot, seq: hot ? change.seq : 0 };
@@ -116,7 +109,7 @@ export class MasterAdapter implements Task {
   }
 
   neighborFailed(_ctx: EpochContext, event: NeighborEvent): void {
-    this.tell(this.roster?.failed(workerOfTask(event.task), event.incarnation) ?? []);
+    this.tell(this.primaryTerm().failed(workerOfTask(event.task), event.incarnation));
   }
 
   async exit(): Promise<void> {
@@ -143,11 +136,28 @@ export class MasterAdapter implements Task {
   /** A worker's call: refused when its incarnation is over, else it counts as the worker announcing itself. */
   private refuse(caller: Caller): void {
     if (caller.role !== 'worker') return;
-    const roster = this.roster;
-    if (!roster) throw new LeaseLostError('this node is not the master’s primary');
-    const events = roster.announce(caller.workerId, caller.incarnation);
+    const events = this.primaryTerm().announce(caller.workerId, caller.incarnation);
     if (!events) throw staleCaller(caller);
     this.tell(events);
+  }
+
+  /**
+   * The roster and the event queue of this node's time as the master's primary, made
+   * at its first need: its `becamePrimary`, or a worker's call or a neighbour event,
+   * which can come first (the node serves as soon as it publishes its address; the
+   * callback that tells it so is queued). A backup serves nothing and hears nothing.
+   */
+  private primaryTerm(): WorkerRoster {
+    if (this.roster) return this.roster;
+    const roster = new WorkerRoster(this.numWorkers);
+    // The workers live now: a master that takes over may rely on what they hold, so it hears when they fail.
+    for (let w = 0; w < this.numWorkers; w++) {
+      const live = this.rt!.addresses.get(taskOfWorker(w))?.incarnation;
+      if (live !== undefined) roster.seed(w, live);
+    }
+    this.roster = roster;
+    this.events = new CallbackQueue((err) => this.onError(err));
+    return roster;
   }
 
   private tell(events: readonly RosterEvent[]): void {
