@@ -40,7 +40,13 @@ export interface MapReduceBenchOptions {
   readonly progress?: (line: string) => void;
 }
 
-export const DEFAULTS: MapReduceBenchOptions = { workers: [1, 2, 4], splits: 32, reducers: 4, rounds: 1 };
+/**
+ * 16 splits of ~13 MB for the 209 MB input: each split costs a dispatch (two hops
+ * between processes and a store write) whose wait grows with the machine's load;
+ * with 32 splits of 6.5 MB it was ~15% of a one-worker map phase on a busy machine.
+ * 16 still gives 4 waves of maps with 4 workers.
+ */
+export const DEFAULTS: MapReduceBenchOptions = { workers: [1, 2, 4], splits: 16, reducers: 4, rounds: 1 };
 
 export type RoundResult = (PlainCountResult | FrameworkRunResult) & { readonly round: number };
 

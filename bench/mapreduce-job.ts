@@ -46,8 +46,15 @@ export interface FrameworkRunResult {
   readonly job_s: number;
   /** Spawn of `taskgraph run` -> the last reduce done: the job plus every process's start-up. */
   readonly end_to_end_s: number;
-  /** Spawn -> the first progress record (the run, etcd sessions, every node process up, the master running). */
+  /** Spawn -> the first progress record (the run, etcd sessions, the master's node process up and running). */
   readonly startup_s: number;
+  /**
+   * How long after the first progress record the last node claimed its task (the
+   * run's `tasks running N/N` line), 0 when all had before: the part of the job in
+   * which a worker's process was still starting. Included in job_s. Null when the
+   * run printed no such line.
+   */
+  readonly workers_late_s: number | null;
   /** First progress record -> every split mapped. */
   readonly map_phase_s: number;
   /** Every split mapped -> every reducer done. */
@@ -66,6 +73,7 @@ export interface FrameworkRunResult {
 
 const PROGRESS = /^mapreduce: splits mapped (\d+)\/(\d+) \| reducers done (\d+)\/(\d+) \| re-executions (\d+)/;
 const PASS = /^mapreduce: (PASS: count exact.*)$/;
+const RUNNING = /^epoch \d+ \| tasks running (\d+)\/(\d+)/;
 
 /** Runs the job once; throws (with the command's output) unless it ends with the PASS line and exit 0. */
 export async function runFramework(o: FrameworkRunOptions): Promise<FrameworkRunResult> {
@@ -82,6 +90,7 @@ export async function runFramework(o: FrameworkRunOptions): Promise<FrameworkRun
   let first: number | undefined;
   let mappedAll: number | undefined;
   let reducedAll: number | undefined;
+  let allRunning: number | undefined;
   let reexecutions = 0;
   let verdict: string | undefined;
   const mappedAt: number[] = [];
@@ -103,6 +112,8 @@ export async function runFramework(o: FrameworkRunOptions): Promise<FrameworkRun
       reexecutions = re;
       return;
     }
+    const running = RUNNING.exec(line);
+    if (running && running[1] === running[2]) allRunning ??= at;
     const v = PASS.exec(line);
     if (v) verdict = v[1];
   });
@@ -127,6 +138,7 @@ export async function runFramework(o: FrameworkRunOptions): Promise<FrameworkRun
     job_s: s(first, reducedAll),
     end_to_end_s: s(spawned, reducedAll),
     startup_s: s(spawned, first),
+    workers_late_s: allRunning === undefined ? null : Math.max(0, s(first, allRunning)),
     map_phase_s: s(first, mappedAll),
     reduce_phase_s: s(mappedAll, reducedAll),
     command_s: s(spawned, ended),

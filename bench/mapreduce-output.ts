@@ -1,11 +1,12 @@
 /**
  * What the map phase produces for `bench:mapreduce`'s projection: the bytes the
  * reducers fetch (every split's partitions, encoded as the mappers encode them),
- * measured by running the mappers' own code (countSplit, then countsCodec) in
+ * measured by running the mappers' own code (countSplitTable, then
+ * encodeTablePartitions) in
  * this process over the job's splits. The time it takes is reported too: the
  * map work of a split without the framework around it.
  */
-import { brownCorpus, countSplit, countsCodec, makeSplits } from '@taskgraph/workloads';
+import { brownCorpus, countSplitTable, encodeTablePartitions, makeSplits } from '@taskgraph/workloads';
 import { round } from './src/load.js';
 
 export interface MapOutputWeight {
@@ -24,8 +25,8 @@ export async function measureMapOutput(o: { readonly splits: number; readonly re
   const perPartition = new Array<number>(o.reducers).fill(0);
   const started = performance.now();
   for (const split of splits) {
-    const parts = await countSplit(corpus.dir, split, o.reducers);
-    parts.forEach((p, r) => (perPartition[r]! += countsCodec.encode(p).byteLength));
+    const parts = encodeTablePartitions(await countSplitTable(corpus.dir, split), o.reducers);
+    parts.forEach((p, r) => (perPartition[r]! += p.byteLength));
   }
   const seconds = (performance.now() - started) / 1000;
   const total = perPartition.reduce((a, b) => a + b, 0);

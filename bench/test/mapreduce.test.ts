@@ -98,6 +98,7 @@ describe('runMapReduceBench', () => {
         'job_s',
         'end_to_end_s',
         'startup_s',
+        'workers_late_s',
         'map_phase_s',
         'reduce_phase_s',
         'command_s',
@@ -117,6 +118,9 @@ describe('runMapReduceBench', () => {
       expect(r.map_phase_s + r.reduce_phase_s).toBeCloseTo(r.job_s, 2);
       expect(r.startup_s + r.job_s).toBeCloseTo(r.end_to_end_s, 2);
       expect(r.command_s).toBeGreaterThanOrEqual(r.end_to_end_s);
+      // Null only when the last worker came so late that the job was done before it claimed its task.
+      if (r.workers_late_s !== null) expect(r.workers_late_s).toBeGreaterThanOrEqual(0);
+      if (r.workers_late_s !== null) expect(r.workers_late_s).toBeLessThanOrEqual(r.job_s);
       expect(r.mapped_at_s.at(-1)).toBeCloseTo(r.map_phase_s, 2);
       expect(r.reduced_at_s.at(-1)).toBeCloseTo(r.job_s, 2);
     }
