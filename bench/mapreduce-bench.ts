@@ -24,6 +24,7 @@ import type { PlainCountResult } from './mapreduce-plain.js';
 import { PROJECTION_BANDWIDTH_BYTES_PER_S, project } from './mapreduce-projection.js';
 import type { PerSplitCosts, ProjectionPoint } from './mapreduce-projection.js';
 import { round } from './src/load.js';
+import { idleCores, readCpuTimes } from './src/machine-idle.js';
 
 /** From the issue: framework time over plain time with one worker; plain time over framework time with two. */
 export const TARGETS = { overhead_1_worker: 1.3, speedup_2_workers: 1.6 } as const;
@@ -48,7 +49,9 @@ export interface MapReduceBenchOptions {
  */
 export const DEFAULTS: MapReduceBenchOptions = { workers: [1, 2, 4], splits: 16, reducers: 4, rounds: 1 };
 
-export type RoundResult = (PlainCountResult | FrameworkRunResult) & { readonly round: number };
+/** The plain count's line, with the machine's idle cores while it ran. */
+export type PlainLine = PlainCountResult & { readonly idle_cores: number | null };
+export type RoundResult = (PlainLine | FrameworkRunResult) & { readonly round: number };
 
 export interface Summary {
   readonly summary: true;
@@ -76,6 +79,8 @@ export interface Summary {
   readonly projection: readonly ProjectionPoint[] | null;
   readonly projection_bandwidth_bytes_per_s: number;
   readonly cores: number;
+  /** Median idle cores of the machine while the plain count and each framework job ran (what other work left free). */
+  readonly idle_cores: Readonly<Record<string, number | null>>;
   /** 1-minute load average before and after: other work on the machine. */
   readonly load_avg_start: number;
   readonly load_avg_end: number;
@@ -103,6 +108,11 @@ function median(values: readonly number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+function medianOrNull(values: ReadonlyArray<number | null>): number | null {
+  const known = values.filter((v): v is number => v !== null);
+  return known.length === 0 ? null : round(median(known), 2);
+}
+
 const ratio = (a: number | undefined, b: number | undefined): number | null => (a === undefined || b === undefined ? null : round(a / b, 3));
 
 /** Runs the benchmark; `onResult` gets each run's line as soon as it is known. */
@@ -117,7 +127,7 @@ export async function runMapReduceBench(
   const loadStart = loadavg()[0]!;
   const repeat = o.repeat ?? repeatsFor(brownCorpus().files, MIN_BENCH_BYTES);
   const results: RoundResult[] = [];
-  const plain: PlainCountResult[] = [];
+  const plain: PlainLine[] = [];
   const framework: FrameworkRunResult[] = [];
   let etcd: EtcdServer | undefined;
   try {
@@ -125,8 +135,10 @@ export async function runMapReduceBench(
     etcd = await startEtcd({ name: 'bench' });
     const id = runId();
     for (let r = 0; r < o.rounds; r++) {
-      const p = runPlainCount({ repeat });
-      progress(`round ${r}: plain count of ${p.bytes} bytes: ${p.seconds} s (${p.mb_per_s} MB/s)`);
+      const cpuBefore = readCpuTimes();
+      const counted = runPlainCount({ repeat });
+      const p: PlainLine = { ...counted, idle_cores: idleCores(cpuBefore, readCpuTimes()) };
+      progress(`round ${r}: plain count of ${p.bytes} bytes: ${p.seconds} s (${p.mb_per_s} MB/s), ${String(p.idle_cores)} idle cores`);
       plain.push(p);
       results.push({ ...p, round: r });
       onResult({ ...p, round: r });
@@ -141,19 +153,24 @@ export async function runMapReduceBench(
           runName: `bench-mr-${id}-r${r}-w${workers}`,
           ...(o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs }),
         });
-        progress(`round ${r}: ${workers} worker(s): job ${f.job_s} s (map ${f.map_phase_s}, reduce ${f.reduce_phase_s}), end to end ${f.end_to_end_s} s; ${f.verdict.slice(0, 60)}...`);
+        progress(
+          `round ${r}: ${workers} worker(s): job ${f.job_s} s (map ${f.map_phase_s}, reduce ${f.reduce_phase_s}), end to end ${f.end_to_end_s} s, ` +
+            `${String(f.idle_cores)} idle cores; ${f.verdict.slice(0, 60)}...`,
+        );
         framework.push(f);
         results.push({ ...f, round: r });
         onResult({ ...f, round: r });
       }
     }
     const plainS = median(plain.map((p) => p.seconds));
+    const idle: Record<string, number | null> = { plain: medianOrNull(plain.map((p) => p.idle_cores)) };
     const jobS: Record<string, number> = {};
     const endS: Record<string, number> = {};
     for (const w of o.workers) {
       const runs = framework.filter((f) => f.workers === w);
       jobS[w] = round(median(runs.map((f) => f.job_s)), 3);
       endS[w] = round(median(runs.map((f) => f.end_to_end_s)), 3);
+      idle[w] = medianOrNull(runs.map((f) => f.idle_cores));
     }
     let costs: Summary['costs'] = null;
     let projection: ProjectionPoint[] | null = null;
@@ -195,6 +212,7 @@ export async function runMapReduceBench(
       projection,
       projection_bandwidth_bytes_per_s: PROJECTION_BANDWIDTH_BYTES_PER_S,
       cores: cpus().length,
+      idle_cores: idle,
       load_avg_start: round(loadStart, 2),
       load_avg_end: round(loadavg()[0]!, 2),
       etcd_version: await readEtcdVersion(etcd.clientUrl),

@@ -17,6 +17,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { InternalError } from '@taskgraph/api';
 import { round } from './src/load.js';
+import { idleCores, readCpuTimes } from './src/machine-idle.js';
+import type { CpuTimes } from './src/machine-idle.js';
 
 const rootDir = fileURLToPath(new URL('..', import.meta.url));
 
@@ -66,6 +68,8 @@ export interface FrameworkRunResult {
   /** The same for reducers done. */
   readonly reduced_at_s: readonly number[];
   readonly reexecutions: number;
+  /** Idle cores of the machine over the job (see machine-idle.ts): what other work left free. */
+  readonly idle_cores: number | null;
   readonly pass: true;
   /** The command's verdict line. */
   readonly verdict: string;
@@ -91,6 +95,8 @@ export async function runFramework(o: FrameworkRunOptions): Promise<FrameworkRun
   let mappedAll: number | undefined;
   let reducedAll: number | undefined;
   let allRunning: number | undefined;
+  let cpuFirst: CpuTimes | null = null;
+  let cpuEnd: CpuTimes | null = null;
   let reexecutions = 0;
   let verdict: string | undefined;
   const mappedAt: number[] = [];
@@ -102,13 +108,19 @@ export async function runFramework(o: FrameworkRunOptions): Promise<FrameworkRun
     const p = PROGRESS.exec(line);
     if (p) {
       const [mapped, maps, reduced, reduces, re] = p.slice(1).map(Number) as [number, number, number, number, number];
-      first ??= at;
+      if (first === undefined) {
+        first = at;
+        cpuFirst = readCpuTimes();
+      }
       const since = (at - first) / 1000;
       // A re-execution takes a count back; the first time a count is reached is what is kept.
       if (mapped > 0 && mappedAt[mapped - 1] === undefined) mappedAt[mapped - 1] = since;
       if (reduced > 0 && reducedAt[reduced - 1] === undefined) reducedAt[reduced - 1] = since;
       if (mapped === maps && mappedAll === undefined) mappedAll = at;
-      if (reduced === reduces && reducedAll === undefined) reducedAll = at;
+      if (reduced === reduces && reducedAll === undefined) {
+        reducedAll = at;
+        cpuEnd = readCpuTimes();
+      }
       reexecutions = re;
       return;
     }
@@ -145,6 +157,7 @@ export async function runFramework(o: FrameworkRunOptions): Promise<FrameworkRun
     mapped_at_s: mappedAt.map((t) => round(t, 3)),
     reduced_at_s: reducedAt.map((t) => round(t, 3)),
     reexecutions,
+    idle_cores: idleCores(cpuFirst, cpuEnd),
     pass: true,
     verdict,
   };

@@ -8,15 +8,16 @@
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '@taskgraph/api';
 import { brownCorpus, plainWordCount } from '@taskgraph/workloads';
 import { DEFAULTS, TARGETS, checkOptions, runMapReduceBench } from '../mapreduce-bench.js';
-import type { RoundResult } from '../mapreduce-bench.js';
+import type { PlainLine, RoundResult } from '../mapreduce-bench.js';
 import { USAGE, UsageError, parseCommandLine } from '../mapreduce-cli.js';
 import type { FrameworkRunResult } from '../mapreduce-job.js';
-import type { PlainCountResult } from '../mapreduce-plain.js';
+import { idleCores, readCpuTimes } from '../src/machine-idle.js';
 import { PROJECTION_BANDWIDTH_BYTES_PER_S, PROJECTION_WORKERS, project } from '../mapreduce-projection.js';
 
 const benchDir = fileURLToPath(new URL('..', import.meta.url));
@@ -66,6 +67,17 @@ describe('helpers', () => {
   });
 });
 
+describe('idle cores', () => {
+  it('is the idle share of the CPU time between two readings, times the CPUs', () => {
+    expect(idleCores({ idle: 100, total: 1000, cpus: 2 }, { idle: 150, total: 1100, cpus: 2 })).toBe(1);
+    expect(idleCores({ idle: 0, total: 0, cpus: 4 }, { idle: 0, total: 400, cpus: 4 })).toBe(0);
+    expect(idleCores({ idle: 0, total: 10, cpus: 2 }, { idle: 0, total: 10, cpus: 2 })).toBeNull();
+    expect(idleCores(null, { idle: 0, total: 10, cpus: 2 })).toBeNull();
+    const now = readCpuTimes();
+    if (process.platform === 'linux') expect(now).toMatchObject({ cpus: cpus().length });
+  });
+});
+
 describe('runMapReduceBench', () => {
   it('runs the job as 1 and 2 worker processes on a real etcd beside the plain count, each run checked', { timeout: 300_000 }, async () => {
     const before = openHandles();
@@ -81,8 +93,9 @@ describe('runMapReduceBench', () => {
     expect(lines.some((l) => l.startsWith('starting etcd'))).toBe(true);
 
     const corpus = brownCorpus();
-    const plain = results[0] as PlainCountResult & { round: number };
+    const plain = results[0] as PlainLine & { round: number };
     expect(plain).toMatchObject({ bench: 'mapreduce', mode: 'plain', repeat: 1, bytes: corpus.files.reduce((a, f) => a + f.bytes, 0) });
+    expect(Object.keys(plain)).toContain('idle_cores');
     const expectedWords = [...plainWordCount(corpus.dir, corpus.files.map((f) => f.name)).values()].reduce((a, b) => a + b, 0);
 
     const runs = results.slice(1) as Array<FrameworkRunResult & { round: number }>;
@@ -105,6 +118,7 @@ describe('runMapReduceBench', () => {
         'mapped_at_s',
         'reduced_at_s',
         'reexecutions',
+        'idle_cores',
         'pass',
         'verdict',
         'round',
@@ -112,6 +126,9 @@ describe('runMapReduceBench', () => {
       expect(r).toMatchObject({ bench: 'mapreduce', mode: 'framework', splits: 3, reducers: 2, repeat: 1, pass: true, reexecutions: 0 });
       // The count the command checked is the plain count of the same text.
       expect(r.verdict).toMatch(new RegExp(`^PASS: count exact .*: ${expectedWords} words, ${plain.distinct_words} distinct, 3 splits, 2 reducers`));
+      // On Linux the machine's idle cores are read from /proc/stat: between none and all of them.
+      expect(r.idle_cores).toBeGreaterThanOrEqual(0);
+      expect(r.idle_cores).toBeLessThanOrEqual(cpus().length + 0.01);
       expect(r.mapped_at_s).toHaveLength(3);
       expect(r.reduced_at_s).toHaveLength(2);
       // The phases tile the job, the job and start-up make the end to end, and the command outlasts it.
@@ -141,6 +158,7 @@ describe('runMapReduceBench', () => {
       targets: TARGETS,
       cores: expect.any(Number) as number,
     });
+    expect(summary.idle_cores).toEqual({ plain: plain.idle_cores, 1: one.idle_cores, 2: two.idle_cores });
     expect(summary.speedup_2_workers).toBeCloseTo(plain.seconds / two.job_s, 2);
     expect(summary.overhead_1_worker).toBeCloseTo(one.job_s / plain.seconds, 2);
     expect(summary.speedup_2_workers_end_to_end).toBeCloseTo(plain.seconds / two.end_to_end_s, 2);
