@@ -2,9 +2,8 @@
  * What the map phase produces for `bench:mapreduce`'s projection: the bytes the
  * reducers fetch (every split's partitions, encoded as the mappers encode them),
  * measured by running the mappers' own code (countSplitTable, then
- * encodeTablePartitions) in
- * this process over the job's splits. The time it takes is reported too: the
- * map work of a split without the framework around it.
+ * encodeTablePartitions) in this process over the job's splits. The time it
+ * takes is reported too: the map work of a split without the framework around it.
  */
 import { brownCorpus, countSplitTable, encodeTablePartitions, makeSplits } from '@taskgraph/workloads';
 import { round } from './src/load.js';
