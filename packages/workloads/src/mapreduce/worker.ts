@@ -8,8 +8,9 @@
 import { InvalidArgumentError, NotFoundError } from '@taskgraph/api';
 import type { EpochContext, WorkerFrame, WorkerTask } from '@taskgraph/api';
 import { servePeer } from '@taskgraph/core';
-import { countSplit } from '../wordcount/corpus.js';
-import { countsCodec } from '../wordcount/counts-codec.js';
+import { countSplitTable } from '../wordcount/corpus.js';
+import { encodeTablePartitions, mergeEncodedCounts } from '../wordcount/table-codec.js';
+import { WordTable } from '../wordcount/word-table.js';
 import { countsDigest, topWords } from '../wordcount/plain.js';
 import { CANCEL, FETCH, MAP, REDUCE } from './protocol.js';
 import type { FetchInput, MapInput, MapOutput, ReduceInput, ReduceResult, Source } from './protocol.js';
@@ -50,10 +51,11 @@ export class MapReduceWorker implements WorkerTask {
 
   private async map(input: MapInput): Promise<MapOutput> {
     await this.o.before?.('map', this.frame.getWorkerId(), input.split.id, this.frame.getIncarnation());
-    const parts = await countSplit(this.o.corpusDir, input.split, input.reducers);
+    const table = await countSplitTable(this.o.corpusDir, input.split);
+    const { size, counts } = table.view();
     let words = 0;
-    for (const part of parts) for (const n of part.values()) words += n;
-    this.outputs.set(input.split.id, parts.map((p) => countsCodec.encode(p)));
+    for (let e = 0; e < size; e++) words += counts[e]!;
+    this.outputs.set(input.split.id, encodeTablePartitions(table, input.reducers));
     return { split: input.split.id, incarnation: this.frame.getIncarnation(), words };
   }
 
@@ -70,11 +72,12 @@ export class MapReduceWorker implements WorkerTask {
     this.attempts.set(input.attempt, ac);
     try {
       await this.o.before?.('reduce', this.frame.getWorkerId(), input.reducer, this.frame.getIncarnation());
-      const merged = new Map<string, number>();
+      // Merged as bytes into one table; a string per distinct word only at the end.
+      const table = new WordTable();
       const queue = [...input.sources];
       const pull = async (source: Source) => {
         const bytes = await this.frame.dataRequest(ctx, source.workerId, FETCH, { split: source.split, reducer: input.reducer, incarnation: source.incarnation }, { signal: ac.signal });
-        for (const [word, n] of countsCodec.decode(bytes)) merged.set(word, (merged.get(word) ?? 0) + n);
+        mergeEncodedCounts(bytes, table);
       };
       const lane = async () => {
         for (let s = queue.shift(); s !== undefined; s = queue.shift()) await pull(s);
@@ -86,6 +89,8 @@ export class MapReduceWorker implements WorkerTask {
         ac.abort();
         throw err;
       }
+      const merged = new Map<string, number>();
+      table.addInto(merged);
       let words = 0;
       for (const n of merged.values()) words += n;
       return { reducer: input.reducer, digest: countsDigest(merged), distinct: merged.size, words, top: topWords(merged, input.top) };

@@ -159,7 +159,12 @@ export async function readSplitText(dir: string, split: Pick<Split, 'files'>): P
 /** The word counts of a split, partitioned by reducer: map r holds the words whose partitionOf is r. */
 export async function countSplit(dir: string, split: Pick<Split, 'files'>, reducers: number): Promise<Map<string, number>[]> {
   checkReducers(reducers);
+  return (await countSplitTable(dir, split)).partitions(reducers);
+}
+
+/** The word counts of a split as the tokenizer's table (a mapper encodes its partitions from it, no string per word). */
+export async function countSplitTable(dir: string, split: Pick<Split, 'files'>): Promise<WordTable> {
   const table = new WordTable();
   await eachFile(dir, split, (bytes) => scanWords(bytes, table));
-  return table.partitions(reducers);
+  return table;
 }

@@ -15,11 +15,12 @@
 import { DecodeFailedError, InvalidArgumentError } from '@taskgraph/api';
 import type { Codec } from '@taskgraph/api';
 
-const MAGIC_0 = 0x57;
-const MAGIC_1 = 0x43;
-const VERSION = 0x01;
-const HEADER = 3;
-const MAX_VARINT_BYTES = 8; // 8 x 7 bits hold 2^53
+// The layout's constants are shared with table-codec.ts, which writes and reads it without strings.
+export const MAGIC_0 = 0x57;
+export const MAGIC_1 = 0x43;
+export const VERSION = 0x01;
+export const HEADER = 3;
+export const MAX_VARINT_BYTES = 8; // 8 x 7 bits hold 2^53
 
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -43,15 +44,7 @@ class Writer {
 
   varint(v: number): void {
     this.ensure(MAX_VARINT_BYTES);
-    const b = this.bytes;
-    let at = this.at;
-    // Division, not shifts: counts may pass 2^31.
-    while (v >= 0x80) {
-      b[at++] = (v % 0x80) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    b[at++] = v;
-    this.at = at;
+    this.at = writeVarint(this.bytes, this.at, v);
   }
 
   word(word: string): void {
@@ -128,21 +121,7 @@ class Reader {
   }
 
   varint(what: string): number {
-    const b = this.bytes;
-    let v = 0;
-    let scale = 1;
-    for (let i = 0; i < MAX_VARINT_BYTES; i++) {
-      if (this.at >= b.length) throw bad(`truncated ${what}`, this.at);
-      const byte = b[this.at++]!;
-      v += (byte & 0x7f) * scale;
-      if (byte < 0x80) {
-        if (byte === 0 && i > 0) throw bad(`non-canonical ${what}`, this.at - 1);
-        if (v > Number.MAX_SAFE_INTEGER) throw bad(`${what} past 2^53 - 1`, this.at - 1);
-        return v;
-      }
-      scale *= 0x80;
-    }
-    throw bad(`${what} longer than ${MAX_VARINT_BYTES} bytes`, this.at);
+    return readVarint(this.bytes, this, what);
   }
 
   word(): string {
@@ -188,7 +167,36 @@ function decodeCounts(bytes: Uint8Array): Map<string, number> {
   return counts;
 }
 
-function bad(message: string, offset: number, cause?: unknown): DecodeFailedError {
+/** Writes `v` (a safe integer >= 0) as a varint at `at` (room for MAX_VARINT_BYTES is the caller's); returns the end. */
+export function writeVarint(b: Uint8Array, at: number, v: number): number {
+  // Division, not shifts: counts may pass 2^31.
+  while (v >= 0x80) {
+    b[at++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  b[at++] = v;
+  return at;
+}
+
+/** Reads a canonical varint at `r.at` and moves `r.at` past it; DecodeFailedError naming `what` when it is not one. */
+export function readVarint(b: Uint8Array, r: { at: number }, what: string): number {
+  let v = 0;
+  let scale = 1;
+  for (let i = 0; i < MAX_VARINT_BYTES; i++) {
+    if (r.at >= b.length) throw bad(`truncated ${what}`, r.at);
+    const byte = b[r.at++]!;
+    v += (byte & 0x7f) * scale;
+    if (byte < 0x80) {
+      if (byte === 0 && i > 0) throw bad(`non-canonical ${what}`, r.at - 1);
+      if (v > Number.MAX_SAFE_INTEGER) throw bad(`${what} past 2^53 - 1`, r.at - 1);
+      return v;
+    }
+    scale *= 0x80;
+  }
+  throw bad(`${what} longer than ${MAX_VARINT_BYTES} bytes`, r.at);
+}
+
+export function bad(message: string, offset: number, cause?: unknown): DecodeFailedError {
   return new DecodeFailedError(`word counts: ${message} (at byte ${offset})`, {
     details: { codec: COUNTS_CODEC_NAME, offset },
     ...(cause === undefined ? {} : { cause }),

@@ -14,6 +14,15 @@ import { checkReducers } from './partition.js';
 
 const INITIAL_CAPACITY = 1 << 12;
 
+export interface WordTableView {
+  readonly size: number;
+  readonly arena: Uint8Array;
+  readonly starts: Int32Array;
+  readonly lengths: Int32Array;
+  readonly hashes: Uint32Array;
+  readonly counts: Float64Array;
+}
+
 export class WordTable {
   /** Entry index + 1 per slot; 0 is an empty slot. */
   private slots = new Int32Array(INITIAL_CAPACITY);
@@ -52,6 +61,41 @@ export class WordTable {
       slot = (slot + 1) & mask;
     }
     this.insert(slot, src, start, len, hash);
+  }
+
+  /**
+   * Adds `count` to the word `src[start..end)`, whose bytes are already as the
+   * table stores them (lower-cased: a key read back from `view()`, say), with
+   * `hash` its FNV-1a hash. Returns the word's entry index (0..size-1), so a caller
+   * can tell a word it has added before.
+   */
+  add(src: Uint8Array, start: number, end: number, hash: number, count: number): number {
+    const len = end - start;
+    let slot = (hash ^ (hash >>> 16)) & this.mask;
+    for (;;) {
+      const e = this.slots[slot]! - 1;
+      if (e < 0) break;
+      if (this.hashes[e] === hash && this.lengths[e] === len && this.sameKey(e, src, start, len)) {
+        this.counts[e]! += count;
+        return e;
+      }
+      slot = (slot + 1) & this.mask;
+    }
+    const e = this.entries;
+    this.insert(slot, src, start, len, hash);
+    this.counts[e] = count;
+    return e;
+  }
+
+  /**
+   * The table's entries as they are stored, for code that writes them out without
+   * a string per word (countsCodec's encodeTablePartitions): entry e is the word
+   * `arena[starts[e] .. starts[e] + lengths[e])`, lower-cased ASCII, with hash
+   * `hashes[e]` and count `counts[e]`, for e in 0..size-1, in the order first seen.
+   * Valid until the table next changes.
+   */
+  view(): WordTableView {
+    return { size: this.entries, arena: this.arena, starts: this.starts, lengths: this.lengths, hashes: this.hashes, counts: this.counts };
   }
 
   private sameKey(e: number, src: Uint8Array, start: number, len: number): boolean {
