@@ -47,7 +47,7 @@ export interface MapReduceBenchOptions {
  * with 32 splits of 6.5 MB it was ~15% of a one-worker map phase on a busy machine.
  * 16 still gives 4 waves of maps with 4 workers.
  */
-export const DEFAULTS: MapReduceBenchOptions = { workers: [1, 2, 4], splits: 16, reducers: 4, rounds: 1 };
+export const DEFAULTS: MapReduceBenchOptions = { workers: [1, 2, 4], splits: 16, reducers: 4, rounds: 3 };
 
 /** The plain count's line, with the machine's idle cores while it ran. */
 export type PlainLine = PlainCountResult & { readonly idle_cores: number | null };

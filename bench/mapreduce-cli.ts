@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULTS, checkOptions, runMapReduceBench } from './mapreduce-bench.js';
 import type { MapReduceBenchOptions } from './mapreduce-bench.js';
 
-export const USAGE = 'usage: bench:mapreduce [--workers 1,2,4] [--splits 16] [--reducers 4] [--repeat k (default: >= 200 MB)] [--rounds 1] [--ttl-ms N]';
+export const USAGE = 'usage: bench:mapreduce [--workers 1,2,4] [--splits 16] [--reducers 4] [--repeat k (default: >= 200 MB)] [--rounds 3] [--ttl-ms N]';
 
 export class UsageError extends Error {}
 

@@ -55,6 +55,13 @@ export interface MapReduceMasterOptions {
   /** How many top words to report. */
   readonly top: number;
   readonly report: (record: MapReduceRecord) => void;
+  /**
+   * The first dispatch waits until this many workers have joined (default: all of
+   * them), or `startWaitMs` (default 10 000) has passed: splits handed out while the
+   * others still start would all go to the first.
+   */
+  readonly startWorkers?: number;
+  readonly startWaitMs?: number;
 }
 
 interface InFlight {
@@ -100,6 +107,7 @@ export class MapReduceMaster implements MasterTask {
     const live = this.frame.getWorkers();
     const gone = this.state.maps.flatMap((m, s) => (m && live[m.workerId]?.incarnation !== m.incarnation ? [s] : []));
     if (gone.length > 0) await this.record(ctx, { kind: 'maps-lost', splits: gone });
+    await this.awaitWorkers(ctx.signal);
     log.info('mapreduce master running', { splits: this.state.maps.length, reducers: this.state.reduces.length, mapsDone: this.count('maps'), reducesDone: this.count('reduces'), promoted: start.promoted });
     this.progress();
     while (this.count('reduces') < this.state.reduces.length) {
@@ -108,6 +116,21 @@ export class MapReduceMaster implements MasterTask {
       await this.changed(ctx.signal);
     }
     this.finish();
+  }
+
+  /** Waits for `startWorkers` workers to join, at most `startWaitMs`. */
+  private async awaitWorkers(signal: AbortSignal): Promise<void> {
+    const want = Math.min(this.o.startWorkers ?? Infinity, this.frame.getNumWorkers());
+    const deadline = Date.now() + (this.o.startWaitMs ?? 10_000);
+    while (this.ready.size < want && Date.now() < deadline) {
+      const timer = setTimeout(() => this.wake(), deadline - Date.now());
+      try {
+        await this.changed(signal);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    if (this.ready.size < want) this.frame.getLogger().warn('starting without every worker', { ready: this.ready.size, wanted: want });
   }
 
   workerJoined(_ctx: EpochContext, e: WorkerEvent): void {
@@ -230,7 +253,10 @@ export class MapReduceMaster implements MasterTask {
             this.frame.getLogger().warn('a map answer from an incarnation that is over is refused', { split, worker: workerId, incarnation: out.incarnation });
             return;
           }
-          await this.record(ctx, { kind: 'map-done', split, done: { workerId, incarnation: out.incarnation, words: out.words } });
+          // The state changes now and the next split goes out at once; the writes finish meanwhile.
+          const recorded = this.record(ctx, { kind: 'map-done', split, done: { workerId, incarnation: out.incarnation, words: out.words } });
+          this.wake();
+          await recorded;
         },
         (err: unknown) => this.failed(job, err),
       )
@@ -246,7 +272,9 @@ export class MapReduceMaster implements MasterTask {
       .then(
         async (result: ReduceResult) => {
           if (!this.end(job) || result.reducer !== reducer) return;
-          await this.record(ctx, { kind: 'reduce-done', result });
+          const recorded = this.record(ctx, { kind: 'reduce-done', result });
+          this.wake();
+          await recorded;
         },
         async (err: unknown) => {
           if (!this.failed(job, err)) return;
