@@ -5,7 +5,7 @@
  * time, in order, each once), and runs `run` whenever this node becomes the
  * master's primary: a fresh claim, a cold takeover, or a hot backup's promotion.
  */
-import { InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
+import { InvalidArgumentError } from '@taskgraph/api';
 import type {
   AnyMethodHandler,
   BackedUpFramework,
@@ -26,25 +26,13 @@ import type {
   WorkerStatus,
 } from '@taskgraph/api';
 import { CallbackQueue } from '../callback-queue.js';
-import { RUNTIME } from '../framework.js';
 import type { RuntimeInternals } from '../framework.js';
+import { endsTheTask, internalsOf } from './runtime-access.js';
 import { FencedMasterStore } from './master-store.js';
 import { callPeer, peerMethod, servePeerMethods, staleCaller } from './peer-calls.js';
 import { WorkerRoster } from './roster.js';
 import type { RosterEvent } from './roster.js';
 import { HELLO, taskOfWorker, workerOfTask } from './wire.js';
-
-/** The errors that mean this node's hold on its task ended (not a failure of the application). */
-export function endsTheTask(err: unknown): boolean {
-  return TaskGraphError.is(err, 'EPOCH_CHANGED', 'ABORTED', 'CLOSED', 'LEASE_LOST', 'JOB_DONE');
-}
-
-/** The framework's runtime side, which master/worker needs (it runs on TaskGraph's core only). */
-export function internalsOf(fw: BackedUpFramework, who: string): RuntimeInternals {
-  const withRuntime = fw as BackedUpFramework & { [RUNTIME]?: () => RuntimeInternals };
-  if (typeof withRuntime[RUNTIME] !== 'function') throw new InvalidArgumentError(`${who} runs on the TaskGraph core runtime only`);
-  return withRuntime[RUNTIME]();
-}
 
 export class MasterAdapter implements Task {
   methods: readonly AnyMethodHandler[] = [];

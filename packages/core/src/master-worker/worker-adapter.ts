@@ -7,7 +7,7 @@
 import { InvalidArgumentError } from '@taskgraph/api';
 import type { AnyMethodHandler, BackedUpFramework, EpochContext, Logger, MethodSpec, NeighborEvent, NotifyOptions, Task, WorkerFrame, WorkerTask } from '@taskgraph/api';
 import type { RuntimeInternals } from '../framework.js';
-import { endsTheTask, internalsOf } from './master-adapter.js';
+import { endsTheTask, internalsOf } from './runtime-access.js';
 import { callPeer, servePeerMethods } from './peer-calls.js';
 import { HELLO, MASTER_TASK, taskOfWorker, workerOfTask } from './wire.js';
 
