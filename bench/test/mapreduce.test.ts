@@ -201,7 +201,7 @@ describe('the command', () => {
   }
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', { timeout: 120_000 }, async () => {
-    const { code, stdout, stderr } = await runCli(['--workers', '1', '--splits', '2', '--reducers', '1', '--repeat', '1']);
+    const { code, stdout, stderr } = await runCli(['--workers', '1', '--splits', '2', '--reducers', '1', '--repeat', '1', '--rounds', '1']);
     expect(code, stderr).toBe(0);
     const lines = stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(3);
