@@ -1,5 +1,5 @@
 /** MapReduce word count on the master/worker paradigm (see master.ts and worker.ts). */
-export { MapReduceMaster } from './master.js';
+export { MAX_FAILURES, MapReduceMaster } from './master.js';
 export type { MapReduceMasterOptions, MapReduceRecord } from './master.js';
 export { MapReduceWorker } from './worker.js';
 export type { MapReduceWorkerOptions } from './worker.js';

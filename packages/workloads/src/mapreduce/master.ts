@@ -12,7 +12,7 @@
  * `update()`, and written to the master store for a cold successor, which also
  * drops the outputs of workers that died meanwhile.
  */
-import { TaskGraphError } from '@taskgraph/api';
+import { ApplicationError, TaskGraphError } from '@taskgraph/api';
 import type { EpochContext, MasterFrame, MasterStart, MasterTask, UpdateLog, WorkerEvent } from '@taskgraph/api';
 import type { Split } from '../wordcount/corpus.js';
 import { CANCEL, MAP, REDUCE } from './protocol.js';
@@ -75,6 +75,8 @@ interface InFlight {
 }
 
 const enc = new TextEncoder();
+/** After this many failed attempts in a row at one piece of work, the master gives up with an ApplicationError. */
+export const MAX_FAILURES = 10;
 
 export class MapReduceMaster implements MasterTask {
   private frame!: MasterFrame;
@@ -87,6 +89,8 @@ export class MapReduceMaster implements MasterTask {
   /** A failure of the master's own bookkeeping (its lease lost while writing, say): run ends with it. */
   private failure: unknown;
   private lastProgress = '';
+  /** Failed attempts per piece of work (`map/<s>`, `reduce/<r>`), since its last success. */
+  private readonly failures = new Map<string, number>();
   /** State changes applied but not yet acknowledged by the backups and the store. */
   private unsettled = 0;
 
@@ -194,6 +198,8 @@ export class MapReduceMaster implements MasterTask {
   /** Applies a change, then ships it to the backups and writes it to the store. */
   private async record(ctx: EpochContext, change: Change): Promise<void> {
     applyChange(this.state, change);
+    if (change.kind === 'map-done') this.failures.delete(`map/${change.split}`);
+    if (change.kind === 'reduce-done') this.failures.delete(`reduce/${change.result.reducer}`);
     this.unsettled++;
     this.progress();
     const store = this.frame.store;
@@ -322,7 +328,13 @@ export class MapReduceMaster implements MasterTask {
   private failed(job: InFlight, err: unknown): boolean {
     if (!this.end(job)) return false;
     if (TaskGraphError.is(err, 'EPOCH_CHANGED', 'CLOSED', 'LEASE_LOST')) throw err;
-    this.frame.getLogger().warn(`a ${job.kind} failed; it goes back to the queue`, { id: job.id, worker: job.workerId, error: (err as Error).message });
+    const key = `${job.kind}/${job.id}`;
+    const n = (this.failures.get(key) ?? 0) + 1;
+    this.failures.set(key, n);
+    const message = err instanceof Error ? err.message : String(err);
+    // A piece that fails again and again fails for a reason that retrying does not change (a worker's bug, a missing file).
+    if (n >= MAX_FAILURES) throw new ApplicationError(`mapreduce: ${job.kind} ${job.id} failed ${n} times in a row; the last time: ${message}`, { cause: err });
+    this.frame.getLogger().warn(`a ${job.kind} failed; it goes back to the queue`, { id: job.id, worker: job.workerId, failures: n, error: message });
     return true;
   }
 
