@@ -99,7 +99,7 @@ describe('witnessed death: run ends a dead node\'s session on a real etcd', () =
       expect(victim.child.signalCode).toBe('SIGKILL');
       expect(victim.sessionId, 'the node reported its session before it claimed a task').toBeDefined();
       await victim.sessionEnded;
-      expect(lines, lines.join('\n')).toContain(`${victim.nodeId} died (SIGKILL): ended its session ${victim.sessionId} in the store, its task fails over now`);
+      expect(lines, lines.join('\n')).toContain(`${victim.nodeId} died (SIGKILL): ended its session ${victim.sessionId} in the store; what it held fails over now`);
       // The nodes that left cleanly at the end had closed their sessions themselves: nothing to end.
       expect(lines.filter((l) => l.includes(' died (')), lines.join('\n')).toHaveLength(1);
       // The store's view when the task moved: the dead node's record, tied to its session,

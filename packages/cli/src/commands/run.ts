@@ -602,7 +602,7 @@ export class JobRun {
     ]).then(
       (ended) =>
         this.print(
-          ended ? `${proc.nodeId} died (${how}): ended its session ${id} in the store, its task fails over now`
+          ended ? `${proc.nodeId} died (${how}): ended its session ${id} in the store; what it held fails over now`
           : `${proc.nodeId} died (${how}): the store did not confirm the end of its session ${id} within ${END_SESSION_WITHIN_MS} ms; it ends at its TTL`,
         ),
       (err: unknown) => this.print(`${proc.nodeId} died (${how}): could not end its session ${id} (${(err as Error).message}); it ends at its TTL`),
