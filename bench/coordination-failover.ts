@@ -7,7 +7,10 @@
  * watch on `<job>/tasks/0/addr`). Beside it, in alternating repetitions, the bare
  * figure: how long etcd takes to expire a lease of the same TTL once its
  * keepalives stop (grant, put a key with it, keep it alive a while, stop, time
- * until the key's delete event).
+ * until the key's delete event). And, after each of those pairs, the witnessed
+ * failover: the benchmark plays `taskgraph run`, which saw the process exit, and
+ * ends its session at once (`Coordinator.endSession`, the id from the node's
+ * `TG-SESSION` line); timed from the SIGKILL to the standby's address, as above.
  *
  * The node processes run the built CLI (`npm run bench:coordination` builds first),
  * with tsx's loader only for the idle application's TypeScript; the loader costs
@@ -61,6 +64,16 @@ export interface FailoverResult {
     readonly max_s: number;
     readonly samples_s: readonly number[];
   };
+  /** SIGKILL, the exit seen, endSession -> the new owner's address is in etcd: no TTL to wait out. */
+  readonly witnessed: {
+    readonly p50_s: number;
+    readonly max_s: number;
+    readonly samples_s: readonly number[];
+    /** SIGKILL -> the exit seen by this process. */
+    readonly reap_p50_ms: number;
+    /** endSession called -> it resolved (the revoke). */
+    readonly end_session_p50_ms: number;
+  };
   /** framework.p50_s - ttl_s */
   readonly failover_over_ttl_s: number;
   /** bare.p50_s - ttl_s: what etcd alone adds to the TTL. */
@@ -113,6 +126,7 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
 
     const framework: Array<{ total: number; expiry: number; takeover: number }> = [];
     const bare: number[] = [];
+    const witnessed: Array<{ total: number; reap: number; end: number }> = [];
     const ttlS = o.ttlMs / 1000;
 
     const frameworkOnce = async (): Promise<void> => {
@@ -154,6 +168,27 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
       }
     };
 
+    const witnessedOnce = async (): Promise<void> => {
+      const status = await ready();
+      const owner = status.tasks[0]!;
+      const proc = procs.byId(owner.nodeId);
+      if (!proc) throw new InternalError(`task 0 is run by ${String(owner.nodeId)}, which this benchmark did not start`);
+      const sessionId = proc.sessionId;
+      if (sessionId === undefined) throw new InternalError(`${proc.nodeId} runs task 0 but printed no TG-SESSION line`);
+      await sleepMs(200 + Math.random() * (o.ttlMs / 3));
+      const from = addr.events.length;
+      const killedAt = procs.kill(proc);
+      // What `taskgraph run` does: the exit is seen, so the session may be ended now.
+      await proc.exited;
+      const reapedAt = performance.now();
+      await coordinator.endSession(sessionId);
+      const endedAt = performance.now();
+      const put = await addr.next(from, (e) => e.type === 'put' && tokenOf(e.value) !== owner.token, STEP_TIMEOUT_MS, 'a standby to publish the task');
+      witnessed.push({ total: put.at - killedAt, reap: reapedAt - killedAt, end: endedAt - reapedAt });
+      procs.spawn();
+      o.progress(`witnessed failover ${witnessed.length}/${o.repetitions}: ${((put.at - killedAt) / 1000).toFixed(3)} s`);
+    };
+
     for (let i = 0; i < o.repetitions; i++) {
       // Alternating which side goes first, so drift lands on both alike.
       if (i % 2 === 0) {
@@ -163,6 +198,7 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
         await bareOnce(i);
         await frameworkOnce();
       }
+      await witnessedOnce();
     }
 
     const totals = framework.map((f) => f.total / 1000);
@@ -172,6 +208,8 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
       3,
     );
     const takeover = spread(framework.map((x) => x.takeover));
+    const witnessedTotals = witnessed.map((x) => x.total / 1000);
+    const w = spread(witnessedTotals, 3);
     return {
       part: 'failover',
       ttl_s: ttlS,
@@ -188,6 +226,13 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
         takeover_max_ms: takeover.max,
       },
       bare: { p50_s: b.p50, max_s: b.max, samples_s: bare.map((ms) => round(ms / 1000, 3)) },
+      witnessed: {
+        p50_s: w.p50,
+        max_s: w.max,
+        samples_s: witnessedTotals.map((s) => round(s, 3)),
+        reap_p50_ms: spread(witnessed.map((x) => x.reap)).p50,
+        end_session_p50_ms: spread(witnessed.map((x) => x.end)).p50,
+      },
       failover_over_ttl_s: round(f.p50 - ttlS, 3),
       bare_over_ttl_s: round(b.p50 - ttlS, 3),
     };

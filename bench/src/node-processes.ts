@@ -4,7 +4,8 @@
  * application module (TypeScript). What the benchmarks SIGKILL: a process that
  * dies on its own is an error (`checkNoneDied`), one the benchmark killed is not.
  * The loader costs start-up time, which the benchmarks keep outside their timed
- * windows (a replacement is started after each measurement).
+ * windows (a replacement is started after each measurement). Each node's session id
+ * (its `TG-SESSION` line) is kept, for a benchmark that plays the supervisor.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -23,6 +24,8 @@ export interface NodeProcess {
   readonly stderr: string[];
   /** Killed by the benchmark (so its end is no failure). */
   killed: boolean;
+  /** Its store session, from its `TG-SESSION` line, once it has one. */
+  sessionId?: string;
 }
 
 export interface NodeProcessesOptions {
@@ -45,6 +48,7 @@ export interface NodeProcessesOptions {
 }
 
 const RESULT = 'TG-RESULT ';
+const SESSION = 'TG-SESSION ';
 
 export class NodeProcesses {
   readonly all: NodeProcess[] = [];
@@ -62,7 +66,7 @@ export class NodeProcesses {
     for (const [k, v] of Object.entries(o.args ?? {})) args.push('--arg', `${k}=${v}`);
     const child = spawn(process.execPath, args, {
       cwd: rootDir,
-      stdio: ['ignore', o.onResult ? 'pipe' : 'ignore', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, TASKGRAPH_LOG_FORMAT: 'text' },
     });
     const stderr: string[] = [];
@@ -77,25 +81,28 @@ export class NodeProcesses {
     });
     const proc: NodeProcess = { nodeId, child, exited, stderr, killed: false };
     const onResult = o.onResult;
-    if (onResult) {
-      let partial = '';
-      child.stdout!.setEncoding('utf8');
-      child.stdout!.on('data', (chunk: string) => {
-        const lines = (partial + chunk).split('\n');
-        partial = lines.pop()!;
-        for (const line of lines) {
-          if (!line.startsWith(RESULT)) continue;
-          let record: unknown;
-          try {
-            record = JSON.parse(line.slice(RESULT.length));
-          } catch {
-            stderr.push(`(an unreadable result line: ${line.slice(0, 200)})\n`);
-            continue;
-          }
-          onResult(proc, record);
+    let partial = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) {
+        const tag = line.startsWith(SESSION) ? SESSION : line.startsWith(RESULT) && onResult ? RESULT : undefined;
+        if (tag === undefined) continue;
+        let record: unknown;
+        try {
+          record = JSON.parse(line.slice(tag.length));
+        } catch {
+          stderr.push(`(an unreadable ${tag.trim()} line: ${line.slice(0, 200)})\n`);
+          continue;
         }
-      });
-    }
+        if (tag === RESULT) onResult?.(proc, record);
+        else {
+          const id = (record as { sessionId?: unknown } | null)?.sessionId;
+          if (typeof id === 'string') proc.sessionId = id;
+        }
+      }
+    });
     this.all.push(proc);
     return proc;
   }

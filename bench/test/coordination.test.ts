@@ -125,6 +125,10 @@ describe('runCoordination', () => {
     expect(failover.framework.p50_s).toBeGreaterThanOrEqual(failover.framework.expiry_p50_s);
     expect(failover.failover_over_ttl_s).toBeCloseTo(failover.framework.p50_s - 2, 3);
     expect(failover.bare.p50_s).toBeGreaterThan(0);
+    expect(failover.witnessed.samples_s).toHaveLength(1);
+    // Ending the dead owner's session moved the task before its lease could have expired.
+    expect(failover.witnessed.p50_s).toBeLessThan(2);
+    expect(failover.witnessed.p50_s * 1000).toBeGreaterThanOrEqual(failover.witnessed.reap_p50_ms + failover.witnessed.end_session_p50_ms - 1);
 
     const writes = results[2] as StoreWritesResult;
     expect(writes).toMatchObject({ part: 'store_writes', tasks: 3, epochs_counted: 1, answer_ok: true });
@@ -137,6 +141,7 @@ describe('runCoordination', () => {
       summary: true,
       epoch_advance_ratio_64: null,
       failover_over_ttl_s: failover.failover_over_ttl_s,
+      witnessed_failover_s: failover.witnessed.p50_s,
       writes_per_task_epoch: writes.writes_per_task_epoch,
       targets: TARGETS,
       epoch_advance_ratios: { '2': epoch.ratio_p50 },
@@ -144,6 +149,7 @@ describe('runCoordination', () => {
     expect(summary.met).toEqual({
       epoch_advance_ratio_64: false,
       failover_over_ttl_s: failover.failover_over_ttl_s <= 1,
+      witnessed_failover_s: failover.witnessed.p50_s <= 0.2,
       writes_per_task_epoch: writes.writes_per_task_epoch <= 2,
     });
     expect(summary.etcd_version).toMatch(/^\d+\.\d+/);

@@ -161,6 +161,14 @@ export interface Coordinator {
   watch(prefix: string, options: WatchOptions): AsyncIterable<WatchBatch>;
   /** Opens a session kept alive until closed or lost. */
   openSession(options: SessionOptions): Promise<Session>;
+  /**
+   * Ends a session by its id, whichever client opened it: its ephemeral keys are
+   * deleted and its locks released at once, as if its TTL had run out. For a
+   * supervisor that saw the session's process exit: only then is it safe, since a
+   * live owner would go on acting until its own client notices (at its next renewal
+   * at the latest). Idempotent: an unknown or already-ended id resolves.
+   */
+  endSession(id: string): Promise<void>;
   /** Waits until the lock is held by `session`. Locks are fair: first come, first served. */
   acquire(name: string, session: Session, options?: AcquireOptions): Promise<Lock>;
   /** Takes the lock if nobody holds it (nor waits for it); undefined otherwise. */

@@ -1,7 +1,7 @@
 /**
  * The input checks of the Coordinator contract that `@taskgraph/api` does not
  * already have (keys, prefixes, values and TTLs are checked by its `assertValid*`):
- * versions, lock owners, signals. Every one throws InvalidArgumentError.
+ * versions, lock owners, session ids, signals. Every one throws InvalidArgumentError.
  */
 import { InvalidArgumentError, utf8Length } from '@taskgraph/api';
 
@@ -22,6 +22,13 @@ export function assertValidOwner(owner: unknown, maxBytes: number): asserts owne
   if (typeof owner !== 'string' || owner.length === 0) throw new InvalidArgumentError('lock owner must be a non-empty string');
   const n = utf8Length(owner);
   if (n > maxBytes) throw new InvalidArgumentError(`lock owner is ${n} bytes; the limit is ${maxBytes}`);
+}
+
+/** Checks a session id given to endSession: a non-empty string of at most `maxBytes` in UTF-8. */
+export function assertValidSessionId(id: unknown, maxBytes: number): asserts id is string {
+  if (typeof id !== 'string' || id.length === 0) throw new InvalidArgumentError(`endSession: the session id must be a non-empty string, got ${JSON.stringify(id) ?? String(id)}`);
+  const n = utf8Length(id);
+  if (n > maxBytes) throw new InvalidArgumentError(`endSession: the session id is ${n} bytes; the limit is ${maxBytes}`);
 }
 
 /** Checks that `signal` is an AbortSignal (a watch needs one to end it; acquire may have one). */

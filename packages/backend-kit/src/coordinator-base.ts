@@ -7,7 +7,7 @@
  *
  * The order, for every method:
  *   1. input: key / prefix / lock name, value, version, TTL, that the session was
- *      opened here, lock owner, signal types           -> InvalidArgumentError
+ *      opened here, lock owner, session id, signal types -> InvalidArgumentError
  *   2. the coordinator is closed                       -> ClosedError
  *   3. acquire's signal already aborted                -> its abort error
  *   4. the session is lost or closed                   -> LeaseLostError
@@ -46,7 +46,7 @@ import type {
   WatchBatch,
   WatchOptions,
 } from '@taskgraph/api';
-import { assertValidAfter, assertValidOwner, assertValidSignal, assertValidVersion, describeKey } from './checks.js';
+import { assertValidAfter, assertValidOwner, assertValidSessionId, assertValidSignal, assertValidVersion, describeKey } from './checks.js';
 import type { LeaseSession, SessionContext } from './lease-session.js';
 import { silentLogger } from './logger.js';
 import { Stops } from './stops.js';
@@ -136,6 +136,13 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
    * coordinator closed meanwhile.
    */
   protected abstract doOpenSession(ttlMs: number): Promise<S>;
+  /**
+   * Ends a session on the server by its id, whichever client opened it: its
+   * ephemeral keys and locks go now. Resolve as well when the server does not know
+   * the id (or it cannot be an id of this backend): ending is idempotent. Not called
+   * for a live session of this client: the base closes that one itself.
+   */
+  protected abstract doEndSession(id: string): Promise<void>;
   /** `session` was opened here and is live; `signal` has not aborted. Stop waiting on `acquireStops(...)`. */
   protected abstract doAcquire(name: string, session: S, owner: string, signal: AbortSignal | undefined): Promise<Lock>;
   protected abstract doTryAcquire(name: string, session: S, owner: string): Promise<Lock | undefined>;
@@ -244,6 +251,18 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
     }
     if (!session.lost.aborted) this.#sessions.add(session);
     return session;
+  }
+
+  /**
+   * Ends a session by its id. A live session of this client is closed as its owner
+   * would (so its `lost` fires with ClosedError at once); any other id goes to the
+   * backend, whose owning client learns of it the way it learns of an expiry.
+   */
+  async endSession(id: string): Promise<void> {
+    assertValidSessionId(id, this.caps.maxKeyBytes);
+    this.assertOpen(`endSession of ${describeKey(id)}`);
+    for (const own of this.#sessions) if (own.id === id) return own.close();
+    return this.doEndSession(id);
   }
 
   // ---- locks ---------------------------------------------------------------------

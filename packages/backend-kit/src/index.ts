@@ -12,5 +12,5 @@ export type { LeaseSessionInit, LossCause, SessionContext } from './lease-sessio
 export { Stops } from './stops.js';
 export type { Stop } from './stops.js';
 export { Backoff, pause, sleep } from './timing.js';
-export { assertValidAfter, assertValidOwner, assertValidSignal, assertValidVersion, describeKey } from './checks.js';
+export { assertValidAfter, assertValidOwner, assertValidSessionId, assertValidSignal, assertValidVersion, describeKey } from './checks.js';
 export { silentLogger } from './logger.js';

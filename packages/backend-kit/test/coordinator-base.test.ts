@@ -25,6 +25,9 @@ function badCalls(c: ToyCoordinator, s: Session): [string, () => unknown][] {
     ['watch without a signal', () => c.watch('p/', {} as never)],
     ['watch with a non-string after', () => c.watch('p/', { signal: new AbortController().signal, after: 5 as unknown as string })],
     ['openSession with a TTL out of range', () => c.openSession({ ttlMs: 10 })],
+    ['endSession of an empty id', () => c.endSession('')],
+    ['endSession of an id that is no string', () => c.endSession(7 as unknown as string)],
+    ['endSession of an id over the limit', () => c.endSession('s'.repeat(TOY_CAPS.maxKeyBytes + 1))],
     ['acquire of a bad lock name', () => c.acquire('', s)],
     ['acquire with an empty owner', () => c.acquire('l', s, { owner: '' })],
     ['acquire with an owner over the limit', () => c.acquire('l', s, { owner: 'o'.repeat(TOY_CAPS.maxKeyBytes + 1) })],
@@ -65,6 +68,7 @@ describe('CoordinatorBase checks, in one order', () => {
       ['delete', () => c.delete('k', '1')],
       ['deletePrefix', () => c.deletePrefix('k')],
       ['openSession', () => c.openSession({ ttlMs: 1000 })],
+      ['endSession', () => c.endSession('someone-else')],
       ['acquire', () => c.acquire('l', s)],
       ['tryAcquire', () => c.tryAcquire('l', s)],
       ['holder', () => c.holder('l')],
@@ -145,6 +149,24 @@ describe('CoordinatorBase hooks', () => {
     expect(c.calls.at(-1)?.args.slice(0, 3)).toEqual(['l', s, s.id]);
     await c.tryAcquire('l', s, { owner: 'me' });
     expect(c.calls.at(-1)?.args.slice(0, 3)).toEqual(['l', s, 'me']);
+    await c.close();
+  });
+
+  it('endSession of another client\'s id goes to the hook; of a live session of this client, closes it without the hook', async () => {
+    const { c } = setup();
+    await c.endSession('someone-else');
+    expect(c.calls.at(-1)).toEqual({ hook: 'endSession', args: ['someone-else'] });
+    const s = await c.openSession({ ttlMs: 1000 });
+    const other = await c.openSession({ ttlMs: 1000 });
+    const before = c.hooks.length;
+    await c.endSession(s.id);
+    expect(c.hooks.length).toBe(before);
+    expect(code(s.lost.reason)).toBe('CLOSED');
+    expect(other.lost.aborted).toBe(false);
+    expect(c.openSessions).toBe(1);
+    // Once closed it is no longer this client's live session: ending it again is the backend's no-op.
+    await c.endSession(s.id);
+    expect(c.calls.at(-1)).toEqual({ hook: 'endSession', args: [s.id] });
     await c.close();
   });
 

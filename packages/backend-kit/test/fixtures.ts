@@ -194,6 +194,10 @@ export class ToyCoordinator extends CoordinatorBase<ScriptedSession> {
     return new ScriptedSession(this.sessionContext, { id: `toy-${++this.#sessionSeq}`, ttlMs, sentAt });
   }
 
+  protected async doEndSession(id: string): Promise<void> {
+    this.#record('endSession', id);
+  }
+
   protected async doAcquire(name: string, session: ScriptedSession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {
     this.#record('acquire', name, session, owner, signal);
     return new ToyLock(name, owner, 1n);

@@ -327,6 +327,18 @@ export class ConsulCoordinator extends CoordinatorBase<ConsulSession> {
     return answer.status === 200;
   }
 
+  /**
+   * A destroy: Consul deletes the session's keys (behavior "delete") and frees its
+   * lock keys, starting their lock-delay if one is configured (the default is none).
+   * Destroying an id Consul does not know is answered 200 too. The owner hears of it
+   * at its next renewal (404).
+   */
+  protected async doEndSession(id: string): Promise<void> {
+    // Consul's session ids are UUIDs: anything else is no session of Consul's, so already ended.
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return;
+    await this.#destroy(id);
+  }
+
   async #destroy(id: string): Promise<void> {
     await this.#call({ method: 'PUT', path: `/v1/session/destroy/${encodeURIComponent(id)}`, write: true, what: `destroy of session ${id}` }, [200]);
   }

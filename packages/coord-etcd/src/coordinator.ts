@@ -332,6 +332,17 @@ export class EtcdCoordinator extends CoordinatorBase<EtcdSession> {
     return new EtcdSession(this.sessionContext, this.#sessionHost, res.ID, Number(res.TTL) * 1000, sentAt);
   }
 
+  /**
+   * A revoke: etcd deletes the lease's keys (and so its locks' waiter keys) in one
+   * revision. The owner hears of it at its next keepalive (TTL 0) or write.
+   */
+  protected async doEndSession(id: string): Promise<void> {
+    // Lease ids are decimal int64s: anything else is no lease of etcd's, so already ended.
+    if (!/^[0-9]{1,19}$/.test(id)) return;
+    this.assertOpen(`endSession of ${id}`);
+    await this.#revoke(id);
+  }
+
   /** Revokes a lease; a lease etcd no longer has is already what a revoke wants. */
   async #revoke(id: string): Promise<void> {
     try {

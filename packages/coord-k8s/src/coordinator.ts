@@ -290,6 +290,22 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
     }
   }
 
+  /**
+   * The Lease goes first, so that the owner's next renewal fails and every observer
+   * (the owner's too) sees the session gone; then what the session owned is removed
+   * here, now, rather than by a janitor after a random delay.
+   */
+  protected async doEndSession(id: string): Promise<void> {
+    // Session ids are 20 hex digits (K8sSession.open): anything else names no session of ours.
+    if (!/^[0-9a-f]{20}$/.test(id)) return;
+    try {
+      await this.api.deleteLease(sessionObjectName(this.prefix, id));
+    } catch (err) {
+      if (!TaskGraphError.is(err, 'NOT_FOUND')) throw err;
+    }
+    await this.cleanupSession(id);
+  }
+
   // ---- janitor ----
 
   private async isSessionGone(id: string): Promise<boolean> {

@@ -235,6 +235,11 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     return new MemorySession(this.sessionContext, this.#sessionHost, this.store.openSession(ttlMs), ttlMs, sentAt);
   }
 
+  protected async doEndSession(id: string): Promise<void> {
+    await this.#gate('closeSession', id, id);
+    this.store.closeSession(id);
+  }
+
   // ---- locks ----------------------------------------------------------------
 
   protected async doAcquire(name: string, session: MemorySession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {

@@ -8,6 +8,7 @@
 import { LeaseLostError } from '@taskgraph/api';
 import { Backoff, LeaseSession } from '@taskgraph/backend-kit';
 import type { SessionContext } from '@taskgraph/backend-kit';
+import type { SessionEnd } from './store.js';
 
 /** What a session needs from the memory coordinator that opened it. */
 export interface MemorySessionHost {
@@ -16,7 +17,7 @@ export interface MemorySessionHost {
   /** Ends the session on the store. */
   closeRemote(id: string): Promise<void>;
   /** Subscribes to the store ending the session; returns the unsubscribe function. */
-  onServerEnd(id: string, listener: () => void): () => void;
+  onServerEnd(id: string, listener: (end: SessionEnd) => void): () => void;
   /** False while the client is cut off: it cannot hear the store then. */
   canHear(): boolean;
 }
@@ -29,8 +30,10 @@ export class MemorySession extends LeaseSession {
     const interval = ttlMs / 3;
     super(context, { id, ttlMs, sentAt, renewalName: 'keepalive', retry: new Backoff(interval, interval, () => 1) });
     this.#host = host;
-    const unsubscribe = host.onServerEnd(id, () => {
-      if (host.canHear()) this.lose(new LeaseLostError(`session ${id} expired on the server`));
+    const unsubscribe = host.onServerEnd(id, (end) => {
+      // 'closed' here is another client's endSession: our own close has already aborted `lost`.
+      const how = end === 'expired' ? 'expired on the server' : 'was ended on the server by another client';
+      if (host.canHear()) this.lose(new LeaseLostError(`session ${id} ${how}`));
     });
     if (this.lost.aborted) unsubscribe();
     else this.lost.addEventListener('abort', unsubscribe, { once: true });

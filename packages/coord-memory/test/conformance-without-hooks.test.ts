@@ -19,6 +19,7 @@ function asCoalescing(inner: MemoryCoordinator): Coordinator {
     deletePrefix: (prefix) => inner.deletePrefix(prefix),
     watch: (prefix, options) => inner.watch(prefix, options),
     openSession: (options) => inner.openSession(options),
+    endSession: (id) => inner.endSession(id),
     acquire: (name, session, options) => inner.acquire(name, session, options),
     tryAcquire: (name, session, options) => inner.tryAcquire(name, session, options),
     holder: (name) => inner.holder(name),

@@ -26,6 +26,12 @@ export interface BootstrapOptions {
   readonly drainMs?: number;
   readonly clock?: Clock;
   readonly logger?: Logger;
+  /**
+   * Called with the id of the node's session once it is open, before the node
+   * claims anything: a supervisor that sees this node's process die may then end
+   * the session at once (`Coordinator.endSession`) instead of waiting out its TTL.
+   */
+  readonly onSession?: (sessionId: string) => void;
 }
 
 /** The options with every default applied. */
@@ -40,6 +46,7 @@ export interface NodeConfig {
   readonly attemptTimeoutMs: number;
   readonly maxMetaBytes: number;
   readonly drainMs: number;
+  readonly onSession: ((sessionId: string) => void) | undefined;
 }
 
 export function nodeConfig(options: BootstrapOptions): NodeConfig {
@@ -58,6 +65,7 @@ export function nodeConfig(options: BootstrapOptions): NodeConfig {
     attemptTimeoutMs: positive(options.attemptTimeoutMs, 10_000, 'attemptTimeoutMs'),
     maxMetaBytes: positive(options.maxMetaBytes, 1024, 'maxMetaBytes'),
     drainMs: positive(options.drainMs, 2000, 'drainMs', true),
+    onSession: options.onSession,
   };
 }
 

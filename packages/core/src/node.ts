@@ -204,6 +204,7 @@ export class TaskGraphNode implements Bootstrap {
     });
     this.session = session;
     session.lost.addEventListener('abort', () => this.onLeaseLost(session.lost.reason), { once: true });
+    this.config.onSession?.(session.id);
     const specKey = keys.spec(job);
     const specEntry = await waitForKey(coordinator, specKey, {
       clock,

@@ -53,6 +53,28 @@ describe('node lifecycle and input checks', () => {
     await expect(run).resolves.toEqual({ reason: 'stopped', taskId: 0 });
   });
 
+  it('reports its session id before it claims anything; ending that session from another client fails its task over to a standby', async () => {
+    w = world();
+    await w.controller().createJob({ numTasks: 1, linkTypes: LINKS });
+    const seen: Array<{ id: string; task: number | undefined }> = [];
+    const { node } = await w.node(() => recordingTask([]), { onSession: (id) => seen.push({ id, task: node.currentTask }) }, 1);
+    const run = node.start();
+    await eventually('task claimed', () => node.currentTask === 0);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]?.task).toBeUndefined();
+    const id = seen[0]!.id;
+    expect(w.store.hasSession(id)).toBe(true);
+    const { node: standby } = await w.node(() => recordingTask([]), {}, 1);
+    const standbyRun = standby.start();
+    await eventually('the standby waits', () => standby.state === 'standby');
+    // What a supervisor does when it saw the node's process die: no TTL to wait out.
+    await w.coordinator().endSession(id);
+    await expect(run).resolves.toMatchObject({ reason: 'lease-lost' });
+    await eventually('the standby took the task over', () => standby.currentTask === 0);
+    await standby.stop();
+    await standbyRun;
+  });
+
   it('refuses a link type the job does not declare', async () => {
     w = world();
     await w.controller().createJob({ numTasks: 1, linkTypes: ['Parents'] });

@@ -145,6 +145,10 @@ export class FlakyCoordinator implements Coordinator {
     return this.inner.openSession(options);
   }
 
+  endSession(id: string): Promise<void> {
+    return this.inner.endSession(id);
+  }
+
   acquire(name: string, session: Session, options?: AcquireOptions): Promise<Lock> {
     return this.inner.acquire(name, session, options);
   }

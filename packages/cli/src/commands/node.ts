@@ -2,7 +2,9 @@
  * `taskgraph node <app>`: runs one node of a job in this process, until the job is
  * done, the node is killed or stopped (SIGTERM leaves gracefully), or it fails.
  * Results the application reports are printed as `TG-RESULT <json>` lines and the
- * outcome as one `TG-OUTCOME <json>` line on stdout; logs go to stderr, with the
+ * outcome as one `TG-OUTCOME <json>` line on stdout; the node's store session, once
+ * open and before the node claims anything, as one `TG-SESSION {"nodeId","sessionId"}`
+ * line, for the supervisor alone (see `run`); logs go to stderr, with the
  * configured URLs' passwords masked. A configuration error (a TTL the store refuses,
  * an address that cannot be bound, a bad argument) exits with EXIT.usage, so a
  * supervisor knows a restart would fail the same way.
@@ -73,6 +75,8 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
       logger,
       ...(o.nodeId ? { nodeId: o.nodeId } : {}),
       ...(o.config.sessionTtlMs ? { sessionTtlMs: o.config.sessionTtlMs } : {}),
+      // On stdout, a pipe only the parent reads (synchronous on Linux: the line is out before the claim starts).
+      onSession: (sessionId) => print('TG-SESSION', { nodeId: node.nodeId, sessionId }),
     });
     node.setTaskBuilder(app.taskBuilder(ctx));
     for (const [lt, topo] of Object.entries(app.linkages(ctx))) node.addLinkage(lt, topo);

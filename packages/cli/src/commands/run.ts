@@ -12,6 +12,13 @@
  * interrupt (`interrupt()`, SIGINT/SIGTERM from the command) stops every node
  * gracefully, then kills what is left after the grace period. The coordinator URL
  * reaches node processes through their environment, never their command line.
+ *
+ * Witnessed death: a node process that exits other than cleanly (a signal, a
+ * crash, any exit code but 0) has its store session ended by the run at once
+ * (`Coordinator.endSession`, the id from its `TG-SESSION` line), so its task fails
+ * over now instead of after the TTL. Only the run may do this: it saw the process
+ * exit, so nothing can still act under that session. A store that cannot be
+ * reached in time leaves the session to its TTL, as without a supervisor.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -35,6 +42,9 @@ import { STOP_WITH_PARENT_ENV } from './node.js';
 
 /** How long stopped nodes have to leave gracefully before they are killed. */
 export const DEFAULT_GRACE_MS = 10_000;
+
+/** How long the run tries to end a dead node's session before leaving it to its TTL. */
+const END_SESSION_WITHIN_MS = 5_000;
 
 export interface RunOptions {
   readonly app: string;
@@ -81,6 +91,10 @@ export interface NodeProcess {
   readonly logFile: string;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   outcome?: Record<string, unknown>;
+  /** The node's store session, from its `TG-SESSION` line (none before it opened one). */
+  sessionId?: string;
+  /** Settles once the run is done ending the session of this process after it died (never rejects). */
+  sessionEnded?: Promise<void>;
 }
 
 export interface RunResult {
@@ -148,6 +162,8 @@ export class JobRun {
   private finished = false;
   private readonly stopAll = new AbortController();
   private readonly live = new Set<Supervised>();
+  /** Sessions of dead nodes being ended: the run's coordinator closes only after them. */
+  private readonly endingSessions = new Set<Promise<void>>();
   private pendingRestarts = 0;
   private started = 0;
   private earlyEnd: EarlyEnd | undefined;
@@ -275,6 +291,7 @@ export class JobRun {
       this.finished = true;
       this.stopAll.abort();
       await this.stopNodes();
+      await Promise.all([...this.endingSessions]);
       if (created && !this.o.keepJob) await this.controller.destroy().catch(() => undefined);
       await this.coordinator.close().catch(() => undefined);
     }
@@ -515,6 +532,8 @@ export class JobRun {
     createInterface({ input: child.stdout! }).on('line', (line) => this.onNodeLine(proc, line, writeLog, (l) => (lastLine = l)));
     const ended = proc.exited.then(({ code, signal }): NodeEnd => {
       log.end(`-- exited with ${signal ?? code}\n`);
+      // A clean exit closed its session itself; any other may have left it holding a task.
+      if (code !== EXIT.ok) proc.sessionEnded = this.endDeadSession(proc, signal ?? `code ${code}`);
       if (code === EXIT.ok) return { kind: 'left' };
       if (code === EXIT.usage) {
         const error = proc.outcome?.['error'];
@@ -548,6 +567,10 @@ export class JobRun {
       } catch {
         writeLog(`unparsable result line: ${line}`);
       }
+    } else if (line.startsWith('TG-SESSION ')) {
+      const sessionId = sessionIdOf(line.slice(11), proc.nodeId);
+      if (sessionId === undefined) writeLog(`unparsable session line: ${line}`);
+      else proc.sessionId = sessionId;
     } else if (line.startsWith('TG-OUTCOME ')) {
       try {
         proc.outcome = JSON.parse(line.slice(11)) as Record<string, unknown>;
@@ -558,6 +581,37 @@ export class JobRun {
       setLast(line);
       writeLog(line);
     }
+  }
+
+  /**
+   * Ends the store session of a node process that exited, so its task fails over
+   * now. Safe only because the process is gone: the 'close' event this follows
+   * comes after the OS reaped it. Bounded and never throwing: if the store does not
+   * answer in time, the session ends at its TTL as it would have anyway.
+   */
+  private endDeadSession(proc: NodeProcess, how: string): Promise<void> {
+    const id = proc.sessionId;
+    if (id === undefined) return Promise.resolve();
+    const timer = new AbortController();
+    const work = Promise.race([
+      this.coordinator.endSession(id).then(() => true),
+      sleep(systemClock, END_SESSION_WITHIN_MS, timer.signal).then(
+        () => false,
+        () => false,
+      ),
+    ]).then(
+      (ended) =>
+        this.print(
+          ended ? `${proc.nodeId} died (${how}): ended its session ${id} in the store; what it held fails over now`
+          : `${proc.nodeId} died (${how}): the store did not confirm the end of its session ${id} within ${END_SESSION_WITHIN_MS} ms; it ends at its TTL`,
+        ),
+      (err: unknown) => this.print(`${proc.nodeId} died (${how}): could not end its session ${id} (${(err as Error).message}); it ends at its TTL`),
+    ).finally(() => {
+      timer.abort();
+      this.endingSessions.delete(work);
+    });
+    this.endingSessions.add(work);
+    return work;
   }
 
   /** Asks every live node to leave, waits the grace period, then kills those left. */
@@ -596,6 +650,16 @@ async function endedWithin(nodes: readonly Supervised[], ms: number): Promise<bo
     ]);
   } finally {
     timer.abort();
+  }
+}
+
+/** The session id of a `TG-SESSION` line's JSON, if it is one and names this node. */
+function sessionIdOf(json: string, nodeId: string): string | undefined {
+  try {
+    const v = JSON.parse(json) as { nodeId?: unknown; sessionId?: unknown };
+    return v.nodeId === nodeId && typeof v.sessionId === 'string' && v.sessionId !== '' ? v.sessionId : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -106,12 +106,13 @@ export function lifecycleTests(test: DefineTest, options: CoordinatorSuiteOption
       ['delete', () => c.delete('k', v)],
       ['deletePrefix', () => c.deletePrefix('k')],
       ['openSession', () => c.openSession({ ttlMs: options.sessionTtlMs })],
+      ['endSession', () => c.endSession(s.id)],
       ['acquire', () => c.acquire('l', s)],
       ['tryAcquire', () => c.tryAcquire('l', s)],
       ['holder', () => c.holder('l')],
     ];
     for (const [name, call] of calls) await rejectsWith(call, ['CLOSED', 'LEASE_LOST'], `${name} after close`);
-    for (const [name, call] of calls.slice(0, 7)) await rejectsWith(call, 'CLOSED', `${name} after close`);
+    for (const [name, call] of calls.slice(0, 8)) await rejectsWith(call, 'CLOSED', `${name} after close`);
     const outcome = await watchOutcome(c, 'k', t.controller().signal);
     if (outcome !== undefined) assertCode(outcome, 'CLOSED', 'a watch on a closed coordinator');
     await c.close();

@@ -89,6 +89,46 @@ export function sessionTests(test: DefineTest, options: CoordinatorSuiteOptions)
     assert.equal(s2.lost.aborted, false);
   });
 
+  test('endSession from a second client: the session\'s keys and locks are gone when it resolves, its owner is told, and ending again or an unknown id is a no-op', async (t) => {
+    const c = await t.client();
+    const other = await t.client();
+    const s = await c.openSession({ ttlMs: t.options.sessionTtlMs });
+    await c.create('ended/a', bytes('a'), { session: s });
+    await c.create('ended/plain', bytes('p'));
+    const lock = await c.acquire('ended-lock', s);
+    await other.endSession(s.id);
+    // No waiting: a supervisor that ends a dead node's session counts on its tasks being free now.
+    assert.equal(await other.get('ended/a'), undefined, 'the ephemeral key is gone when endSession resolves');
+    assert.equal(await other.holder('ended-lock'), undefined, 'the lock is free when endSession resolves');
+    assert.ok(await other.get('ended/plain'), 'a key without a session stays');
+    const s2 = await other.openSession({ ttlMs: t.options.sessionTtlMs });
+    const next = await other.tryAcquire('ended-lock', s2);
+    assert.ok(next, 'another session takes the freed lock at once');
+    assert.ok(next.token > lock.token, `the fencing token rises: ${next.token} > ${lock.token}`);
+    // The owner hears of it like of an expiry: at its next renewal at the latest.
+    await eventually('the owner\'s session.lost fires', () => s.lost.aborted, { timeoutMs: expiryBound(t, s.ttlMs, 1) });
+    assertCode(s.lost.reason, 'LEASE_LOST', 'the lost reason after endSession by another client');
+    assert.equal(lock.lost.aborted, true, 'the owner\'s lock is lost with its session');
+    await rejectsWith(() => c.create('ended/b', bytes('b'), { session: s }), 'LEASE_LOST', 'create with the ended session');
+    await other.endSession(s.id);
+    await other.endSession('no-such-session');
+    await c.endSession(s.id);
+    assert.equal(s2.isLost(), false, 'ending other ids leaves a live session alone');
+    assert.equal((await other.holder('ended-lock'))?.token, next.token);
+    await s.close();
+  }, test.settings.ttlTimeout(3));
+
+  test('endSession of a live session by its own client closes it: lost fires with Closed, its keys go', async (t) => {
+    const c = await t.client();
+    const observer = await t.client();
+    const s = await c.openSession({ ttlMs: t.options.sessionTtlMs });
+    await c.create('own/a', bytes('a'), { session: s });
+    await c.endSession(s.id);
+    assert.equal(s.lost.aborted, true, 'lost fires when endSession resolves');
+    assertCode(s.lost.reason, 'CLOSED', 'the lost reason after endSession by the owner');
+    await eventually('the ephemeral key is gone', async () => (await observer.get('own/a')) === undefined, t.settings.patience);
+  });
+
   if (options.expireSession) {
     test('a session expired on the server: lost fires with LeaseLost, its keys vanish, create with it rejects', async (t) => {
       const c = await t.client();
