@@ -10,16 +10,33 @@
  *   <job>/tasks/<id>/addr                      ephemeral {nodeId, address, token, incarnation}: the primary
  *   <job>/tasks/<id>/incarnation               how many times the task was claimed
  *   <job>/tasks/<id>/backups/<slot>            ephemeral {nodeId, address, token, slot, state, primaryToken?}: a backup
- *   <job>/meta/<to>/<epoch>/<from>/<linkType>  ephemeral (sender's session) {metas: [...]}
+ *   <job>/meta/<to>/<gen>/<epoch>/<from>/<linkType>
+ *                                              ephemeral (sender's session) {token, metas: [...]};
+ *                                              gen = floor(epoch / META_GENERATION_EPOCHS)
  *   lock <job>/tasks/<id>                      held by the task's primary; token = fencing token
  *   lock <job>/tasks/<id>/backup-slot/<slot>   held by one backup of the task (slots 0..backups-1)
  *
  * `epoch` and `status` live under `state/` and meta is keyed by receiver first, so a
  * node watches exactly what concerns it: `state/`, `tasks/` and its own `meta/<id>/`.
+ * Meta records are grouped in generations of META_GENERATION_EPOCHS epochs so that a
+ * receiver clears its old ones with one prefix delete per generation rather than one
+ * per epoch (format 2; format 1 had no generation level).
  */
 import { DecodeFailedError, InvalidArgumentError } from '@taskgraph/api';
 
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+
+/**
+ * Epochs per meta generation. A receiver deletes its metas one whole generation at a
+ * time, once the epoch has left it: 1/16 of a store write per task per epoch, and at
+ * most two generations (32 epochs) of metas in the store per receiver.
+ */
+export const META_GENERATION_EPOCHS = 16;
+
+/** The meta generation `epoch` belongs to. */
+export function metaGeneration(epoch: number): number {
+  return Math.floor(epoch / META_GENERATION_EPOCHS);
+}
 
 const JOB_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const LINK_TYPE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
@@ -70,8 +87,9 @@ export const keys = {
   backups: (job: string, task: number) => `${job}/tasks/${task}/backups/`,
   backup: (job: string, task: number, slot: number) => `${job}/tasks/${task}/backups/${slot}`,
   metaFor: (job: string, to: number) => `${job}/meta/${to}/`,
-  metaEpoch: (job: string, to: number, epoch: number) => `${job}/meta/${to}/${epoch}/`,
-  meta: (job: string, to: number, epoch: number, from: number, linkType: string) => `${job}/meta/${to}/${epoch}/${from}/${linkType}`,
+  metaGeneration: (job: string, to: number, generation: number) => `${job}/meta/${to}/${generation}/`,
+  meta: (job: string, to: number, epoch: number, from: number, linkType: string) =>
+    `${job}/meta/${to}/${metaGeneration(epoch)}/${epoch}/${from}/${linkType}`,
 };
 
 /** What a key under `<job>/tasks/` is. */
@@ -96,9 +114,12 @@ export interface MetaKey {
 export function parseMetaKey(job: string, key: string): MetaKey | undefined {
   const prefix = `${job}/meta/`;
   if (!key.startsWith(prefix)) return undefined;
-  const m = /^(\d+)\/(\d+)\/(\d+)\/([A-Za-z][A-Za-z0-9_-]*)$/.exec(key.slice(prefix.length));
+  const m = /^(\d+)\/(\d+)\/(\d+)\/(\d+)\/([A-Za-z][A-Za-z0-9_-]*)$/.exec(key.slice(prefix.length));
   if (!m) return undefined;
-  return { to: Number(m[1]), epoch: Number(m[2]), from: Number(m[3]), linkType: m[4]! };
+  const epoch = Number(m[3]);
+  // A record filed under the wrong generation would escape its generation's delete.
+  if (Number(m[2]) !== metaGeneration(epoch)) return undefined;
+  return { to: Number(m[1]), epoch, from: Number(m[4]), linkType: m[5]! };
 }
 
 export interface JobSpec {

@@ -1,12 +1,14 @@
 /**
- * The receiving half of meta notifications for one running task: it reads the
- * task's `<job>/meta/<id>/` prefix (from the watch), delivers each (epoch, sender,
- * link type, meta) exactly once per incarnation, holds metas of epochs the task has
- * not entered yet until it does, drops metas from dead incarnations of the sender,
- * and knows which old epochs have metas to delete.
+ * The receiving half of meta notifications for one running task. A meta reaches it
+ * by two paths: pushed by the sender over the transport (the fast path) and as a
+ * record under the task's `<job>/meta/<id>/` prefix (the store copy, from the watch,
+ * which a new incarnation reads). Whichever comes first is delivered; each (epoch,
+ * sender, link type, meta) is delivered exactly once per incarnation. It holds metas
+ * of epochs the task has not entered yet until it does, drops metas from dead
+ * incarnations of the sender, and knows which old meta generations to delete.
  */
 import type { Entry, EpochContext, Logger, WatchEvent } from '@taskgraph/api';
-import { decodeMeta, parseMetaKey } from './layout.js';
+import { decodeMeta, metaGeneration, parseMetaKey } from './layout.js';
 import type { MetaValue } from './layout.js';
 import type { PrefixHandlers } from './watched-prefix.js';
 
@@ -14,6 +16,7 @@ interface PendingMeta {
   readonly from: number;
   readonly linkType: string;
   readonly meta: string;
+  readonly via: 'push' | 'store';
 }
 
 export interface MetaInboxOptions {
@@ -27,13 +30,15 @@ export interface MetaInboxOptions {
   /** Hands one meta to the task (through its callback queue). */
   deliver(ctx: EpochContext, epoch: number, from: number, linkType: string, meta: string): void;
   readonly logger: Logger;
+  /** Counts what each path delivered first. */
+  readonly counts?: { metasByPush: number; metasByStore: number };
 }
 
 export class MetaInbox implements PrefixHandlers {
   private readonly delivered = new Set<string>();
   private readonly pending = new Map<number, PendingMeta[]>();
-  /** Epochs in which metas were addressed to this task and not yet deleted. */
-  private readonly epochsWithMeta = new Set<number>();
+  /** Meta generations with records addressed to this task, not yet deleted. */
+  private readonly generationsWithMeta = new Set<number>();
 
   constructor(private readonly o: MetaInboxOptions) {}
 
@@ -49,7 +54,7 @@ export class MetaInbox implements PrefixHandlers {
   private onRecord(key: string, value: Uint8Array): void {
     const mk = parseMetaKey(this.o.job, key);
     if (!mk || mk.to !== this.o.taskId) return;
-    this.epochsWithMeta.add(mk.epoch);
+    this.generationsWithMeta.add(metaGeneration(mk.epoch));
     let mv: MetaValue;
     try {
       mv = decodeMeta(key, value);
@@ -57,9 +62,23 @@ export class MetaInbox implements PrefixHandlers {
       this.o.logger.warn('ignoring a corrupt meta value', { key, error: (err as Error).message });
       return;
     }
-    const token = this.o.senderToken(mk.from);
-    if (token !== undefined && BigInt(token) > BigInt(mv.token)) return; // from a dead incarnation
-    for (const meta of mv.metas) this.receive(mk.epoch, mk.from, mk.linkType, meta);
+    if (this.fromDeadIncarnation(mk.from, mv.token)) return;
+    for (const meta of mv.metas) this.receive(mk.epoch, mk.from, mk.linkType, meta, 'store');
+  }
+
+  /**
+   * A meta pushed by its sender (incarnation `senderToken`). Judged like a record: a
+   * sender this node knows to be replaced is dropped, and the store copy, written
+   * under the sender's session, is what a later incarnation of this task reads.
+   */
+  push(epoch: number, from: number, senderToken: string, linkType: string, meta: string): void {
+    if (this.fromDeadIncarnation(from, senderToken)) return;
+    this.receive(epoch, from, linkType, meta, 'push');
+  }
+
+  private fromDeadIncarnation(from: number, token: string): boolean {
+    const known = this.o.senderToken(from);
+    return known !== undefined && BigInt(known) > BigInt(token);
   }
 
   /** The node moved to `epoch`: what was delivered or held for older epochs is forgotten. */
@@ -75,28 +94,33 @@ export class MetaInbox implements PrefixHandlers {
     const held = this.pending.get(epoch);
     if (!held) return;
     this.pending.delete(epoch);
-    for (const p of held) this.receive(epoch, p.from, p.linkType, p.meta);
+    for (const p of held) this.receive(epoch, p.from, p.linkType, p.meta, p.via);
   }
 
-  /** The epochs before `current` that had metas, forgotten as they are returned (to be deleted). */
-  takeOldEpochs(current: number): number[] {
-    const old = [...this.epochsWithMeta].filter((e) => e < current);
-    for (const e of old) this.epochsWithMeta.delete(e);
+  /** The meta generations wholly before `current`'s that had metas, forgotten as they are returned (to be deleted). */
+  takeOldGenerations(current: number): number[] {
+    const now = metaGeneration(current);
+    const old = [...this.generationsWithMeta].filter((g) => g < now);
+    for (const g of old) this.generationsWithMeta.delete(g);
     return old;
   }
 
-  private receive(epoch: number, from: number, linkType: string, meta: string): void {
+  private receive(epoch: number, from: number, linkType: string, meta: string, via: 'push' | 'store'): void {
     const current = this.o.epochs.epoch;
     if (epoch < current) return;
     if (epoch > current) {
       let list = this.pending.get(epoch);
       if (!list) this.pending.set(epoch, (list = []));
-      list.push({ from, linkType, meta });
+      list.push({ from, linkType, meta, via });
       return;
     }
     const id = `${epoch}|${from}|${linkType}|${meta}`;
     if (this.delivered.has(id)) return;
     this.delivered.add(id);
+    if (this.o.counts) {
+      if (via === 'push') this.o.counts.metasByPush++;
+      else this.o.counts.metasByStore++;
+    }
     this.o.deliver(this.o.epochs.context, epoch, from, linkType, meta);
   }
 }

@@ -1,13 +1,17 @@
 /**
- * The sending half of meta notifications for one running task: one record per
+ * The sending half of meta notifications for one running task: a push of the meta
+ * to each receiver's current node (the fast path, see meta-push.ts) and one record per
  * (receiver, epoch, sender, link type) holding the set of metas flagged, tied to
  * the sender's session so that a dead incarnation's late flags cannot land (the
  * store refuses a lost session's writes).
  */
+import { randomBytes } from 'node:crypto';
 import { TaskGraphError } from '@taskgraph/api';
-import type { Clock, Coordinator, Entry, EpochContext, Logger, Session } from '@taskgraph/api';
+import type { Clock, Coordinator, Entry, EpochContext, Logger, Session, Transport } from '@taskgraph/api';
+import type { AddressBook } from './address-book.js';
 import { decodeMeta, encodeJson, keys } from './layout.js';
 import type { MetaValue } from './layout.js';
+import { META_PUSH_METHOD, encodeMetaPush } from './meta-push.js';
 import type { NodeStats } from './stats.js';
 import { casUpdate, retryStore } from './store-ops.js';
 
@@ -24,17 +28,46 @@ export interface MetaOutboxOptions {
   readonly logger: Logger;
   /** Throws when the sender may no longer write (its lease is lost, the node left). */
   assertOwner(what: string): void;
+  /** Where to push metas; without it, metas travel by the store only. */
+  readonly push?: {
+    readonly addresses: Pick<AddressBook, 'get'>;
+    readonly transport: Transport;
+    /** Deadline of one push (it is never retried). */
+    readonly attemptTimeoutMs: number;
+  };
 }
 
 export class MetaOutbox {
   /** Meta keys this incarnation created in the current epoch: a second flag goes straight to compare-and-set. */
   private readonly written = new Set<string>();
+  private readonly requestPrefix = `m${randomBytes(4).toString('hex')}-`;
+  private requestSeq = 0;
 
   constructor(private readonly o: MetaOutboxOptions) {}
 
-  /** Flags `meta` to every receiver; resolves when each record holds it. */
+  /** Flags `meta` to every receiver: pushed at once, resolved when each store record holds it. */
   async flag(ctx: EpochContext, receivers: readonly number[], linkType: string, meta: string): Promise<void> {
+    if (this.o.push) {
+      this.o.assertOwner('flagMeta');
+      for (const to of receivers) this.push(ctx, to, linkType, meta);
+    }
     await Promise.all(receivers.map((to) => this.send(ctx, to, linkType, meta)));
+  }
+
+  /** One attempt, not awaited: a push that fails leaves the delivery to the store copy. */
+  private push(ctx: EpochContext, to: number, linkType: string, meta: string): void {
+    const push = this.o.push!;
+    const target = push.addresses.get(to);
+    if (!target) return;
+    const { stats, job, taskId, token } = this.o;
+    stats.metaPushes++;
+    const requestMeta = { job, from: taskId, to, epoch: ctx.epoch, token: target.token, requestId: this.requestPrefix + String(++this.requestSeq) };
+    push.transport
+      .call(target.address, META_PUSH_METHOD, requestMeta, encodeMetaPush({ senderToken: token, linkType, meta }), { timeoutMs: push.attemptTimeoutMs, signal: ctx.signal })
+      .catch((err: unknown) => {
+        stats.metaPushFailures++;
+        this.o.logger.debug('meta push failed; the store copy delivers it', { to, linkType, error: err instanceof Error ? err.message : String(err) });
+      });
   }
 
   /** A new epoch: records of the old one are never written again. */

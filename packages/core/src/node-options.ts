@@ -24,6 +24,12 @@ export interface BootstrapOptions {
   readonly maxMetaBytes?: number;
   /** How long `stop()` lets requests in flight finish. Default 2 s. */
   readonly drainMs?: number;
+  /**
+   * Push each flagged meta straight to its receiver's node as well as writing its
+   * store copy (default true): `metaReady` then fires after one transport hop rather
+   * than a store write and a watch event. False: metas travel by the store only.
+   */
+  readonly metaPush?: boolean;
   readonly clock?: Clock;
   readonly logger?: Logger;
   /**
@@ -46,6 +52,7 @@ export interface NodeConfig {
   readonly attemptTimeoutMs: number;
   readonly maxMetaBytes: number;
   readonly drainMs: number;
+  readonly metaPush: boolean;
   readonly onSession: ((sessionId: string) => void) | undefined;
 }
 
@@ -65,6 +72,7 @@ export function nodeConfig(options: BootstrapOptions): NodeConfig {
     attemptTimeoutMs: positive(options.attemptTimeoutMs, 10_000, 'attemptTimeoutMs'),
     maxMetaBytes: positive(options.maxMetaBytes, 1024, 'maxMetaBytes'),
     drainMs: positive(options.drainMs, 2000, 'drainMs', true),
+    metaPush: flag(options.metaPush, true, 'metaPush'),
     onSession: options.onSession,
   };
 }
@@ -74,5 +82,11 @@ function positive(v: number | undefined, dflt: number, name: string, zeroOk = fa
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!zeroOk && v === 0)) {
     throw new InvalidArgumentError(`${name} must be a ${zeroOk ? 'non-negative' : 'positive'} number of ms, got ${String(v)}`);
   }
+  return v;
+}
+
+function flag(v: boolean | undefined, dflt: boolean, name: string): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'boolean') throw new InvalidArgumentError(`${name} must be true or false, got ${String(v)}`);
   return v;
 }

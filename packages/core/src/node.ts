@@ -9,7 +9,7 @@
  */
 import { hostname } from 'node:os';
 import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
-import type { Bootstrap, Logger, NodeOutcome, Session, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
+import type { Bootstrap, Logger, NodeOutcome, RequestHandler, Session, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
 import { AddressBook } from './address-book.js';
 import { deferred, withTimeout } from './async.js';
 import { Claimer } from './claimer.js';
@@ -24,6 +24,7 @@ import { nodeConfig } from './node-options.js';
 import type { BootstrapOptions, NodeConfig } from './node-options.js';
 import { RequestServer } from './request-server.js';
 import { replicationHandler } from './replication-server.js';
+import { META_PUSH_METHOD, metaPushHandler } from './meta-push.js';
 import { TaskHolder } from './task-holder.js';
 import type { HolderHost } from './task-holder.js';
 import { newStats } from './stats.js';
@@ -224,11 +225,14 @@ export class TaskGraphNode implements Bootstrap {
       epochs: this.epochs,
       served: () => this.holder?.primary(),
       sessionLost: () => session.isLost(),
-      internal: replicationHandler({
-        primary: () => this.holder?.primary(),
-        backup: () => (this.phase === 'backup' ? this.holder?.backup() : undefined),
-        sessionLost: () => session.isLost(),
-      }),
+      internal: internalHandler(
+        metaPushHandler({ primary: () => this.holder?.primary(), sessionLost: () => session.isLost(), maxMetaBytes: this.config.maxMetaBytes }),
+        replicationHandler({
+          primary: () => this.holder?.primary(),
+          backup: () => (this.phase === 'backup' ? this.holder?.backup() : undefined),
+          sessionLost: () => session.isLost(),
+        }),
+      ),
     });
     const server = await transport.listen({ handler: requests.handle, methods: [] });
     this.server = server;
@@ -408,6 +412,11 @@ export class TaskGraphNode implements Bootstrap {
 }
 
 /** Creates a node. Wire the application with `setTaskBuilder` and `addLinkage`, then `start()`. */
+/** The framework's own methods: meta pushes, and the rest (replication). */
+function internalHandler(metaPush: RequestHandler, replication: RequestHandler): RequestHandler {
+  return (req) => (req.method === META_PUSH_METHOD ? metaPush(req) : replication(req));
+}
+
 export function createBootstrap(options: BootstrapOptions): TaskGraphNode {
   return new TaskGraphNode(options);
 }

@@ -14,6 +14,7 @@ import type { EpochTracker } from './epoch.js';
 import { keys } from './layout.js';
 import { MetaInbox } from './meta-inbox.js';
 import { MetaOutbox } from './meta-outbox.js';
+import type { MetaPush, PushReceiver } from './meta-push.js';
 import type { DataReceiver } from './data-client.js';
 import { Replicator } from './replicator.js';
 import { INTERNAL_PREFIX } from './replication-wire.js';
@@ -36,6 +37,8 @@ export interface TaskEnvironment {
   readonly linkages: ReadonlyMap<string, Topology>;
   /** True while the node runs this task (callbacks queued for other times are dropped). */
   isServing(running: RunningTask): boolean;
+  /** Push metas to their receivers' nodes as well as writing them to the store (the fast path). */
+  readonly metaPush: boolean;
   /** A callback threw. */
   onCallbackError(err: unknown): void;
   /** Throws when the node may no longer act as the task's owner. */
@@ -52,7 +55,7 @@ export interface TaskClaim {
   readonly seq: number;
 }
 
-export class RunningTask implements ServedTask, DataReceiver {
+export class RunningTask implements ServedTask, DataReceiver, PushReceiver {
   readonly id: number;
   readonly lock: Lock;
   /** The fencing token, in decimal (as it travels in requests and records). */
@@ -88,10 +91,20 @@ export class RunningTask implements ServedTask, DataReceiver {
       senderToken: (from) => env.addresses.get(from)?.token,
       deliver: (ctx, epoch, from, linkType, meta) => this.enqueue(epoch, () => task.metaReady(ctx, from, linkType, meta)),
       logger: this.logger,
+      counts: env.stats,
     });
-    this.outbox = new MetaOutbox({ ...env, taskId: id, token: this.token, logger: this.logger });
+    this.outbox = new MetaOutbox({ ...env, taskId: id, token: this.token, logger: this.logger, ...(env.metaPush ? { push: env } : {}) });
     this.replicator = new Replicator({ ...env, taskId: id, token: this.token, incarnation: claim.incarnation, seq: claim.seq, task, logger: this.logger });
     this.unsubscribe = env.addresses.subscribe((c) => this.onAddressChange(c));
+  }
+
+  /** True once `begin` queued becamePrimary and the first epoch: a meta pushed before then waits for its store copy. */
+  get begun(): boolean {
+    return this.entered !== undefined;
+  }
+
+  receivePush(epoch: number, from: number, push: MetaPush): void {
+    this.inbox.push(epoch, from, push.senderToken, push.linkType, push.meta);
   }
 
   get methods(): ReadonlyMap<string, AnyMethodHandler> {
@@ -165,16 +178,18 @@ export class RunningTask implements ServedTask, DataReceiver {
     this.outbox.onEpochChange();
     if (!serving) return;
     this.enterEpoch(epoch);
-    // The old epochs' metas go after the new epoch's enterEpoch is queued: off the
-    // path of the epoch change, and no write at all for epochs without metas.
-    const old = this.inbox.takeOldEpochs(epoch);
+    // The old generations' metas go after the new epoch's enterEpoch is queued: off the
+    // path of the epoch change, one write per generation (not per epoch), and none at
+    // all for generations without metas.
+    const old = this.inbox.takeOldGenerations(epoch);
     if (old.length === 0) return;
-    const { coordinator, job } = this.env;
+    const { coordinator, job, stats } = this.env;
     this.queue.push(
       () => {
-        for (const e of old) {
-          coordinator.deletePrefix(keys.metaEpoch(job, this.id, e)).catch((err: unknown) => {
-            this.logger.debug('could not delete an old epoch’s metas (they are ignored)', { epoch: e, error: (err as Error).message });
+        for (const g of old) {
+          stats.writes.metaCleanup++;
+          coordinator.deletePrefix(keys.metaGeneration(job, this.id, g)).catch((err: unknown) => {
+            this.logger.debug('could not delete an old meta generation (its metas are ignored)', { generation: g, error: (err as Error).message });
           });
         }
       },

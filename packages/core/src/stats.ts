@@ -15,6 +15,12 @@ export interface NodeStats {
   fencedLateResults: number;
   /** Data-request attempts that were retried. */
   retries: number;
+  /** Metas pushed to their receivers' nodes (the fast path), and pushes that failed (the store copy still delivers). */
+  metaPushes: number;
+  metaPushFailures: number;
+  /** Metas this node's tasks received, by the path that delivered them first. */
+  metasByPush: number;
+  metasByStore: number;
   /** Store writes this node made (by kind). */
   writes: WriteCounts;
 }
@@ -22,6 +28,8 @@ export interface NodeStats {
 export interface WriteCounts {
   epoch: number;
   meta: number;
+  /** Deletions of old meta generations (one per receiver per generation). */
+  metaCleanup: number;
   addr: number;
   incarnation: number;
   status: number;
@@ -35,6 +43,10 @@ export function newStats(): NodeStats {
     rejectedEpoch: 0,
     fencedLateResults: 0,
     retries: 0,
-    writes: { epoch: 0, meta: 0, addr: 0, incarnation: 0, status: 0, node: 0 },
+    metaPushes: 0,
+    metaPushFailures: 0,
+    metasByPush: 0,
+    metasByStore: 0,
+    writes: { epoch: 0, meta: 0, metaCleanup: 0, addr: 0, incarnation: 0, status: 0, node: 0 },
   };
 }

@@ -16,6 +16,7 @@ import type { FrameworkHost } from './framework.js';
 import { backupSlotsOf, keys } from './layout.js';
 import type { AddrValue, JobSpec } from './layout.js';
 import type { NodeConfig } from './node-options.js';
+import { META_PUSH_METHOD } from './meta-push.js';
 import { METHODS } from './replication-wire.js';
 import type { ReplicationView } from './replication-server.js';
 import { RunningTask } from './running-task.js';
@@ -158,7 +159,7 @@ export class TaskHolder implements ReplicationView {
     );
     this.running = running;
     if (how.fresh) await this.task.init(id, this.framework);
-    server.serve([...running.declareMethods(), METHODS.snapshot, METHODS.snapshotChunk]);
+    server.serve([...running.declareMethods(), METHODS.snapshot, METHODS.snapshotChunk, META_PUSH_METHOD]);
     if (this.host.life.aborted) return;
     this.serving = true;
     this.host.nowRunning();

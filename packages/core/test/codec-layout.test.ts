@@ -1,7 +1,7 @@
 import { DecodeFailedError, InvalidArgumentError } from '@taskgraph/api';
 import { describe, expect, it } from 'vitest';
 import { assertValidJobName, bytesCodec, defineMethod, jsonCodec, serve } from '../src/index.js';
-import { decodeAddr, decodeEpoch, decodeMeta, decodeSpec, parseMetaKey, parseTaskKey } from '../src/layout.js';
+import { decodeAddr, decodeEpoch, decodeMeta, decodeSpec, keys, parseMetaKey, parseTaskKey } from '../src/layout.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -39,15 +39,19 @@ describe('the job layout', () => {
     expect(parseTaskKey('j', 'j/tasks/12/incarnation')).toEqual({ kind: 'incarnation', task: 12 });
     expect(parseTaskKey('j', 'j/tasks/x/addr')).toBeUndefined();
     expect(parseTaskKey('j', 'k/tasks/1/addr')).toBeUndefined();
-    expect(parseMetaKey('j', 'j/meta/3/7/1/Parents')).toEqual({ to: 3, epoch: 7, from: 1, linkType: 'Parents' });
-    expect(parseMetaKey('j', 'j/meta/3/7/1')).toBeUndefined();
+    expect(parseMetaKey('j', 'j/meta/3/0/7/1/Parents')).toEqual({ to: 3, epoch: 7, from: 1, linkType: 'Parents' });
+    expect(parseMetaKey('j', keys.meta('j', 3, 40, 1, 'Parents'))).toEqual({ to: 3, epoch: 40, from: 1, linkType: 'Parents' });
+    expect(keys.meta('j', 3, 40, 1, 'Parents')).toBe('j/meta/3/2/40/1/Parents');
+    // Filed under another generation than its epoch's: it would escape that generation's delete.
+    expect(parseMetaKey('j', 'j/meta/3/1/7/1/Parents')).toBeUndefined();
+    expect(parseMetaKey('j', 'j/meta/3/0/7/1')).toBeUndefined();
   });
 
   it('reports corrupt values with the key, as DecodeFailed', () => {
     expect(() => decodeEpoch('j/state/epoch', enc('12x'))).toThrow('corrupt value at j/state/epoch');
     expect(() => decodeEpoch('j/state/epoch', enc('-1'))).toThrow(DecodeFailedError);
     expect(decodeEpoch('j/state/epoch', enc('42'))).toBe(42);
-    expect(() => decodeSpec('j/spec', enc('{"formatVersion":2,"numTasks":1,"linkTypes":[]}'))).toThrow('unsupported formatVersion 2');
+    expect(() => decodeSpec('j/spec', enc('{"formatVersion":1,"numTasks":1,"linkTypes":[]}'))).toThrow('unsupported formatVersion 1 (this runtime reads 2)');
     expect(() => decodeSpec('j/spec', enc('[]'))).toThrow('not an object');
     expect(() => decodeAddr('j/tasks/1/addr', enc('{"nodeId":"n","address":"a","token":"x"}'))).toThrow('bad task address');
     expect(() => decodeMeta('k', enc('{"token":"1","metas":[1]}'))).toThrow('bad meta record');

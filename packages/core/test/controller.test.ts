@@ -14,7 +14,7 @@ describe('controller', () => {
     w = world();
     const ctl = w.controller();
     const spec = await ctl.createJob({ numTasks: 3, linkTypes: ['Parents', 'Children'] });
-    expect(spec).toMatchObject({ numTasks: 3, linkTypes: ['Parents', 'Children'], formatVersion: 1 });
+    expect(spec).toMatchObject({ numTasks: 3, linkTypes: ['Parents', 'Children'], formatVersion: 2 });
     await expect(ctl.createJob({ numTasks: 3, linkTypes: ['Parents', 'Children'] })).resolves.toEqual(spec);
     await expect(ctl.createJob({ numTasks: 4, linkTypes: ['Parents', 'Children'] })).rejects.toThrow(ConflictError);
     await expect(ctl.createJob({ numTasks: 4, linkTypes: ['Parents', 'Children'] })).rejects.toThrow('already exists with numTasks=3');

@@ -78,6 +78,7 @@ async function setup(extra: Partial<Task> = {}, maxMetaBytes = 16) {
       isServing: () => true,
       onCallbackError: (err) => void log.push(`error ${String(err)}`),
       assertOwner: () => undefined,
+      metaPush: false,
     },
     { id: 0, lock, incarnation: 2, task, logger, seq: 0 },
   );

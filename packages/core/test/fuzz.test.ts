@@ -12,6 +12,7 @@ import {
   decodeAddr,
   decodeBackup,
   decodeCount,
+  FORMAT_VERSION,
   decodeEpoch,
   decodeMeta,
   decodeNode,
@@ -102,7 +103,7 @@ describe('fuzz: store values', () => {
         fc.stringMatching(/^\d{1,20}$/),
         (epoch, numTasks, linkTypes, backups, token) => {
           expect(decodeEpoch('k', encodeEpoch(epoch))).toBe(epoch);
-          expect(decodeSpec('k', encodeJson({ formatVersion: 1, numTasks, linkTypes, backups }))).toMatchObject({ numTasks, linkTypes, backups });
+          expect(decodeSpec('k', encodeJson({ formatVersion: FORMAT_VERSION, numTasks, linkTypes, backups }))).toMatchObject({ numTasks, linkTypes, backups });
           const addr = { nodeId: 'n', address: 'a:1', token, incarnation: 3 };
           expect(decodeAddr('k', encodeJson(addr))).toEqual(addr);
           const backup = { nodeId: 'n', address: 'a:1', token, slot: 1, state: 'ready' as const, primaryToken: token };
@@ -115,7 +116,7 @@ describe('fuzz: store values', () => {
 
   it('key parsers take any string without throwing', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.string().map((s) => `job/tasks/${s}`), fc.string().map((s) => `${keys.metaEpoch('job', 1, 2)}${s}`)), (key) => {
+      fc.property(fc.oneof(fc.string(), fc.string().map((s) => `job/tasks/${s}`), fc.string().map((s) => `${keys.metaGeneration('job', 1, 2)}${s}`)), (key) => {
         parseTaskKey('job', key);
         parseMetaKey('job', key);
       }),

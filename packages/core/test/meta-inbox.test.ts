@@ -2,7 +2,7 @@ import type { Entry, EpochContext, WatchEvent } from '@taskgraph/api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from '@taskgraph/testkit';
 import { EpochTracker } from '../src/epoch.js';
-import { encodeJson, keys } from '../src/layout.js';
+import { META_GENERATION_EPOCHS, encodeJson, keys } from '../src/layout.js';
 import { MetaInbox } from '../src/meta-inbox.js';
 import { MetaOutbox } from '../src/meta-outbox.js';
 import { newStats } from '../src/stats.js';
@@ -29,7 +29,9 @@ function inbox(epoch = 0) {
   const tokens = new Map<number, string>();
   const delivered: Delivery[] = [];
   const logger = recordingLogger();
+  const counts = { metasByPush: 0, metasByStore: 0 };
   const box = new MetaInbox({
+    counts,
     job: JOB,
     taskId: ME,
     epochs: tracker,
@@ -44,7 +46,7 @@ function inbox(epoch = 0) {
     box.release(e);
   };
   const seen = () => delivered.map((d) => `${d.epoch}|${d.from}|${d.linkType}|${d.meta}`);
-  return { w, tracker, box, tokens, delivered, seen, logger, setEpoch, enter };
+  return { w, tracker, box, tokens, delivered, seen, logger, setEpoch, enter, counts };
 }
 
 const record = (epoch: number, from: number, linkType: string, metas: string[], token = '5', to = ME, job = JOB): Entry => ({
@@ -98,12 +100,34 @@ describe('MetaInbox', () => {
     box.snapshot([
       record(0, 0, 'Parents', ['for task 2'], '5', 2),
       record(0, 0, 'Parents', ['other job'], '5', ME, 'other'),
-      { key: `${JOB}/meta/${ME}/0/0`, value: encodeJson({ token: '5', metas: ['short key'] }), version: '1' },
+      { key: `${JOB}/meta/${ME}/0/0/0`, value: encodeJson({ token: '5', metas: ['short key'] }), version: '1' },
     ]);
     box.event({ type: 'delete', key: keys.meta(JOB, ME, 0, 0, 'Parents') });
     expect(seen()).toEqual([]);
-    // None of them counts as an epoch with metas either.
-    expect(box.takeOldEpochs(10)).toEqual([]);
+    // None of them counts as a generation with metas either.
+    expect(box.takeOldGenerations(100)).toEqual([]);
+  });
+
+  it('a push and a record of the same meta are one delivery, whichever comes first; counts name the path', () => {
+    const { box, seen, counts } = make(0);
+    box.push(0, 0, '5', 'Parents', 'a');
+    box.event(put(record(0, 0, 'Parents', ['a', 'b'])));
+    box.push(0, 0, '5', 'Parents', 'b');
+    expect(seen()).toEqual(['0|0|Parents|a', '0|0|Parents|b']);
+    expect(counts).toEqual({ metasByPush: 1, metasByStore: 1 });
+  });
+
+  it('drops a push from a sender it knows replaced, and holds a push of a later epoch until the task enters it', () => {
+    const { box, seen, tokens, enter } = make(1);
+    tokens.set(0, '9');
+    box.push(1, 0, '5', 'Parents', 'old sender');
+    box.push(1, 0, '9', 'Parents', 'current');
+    box.push(2, 0, '10', 'Parents', 'next epoch');
+    box.push(0, 0, '9', 'Parents', 'past epoch');
+    expect(seen()).toEqual(['1|0|Parents|current']);
+    enter(2);
+    box.event(put(record(2, 0, 'Parents', ['next epoch'], '10')));
+    expect(seen()).toEqual(['1|0|Parents|current', '2|0|Parents|next epoch']);
   });
 
   it('holds metas of an epoch the task has not entered, and delivers them once when it does', () => {
@@ -191,13 +215,14 @@ describe('MetaInbox', () => {
     }
   });
 
-  it('logs and skips a corrupt record, but still counts its epoch for clean-up', () => {
+  it('logs and skips a corrupt record, but still counts its generation for clean-up', () => {
     const { box, seen, logger } = make(0);
     const key = keys.meta(JOB, ME, 0, 0, 'Parents');
     box.event({ type: 'put', key, value: bytes('{"metas":"x"}'), version: '1' });
     expect(seen()).toEqual([]);
     expect(logger.lines.map((l) => [l.level, l.message, l.fields['key']])).toEqual([['warn', 'ignoring a corrupt meta value', key]]);
-    expect(box.takeOldEpochs(1)).toEqual([0]);
+    expect(box.takeOldGenerations(META_GENERATION_EPOCHS - 1)).toEqual([]);
+    expect(box.takeOldGenerations(META_GENERATION_EPOCHS)).toEqual([0]);
   });
 
   it('forgets what it delivered for older epochs (seen when the store’s epoch goes back)', () => {
@@ -209,12 +234,16 @@ describe('MetaInbox', () => {
     expect(seen()).toEqual(['1|0|Parents|a', '1|0|Parents|a']);
   });
 
-  it('takeOldEpochs returns each older epoch that had metas once, and keeps the others', () => {
+  it('takeOldGenerations returns each generation wholly before the epoch’s that had metas, once, and keeps the others', () => {
     const { box } = make(0);
-    box.snapshot([record(0, 0, 'Parents', ['a']), record(2, 0, 'Parents', ['b']), record(5, 2, 'Children', ['c'])]);
-    expect(box.takeOldEpochs(3).sort()).toEqual([0, 2]);
-    expect(box.takeOldEpochs(3)).toEqual([]);
-    expect(box.takeOldEpochs(6)).toEqual([5]);
+    const G = META_GENERATION_EPOCHS;
+    box.snapshot([record(0, 0, 'Parents', ['a']), record(G - 1, 0, 'Parents', ['b']), record(2 * G + 1, 2, 'Children', ['c']), record(3 * G, 2, 'Children', ['d'])]);
+    // Epoch G - 1 is still in generation 0: nothing of it may go yet.
+    expect(box.takeOldGenerations(G - 1)).toEqual([]);
+    expect(box.takeOldGenerations(2 * G + 1)).toEqual([0]);
+    expect(box.takeOldGenerations(3 * G - 1)).toEqual([]);
+    expect(box.takeOldGenerations(3 * G)).toEqual([2]);
+    expect(box.takeOldGenerations(10 * G)).toEqual([3]);
   });
 
   it('fed by a real watch, delivers what a real outbox flags, once', async () => {

@@ -31,6 +31,7 @@ describe('nodeConfig', () => {
       attemptTimeoutMs: 10_000,
       maxMetaBytes: 1024,
       drainMs: 2000,
+      metaPush: true,
     });
     expect(() => assertValidNodeId(c.nodeId)).not.toThrow();
     expect(nodeConfig(base).nodeId).not.toBe(c.nodeId);
@@ -58,6 +59,11 @@ describe('nodeConfig', () => {
     for (const v of bad.slice(1)) {
       expect(() => nodeConfig({ ...base, drainMs: v })).toThrow(`drainMs must be a non-negative number of ms, got ${String(v)}`);
     }
+  });
+
+  it('metaPush is on unless turned off, and must be a boolean', () => {
+    expect(nodeConfig({ ...base, metaPush: false }).metaPush).toBe(false);
+    expect(() => nodeConfig({ ...base, metaPush: 'no' as unknown as boolean })).toThrow(new InvalidArgumentError('metaPush must be true or false, got no'));
   });
 
   it('refuses a bad job name or node id', () => {

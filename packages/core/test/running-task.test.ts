@@ -6,7 +6,7 @@ import { eventually } from '@taskgraph/testkit';
 import { AddressBook } from '../src/address-book.js';
 import { defineMethod, serve } from '../src/codec.js';
 import { EpochTracker } from '../src/epoch.js';
-import { encodeJson, keys } from '../src/layout.js';
+import { META_GENERATION_EPOCHS, encodeJson, keys } from '../src/layout.js';
 import { RunningTask } from '../src/running-task.js';
 import { newStats } from '../src/stats.js';
 import { recordingTask } from './helpers.js';
@@ -58,6 +58,7 @@ async function setup(extra: Partial<Task> = {}) {
   const setEpoch = (e: number) => tracker.apply(bytes(String(e)), String(e + 1));
   setEpoch(0);
   const addresses = new AddressBook(w.job, { forget: () => undefined }, logger);
+  const stats = newStats();
   const running = new RunningTask(
     {
       job: w.job,
@@ -65,7 +66,7 @@ async function setup(extra: Partial<Task> = {}) {
       coordinator,
       session,
       clock: w.clock,
-      stats: newStats(),
+      stats,
       epochs: tracker,
       addresses,
       transport: await createLocalTransport({ network: new LocalNetwork() }),
@@ -74,6 +75,7 @@ async function setup(extra: Partial<Task> = {}) {
       isServing: (r) => state.serving && r === box.running,
       onCallbackError: (err) => void errors.push(err),
       assertOwner: () => undefined,
+      metaPush: false,
     },
     { id: 1, lock, incarnation: 3, task, logger, seq: 0 },
   );
@@ -84,7 +86,7 @@ async function setup(extra: Partial<Task> = {}) {
     running.enqueue(tracker.epoch, () => done.open());
     await done.promise;
   };
-  return { running, tracker, setEpoch, state, errors, log, contexts, logger, lock, task, coordinator, inner, session, drained };
+  return { running, tracker, setEpoch, state, errors, log, contexts, logger, lock, task, coordinator, inner, session, drained, stats };
 }
 
 describe('RunningTask', () => {
@@ -228,9 +230,10 @@ describe('RunningTask', () => {
       expect(log).toEqual(['epoch 1', 'meta 0 Parents hi']);
     });
 
-    it('deletes the old epochs’ metas after the new epoch’s enterEpoch, and only epochs that had any', async () => {
+    it('deletes an old generation’s metas with one write, after the next generation’s first enterEpoch, and only generations that had any', async () => {
+      const G = META_GENERATION_EPOCHS;
       const seenAtEnter: string[][] = [];
-      const { running, setEpoch, coordinator, inner, drained } = await setup({
+      const { running, setEpoch, coordinator, inner, drained, stats } = await setup({
         enterEpoch: () => void seenAtEnter.push(w.store.entries().map((e) => e.key)),
       });
       setEpoch(2);
@@ -238,15 +241,21 @@ describe('RunningTask', () => {
       for (const e of [0, 1, 2]) await inner.create(meta(e), encodeJson({ token: '1', metas: ['m'] }));
       running.inbox.snapshot((await inner.list(keys.metaFor(w.job, 1))).entries);
       await drained();
+      // Still generation 0: nothing goes.
       setEpoch(3);
+      setEpoch(G - 1);
       await drained();
-      await eventually('the old metas to go', () => coordinator.deletedPrefixes.length === 3 && w.text(meta(2)) === undefined);
-      expect([...coordinator.deletedPrefixes].sort()).toEqual([0, 1, 2].map((e) => keys.metaEpoch(w.job, 1, e)));
-      // At the new epoch's enterEpoch they were all still there.
+      expect(coordinator.deletedPrefixes).toEqual([]);
+      setEpoch(G);
+      await drained();
+      await eventually('the old metas to go', () => coordinator.deletedPrefixes.length === 1 && w.text(meta(2)) === undefined);
+      expect(coordinator.deletedPrefixes).toEqual([keys.metaGeneration(w.job, 1, 0)]);
+      expect(stats.writes.metaCleanup).toBe(1);
+      // At the new generation's first enterEpoch they were all still there.
       expect(seenAtEnter.at(-1)?.filter((k) => k.includes('/meta/'))).toHaveLength(3);
-      setEpoch(4);
+      setEpoch(2 * G + 1);
       await drained();
-      expect(coordinator.deletedPrefixes).toHaveLength(3);
+      expect(coordinator.deletedPrefixes).toHaveLength(1);
     });
 
     it('a failed deletion is logged at debug, not reported as a callback failure', async () => {
@@ -254,25 +263,25 @@ describe('RunningTask', () => {
       running.inbox.event({ type: 'put', key: keys.meta(w.job, 1, 0, 0, 'Parents'), value: encodeJson({ token: '1', metas: ['m'] }), version: '1' });
       await drained();
       inner.faults.add({ op: 'deletePrefix', error: () => new UnavailableError('down') });
-      setEpoch(1);
+      setEpoch(META_GENERATION_EPOCHS);
       await drained();
-      await eventually('the debug line', () => logger.lines.some((l) => l.message === 'could not delete an old epoch’s metas (they are ignored)'));
-      expect(logger.lines.find((l) => l.message.startsWith('could not delete'))).toMatchObject({ level: 'debug', fields: { epoch: 0 } });
+      await eventually('the debug line', () => logger.lines.some((l) => l.message === 'could not delete an old meta generation (its metas are ignored)'));
+      expect(logger.lines.find((l) => l.message.startsWith('could not delete'))).toMatchObject({ level: 'debug', fields: { generation: 0 } });
       expect(errors).toEqual([]);
     });
 
-    it('no clean-up while the task is not served: the epochs are kept for a later change', async () => {
+    it('no clean-up while the task is not served: the generations are kept for a later change', async () => {
       const { running, setEpoch, state, coordinator, drained } = await setup();
       running.inbox.event({ type: 'put', key: keys.meta(w.job, 1, 0, 0, 'Parents'), value: encodeJson({ token: '1', metas: ['m'] }), version: '1' });
       state.serving = false;
-      setEpoch(1);
+      setEpoch(META_GENERATION_EPOCHS);
       state.serving = true;
       await drained();
       expect(coordinator.deletedPrefixes).toEqual([]);
-      setEpoch(2);
+      setEpoch(META_GENERATION_EPOCHS + 1);
       await drained();
       await eventually('the deletion', () => coordinator.deletedPrefixes.length === 1);
-      expect(coordinator.deletedPrefixes).toEqual([keys.metaEpoch(w.job, 1, 0)]);
+      expect(coordinator.deletedPrefixes).toEqual([keys.metaGeneration(w.job, 1, 0)]);
     });
   });
 

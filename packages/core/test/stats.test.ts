@@ -9,7 +9,11 @@ describe('newStats', () => {
       rejectedEpoch: 0,
       fencedLateResults: 0,
       retries: 0,
-      writes: { epoch: 0, meta: 0, addr: 0, incarnation: 0, status: 0, node: 0 },
+      metaPushes: 0,
+      metaPushFailures: 0,
+      metasByPush: 0,
+      metasByStore: 0,
+      writes: { epoch: 0, meta: 0, metaCleanup: 0, addr: 0, incarnation: 0, status: 0, node: 0 },
     });
   });
 
