@@ -8,7 +8,9 @@
  *      the task, beside etcd's own expiry of a 2 s lease, and the witnessed
  *      failover (the dead node's session ended by its supervisor);
  *  (c) store writes per task per epoch of the regression job (meta flags and
- *      start-up excluded).
+ *      start-up excluded), over enough epochs to span two meta generations;
+ *  (d) one meta hop (flagMeta -> metaReady) on etcd x gRPC, with and without the
+ *      fast path, beside a bare gRPC unary call.
  *
  * Produces one result per measurement and a summary against the targets.
  */
@@ -21,13 +23,22 @@ import { runEpochAdvance } from './coordination-epoch.js';
 import type { EpochAdvanceResult } from './coordination-epoch.js';
 import { runFailover } from './coordination-failover.js';
 import type { FailoverResult } from './coordination-failover.js';
+import { runMetaHop } from './coordination-meta.js';
+import type { MetaHopResult } from './coordination-meta.js';
 import { runStoreWrites } from './coordination-writes.js';
 import type { StoreWritesResult } from './coordination-writes.js';
 import { round } from './src/load.js';
 
-export const TARGETS = { epoch_advance_ratio_64: 3, failover_over_ttl_s: 1, witnessed_failover_s: 0.2, writes_per_task_epoch: 2 } as const;
+export const TARGETS = {
+  epoch_advance_ratio_64: 2,
+  failover_over_ttl_s: 1,
+  witnessed_failover_s: 0.2,
+  writes_per_task_epoch: 2,
+  meta_hop_ratio: 3,
+  meta_cleanup_writes_per_task_epoch: 0.1,
+} as const;
 
-export const PARTS = ['epoch', 'failover', 'writes'] as const;
+export const PARTS = ['epoch', 'failover', 'writes', 'meta'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface CoordinationOptions {
@@ -55,6 +66,10 @@ export interface CoordinationOptions {
   /** (c) */
   readonly regressionTasks: number;
   readonly regressionEpochs: number;
+  /** (d) timed meta hops per path, untimed ones first, and the metas flagged per epoch. */
+  readonly metaHops: number;
+  readonly metaWarmup: number;
+  readonly metasPerEpoch: number;
   readonly progress?: (line: string) => void;
   /** The framework's logger (nodes, controller). Default silent. */
   readonly logger?: Logger;
@@ -73,10 +88,14 @@ export const DEFAULTS: CoordinationOptions = {
   ttlMs: 2000,
   standbys: 2,
   regressionTasks: 15,
-  regressionEpochs: 10,
+  // Epochs 1..33 counted: two whole meta generations (16 epochs each) and their deletions.
+  regressionEpochs: 34,
+  metaHops: 400,
+  metaWarmup: 100,
+  metasPerEpoch: 25,
 };
 
-export type CoordinationResult = EpochAdvanceResult | FailoverResult | StoreWritesResult;
+export type CoordinationResult = EpochAdvanceResult | FailoverResult | StoreWritesResult | MetaHopResult;
 
 export interface Summary {
   readonly summary: true;
@@ -85,17 +104,20 @@ export interface Summary {
   /** SIGKILL -> the standby's address when the supervisor ends the dead node's session (p50). */
   readonly witnessed_failover_s: number | null;
   readonly writes_per_task_epoch: number | null;
+  /** Deletions of old metas, per task per epoch (in the writes part's window). */
+  readonly meta_cleanup_writes_per_task_epoch: number | null;
+  /** flagMeta -> metaReady p50 on etcd x gRPC over a bare gRPC unary call's p50. */
+  readonly meta_hop_ratio: number | null;
   readonly targets: typeof TARGETS;
-  readonly met: {
-    readonly epoch_advance_ratio_64: boolean;
-    readonly failover_over_ttl_s: boolean;
-    readonly witnessed_failover_s: boolean;
-    readonly writes_per_task_epoch: boolean;
-  };
+  readonly met: { readonly [K in keyof typeof TARGETS]: boolean };
   /** framework p50 / bare p50 of every epoch-advance size measured, by tasks. */
   readonly epoch_advance_ratios: Readonly<Record<string, number>>;
   readonly etcd_version: string;
   readonly elapsed_s: number;
+}
+
+function atMost(v: number | null, target: number): boolean {
+  return v !== null && v <= target;
 }
 
 function positiveInt(name: string, v: number, min = 1): void {
@@ -121,6 +143,9 @@ export function checkOptions(o: CoordinationOptions): void {
   }
   positiveInt('regressionTasks', o.regressionTasks, 2);
   positiveInt('regressionEpochs', o.regressionEpochs, 2);
+  positiveInt('metaHops', o.metaHops);
+  positiveInt('metaWarmup', o.metaWarmup, 0);
+  positiveInt('metasPerEpoch', o.metasPerEpoch);
 }
 
 /** Runs the parts asked for; `onResult` gets each result as soon as it is known. */
@@ -180,6 +205,15 @@ export async function runCoordination(
       progress(`store writes: ${r.writes_per_task_epoch} per task per epoch (${r.writes_per_task_epoch_with_meta} with meta flags)`);
       emit(r);
     }
+    if (o.parts.includes('meta')) {
+      progress(`meta hop: ${o.metaHops} timed hops per path, etcd x gRPC, beside bare gRPC unary calls`);
+      const r = await runMetaHop({ ...common, hops: o.metaHops, warmupHops: o.metaWarmup, rounds: o.rounds, metasPerEpoch: o.metasPerEpoch });
+      progress(
+        `meta hop: fast path p50 ${r.push.p50_ms} ms p99 ${r.push.p99_ms} ms | store only p50 ${r.store.p50_ms} ms | bare gRPC p50 ${r.bare_grpc.p50_ms} ms | ` +
+          `ratio ${r.meta_hop_ratio}`,
+      );
+      emit(r);
+    }
 
     const epochResults = results.filter((r): r is EpochAdvanceResult => r.part === 'epoch_advance');
     const ratios: Record<string, number> = {};
@@ -190,18 +224,25 @@ export async function runCoordination(
     const overTtl = failover ? failover.failover_over_ttl_s : null;
     const witnessed = failover ? failover.witnessed.p50_s : null;
     const perTaskEpoch = writes ? writes.writes_per_task_epoch : null;
+    const cleanup = writes ? writes.per_task_epoch.meta_cleanup : null;
+    const hop = results.find((r): r is MetaHopResult => r.part === 'meta_hop');
+    const hopRatio = hop ? hop.meta_hop_ratio : null;
     const summary: Summary = {
       summary: true,
       epoch_advance_ratio_64: ratio64,
       failover_over_ttl_s: overTtl,
       witnessed_failover_s: witnessed,
       writes_per_task_epoch: perTaskEpoch,
+      meta_cleanup_writes_per_task_epoch: cleanup,
+      meta_hop_ratio: hopRatio,
       targets: TARGETS,
       met: {
-        epoch_advance_ratio_64: ratio64 !== null && ratio64 <= TARGETS.epoch_advance_ratio_64,
-        failover_over_ttl_s: overTtl !== null && overTtl <= TARGETS.failover_over_ttl_s,
-        witnessed_failover_s: witnessed !== null && witnessed <= TARGETS.witnessed_failover_s,
-        writes_per_task_epoch: perTaskEpoch !== null && perTaskEpoch <= TARGETS.writes_per_task_epoch,
+        epoch_advance_ratio_64: atMost(ratio64, TARGETS.epoch_advance_ratio_64),
+        failover_over_ttl_s: atMost(overTtl, TARGETS.failover_over_ttl_s),
+        witnessed_failover_s: atMost(witnessed, TARGETS.witnessed_failover_s),
+        writes_per_task_epoch: atMost(perTaskEpoch, TARGETS.writes_per_task_epoch),
+        meta_hop_ratio: atMost(hopRatio, TARGETS.meta_hop_ratio),
+        meta_cleanup_writes_per_task_epoch: atMost(cleanup, TARGETS.meta_cleanup_writes_per_task_epoch),
       },
       epoch_advance_ratios: ratios,
       etcd_version: await readEtcdVersion(etcd.clientUrl),

@@ -10,9 +10,9 @@ import { DEFAULTS, PARTS, checkOptions, runCoordination } from './coordination-b
 import type { CoordinationOptions, Part } from './coordination-bench.js';
 
 export const USAGE =
-  'usage: bench:coordination [--parts epoch,failover,writes] [--tasks 8,64] [--epochs 200] [--warmup-task-epochs 2000] ' +
+  'usage: bench:coordination [--parts epoch,failover,writes,meta] [--tasks 8,64] [--epochs 200] [--warmup-task-epochs 2000] ' +
   '[--bare-rounds 400] [--rounds 4] [--nodes-per-client 1] [--gap-ms 50] [--failover-reps 8] [--ttl-ms 2000] ' +
-  '[--standbys 2] [--regression-tasks 15] [--regression-epochs 10]';
+  '[--standbys 2] [--regression-tasks 15] [--regression-epochs 34] [--meta-hops 400] [--meta-warmup 100] [--metas-per-epoch 25]';
 
 export class UsageError extends Error {}
 
@@ -48,6 +48,9 @@ export function parseCommandLine(argv: readonly string[]): CoordinationOptions |
         standbys: { type: 'string' },
         'regression-tasks': { type: 'string' },
         'regression-epochs': { type: 'string' },
+        'meta-hops': { type: 'string' },
+        'meta-warmup': { type: 'string' },
+        'metas-per-epoch': { type: 'string' },
         help: { type: 'boolean', default: false },
       },
     }));
@@ -76,6 +79,9 @@ export function parseCommandLine(argv: readonly string[]): CoordinationOptions |
     standbys: int('standbys', values.standbys, DEFAULTS.standbys),
     regressionTasks: int('regression-tasks', values['regression-tasks'], DEFAULTS.regressionTasks),
     regressionEpochs: int('regression-epochs', values['regression-epochs'], DEFAULTS.regressionEpochs),
+    metaHops: int('meta-hops', values['meta-hops'], DEFAULTS.metaHops),
+    metaWarmup: int('meta-warmup', values['meta-warmup'], DEFAULTS.metaWarmup),
+    metasPerEpoch: int('metas-per-epoch', values['metas-per-epoch'], DEFAULTS.metasPerEpoch),
   };
 }
 

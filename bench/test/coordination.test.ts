@@ -15,6 +15,7 @@ import { USAGE, UsageError, parseCommandLine } from '../coordination-cli.js';
 import { counterDelta, counterPer, parseCounters, spread } from '../coordination-etcd.js';
 import type { EpochAdvanceResult } from '../coordination-epoch.js';
 import type { FailoverResult } from '../coordination-failover.js';
+import type { MetaHopResult } from '../coordination-meta.js';
 import { classify } from '../coordination-writes.js';
 import type { StoreWritesResult } from '../coordination-writes.js';
 
@@ -41,7 +42,11 @@ const TINY = {
   failoverReps: 1,
   standbys: 1,
   regressionTasks: 3,
-  regressionEpochs: 2,
+  // Epochs 1..16 counted: the first meta generation ends inside the window.
+  regressionEpochs: 17,
+  metaHops: 4,
+  metaWarmup: 1,
+  metasPerEpoch: 3,
 };
 
 const METRICS = `# HELP grpc_server_handled_total Total number of RPCs completed on the server.
@@ -72,8 +77,8 @@ describe('helpers', () => {
   it('classifies a revision by the keys it wrote', () => {
     const rev = (events: Array<{ type: 'put' | 'delete'; key: string }>) => ({ revision: 1n, events: events.map((e) => ({ ...e, value: '' })) });
     expect(classify('j', rev([{ type: 'put', key: 'j/state/epoch' }]))).toBe('epoch');
-    expect(classify('j', rev([{ type: 'put', key: 'j/meta/1/0/0/Children' }]))).toBe('meta_flag');
-    expect(classify('j', rev([{ type: 'delete', key: 'j/meta/1/0/0/Children' }, { type: 'delete', key: 'j/meta/1/0/2/Parents' }]))).toBe('meta_cleanup');
+    expect(classify('j', rev([{ type: 'put', key: 'j/meta/1/0/0/0/Children' }]))).toBe('meta_flag');
+    expect(classify('j', rev([{ type: 'delete', key: 'j/meta/1/0/0/0/Children' }, { type: 'delete', key: 'j/meta/1/0/0/2/Parents' }]))).toBe('meta_cleanup');
     expect(classify('j', rev([{ type: 'put', key: 'j/tasks/0/addr' }]))).toBe('other');
   });
 
@@ -101,7 +106,7 @@ describe('runCoordination', () => {
     const lines: string[] = [];
     const { results, summary } = await runCoordination({ ...TINY, progress: (l) => lines.push(l) }, (r) => seen.push(r));
     expect(seen).toEqual(results);
-    expect(results.map((r) => r.part)).toEqual(['epoch_advance', 'failover', 'store_writes']);
+    expect(results.map((r) => r.part)).toEqual(['epoch_advance', 'failover', 'store_writes', 'meta_hop']);
     expect(lines.some((l) => l.startsWith('starting etcd'))).toBe(true);
 
     const epoch = results[0] as EpochAdvanceResult;
@@ -131,11 +136,20 @@ describe('runCoordination', () => {
     expect(failover.witnessed.p50_s * 1000).toBeGreaterThanOrEqual(failover.witnessed.reap_p50_ms + failover.witnessed.end_session_p50_ms - 1);
 
     const writes = results[2] as StoreWritesResult;
-    expect(writes).toMatchObject({ part: 'store_writes', tasks: 3, epochs_counted: 1, answer_ok: true });
-    // Exactly one epoch in the window: one epoch write, and each of the 3 receivers clears its old metas once.
-    expect(writes.window_writes).toEqual({ epoch: 1, meta_flag: 4, meta_cleanup: 3, other: 0 });
-    expect(writes.writes_per_task_epoch).toBeCloseTo(4 / 3, 3);
-    expect(writes.node_stats_writes).toMatchObject({ addr: 3, incarnation: 3, node: 3, epoch: 2 });
+    expect(writes).toMatchObject({ part: 'store_writes', tasks: 3, epochs_counted: 16, answer_ok: true });
+    // 16 epochs in the window: one epoch write each, and each of the 3 receivers clears the first
+    // meta generation (epochs 0-15) once, on entering epoch 16.
+    expect(writes.window_writes).toEqual({ epoch: 16, meta_flag: 64, meta_cleanup: 3, other: 0 });
+    expect(writes.per_task_epoch.meta_cleanup).toBeCloseTo(3 / 48, 2);
+    expect(writes.writes_per_task_epoch).toBeCloseTo((16 + 3) / 48, 3);
+    expect(writes.node_stats_writes).toMatchObject({ addr: 3, incarnation: 3, node: 3, epoch: 17, metaCleanup: 3 });
+
+    const hop = results[3] as MetaHopResult;
+    expect(hop).toMatchObject({ part: 'meta_hop', push: { hops: 4 }, store: { hops: 4 }, bare_grpc: { calls: 4 } });
+    for (const p50 of [hop.push.p50_ms, hop.store.p50_ms, hop.bare_grpc.p50_ms]) expect(p50).toBeGreaterThan(0);
+    // Every timed meta arrived exactly once, by one path or the other.
+    expect(hop.push.by_push + hop.push.by_store).toBe(4);
+    expect(hop.meta_hop_ratio).toBeCloseTo(hop.push.p50_ms / hop.bare_grpc.p50_ms, 1);
 
     expect(summary).toMatchObject({
       summary: true,
@@ -143,6 +157,8 @@ describe('runCoordination', () => {
       failover_over_ttl_s: failover.failover_over_ttl_s,
       witnessed_failover_s: failover.witnessed.p50_s,
       writes_per_task_epoch: writes.writes_per_task_epoch,
+      meta_cleanup_writes_per_task_epoch: writes.per_task_epoch.meta_cleanup,
+      meta_hop_ratio: hop.meta_hop_ratio,
       targets: TARGETS,
       epoch_advance_ratios: { '2': epoch.ratio_p50 },
     });
@@ -151,6 +167,8 @@ describe('runCoordination', () => {
       failover_over_ttl_s: failover.failover_over_ttl_s <= 1,
       witnessed_failover_s: failover.witnessed.p50_s <= 0.2,
       writes_per_task_epoch: writes.writes_per_task_epoch <= 2,
+      meta_hop_ratio: hop.meta_hop_ratio <= 3,
+      meta_cleanup_writes_per_task_epoch: writes.per_task_epoch.meta_cleanup <= 0.1,
     });
     expect(summary.etcd_version).toMatch(/^\d+\.\d+/);
 
