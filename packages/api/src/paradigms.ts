@@ -13,7 +13,7 @@
 import type { MethodSpec } from './codec.js';
 import type { UpdateLog } from './standby.js';
 import type { EpochContext } from './task.js';
-import type { Logger } from './runtime.js';
+import type { Clock, Logger } from './runtime.js';
 
 /** Who made a call, as the callee's interceptor and handlers see it. */
 export type Caller =
@@ -109,6 +109,8 @@ export interface MasterStore {
 export interface MasterFrame {
   getJob(): string;
   getLogger(): Logger;
+  /** The node's clock: time and timers go through it, so a test or a simulator can drive them. */
+  getClock(): Clock;
   getNumWorkers(): number;
   getIncarnation(): number;
   /** Every worker's current incarnation and whether it announced itself to this master. */
@@ -141,6 +143,8 @@ export interface MasterFrame {
 export interface WorkerFrame {
   getJob(): string;
   getLogger(): Logger;
+  /** The node's clock (see `MasterFrame.getClock`). */
+  getClock(): Clock;
   getWorkerId(): number;
   getNumWorkers(): number;
   /** This worker's incarnation (1 for the first node to run it). */

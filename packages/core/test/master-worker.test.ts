@@ -1,5 +1,5 @@
-import { ApplicationError, LeaseLostError } from '@taskgraph/api';
-import type { Caller, EpochContext, InterceptedCall, MasterFrame, MasterStart, MasterTask, UpdateLog, WorkerEvent, WorkerFrame, WorkerTask } from '@taskgraph/api';
+import { ApplicationError, LeaseLostError, systemClock } from '@taskgraph/api';
+import type { Caller, Clock, EpochContext, InterceptedCall, MasterFrame, MasterStart, MasterTask, UpdateLog, WorkerEvent, WorkerFrame, WorkerTask } from '@taskgraph/api';
 import { MemoryCoordinator, MemoryStore } from '@taskgraph/coord-memory';
 import { eventually } from '@taskgraph/testkit';
 import { LocalNetwork, createLocalTransport } from '@taskgraph/transport-local';
@@ -147,6 +147,8 @@ function squaresCluster(o: { workers: number; items: number; backups?: number; s
   const seen: Seen = { masters: [], workers: [], calls: new Map(), gate: { limit: Infinity, served: 0 } };
   const coordinator = () => new MemoryCoordinator({ store, namespace: 'tg' });
   const job = masterWorkerJob(o.workers, o.backups ?? 0);
+  // The system clock under another identity: the frames must hand out the node's own clock.
+  const clock: Clock = { now: () => systemClock.now(), setTimeout: (f, ms) => systemClock.setTimeout(f, ms), clearTimeout: (h) => systemClock.clearTimeout(h) };
   const cluster = new LocalCluster({
     job: `mw-${++seq}`,
     numTasks: job.numTasks,
@@ -162,22 +164,25 @@ function squaresCluster(o: { workers: number; items: number; backups?: number; s
         worker: () => (seen.workers.push(new SquaresWorker(seen)), seen.workers.at(-1)!),
       }),
     linkages: () => masterWorkerLinkages(o.workers),
-    node: { sessionTtlMs: 500 },
+    node: { sessionTtlMs: 500, clock },
     logger: process.env['MW_DEBUG'] ? createLogger({ level: 'debug' }) : silentLogger,
   });
   clusters.push(cluster);
   const jobName = `mw-${seq}`;
   const expected = Array.from({ length: o.items }, (_, i) => (i + 1) ** 2).reduce((a, b) => a + b, 0);
   const finished = () => seen.masters.find((m) => m.sum !== undefined);
-  return { cluster, seen, expected, finished, coordinator, job: jobName };
+  return { cluster, seen, expected, finished, coordinator, job: jobName, clock };
 }
 
 describe('master/worker', () => {
   it('the master hands work to every worker and the answer is exact; the interceptors see every call with its caller', async () => {
-    const { cluster, seen, expected, finished } = squaresCluster({ workers: 3, items: 30, standbys: 0, master: () => new SquaresMaster(30, false) });
+    const { cluster, seen, expected, finished, clock } = squaresCluster({ workers: 3, items: 30, standbys: 0, master: () => new SquaresMaster(30, false) });
     await cluster.start();
     expect((await cluster.waitUntilDone()).state).toBe('done');
     expect(finished()?.sum).toBe(expected);
+    // Both sides time things on the node's clock (a simulator's virtual one, say).
+    expect(seen.masters[0]!.frame.getClock()).toBe(clock);
+    expect(seen.workers.map((w) => w.frame.getClock() === clock)).toEqual([true, true, true]);
     const served = [...seen.calls].filter(([k]) => k.startsWith('square from master')).reduce((a, [, n]) => a + n, 0);
     expect(served).toBe(30);
     const master = seen.masters[0]!;
@@ -223,12 +228,13 @@ describe('master/worker', () => {
     await eventually('a backup of the master', () => cluster.backupsOf(0).length === 1);
     await eventually('20 items acknowledged', () => seen.masters.find((m) => m.starts.length > 0)?.acked === 20);
     await cluster.kill(0);
+    // Heard while the work is still held back: once the job is done, workers leave and hear nothing more.
+    await eventually('the workers heard of the new master', () => seen.workers.every((w) => w.masterChanges.includes(2)));
     seen.gate.limit = Infinity;
     expect((await cluster.waitUntilDone()).state).toBe('done');
     const promoted = seen.masters.find((m) => m.starts.some((s) => s.promoted))!;
     expect(promoted.starts).toEqual([{ incarnation: 2, promoted: true, seq: 20, doneAtStart: 20 }]);
     expect(finished()?.sum).toBe(expected);
-    await eventually('the workers heard of the new master', () => seen.workers.every((w) => w.masterChanges.includes(2)));
   });
 
   it.each([

@@ -10,6 +10,7 @@ import type {
   AnyMethodHandler,
   BackedUpFramework,
   Caller,
+  Clock,
   EpochContext,
   Logger,
   MasterFrame,
@@ -190,6 +191,10 @@ class Frame implements MasterFrame {
 
   getLogger(): Logger {
     return this.fw.getLogger();
+  }
+
+  getClock(): Clock {
+    return this.rt.clock;
   }
 
   getNumWorkers(): number {

@@ -5,7 +5,7 @@
  * optional `run` once the master has heard of it.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import type { AnyMethodHandler, BackedUpFramework, EpochContext, Logger, MethodSpec, NeighborEvent, NotifyOptions, Task, WorkerFrame, WorkerTask } from '@taskgraph/api';
+import type { AnyMethodHandler, BackedUpFramework, Clock, EpochContext, Logger, MethodSpec, NeighborEvent, NotifyOptions, Task, WorkerFrame, WorkerTask } from '@taskgraph/api';
 import type { RuntimeInternals } from '../framework.js';
 import { endsTheTask, internalsOf } from './runtime-access.js';
 import { callPeer, servePeerMethods } from './peer-calls.js';
@@ -91,6 +91,10 @@ class Frame implements WorkerFrame {
 
   getLogger(): Logger {
     return this.fw.getLogger();
+  }
+
+  getClock(): Clock {
+    return this.rt.clock;
   }
 
   getWorkerId(): number {

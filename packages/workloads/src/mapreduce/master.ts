@@ -125,13 +125,15 @@ export class MapReduceMaster implements MasterTask {
   /** Waits for `startWorkers` workers to join, at most `startWaitMs`. */
   private async awaitWorkers(signal: AbortSignal): Promise<void> {
     const want = Math.min(this.o.startWorkers ?? Infinity, this.frame.getNumWorkers());
-    const deadline = Date.now() + (this.o.startWaitMs ?? 10_000);
-    while (this.ready.size < want && Date.now() < deadline) {
-      const timer = setTimeout(() => this.wake(), deadline - Date.now());
+    // The frame's clock, not the platform's: a simulator drives this wait on virtual time.
+    const clock = this.frame.getClock();
+    const deadline = clock.now() + (this.o.startWaitMs ?? 10_000);
+    while (this.ready.size < want && clock.now() < deadline) {
+      const timer = clock.setTimeout(() => this.wake(), deadline - clock.now());
       try {
         await this.changed(signal);
       } finally {
-        clearTimeout(timer);
+        clock.clearTimeout(timer);
       }
     }
     if (this.ready.size < want) this.frame.getLogger().warn('starting without every worker', { ready: this.ready.size, wanted: want });
@@ -317,11 +319,12 @@ export class MapReduceMaster implements MasterTask {
     this.drop(job);
     // Tell the reducer to stop pulling (best effort: it may be gone; bounded, not awaited).
     const stop = new AbortController();
-    const timer = setTimeout(() => stop.abort(), 5000);
+    const clock = this.frame.getClock();
+    const timer = clock.setTimeout(() => stop.abort(), 5000);
     this.frame
       .notifyWorker(ctx, job.workerId, CANCEL, { attempt: job.attempt }, { signal: stop.signal })
       .catch(() => undefined)
-      .finally(() => clearTimeout(timer));
+      .finally(() => clock.clearTimeout(timer));
   }
 
   /** A call failed: true when the master still counted on it (the work goes back to the queue). */
