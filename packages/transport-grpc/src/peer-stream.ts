@@ -71,8 +71,10 @@ export class PeerStream {
   #received = false;
   /** The stream ended or failed; its last answers may still be handed over, but it takes no new calls. */
   #over = false;
-  /** Answers already read but still to be handed over (one per turn of the event loop). */
-  #delivering = 0;
+  /** Frames read but not yet handed over, and whether a turn to hand them over is scheduled. */
+  readonly #inbox: ResponseFrame[] = [];
+  #inboxHead = 0;
+  #delivering = false;
   #finishing = false;
 
   /**
@@ -171,12 +173,15 @@ export class PeerStream {
     // Each answer is handed over in its own turn of the event loop, as grpc-js hands over
     // unary answers: what the caller does with one answer (abort its signal, stop a node)
     // is done before the next answer is looked at, so no answer outlives its caller's abort.
-    this.#deliver(frames, 0);
+    // One queue for every message keeps a payload's chunks in order across messages.
+    for (const frame of frames) this.#inbox.push(frame);
+    if (!this.#delivering) this.#deliver();
   }
 
-  #deliver(frames: ResponseFrame[], from: number): void {
-    for (let i = from; i < frames.length; i++) {
-      const frame = frames[i]!;
+  #deliver(): void {
+    while (this.#inboxHead < this.#inbox.length) {
+      const frame = this.#inbox[this.#inboxHead]!;
+      this.#inboxHead += 1;
       const call = this.#calls.get(frame.id);
       if (call === undefined) continue; // an answer to a call that already ended here
       if (frame.kind === FrameKind.error) {
@@ -211,21 +216,23 @@ export class PeerStream {
         call.out.headers(headers);
       }
       this.end(call, null, false, whole);
-      if (i + 1 < frames.length) {
-        this.#delivering += 1;
+      if (this.#inboxHead < this.#inbox.length) {
+        this.#delivering = true;
         setImmediate(() => {
-          this.#delivering -= 1;
-          this.#deliver(frames, i + 1);
+          this.#delivering = false;
+          this.#deliver();
         });
         return;
       }
     }
+    this.#inbox.length = 0;
+    this.#inboxHead = 0;
   }
 
   /** The answers that arrived before the stream's end are handed over before its calls fail. */
   #breakAfterDeliveries(code: Status, details: string): void {
     this.#over = true;
-    if (this.#delivering > 0) setImmediate(() => this.#breakAfterDeliveries(code, details));
+    if (this.#delivering) setImmediate(() => this.#breakAfterDeliveries(code, details));
     else this.#break(code, details);
   }
 

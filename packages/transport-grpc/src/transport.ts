@@ -98,6 +98,7 @@ export class GrpcTransport implements Transport {
       // Each channel owns its connections: without this, grpc-js shares subchannels
       // process-wide, so two nodes in one process would share (and forget) one socket.
       'grpc.use_local_subchannel_pool': 1,
+      'grpc-node.flow_control_window': 16 * 1024 * 1024,
       'grpc.initial_reconnect_backoff_ms': Math.min(1_000, this.#config.maxReconnectBackoffMs),
       'grpc.max_reconnect_backoff_ms': this.#config.maxReconnectBackoffMs,
     };
