@@ -109,9 +109,11 @@ describe('runDataPlane', () => {
     expect(cases.map((c) => c.case)).toEqual(['64B x1', '64B x3', '64KiB x1', '64KiB x3']);
     expect(seen).toEqual(cases);
     for (const c of cases) {
-      expect(Object.keys(c)).toEqual(['case', 'payload_bytes', 'in_flight', 'framework', 'raw', 'throughput_ratio', 'p50_added_us', 'cpu_ratio']);
+      expect(Object.keys(c)).toEqual(['case', 'payload_bytes', 'in_flight', 'framework', 'raw', 'peer', 'throughput_ratio', 'peer_ratio', 'p50_added_us', 'cpu_ratio']);
       expectSide(c.framework, 24);
       expectSide(c.raw, 24);
+      expectSide(c.peer!, 24);
+      expect(c.peer_ratio).toBeCloseTo(c.framework.calls_per_s / c.peer!.calls_per_s, 2);
       expect(c.throughput_ratio).toBeCloseTo(c.framework.calls_per_s / c.raw.calls_per_s, 2);
       expect(c.p50_added_us).toBeCloseTo(c.framework.p50_us - c.raw.p50_us, 0);
     }
@@ -128,6 +130,9 @@ describe('runDataPlane', () => {
     expect(summary.connections_per_peer).toBe(1);
     expect(summary.met.connections_per_peer).toBe(true);
     expect(summary.met.throughput_ratio_min).toBe(summary.throughput_ratio_min >= 0.8);
+    // No case at 16 or 64 in flight ran: the two ratios over those cases are null, and not met.
+    expect(summary).toMatchObject({ stream_ratio_min: null, peer_ratio_min: null });
+    expect(summary.met).toMatchObject({ stream_ratio_min: false, peer_ratio_min: false });
 
     // Servers, sockets and timers are all closed (sockets close a moment after the calls end).
     const leftOver = (): string[] => Object.entries(openHandles()).flatMap(([kind, n]) => (n > (before[kind] ?? 0) ? [kind] : []));
@@ -160,12 +165,15 @@ describe('the command', () => {
   }
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', async () => {
-    const { code, stdout, stderr } = await runCli(['--payloads', '64', '--in-flight', '2', '--rounds', '1', '--round-calls', '8', '--warmup-calls', '2']);
+    const { code, stdout, stderr } = await runCli(['--payloads', '64', '--in-flight', '16', '--rounds', '1', '--round-calls', '32', '--warmup-calls', '16']);
     expect(code, stderr).toBe(0);
     const lines = stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatchObject({ case: '64B x2', payload_bytes: 64, in_flight: 2 });
+    expect(lines[0]).toMatchObject({ case: '64B x16', payload_bytes: 64, in_flight: 16 });
     expect(lines[1]).toMatchObject({ summary: true, connections_per_peer: 1, p50_added_us_max: null });
+    // 64 B x16 is one of the cases the two ratios are taken over, here the only one.
+    expect(lines[1]!['stream_ratio_min']).toBe(lines[0]!['throughput_ratio']);
+    expect(lines[1]!['peer_ratio_min']).toBe(lines[0]!['peer_ratio']);
     expect(stderr).toContain('[data-plane]');
   });
 

@@ -59,12 +59,17 @@ export class JobCredential {
   verify(md: Metadata, path: string, payload: Uint8Array, now: number): Verified | undefined {
     const values = md.get(AUTH_KEY);
     if (values.length !== 1 || typeof values[0] !== 'string') return undefined;
-    const m = HEADER.exec(values[0]);
+    const identity = identityOf(md);
+    if (identity === undefined) return undefined;
+    return this.verifyHeader(values[0], path, identity, payload, now);
+  }
+
+  /** Checks an authenticator given as text (a stream frame's) for the request `identity` (its envelope). */
+  verifyHeader(header: string, path: string, identity: string, payload: Uint8Array, now: number): Verified | undefined {
+    const m = HEADER.exec(header);
     if (m === null) return undefined;
     const [, ts, nonce, mac] = m as unknown as [string, string, string, string];
     if (Math.abs(now - Number(ts)) > MAX_CLOCK_SKEW_MS) return undefined;
-    const identity = identityOf(md);
-    if (identity === undefined) return undefined;
     return equal(mac, this.#requestMac(path, identity, ts, nonce, payload)) ? { nonce } : undefined;
   }
 
@@ -78,8 +83,13 @@ export class JobCredential {
   /** True when `md` carries the proof of this answer. */
   proven(md: Metadata | undefined, nonce: string, outcome: string, body: Uint8Array | undefined): boolean {
     const values = md?.get(PROOF_KEY) ?? [];
-    if (values.length !== 1 || typeof values[0] !== 'string' || !PROOF.test(values[0])) return false;
-    return equal(values[0], this.prove(nonce, outcome, body));
+    if (values.length !== 1 || typeof values[0] !== 'string') return false;
+    return this.provenBy(values[0], nonce, outcome, body);
+  }
+
+  /** True when `proof` (a stream frame's) is the proof of this answer. */
+  provenBy(proof: string, nonce: string, outcome: string, body: Uint8Array | undefined): boolean {
+    return PROOF.test(proof) && equal(proof, this.prove(nonce, outcome, body));
   }
 
   #requestMac(path: string, identity: string, ts: string, nonce: string, payload: Uint8Array): string {

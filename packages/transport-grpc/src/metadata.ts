@@ -77,13 +77,8 @@ function encodedJob(job: unknown): string {
 
 /** Checks a request's meta (the same rules the server applies) and writes it as the one-header envelope. */
 export function metadataFromMeta(meta: RequestMeta): Metadata {
-  if (typeof meta !== 'object' || meta === null) throw new InvalidArgumentError('request meta must be an object');
   const md = new Metadata();
-  md.set(
-    ENVELOPE_KEY,
-    `${encodedJob(meta.job)};${checkInteger(meta.from, 'from', -1)};${checkInteger(meta.to, 'to', 0)};` +
-      `${checkInteger(meta.epoch, 'epoch', 0)};${checkToken(meta.token)};${encodeURIComponent(checkText(meta.requestId, 'requestId'))}`,
-  );
+  md.set(ENVELOPE_KEY, envelopeFromMeta(meta));
   return md;
 }
 
@@ -119,8 +114,17 @@ function parseInteger(raw: string, key: string, min: number): number {
   return n;
 }
 
-function metaFromEnvelope(md: Metadata): RequestMeta {
-  const raw = single(md, ENVELOPE_KEY);
+/** Writes a request's meta as the envelope's text (what the `tg-env` header and a stream frame carry). */
+export function envelopeFromMeta(meta: RequestMeta): string {
+  if (typeof meta !== 'object' || meta === null) throw new InvalidArgumentError('request meta must be an object');
+  return (
+    `${encodedJob(meta.job)};${checkInteger(meta.from, 'from', -1)};${checkInteger(meta.to, 'to', 0)};` +
+    `${checkInteger(meta.epoch, 'epoch', 0)};${checkToken(meta.token)};${encodeURIComponent(checkText(meta.requestId, 'requestId'))}`
+  );
+}
+
+/** Reads the envelope's text, with the same checks as the separate headers. */
+export function metaFromEnvelope(raw: string): RequestMeta {
   const parts = raw.split(';');
   if (parts.length !== 6) {
     throw new InvalidArgumentError(`request metadata ${ENVELOPE_KEY} must be job;from;to;epoch;token;requestId, got ${JSON.stringify(raw.slice(0, 200))}`);
@@ -161,7 +165,7 @@ function integer(md: Metadata, key: string, min: number): number {
  * the six separate headers. Throws InvalidArgumentError naming the bad key.
  */
 export function metaFromMetadata(md: Metadata): RequestMeta {
-  if (md.get(ENVELOPE_KEY).length > 0) return metaFromEnvelope(md);
+  if (md.get(ENVELOPE_KEY).length > 0) return metaFromEnvelope(single(md, ENVELOPE_KEY));
   const token = single(md, MetadataKeys.token);
   if (!DECIMAL.test(token)) {
     throw new InvalidArgumentError(`request metadata ${MetadataKeys.token} must be a decimal fencing token, got ${JSON.stringify(token)}`);

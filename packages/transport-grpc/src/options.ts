@@ -70,6 +70,13 @@ export interface GrpcTransportOptions {
   readonly maxReconnectBackoffMs?: number;
   /** Default grace for `TransportServer.close()` without `graceMs` (default 5 s). */
   readonly defaultGraceMs?: number;
+  /**
+   * How this transport's calls travel: "stream" (the default) multiplexes every call to
+   * a peer onto one long-lived bidirectional gRPC stream; "unary" makes each call its
+   * own unary gRPC call (one HTTP/2 stream per call), as a foreign gRPC client does.
+   * Servers always accept both.
+   */
+  readonly dataPlane?: 'stream' | 'unary';
   /** Mutual TLS with a job CA (what `grpcs://` sets up). Not with serverCredentials/channelCredentials. */
   readonly tls?: GrpcTlsOptions;
   /**
@@ -95,6 +102,7 @@ export interface ResolvedOptions {
   readonly keepaliveTimeoutMs: number;
   readonly maxReconnectBackoffMs: number;
   readonly defaultGraceMs: number;
+  readonly dataPlane: 'stream' | 'unary';
   readonly serverCredentials: ServerCredentials;
   readonly channelCredentials: ChannelCredentials;
   /** True when the server accepts only clients with a certificate from the job CA. */
@@ -115,6 +123,7 @@ const QUERY_OPTIONS = {
   keepaliveTimeoutMs: 'integer',
   maxReconnectBackoffMs: 'integer',
   defaultGraceMs: 'integer',
+  dataPlane: 'string',
 } as const;
 
 type QueryOption = keyof typeof QUERY_OPTIONS;
@@ -279,6 +288,7 @@ export function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
       2 ** 31 - 1,
     ),
     defaultGraceMs: integerIn(options.defaultGraceMs ?? DEFAULT_GRACE_MS, 'defaultGraceMs', 0, 2 ** 31 - 1),
+    dataPlane: dataPlaneOf(options.dataPlane),
     ...security,
     logger: options.logger ?? silentLogger,
   };
@@ -327,6 +337,12 @@ function resolveSecurity(options: GrpcTransportOptions): Security {
     throw new InvalidArgumentError(`gRPC transport TLS material is unusable: ${(err as Error).message}`, { cause: err });
   }
   return { serverCredentials, channelCredentials, mutualTls: true, credential: secret === undefined ? undefined : new JobCredential(secret, false) };
+}
+
+function dataPlaneOf(value: unknown): 'stream' | 'unary' {
+  if (value === undefined || value === 'stream') return 'stream';
+  if (value === 'unary') return 'unary';
+  throw new InvalidArgumentError(`gRPC transport option dataPlane must be "stream" or "unary", got ${JSON.stringify(value)}`);
 }
 
 function checkAdvertise(advertise: unknown): void {

@@ -5,6 +5,9 @@
  * can call it. grpc-js looks handlers up per call in a map that `addService` and
  * `removeService` edit, also after the server is bound, so `serve()` really
  * (un)registers methods and grpc-js itself answers UNIMPLEMENTED for the rest.
+ * Beside them, one bidirectional streaming method carries TaskGraph's own calls, many
+ * to a stream (stream-session.ts); every call on it passes the same checks, in the same
+ * order, as a unary one.
  */
 import {
   AbortedError,
@@ -12,17 +15,23 @@ import {
   DeadlineExceededError,
   InternalError,
   InvalidArgumentError,
+  MethodNotFoundError,
   UnauthenticatedError,
   UnavailableError,
   assertValidMethodName,
 } from '@taskgraph/api';
 import type { InboundRequest, ListenOptions, RequestHandler, TransportServer } from '@taskgraph/api';
 import { Metadata, Server, status as Status } from '@grpc/grpc-js';
-import type { ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation, sendUnaryData } from '@grpc/grpc-js';
+import type { ServerDuplexStream, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation, sendUnaryData } from '@grpc/grpc-js';
 import { serverConnections } from './channelz.js';
 import type { ConnectionInfo } from './channelz.js';
 import { PROOF_KEY } from './auth.js';
-import { metaFromMetadata } from './metadata.js';
+import { STREAM_LIMIT_SLACK } from './frames.js';
+import type { CallFrame } from './frames.js';
+import { metaFromEnvelope, metaFromMetadata } from './metadata.js';
+import { STREAM_METHOD } from './peer-stream.js';
+import { StreamSession } from './stream-session.js';
+import type { Answer, Prover, StreamHost, StreamedCall } from './stream-session.js';
 import { ADVERTISE_HOST_ENV, isWildcardHost, joinHostPort, splitHostPort } from './options.js';
 import type { ResolvedOptions } from './options.js';
 import { statusFromError } from './status.js';
@@ -34,6 +43,8 @@ export interface GrpcServerStats {
   readonly address: string;
   readonly methods: readonly string[];
   readonly callsInFlight: number;
+  /** Multiplexed streams open from callers. */
+  readonly streams: number;
   /** The TCP connections open to this server now, from channelz. */
   readonly connections: readonly ConnectionInfo[];
 }
@@ -42,6 +53,8 @@ export interface GrpcServerStats {
 export function bytesView(buf: Buffer): Uint8Array {
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
+
+const identity = (b: Buffer): Buffer => b;
 
 export function bufferView(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -54,7 +67,7 @@ export function bufferView(bytes: Uint8Array): Buffer {
  * an AbortSignal is the most expensive object of a call, and most handlers never
  * look at it.
  */
-class InboundCall implements InboundRequest {
+class InboundCall implements InboundRequest, StreamedCall {
   #controller: AbortController | undefined;
   #abortReason: Error | undefined;
   #open = true;
@@ -65,7 +78,7 @@ class InboundCall implements InboundRequest {
     readonly payload: Uint8Array,
     /** When the caller's deadline passes (ms since the epoch), or Infinity. */
     readonly deadlineAt: number,
-    private readonly callback: sendUnaryData<Buffer>,
+    private readonly callback: Answer,
     private readonly inFlight: Set<InboundCall>,
     private readonly maxMessageBytes: number,
     readonly authenticated: boolean,
@@ -175,7 +188,9 @@ function advertisedAddress(config: ResolvedOptions, boundPort: number): string {
   return joinHostPort(split.host, split.port ?? boundPort);
 }
 
-export class GrpcTransportServer implements TransportServer {
+const NO_PROOF: Prover = () => '';
+
+export class GrpcTransportServer implements TransportServer, StreamHost {
   readonly address: string;
   readonly #server: Server;
   readonly #config: ResolvedOptions;
@@ -183,6 +198,9 @@ export class GrpcTransportServer implements TransportServer {
   readonly #onClosed: (server: GrpcTransportServer) => void;
   readonly #served = new Map<string, ServiceDefinition>();
   readonly #inFlight = new Set<InboundCall>();
+  readonly #sessions = new Set<StreamSession>();
+  /** Method name -> its gRPC path, for checking the stream's per-call authenticators. */
+  readonly #paths = new Map<string, string>();
   /** Every call that reaches a handler proved its caller a member of the job (a job certificate or the job secret). */
   readonly #authenticates: boolean;
   #closing: Promise<void> | undefined;
@@ -212,9 +230,12 @@ export class GrpcTransportServer implements TransportServer {
       throw new InvalidArgumentError('listen options must have a handler function');
     }
     const methods = checkMethods(options.methods ?? []);
+    // Room for a stream message beyond the largest payload; a unary request or answer is
+    // held to maxMessageBytes by #onCall and InboundCall.succeed.
+    const grpcLimit = Math.min(config.maxMessageBytes + STREAM_LIMIT_SLACK, 2 ** 31 - 1);
     const server = new Server({
-      'grpc.max_receive_message_length': config.maxMessageBytes,
-      'grpc.max_send_message_length': config.maxMessageBytes,
+      'grpc.max_receive_message_length': grpcLimit,
+      'grpc.max_send_message_length': grpcLimit,
       // The server pings idle clients too, so calls from a vanished node are cancelled.
       'grpc.keepalive_time_ms': config.keepaliveTimeMs,
       'grpc.keepalive_timeout_ms': config.keepaliveTimeoutMs,
@@ -244,6 +265,7 @@ export class GrpcTransportServer implements TransportServer {
       throw err;
     }
     const self = new GrpcTransportServer(server, address, config, options.handler, onClosed);
+    self.#serveStream();
     self.#apply(methods);
     config.logger.debug('gRPC server listening', { bound: joinHostPort(config.host, port), address, service: config.service });
     return self;
@@ -271,6 +293,81 @@ export class GrpcTransportServer implements TransportServer {
       this.#server.addService(definition, implementation);
       this.#served.set(name, definition);
     }
+  }
+
+  get maxMessageBytes(): number {
+    return this.#config.maxMessageBytes;
+  }
+
+  #serveStream(): void {
+    const definition: ServiceDefinition = {
+      [STREAM_METHOD]: {
+        path: methodPath(this.#config.service, STREAM_METHOD),
+        requestStream: true,
+        responseStream: true,
+        requestSerialize: identity,
+        requestDeserialize: identity,
+        responseSerialize: identity,
+        responseDeserialize: identity,
+      },
+    };
+    this.#server.addService(definition, {
+      [STREAM_METHOD]: (call: ServerDuplexStream<Buffer, Buffer>) => {
+        if (this.#closing !== undefined) {
+          call.emit('error', statusFromError(new UnavailableError(`the server at ${this.address} is shutting down`)));
+          return;
+        }
+        this.#sessions.add(new StreamSession(call, this));
+      },
+    });
+  }
+
+  /** StreamHost: one call off a stream, through the unary path's checks in the unary path's order. */
+  admit(frame: CallFrame, payload: Uint8Array, answerWith: (prove: Prover) => Answer): StreamedCall | undefined {
+    const logger = this.#config.logger;
+    const credential = this.#config.credential;
+    const method = frame.method;
+    let path = this.#paths.get(method);
+    if (path === undefined) {
+      path = methodPath(this.#config.service, method);
+      if (this.#paths.size < 10_000) this.#paths.set(method, path);
+    }
+    let prove = NO_PROOF;
+    if (credential !== undefined) {
+      const verified = credential.verifyHeader(frame.auth, path, frame.envelope, payload, Date.now());
+      if (verified === undefined) {
+        logger.debug('gRPC stream request without a valid job credential refused', { method });
+        answerWith(NO_PROOF)(statusFromError(REFUSED));
+        return undefined;
+      }
+      prove = (outcome, body) => credential.prove(verified.nonce, outcome, body);
+    }
+    const answer = answerWith(prove);
+    let meta: InboundRequest['meta'];
+    try {
+      meta = metaFromEnvelope(frame.envelope);
+    } catch (err) {
+      logger.debug('gRPC stream request with a bad envelope', { method, error: (err as Error).message });
+      answer(statusFromError(err));
+      return undefined;
+    }
+    if (!this.#served.has(method)) {
+      answer(statusFromError(new MethodNotFoundError(`${this.address} does not serve method ${JSON.stringify(method)}`), Status.UNIMPLEMENTED));
+      return undefined;
+    }
+    if (this.#closing !== undefined) {
+      answer(statusFromError(new UnavailableError(`the server at ${this.address} is shutting down`)));
+      return undefined;
+    }
+    const deadlineAt = frame.timeoutMs > 0 ? Date.now() + frame.timeoutMs : Infinity;
+    const entry = new InboundCall(method, meta, payload, deadlineAt, answer, this.#inFlight, this.#config.maxMessageBytes, this.#authenticates);
+    this.#run(entry);
+    return entry;
+  }
+
+  /** StreamHost: a session ended. */
+  ended(session: StreamSession): void {
+    this.#sessions.delete(session);
   }
 
   #definition(method: string): ServiceDefinition {
@@ -316,13 +413,26 @@ export class GrpcTransportServer implements TransportServer {
       return;
     }
 
+    if (call.request.byteLength > this.#config.maxMessageBytes) {
+      // grpc-js's own limit has room for stream messages: a single request is held to ours here.
+      const size = call.request.byteLength;
+      const limit = this.#config.maxMessageBytes;
+      callback(statusFromError(new InvalidArgumentError(`the request of ${method} is ${size} bytes; the limit is ${limit}`, { details: { size, limit } }), Status.RESOURCE_EXHAUSTED));
+      return;
+    }
+
     const deadline = call.getDeadline();
     const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
     const entry = new InboundCall(method, meta, call.request, Number.isFinite(deadlineAt) ? deadlineAt : Infinity, callback, this.#inFlight, this.#config.maxMessageBytes, this.#authenticates);
-    this.#inFlight.add(entry);
-    if (entry.deadlineAt !== Infinity) this.#sweepDeadlines();
     // grpc-js may also report a stream closing after the answer went out: not a cancel.
     call.on('cancelled', () => entry.cancelled());
+    this.#run(entry);
+  }
+
+  /** Runs a checked call's handler and answers with its outcome. */
+  #run(entry: InboundCall): void {
+    this.#inFlight.add(entry);
+    if (entry.deadlineAt !== Infinity) this.#sweepDeadlines();
     let result: Promise<Uint8Array>;
     try {
       result = Promise.resolve(this.#handler(entry));
@@ -360,6 +470,7 @@ export class GrpcTransportServer implements TransportServer {
       address: this.address,
       methods: [...this.#served.keys()],
       callsInFlight: this.#inFlight.size,
+      streams: this.#sessions.size,
       connections: this.#closing === undefined ? serverConnections(this.#server) : [],
     };
   }
@@ -381,6 +492,8 @@ export class GrpcTransportServer implements TransportServer {
 
   async #shutdown(graceMs: number): Promise<void> {
     const drained = new Promise<void>((resolve) => this.#server.tryShutdown(() => resolve()));
+    // Streams are long-lived: each ends once its calls in flight are answered, so the drain can finish.
+    for (const session of [...this.#sessions]) session.close();
     // graceMs 0 is a hard stop: no waiting at all, the connections are destroyed at once.
     let drainedInTime = graceMs > 0 && (await settlesWithin(drained, graceMs));
     const reason = new ClosedError(`the server at ${this.address} is closed`);

@@ -1,27 +1,23 @@
 /**
  * The gRPC transport: servers from `listen`, and one client channel per peer
- * address, reused for every call to that peer until `forget` or `close`.
+ * address, reused for every call to that peer until `forget` or `close`. By default
+ * the calls to a peer ride one multiplexed stream on that channel (peer-stream.ts);
+ * `dataPlane: 'unary'` makes each call its own unary gRPC call instead.
  */
-import {
-  ClosedError,
-  InternalError,
-  InvalidArgumentError,
-  UnauthenticatedError,
-  abortError,
-  assertValidMethodName,
-} from '@taskgraph/api';
+import { ClosedError, InvalidArgumentError, abortError, assertValidMethodName } from '@taskgraph/api';
 import type { CallOptions, ListenOptions, RequestMeta, Transport } from '@taskgraph/api';
-import { Client, connectivityState, status as Status } from '@grpc/grpc-js';
-import type { ChannelOptions, ClientUnaryCall, Metadata, ServiceError } from '@grpc/grpc-js';
+import { Client, Metadata, connectivityState, status as Status } from '@grpc/grpc-js';
+import type { ChannelOptions, ServiceError } from '@grpc/grpc-js';
 import { AUTH_KEY } from './auth.js';
-import type { JobCredential } from './auth.js';
 import { clientConnections } from './channelz.js';
 import type { ConnectionInfo } from './channelz.js';
-import { ENVELOPE_KEY, metadataFromMeta } from './metadata.js';
+import { STREAM_LIMIT_SLACK } from './frames.js';
+import { ENVELOPE_KEY, envelopeFromMeta } from './metadata.js';
 import { optionsFromUrl, resolveOptions, splitHostPort } from './options.js';
 import type { GrpcTransportOptions, ResolvedOptions } from './options.js';
+import { OutboundCall } from './outbound-call.js';
+import { PeerStream, STREAM_METHOD } from './peer-stream.js';
 import { GrpcTransportServer, bufferView, bytesView, methodPath } from './server.js';
-import { errorFromStatus } from './status.js';
 
 export interface PeerStats {
   /** The address as given to `call`, without a `grpc://` prefix. */
@@ -30,6 +26,10 @@ export interface PeerStats {
   readonly state: string;
   /** Calls started on this channel. */
   readonly calls: number;
+  /** "stream" when calls ride the peer's multiplexed stream, "unary" when each is its own gRPC call. */
+  readonly dataPlane: 'stream' | 'unary';
+  /** The stream's writes so far: stream messages, and the frames coalesced into them. Zeros without a stream. */
+  readonly streamWrites: { readonly messages: number; readonly frames: number };
   /** The TCP connections the channel has open now, from channelz. */
   readonly connections: readonly ConnectionInfo[];
 }
@@ -45,6 +45,13 @@ export interface GrpcTransportStats {
 interface Peer {
   readonly client: Client;
   calls: number;
+  /** The multiplexed stream to the peer, while it is open. */
+  stream: PeerStream | undefined;
+  /** The peer does not serve the stream: its calls go unary. */
+  unaryOnly: boolean;
+  /** Writes of the streams that broke, so stats add up over the peer's life. */
+  messages: number;
+  frames: number;
 }
 
 /** "host:port" from "host:port" or "grpc://host:port"; InvalidArgumentError otherwise. */
@@ -73,19 +80,25 @@ export class GrpcTransport implements Transport {
   /** Calls in flight by the signal that cancels them. */
   readonly #bySignal = new WeakMap<AbortSignal, Set<OutboundCall>>();
   #closing: Promise<void> | undefined;
+  readonly #streamPath: string;
 
   constructor(options: GrpcTransportOptions = {}) {
     this.#config = resolveOptions(options);
     this.maxMessageBytes = this.#config.maxMessageBytes;
+    // Room for a stream message beyond the largest payload; single calls and answers are
+    // held to maxMessageBytes by the transport's own checks.
+    const grpcLimit = Math.min(this.#config.maxMessageBytes + STREAM_LIMIT_SLACK, 2 ** 31 - 1);
+    this.#streamPath = methodPath(this.#config.service, STREAM_METHOD);
     this.#channelOptions = {
-      'grpc.max_send_message_length': this.#config.maxMessageBytes,
-      'grpc.max_receive_message_length': this.#config.maxMessageBytes,
+      'grpc.max_send_message_length': grpcLimit,
+      'grpc.max_receive_message_length': grpcLimit,
       'grpc.keepalive_time_ms': this.#config.keepaliveTimeMs,
       'grpc.keepalive_timeout_ms': this.#config.keepaliveTimeoutMs,
       'grpc.keepalive_permit_without_calls': 1,
       // Each channel owns its connections: without this, grpc-js shares subchannels
       // process-wide, so two nodes in one process would share (and forget) one socket.
       'grpc.use_local_subchannel_pool': 1,
+      'grpc-node.flow_control_window': 16 * 1024 * 1024,
       'grpc.initial_reconnect_backoff_ms': Math.min(1_000, this.#config.maxReconnectBackoffMs),
       'grpc.max_reconnect_backoff_ms': this.#config.maxReconnectBackoffMs,
     };
@@ -116,12 +129,7 @@ export class GrpcTransport implements Transport {
       if (this.#targets.size > 10_000) this.#targets.clear();
       this.#targets.set(address, target);
     }
-    let path = this.#paths.get(method);
-    if (path === undefined) {
-      assertValidMethodName(method);
-      path = methodPath(this.#config.service, method);
-      this.#paths.set(method, path);
-    }
+    const path = this.#methodPath(method);
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('call options must be an object');
     const { timeoutMs, signal } = options;
     if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
@@ -133,38 +141,37 @@ export class GrpcTransport implements Transport {
         details: { size: payload.byteLength, limit: this.maxMessageBytes },
       });
     }
-    const metadata = metadataFromMeta(meta);
+    const stream = this.#config.dataPlane === 'stream';
+    const envelope = envelopeFromMeta(meta);
     if (signal?.aborted) throw abortError(signal, `gRPC call ${method} to ${target}`);
     const credential = this.#config.credential;
-    let nonce: string | undefined;
-    if (credential !== undefined) {
-      const signed = credential.sign(path, metadata.get(ENVELOPE_KEY)[0] as string, payload, Date.now());
-      metadata.set(AUTH_KEY, signed.header);
-      nonce = signed.nonce;
-    }
+    let signed: { header: string; nonce: string } | undefined;
+    if (credential !== undefined) signed = credential.sign(path, envelope, payload, Date.now());
 
     const peer = this.#peer(target);
     peer.calls += 1;
-    const out = new OutboundCall(target, method, signal, this.#pending);
+    const out = new OutboundCall(target, method, signal, this.#pending, this.maxMessageBytes);
     this.#pending.add(out);
     if (signal !== undefined) this.#cancelOnAbort(signal, out);
     try {
-      if (credential !== undefined && nonce !== undefined) out.expectProof(credential, nonce);
-      out.call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
-        path,
-        bufferView,
-        bytesView,
-        payload,
-        metadata,
-        { deadline: Date.now() + timeoutMs },
-        (err: ServiceError | null, value?: Uint8Array) => out.done(err, value),
-      );
-      out.listen();
+      if (credential !== undefined && signed !== undefined) out.expectProof(credential, signed.nonce);
+      if (stream && !peer.unaryOnly) this.#stream(peer).start(out, method, envelope, signed?.header ?? '', payload, timeoutMs);
+      else this.#unary(peer, path, out, envelope, signed?.header, payload, timeoutMs);
     } catch (err) {
       out.forget();
       throw err;
     }
     return out.promise;
+  }
+
+  #methodPath(method: string): string {
+    let path = this.#paths.get(method);
+    if (path === undefined) {
+      assertValidMethodName(method);
+      path = methodPath(this.#config.service, method);
+      this.#paths.set(method, path);
+    }
+    return path;
   }
 
   /**
@@ -194,10 +201,49 @@ export class GrpcTransport implements Transport {
   #peer(address: string): Peer {
     let peer = this.#peers.get(address);
     if (peer === undefined) {
-      peer = { client: new Client(address, this.#config.channelCredentials, this.#channelOptions), calls: 0 };
+      peer = { client: new Client(address, this.#config.channelCredentials, this.#channelOptions), calls: 0, stream: undefined, unaryOnly: false, messages: 0, frames: 0 };
       this.#peers.set(address, peer);
     }
     return peer;
+  }
+
+  #unary(peer: Peer, path: string, out: OutboundCall, envelope: string, auth: string | undefined, payload: Uint8Array, timeoutMs: number): void {
+    const metadata = new Metadata();
+    metadata.set(ENVELOPE_KEY, envelope);
+    if (auth !== undefined) metadata.set(AUTH_KEY, auth);
+    const call = peer.client.makeUnaryRequest<Uint8Array, Uint8Array>(
+      path,
+      bufferView,
+      bytesView,
+      payload,
+      metadata,
+      { deadline: Date.now() + timeoutMs },
+      (err: ServiceError | null, value?: Uint8Array) => out.done(err, value),
+    );
+    out.call = call;
+    out.listen(call);
+  }
+
+  /** The peer's open stream, or a new one when it has none (never opened, or broken). */
+  #stream(peer: Peer): PeerStream {
+    if (peer.stream !== undefined && !peer.stream.broken) return peer.stream;
+    const stream = new PeerStream(peer.client, this.#streamPath, (s, unserved) => {
+      const w = s.writes;
+      peer.messages += w.messages;
+      peer.frames += w.frames;
+      if (peer.stream === s) peer.stream = undefined;
+      if (unserved === undefined) return;
+      // The peer serves no stream (a foreign gRPC server or an older node): from now on
+      // its calls are unary, starting with these, which no handler has seen.
+      peer.unaryOnly = true;
+      for (const c of unserved) {
+        const left = c.deadlineAt - Date.now();
+        if (left <= 0) c.out.done({ code: Status.DEADLINE_EXCEEDED, details: 'Deadline exceeded' }, undefined);
+        else this.#unary(peer, this.#methodPath(c.method), c.out, c.envelope, c.auth === '' ? undefined : c.auth, c.payload, left);
+      }
+    });
+    peer.stream = stream;
+    return stream;
   }
 
   forget(address: string): void {
@@ -210,6 +256,7 @@ export class GrpcTransport implements Transport {
     const peer = this.#peers.get(target);
     if (peer === undefined) return;
     this.#peers.delete(target);
+    peer.stream?.finish();
     peer.client.close();
   }
 
@@ -217,7 +264,7 @@ export class GrpcTransport implements Transport {
   stats(): GrpcTransportStats {
     return {
       channels: this.#peers.size,
-      peers: [...this.#peers].map(([address, peer]) => peerStats(address, peer)),
+      peers: [...this.#peers].map(([address, peer]) => peerStats(address, peer, this.#config.dataPlane)),
       servers: this.#servers.size,
     };
   }
@@ -226,7 +273,7 @@ export class GrpcTransport implements Transport {
   peerStats(address: string): PeerStats | undefined {
     const target = normalizeAddress(address);
     const peer = this.#peers.get(target);
-    return peer === undefined ? undefined : peerStats(target, peer);
+    return peer === undefined ? undefined : peerStats(target, peer, this.#config.dataPlane);
   }
 
   close(): Promise<void> {
@@ -236,113 +283,26 @@ export class GrpcTransport implements Transport {
 
   async #close(): Promise<void> {
     for (const pending of [...this.#pending]) pending.cancelForClose();
-    for (const peer of this.#peers.values()) peer.client.close();
+    for (const peer of this.#peers.values()) {
+      peer.stream?.close();
+      peer.client.close();
+    }
     this.#peers.clear();
     await Promise.all([...this.#servers].map((s) => s.close({ graceMs: 0 })));
   }
 }
 
-/**
- * gRPC codes that come without a proof from a genuine node too: the client's own
- * (connection failed, deadline passed, cancelled) and grpc-js's server answers before
- * any handler runs (a method not served, a message over the limit).
- */
-const UNPROVABLE: ReadonlySet<number> = new Set([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED, Status.UNIMPLEMENTED, Status.RESOURCE_EXHAUSTED]);
-
-/** One call in flight: its promise, and what cancels it (close, its signal). */
-class OutboundCall {
-  call: ClientUnaryCall | undefined;
-  /** The calls sharing this call's signal, when it has one. */
-  watchers: Set<OutboundCall> | undefined;
-  readonly promise: Promise<Uint8Array>;
-  #resolve!: (value: Uint8Array) => void;
-  #reject!: (err: Error) => void;
-  #closedUnder = false;
-  /** With a job credential: what checks the answer's proof, the nonce it covers, and the answer's headers. */
-  #credential: JobCredential | undefined;
-  #nonce = '';
-  #headers: Metadata | undefined;
-
-  constructor(
-    private readonly target: string,
-    private readonly method: string,
-    private readonly signal: AbortSignal | undefined,
-    private readonly pending: Set<OutboundCall>,
-  ) {
-    this.promise = new Promise<Uint8Array>((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-  }
-
-  cancel(): void {
-    this.call?.cancel();
-  }
-
-  expectProof(credential: JobCredential, nonce: string): void {
-    this.#credential = credential;
-    this.#nonce = nonce;
-  }
-
-  /** Keeps the answer's headers, which carry a success's proof (they arrive before the message). */
-  listen(): void {
-    if (this.#credential === undefined) return;
-    this.call?.on('metadata', (headers: Metadata) => {
-      this.#headers = headers;
-    });
-  }
-
-  /** Cancelling sends RST_STREAM, so the server's handler hears that the caller left. */
-  cancelForClose(): void {
-    this.#closedUnder = true;
-    this.call?.cancel();
-  }
-
-  forget(): void {
-    this.pending.delete(this);
-    this.watchers?.delete(this);
-  }
-
-  done(err: ServiceError | null, value: Uint8Array | undefined): void {
-    this.forget();
-    if (this.#closedUnder) this.#reject(new ClosedError(`${this.what()} was cut off: the gRPC transport closed`));
-    else if (this.signal?.aborted) this.#reject(abortError(this.signal, this.what()));
-    else if (err) this.#reject(this.#errorFrom(err));
-    else if (this.#credential !== undefined && !this.#credential.proven(this.#headers, this.#nonce, 'OK', value)) this.#reject(this.#unproven(null));
-    else if (value === undefined) this.#reject(new InternalError(`${this.what()} ended without a response`));
-    else this.#resolve(value);
-  }
-
-  /**
-   * With a credential, an error answer must prove its server holds the secret, except
-   * the UNPROVABLE codes: for those only the status code counts, since trailers from an
-   * unproven peer may claim anything.
-   */
-  #errorFrom(err: ServiceError): Error {
-    const ctx = { address: this.target, method: this.method };
-    const credential = this.#credential;
-    if (credential === undefined || credential.proven(err.metadata, this.#nonce, String(err.code), undefined)) return errorFromStatus(err, ctx);
-    if (UNPROVABLE.has(err.code)) return errorFromStatus({ code: err.code, details: err.details }, ctx);
-    return this.#unproven(err);
-  }
-
-  #unproven(err: ServiceError | null): UnauthenticatedError {
-    // Retryable: the task's real owner may publish its address again, or this node was
-    // refused by a peer that does not share our secret; either way nothing of the answer is used.
-    return new UnauthenticatedError(
-      `${this.what()}: the answer does not prove that its server holds the job credential (refused, or not a node of this job); it was dropped`,
-      { retryable: true, details: { address: this.target, method: this.method, ...(err ? { grpcCode: Status[err.code] ?? err.code } : {}) } },
-    );
-  }
-
-  private what(): string {
-    return `gRPC call ${this.method} to ${this.target}`;
-  }
-}
-
-function peerStats(address: string, peer: Peer): PeerStats {
+function peerStats(address: string, peer: Peer, dataPlane: 'stream' | 'unary'): PeerStats {
   const state = peer.client.getChannel().getConnectivityState(false);
-  return { address, state: connectivityState[state] ?? String(state), calls: peer.calls, connections: clientConnections(peer.client) };
+  const w = peer.stream?.writes ?? { messages: 0, frames: 0 };
+  return {
+    address,
+    state: connectivityState[state] ?? String(state),
+    calls: peer.calls,
+    dataPlane: peer.unaryOnly ? 'unary' : dataPlane,
+    streamWrites: { messages: peer.messages + w.messages, frames: peer.frames + w.frames },
+    connections: clientConnections(peer.client),
+  };
 }
 
 /**

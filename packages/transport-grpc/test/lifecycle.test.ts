@@ -19,12 +19,15 @@ afterEach(async () => {
 });
 
 describe('channels and connections', () => {
-  it('uses one channel and one TCP connection per peer across many calls', async () => {
+  it.each([
+    ['stream', 1],
+    ['unary', 51],
+  ] as const)('uses one channel and one TCP connection per peer across many calls (%s: %i HTTP/2 streams)', async (dataPlane, streams) => {
     const a = await transport();
     const b = await transport();
     const serverA = await a.listen(echo);
     const serverB = await b.listen(echo);
-    const caller = await transport();
+    const caller = await transport({ host: '127.0.0.1', dataPlane });
 
     await caller.call(serverA.address, 'Echo', meta(), bytes('first'), opts);
     const first = caller.peerStats(serverA.address)!;
@@ -46,7 +49,8 @@ describe('channels and connections', () => {
     // The same connection, on both ends, for every call: channelz socket ids are never reused.
     expect(peerA.connections.map((c) => c.id)).toEqual([first.connections[0]!.id]);
     expect(serverA.stats().connections.map((c) => c.id)).toEqual([serverSide[0]!.id]);
-    expect(serverA.stats().connections[0]!.streamsStarted).toBe(51);
+    expect(serverA.stats().connections[0]!.streamsStarted).toBe(streams);
+    expect(peerA.dataPlane).toBe(dataPlane);
     expect(caller.peerStats(serverB.address)!.connections).toHaveLength(1);
     expect(serverB.stats().connections).toHaveLength(1);
   });
