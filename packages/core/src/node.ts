@@ -24,6 +24,7 @@ import { nodeConfig } from './node-options.js';
 import type { BootstrapOptions, NodeConfig } from './node-options.js';
 import { RequestServer } from './request-server.js';
 import { replicationHandler } from './replication-server.js';
+import { holdsRequestedSlot } from './shared-server.js';
 import { TaskHolder } from './task-holder.js';
 import type { HolderHost } from './task-holder.js';
 import { newStats } from './stats.js';
@@ -230,7 +231,13 @@ export class TaskGraphNode implements Bootstrap {
         sessionLost: () => session.isLost(),
       }),
     });
-    const server = await transport.listen({ handler: requests.handle, methods: [] });
+    const server = this.config.listen
+      ? await this.config.listen({
+          name: this.nodeId,
+          handler: requests.handle,
+          routes: (req) => holdsRequestedSlot(req, { job, primary: () => this.holder?.primary(), backup: () => (this.phase === 'backup' ? this.holder?.backup() : undefined) }),
+        })
+      : await transport.listen({ handler: requests.handle, methods: [] });
     this.server = server;
     this.requests = requests;
     this.logger = this.logger.child({ address: server.address });
