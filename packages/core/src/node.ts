@@ -259,6 +259,7 @@ export class TaskGraphNode implements Bootstrap {
     const claimer = new Claimer({
       ...this.config,
       session,
+      address: server.address,
       addresses: this.addresses,
       numTasks: spec.numTasks,
       backupSlots: (task) => backupSlotsOf(spec, task),
