@@ -114,6 +114,10 @@ describe('node hosts: several nodes per process on a real etcd', () => {
       await victim.sessionEnded;
       expect(lines, lines.join('\n')).toContain(`${victim.nodeId} died (SIGKILL): ended the sessions of its 4 nodes in the store; what it held fails over now`);
       expect(lines.filter((l) => l.includes(' died (')), lines.join('\n')).toHaveLength(1);
+      // The hosts that lived reported one outcome per node, every one of them done with the job.
+      for (const p of run.processes.filter((x) => x !== victim)) {
+        expect(p.outcomes.map((o) => [o['nodeId'], o['reason']])).toEqual([0, 1, 2, 3].map((i) => [`${p.nodeId}.${i}`, 'job-done']));
+      }
       // Each task the host held is served elsewhere now, under a fencing token of its own.
       for (const task of held.keys()) {
         const t = seen.last.tasks[task]!;

@@ -13,10 +13,13 @@
  * gracefully, then kills what is left after the grace period. The coordinator URL
  * reaches node processes through their environment, never their command line.
  *
+ * With `nodesPerProcess` K > 1 each process (each in-process unit) is a node host
+ * of up to K nodes (`taskgraph node --count K`), supervised as one slot.
+ *
  * Witnessed death: a node process that exits other than cleanly (a signal, a
- * crash, any exit code but 0) has its store session ended by the run at once
- * (`Coordinator.endSession`, the id from its `TG-SESSION` line), so its task fails
- * over now instead of after the TTL. Only the run may do this: it saw the process
+ * crash, any exit code but 0) has its store sessions ended by the run at once
+ * (`Coordinator.endSession`, the ids from its `TG-SESSION` lines: every node of a
+ * host), so its tasks fail over now instead of after the TTL. Only the run may do this: it saw the process
  * exit, so nothing can still act under that session. A store that cannot be
  * reached in time leaves the session to its TTL, as without a supervisor.
  */
