@@ -292,6 +292,7 @@ export class JobRun {
       created = true;
       this.print(
         `job ${this.job}: ${this.app.name}, ${describeSize(this.app, this.numTasks, this.backups, backupTasks)} + ${this.o.standbys} standbys, ${maskUrl(this.o.config.coordinator!)} / ${maskUrl(this.transportUrl)}` +
+          (this.perProcess > 1 ? `, ${this.perProcess} nodes per ${this.inProcess ? 'host' : 'process'}` : '') +
           (this.inProcess ? ' (in-process)' : `, node logs in ${this.logDir}`),
       );
       const timeout = new Promise<'timeout'>((resolve) => {
