@@ -10,9 +10,8 @@ import { MAX_NODES_PER_HOST, createNodeHost } from '../src/node-host.js';
 import type { NodeHost } from '../src/node-host.js';
 import { SharedServer, holdsRequestedSlot } from '../src/shared-server.js';
 import { METHODS } from '../src/replication-wire.js';
-import { silentLogger } from '../src/logger.js';
 import { world } from './helpers.js';
-import { bytes } from './parts.js';
+import { bytes, recordingLogger } from './parts.js';
 
 let w: ReturnType<typeof world>;
 const closers: Array<() => Promise<void>> = [];
@@ -158,7 +157,8 @@ describe('nodes sharing one server and one store client', () => {
     const coordinator = w.coordinator();
     const made: Ledger[] = [];
     const task = () => (made.push(new Ledger()), made.at(-1)!);
-    const listen = { coordinator, transport, listen: (e: Parameters<SharedServer['attach']>[0]) => shared.attach(e) };
+    // A TTL no loaded machine misses a keepalive by: the test ends the primary itself.
+    const listen = { coordinator, transport, sessionTtlMs: 3000, listen: (e: Parameters<SharedServer['attach']>[0]) => shared.attach(e) };
     const a = await w.node(task, listen, 1);
     const runA = a.node.start();
     await eventually('the primary in its first epoch', () => a.node.currentTask === 0 && made[0]?.ctx !== undefined);
@@ -195,12 +195,15 @@ describe('a node host', () => {
     const ctl = w.controller();
     await ctl.createJob({ numTasks, linkTypes: ['Parents', 'Children'] });
     const sums = new Map<number, number>();
+    // Warnings (a lost session, a failed watch) explain a stall if there is one.
+    const logger = recordingLogger();
+    const trouble = () => logger.lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => `${l.message} ${JSON.stringify(l.fields)}`).join('\n');
     const hosts: Array<{ host: NodeHost; base: MemoryCoordinator; done: Promise<unknown> }> = [];
     for (let h = 0; h < 3; h++) {
       const transport = await createLocalTransport({ network: w.network });
       closers.push(() => transport.close());
       const base = w.coordinator();
-      const host = createNodeHost({ job: w.job, count: 4, coordinator: base, transport, sessionTtlMs: 500, logger: silentLogger, nodeIdPrefix: `h${h}` });
+      const host = createNodeHost({ job: w.job, count: 4, coordinator: base, transport, sessionTtlMs: 3000, logger, nodeIdPrefix: `h${h}` });
       const options = { numTasks, onResult: (epoch: number, sum: number) => void sums.set(epoch, sum) };
       for (const node of host.nodes) {
         node.setTaskBuilder(new RegressionTaskBuilder(options));
@@ -208,7 +211,9 @@ describe('a node host', () => {
       }
       hosts.push({ host, base, done: host.start() });
     }
-    await eventually('every task claimed', async () => (await ctl.status())?.tasks.every((t) => t.nodeId !== undefined) === true);
+    await eventually('every task claimed', async () => (await ctl.status())?.tasks.every((t) => t.nodeId !== undefined) === true).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}\n${trouble()}`);
+    });
     for (const { host, base } of hosts) {
       expect(host.coordinator.sharing).toMatchObject({ views: 2, followers: 8, ownWatches: 0 });
       // Two shared watches, and one per task run here for its meta; not two per node.
