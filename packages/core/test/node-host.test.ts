@@ -1,5 +1,5 @@
 import { NotOwnerError, TaskGraphError } from '@taskgraph/api';
-import type { BackedUpFramework, Backupable, EpochContext, InboundRequest, RequestMeta, Task, UpdateLog } from '@taskgraph/api';
+import type { InboundRequest, RequestMeta } from '@taskgraph/api';
 import { MemoryCoordinator } from '@taskgraph/coord-memory';
 import { createLocalTransport } from '@taskgraph/transport-local';
 import type { LocalTransport } from '@taskgraph/transport-local';
@@ -11,6 +11,7 @@ import type { NodeHost } from '../src/node-host.js';
 import { SharedServer, holdsRequestedSlot } from '../src/shared-server.js';
 import { METHODS } from '../src/replication-wire.js';
 import { world } from './helpers.js';
+import { Ledger, ledgers } from './ledger.js';
 import { bytes, recordingLogger } from './parts.js';
 
 let w: ReturnType<typeof world>;
@@ -114,37 +115,6 @@ describe('the shared server', () => {
   });
 });
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-/** A task whose state is a list of numbers, mirrored to its backups. */
-class Ledger implements Task, Backupable {
-  fw: BackedUpFramework | undefined;
-  ctx: EpochContext | undefined;
-  items: number[] = [];
-  init(_id: number, fw: BackedUpFramework): void {
-    this.fw = fw;
-  }
-  enterEpoch(ctx: EpochContext): void {
-    this.ctx = ctx;
-  }
-  metaReady(): void {}
-  exit(): void {}
-  add(n: number): Promise<UpdateLog> {
-    this.items.push(n);
-    return this.fw!.update(this.ctx!, enc.encode(String(n)));
-  }
-  snapshot(): Uint8Array {
-    return enc.encode(JSON.stringify(this.items));
-  }
-  restore(snapshot: Uint8Array): void {
-    this.items = JSON.parse(dec.decode(snapshot)) as number[];
-  }
-  applyUpdate(log: UpdateLog): void {
-    this.items.push(Number(dec.decode(log.data)));
-  }
-}
-
 describe('nodes sharing one server and one store client', () => {
   it('a primary and its backup in one process: replication is routed to each, and the backup takes over with the state', async () => {
     w = world();
@@ -155,8 +125,7 @@ describe('nodes sharing one server and one store client', () => {
     const shared = new SharedServer(transport);
     closers.push(() => shared.close());
     const coordinator = w.coordinator();
-    const made: Ledger[] = [];
-    const task = () => (made.push(new Ledger()), made.at(-1)!);
+    const { made, get: task } = ledgers();
     // A TTL no loaded machine misses a keepalive by: the test ends the primary itself.
     const listen = { coordinator, transport, sessionTtlMs: 3000, listen: (e: Parameters<SharedServer['attach']>[0]) => shared.attach(e) };
     const a = await w.node(task, listen, 1);
