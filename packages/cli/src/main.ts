@@ -3,9 +3,10 @@
  */
 import { parseArgs } from 'node:util';
 import { TaskGraphError } from '@taskgraph/api';
+import { MAX_NODES_PER_HOST } from '@taskgraph/core';
 import { parseAppArgs, resolveConfig } from './config.js';
 import { runJobCommand } from './commands/job.js';
-import { runNodeCommand } from './commands/node.js';
+import { nodeCount, runNodeCommand } from './commands/node.js';
 import { DEFAULT_GRACE_MS, JobRun } from './commands/run.js';
 import { EXIT, isConfigurationError } from './exit-codes.js';
 import { DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_WINDOW_MS } from './restart-budget.js';
@@ -16,15 +17,17 @@ export const USAGE = `taskgraph: run TaskGraph jobs and manage them in the coord
 usage:
   taskgraph run <app> (--tasks N | --workers N) [--backups B] [--standbys S] [--coordinator URL] [--transport URL]
                 [--job NAME] [--ttl MS] [--arg key=value ...] [--timeout S] [--no-restart] [--keep]
-                [--max-restarts N] [--restart-window S] [--grace S]
+                [--max-restarts N] [--restart-window S] [--grace S] [--nodes-per-process K]
       runs a job as separate OS processes on this machine (in this process for memory://):
       a task graph of N tasks, or a master/worker application with a master and N workers;
       a primary and B backups per task (hot standby; of the master only, for master/worker),
       plus S cold standbys; a failed node is
       restarted after a growing delay, at most N (${DEFAULT_MAX_RESTARTS}) times per slot within S (${DEFAULT_RESTART_WINDOW_MS / 1000}) seconds;
-      SIGINT/SIGTERM stop every node gracefully, killing those left after --grace S (${DEFAULT_GRACE_MS / 1000}) seconds
-  taskgraph node <app> --job NAME [--coordinator URL] [--transport URL] [--node-id ID] [--ttl MS] [--arg key=value ...]
-      runs one node of a job (one per machine or container)
+      SIGINT/SIGTERM stop every node gracefully, killing those left after --grace S (${DEFAULT_GRACE_MS / 1000}) seconds;
+      --nodes-per-process K runs the nodes K to a process (a node host; a process that dies fails over all of them at once)
+  taskgraph node <app> --job NAME [--coordinator URL] [--transport URL] [--node-id ID] [--ttl MS] [--arg key=value ...] [--count N]
+      runs one node of a job (one per machine or container), or N nodes sharing one store client,
+      one watch per prefix and one server (ids ID.0 .. ID.N-1; 1 <= N <= ${MAX_NODES_PER_HOST})
   taskgraph job create <job> (--tasks N | --workers N) [--backups B] (--link-types A,B | --app <app>) [--coordinator URL]
   taskgraph job status <job> [--json] | watch <job> [--json] | delete <job>
 
@@ -79,6 +82,8 @@ export async function main(argv: readonly string[], print: (s: string) => void =
         grace: { type: 'string' },
         keep: { type: 'boolean' },
         'node-id': { type: 'string' },
+        count: { type: 'string' },
+        'nodes-per-process': { type: 'string' },
         'link-types': { type: 'string' },
         app: { type: 'string' },
         json: { type: 'boolean' },
@@ -133,6 +138,7 @@ export async function main(argv: readonly string[], print: (s: string) => void =
           ...(workers !== undefined ? { workers } : {}),
           standbys: int('standbys', values.standbys) ?? 0,
           backups: int('backups', values.backups) ?? 0,
+          ...(values['nodes-per-process'] !== undefined ? { nodesPerProcess: nodeCount(values['nodes-per-process'], 'nodes-per-process') } : {}),
           config,
           args,
           restart: !values['no-restart'],
@@ -158,7 +164,8 @@ export async function main(argv: readonly string[], print: (s: string) => void =
       case 'node': {
         if (!target) throw new TaskGraphError('INVALID_ARGUMENT', 'node needs an application: taskgraph node regression --job NAME ...');
         if (!values.job) throw new TaskGraphError('INVALID_ARGUMENT', 'node needs --job NAME');
-        return await runNodeCommand({ app: target, job: values.job, config, args, ...(values['node-id'] ? { nodeId: values['node-id'] } : {}) });
+        const count = nodeCount(values.count);
+        return await runNodeCommand({ app: target, job: values.job, config, args, count, ...(values['node-id'] ? { nodeId: values['node-id'] } : {}) });
       }
       case 'job': {
         if (!target || !extra) throw new TaskGraphError('INVALID_ARGUMENT', 'usage: taskgraph job create|status|watch|delete <job>');

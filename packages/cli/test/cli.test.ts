@@ -93,6 +93,15 @@ describe('the taskgraph command', () => {
     expect(localAcross.out).toContain('local:// only connects nodes inside one process');
   });
 
+  it('refuses a --count or --nodes-per-process that is not an integer from 1 to the maximum, with one sentence', async () => {
+    for (const bad of ['0', '-2', '1.5', 'four', '1025', '']) {
+      const node = await run(['node', 'regression', '--job', 'j', '--coordinator', 'memory://x', '--transport', 'local://', `--count=${bad}`]);
+      expect(node).toEqual({ code: 2, out: `taskgraph: --count must be an integer from 1 to 1024 (nodes in one process), got ${JSON.stringify(bad)}` });
+      const r = await run(['run', 'regression', '--tasks', '3', '--coordinator', 'memory://x', `--nodes-per-process=${bad}`]);
+      expect(r).toEqual({ code: 2, out: `taskgraph: --nodes-per-process must be an integer from 1 to 1024 (nodes in one process), got ${JSON.stringify(bad)}` });
+    }
+  });
+
   it('masks a password from a flag or the environment in every message, even one quoting the URL whole', async () => {
     const flag = await run(['job', 'status', 'j', '--coordinator', 'redis://admin:hunter2@h:1']);
     expect(flag.code).toBe(EXIT.usage);
@@ -154,6 +163,12 @@ describe('the taskgraph command', () => {
 
   it('runs the regression job in-process on memory:// and verifies the sums', async () => {
     const r = await run(['run', 'regression', '--tasks', '7', '--standbys', '1', '--coordinator', 'memory://cli-run', '--arg', 'epochs=4']);
+    expect(r.out).toContain('regression: sums are exact: 0, 21, 42, 63, 84');
+    expect(r.code).toBe(0);
+  });
+
+  it('runs the regression job in-process as node hosts (--nodes-per-process) and verifies the sums', async () => {
+    const r = await run(['run', 'regression', '--tasks', '7', '--standbys', '2', '--nodes-per-process', '3', '--coordinator', 'memory://cli-hosts', '--arg', 'epochs=4']);
     expect(r.out).toContain('regression: sums are exact: 0, 21, 42, 63, 84');
     expect(r.code).toBe(0);
   });

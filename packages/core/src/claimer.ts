@@ -3,7 +3,8 @@
  * fences the incarnation), else one of its backup slots (`.../backup-slot/<k>`),
  * the task with the fewest live backups first; the incarnation counter bumped and
  * the primary's address published. A free primary slot whose task has a ready
- * backup is left to that backup (a hot failover keeps the state). A node that
+ * backup is left to that backup (a hot failover keeps the state); backups of a
+ * primary in this node's own process go last. A node that
  * finds nothing free waits as a cold standby and looks again whenever a record
  * disappears (and every TTL/2).
  */
@@ -25,6 +26,12 @@ export interface ClaimerOptions {
   backupSlots(task: number): number;
   /** The slot to try first; default random. */
   readonly preferredTask: number | undefined;
+  /**
+   * This node's server address. Nodes of one host share it, so a primary behind
+   * it dies with this process: its backup slots are taken only when no other
+   * task's are free (such a backup still covers the primary node's own failure).
+   */
+  readonly address?: string;
   readonly ttlMs: number;
   readonly clock: Clock;
   readonly stats: NodeStats;
@@ -103,9 +110,7 @@ export class Claimer {
     const start = this.startAt(n);
     const order = Array.from({ length: n }, (_, i) => (start + i) % n)
       .filter((id) => this.o.backupSlots(id) > 0)
-      .sort(
-      (a, b) => this.o.addresses.backupsOf(a).length - this.o.addresses.backupsOf(b).length,
-    );
+      .sort((a, b) => this.colocated(a) - this.colocated(b) || this.o.addresses.backupsOf(a).length - this.o.addresses.backupsOf(b).length);
     for (const id of order) {
       const slots = this.o.backupSlots(id);
       const taken = new Set(this.o.addresses.backupsOf(id).map((b) => b.slot));
@@ -119,6 +124,11 @@ export class Claimer {
       }
     }
     return undefined;
+  }
+
+  /** 1 when `task`'s primary runs behind this node's address (in this process), else 0. */
+  private colocated(task: number): number {
+    return this.o.address !== undefined && this.o.addresses.get(task)?.address === this.o.address ? 1 : 0;
   }
 
   private async hasReadyBackup(task: number): Promise<boolean> {

@@ -4,6 +4,12 @@
  * backends from URLs, `registerCoordinator`/`registerTransport` add schemes.
  */
 export { TaskGraphNode, createBootstrap } from './node.js';
+export { NodeHost, createNodeHost, MAX_NODES_PER_HOST } from './node-host.js';
+export type { NodeHostOptions, HostedOutcome } from './node-host.js';
+export { SharedWatchCoordinator, shareWatches } from './shared-watch.js';
+export type { SharedWatchOptions, SharingStats } from './shared-watch.js';
+export { SharedServer, holdsRequestedSlot } from './shared-server.js';
+export type { ServerEndpoint, HeldSlots, SharedServerStats } from './shared-server.js';
 export type { BootstrapOptions, NodeStats } from './node.js';
 export { Controller, createController } from './controller.js';
 export type { ControllerOptions, JobDefinition, JobStatus, TaskState } from './controller.js';

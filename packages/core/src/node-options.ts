@@ -3,9 +3,10 @@
  * node runs with.
  */
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
-import type { Clock, Coordinator, Logger, Transport } from '@taskgraph/api';
+import type { Clock, Coordinator, Logger, Transport, TransportServer } from '@taskgraph/api';
 import { uniqueId } from './async.js';
 import { assertValidJobName, assertValidNodeId } from './layout.js';
+import type { ServerEndpoint } from './shared-server.js';
 
 export interface BootstrapOptions {
   /** The job this node joins (created by a controller). */
@@ -38,6 +39,12 @@ export interface BootstrapOptions {
    * the session at once (`Coordinator.endSession`) instead of waiting out its TTL.
    */
   readonly onSession?: (sessionId: string) => void;
+  /**
+   * Where the node's requests arrive. Default: a server of its own
+   * (`transport.listen`). A node host passes its shared server's `attach`, which
+   * routes each request to the node holding the slot the request names.
+   */
+  readonly listen?: (endpoint: ServerEndpoint) => Promise<TransportServer>;
 }
 
 /** The options with every default applied. */
@@ -54,6 +61,7 @@ export interface NodeConfig {
   readonly drainMs: number;
   readonly metaPush: boolean;
   readonly onSession: ((sessionId: string) => void) | undefined;
+  readonly listen: ((endpoint: ServerEndpoint) => Promise<TransportServer>) | undefined;
 }
 
 export function nodeConfig(options: BootstrapOptions): NodeConfig {
@@ -74,6 +82,7 @@ export function nodeConfig(options: BootstrapOptions): NodeConfig {
     drainMs: positive(options.drainMs, 2000, 'drainMs', true),
     metaPush: flag(options.metaPush, true, 'metaPush'),
     onSession: options.onSession,
+    listen: options.listen,
   };
 }
 

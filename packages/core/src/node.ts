@@ -25,6 +25,7 @@ import type { BootstrapOptions, NodeConfig } from './node-options.js';
 import { RequestServer } from './request-server.js';
 import { replicationHandler } from './replication-server.js';
 import { META_PUSH_METHOD, metaPushHandler } from './meta-push.js';
+import { holdsRequestedSlot } from './shared-server.js';
 import { TaskHolder } from './task-holder.js';
 import type { HolderHost } from './task-holder.js';
 import { newStats } from './stats.js';
@@ -234,7 +235,13 @@ export class TaskGraphNode implements Bootstrap {
         }),
       ),
     });
-    const server = await transport.listen({ handler: requests.handle, methods: [] });
+    const server = this.config.listen
+      ? await this.config.listen({
+          name: this.nodeId,
+          handler: requests.handle,
+          routes: (req) => holdsRequestedSlot(req, { job, primary: () => this.holder?.primary(), backup: () => (this.phase === 'backup' ? this.holder?.backup() : undefined) }),
+        })
+      : await transport.listen({ handler: requests.handle, methods: [] });
     this.server = server;
     this.requests = requests;
     this.logger = this.logger.child({ address: server.address });
@@ -256,6 +263,7 @@ export class TaskGraphNode implements Bootstrap {
     const claimer = new Claimer({
       ...this.config,
       session,
+      address: server.address,
       addresses: this.addresses,
       numTasks: spec.numTasks,
       backupSlots: (task) => backupSlotsOf(spec, task),

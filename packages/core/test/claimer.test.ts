@@ -107,6 +107,22 @@ describe('Claimer.claim with backup slots', () => {
     expect(await claim()).toMatchObject({ role: 'backup', id: 2, slot: 0 });
   });
 
+  it('backs a primary in its own process (the same server address) after every other task, even one with more backups', async () => {
+    const { claim, hold, addresses } = await setup({ numTasks: 2, backupSlots: () => 2, address: 'r0' });
+    for (const id of [0, 1]) {
+      await hold(id);
+      addresses.event({ type: 'put', key: keys.addr(w.job, id), value: encodeJson(addr(`r${id}`)), version: '1' });
+    }
+    // Task 1 has a backup already and task 0 none, but task 0's primary shares this process.
+    addresses.event({
+      type: 'put',
+      key: keys.backup(w.job, 1, 0),
+      value: encodeJson({ nodeId: 'b10', address: 'local://b10', token: '5', slot: 0, state: 'ready' }),
+      version: '1',
+    });
+    expect(await claim()).toMatchObject({ role: 'backup', id: 1, slot: 1 });
+  });
+
   it('takes backup slots only of the tasks the job backs up (a master/worker job: its master)', async () => {
     const { claim, hold, addresses } = await setup({ numTasks: 3, backupSlots: (task) => (task === 1 ? 1 : 0) });
     for (const id of [0, 1, 2]) {

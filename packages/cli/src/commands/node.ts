@@ -1,17 +1,21 @@
 /**
- * `taskgraph node <app>`: runs one node of a job in this process, until the job is
- * done, the node is killed or stopped (SIGTERM leaves gracefully), or it fails.
- * Results the application reports are printed as `TG-RESULT <json>` lines and the
- * outcome as one `TG-OUTCOME <json>` line on stdout; the node's store session, once
- * open and before the node claims anything, as one `TG-SESSION {"nodeId","sessionId"}`
- * line, for the supervisor alone (see `run`); logs go to stderr, with the
+ * `taskgraph node <app>`: runs one node of a job in this process (or `--count N`
+ * nodes in one node host: one store client, one watch per shared prefix, one
+ * transport server, a session each), until the job is done, the nodes are killed or
+ * stopped (SIGTERM leaves gracefully), or they fail.
+ * Results the application reports are printed as `TG-RESULT <json>` lines and each
+ * node's outcome as one `TG-OUTCOME <json>` line on stdout; each node's store
+ * session, once open and before that node claims anything, as one `TG-SESSION
+ * {"nodeId","sessionId"}` line, for the supervisor alone (see `run`: it ends them
+ * all if the process dies); logs go to stderr, with the
  * configured URLs' passwords masked. A configuration error (a TTL the store refuses,
  * an address that cannot be bound, a bad argument) exits with EXIT.usage, so a
  * supervisor knows a restart would fail the same way.
  */
 import { InvalidArgumentError } from '@taskgraph/api';
-import { createBootstrap, createController, installSignalHandlers, resolveCoordinator, resolveTransport, retryStore, sleep } from '@taskgraph/core';
+import { MAX_NODES_PER_HOST, createBootstrap, createController, createNodeHost, installSignalHandlers, resolveCoordinator, resolveTransport, retryStore, sleep } from '@taskgraph/core';
 import { systemClock } from '@taskgraph/api';
+import type { HostedOutcome, NodeHost, TaskGraphNode } from '@taskgraph/core';
 import { securedTransportUrl } from '../config.js';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
@@ -34,6 +38,22 @@ export interface NodeCommandOptions {
   readonly nodeId?: string;
   /** How long to wait for the job to be created, in ms (default: forever). */
   readonly waitForJobMs?: number;
+  /**
+   * How many nodes this process runs (default 1). More than one share the process's
+   * store client, its watches and one transport server (a node host); node ids are
+   * then `<nodeId>.<index>`.
+   */
+  readonly count?: number;
+}
+
+/** Checks `--count` (or `--nodes-per-process`): a positive integer up to what one node host runs. */
+export function nodeCount(raw: string | undefined, flag = 'count'): number {
+  if (raw === undefined) return 1;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isInteger(n) || n < 1 || n > MAX_NODES_PER_HOST) {
+    throw new InvalidArgumentError(`--${flag} must be an integer from 1 to ${MAX_NODES_PER_HOST} (nodes in one process), got ${JSON.stringify(raw)}`);
+  }
+  return n;
 }
 
 export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
@@ -68,31 +88,44 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
       status = await readStatus();
     }
     const ctx = { numTasks: status.spec.numTasks, args: o.args, logger, report: (r: unknown) => print('TG-RESULT', r) };
-    const node = createBootstrap({
+    const count = o.count ?? 1;
+    const common = {
       job: o.job,
-      coordinator,
       transport,
       logger,
-      ...(o.nodeId ? { nodeId: o.nodeId } : {}),
       ...(o.config.sessionTtlMs ? { sessionTtlMs: o.config.sessionTtlMs } : {}),
-      // On stdout, a pipe only the parent reads (synchronous on Linux: the line is out before the claim starts).
-      onSession: (sessionId) => print('TG-SESSION', { nodeId: node.nodeId, sessionId }),
-    });
-    node.setTaskBuilder(app.taskBuilder(ctx));
-    for (const [lt, topo] of Object.entries(app.linkages(ctx))) node.addLinkage(lt, topo);
-    const uninstall = installSignalHandlers(node, { logger });
-    const parentGone = () => void node.stop('the run that started this node is gone').catch(() => undefined);
+    };
+    // On stdout, a pipe only the parent reads (synchronous on Linux: the line is out before the claim starts).
+    const printSession = (nodeId: string, sessionId: string) => print('TG-SESSION', { nodeId, sessionId });
+    let host: NodeHost | undefined;
+    let nodes: readonly TaskGraphNode[];
+    if (count === 1) {
+      const node: TaskGraphNode = createBootstrap({
+        ...common,
+        coordinator,
+        ...(o.nodeId ? { nodeId: o.nodeId } : {}),
+        onSession: (sessionId) => printSession(node.nodeId, sessionId),
+      });
+      nodes = [node];
+    } else {
+      host = createNodeHost({ ...common, coordinator, count, ...(o.nodeId ? { nodeIdPrefix: o.nodeId } : {}), onSession: printSession });
+      nodes = host.nodes;
+    }
+    for (const node of nodes) {
+      node.setTaskBuilder(app.taskBuilder(ctx));
+      for (const [lt, topo] of Object.entries(app.linkages(ctx))) node.addLinkage(lt, topo);
+    }
+    const stopAll = host ?? nodes[0]!;
+    const uninstall = installSignalHandlers(stopAll, { logger });
+    const parentGone = () => void stopAll.stop('the run that started this node is gone').catch(() => undefined);
     const watchParent = process.env[STOP_WITH_PARENT_ENV] === '1';
     if (watchParent) process.stdin.on('end', parentGone).on('error', parentGone).resume();
     try {
-      const outcome = await node.start();
-      print('TG-OUTCOME', { ...outcome, nodeId: node.nodeId, stats: node.stats });
-      return outcome.reason === 'lease-lost' ? EXIT.leaseLost : EXIT.ok;
-    } catch (err) {
-      const config = isConfigurationError(err);
-      const error = redact(err instanceof Error ? err.message : String(err));
-      print('TG-OUTCOME', { reason: config ? 'configuration' : 'failed', error, nodeId: node.nodeId, stats: node.stats });
-      return config ? EXIT.usage : EXIT.failed;
+      const ended = host ? await host.start() : [await settle(nodes[0]!)];
+      const codes = ended.map((end, i) => reportEnd(end, nodes[i]!, print, redact));
+      // The worst end decides: a configuration error, then a failure, then a lost lease.
+      for (const code of [EXIT.usage, EXIT.failed, EXIT.leaseLost]) if (codes.includes(code)) return code;
+      return EXIT.ok;
     } finally {
       uninstall();
       // An open stdin would hold the process after its node ended.
@@ -103,4 +136,23 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
     await transport.close().catch(() => undefined);
     await coordinator.close().catch(() => undefined);
   }
+}
+
+function settle(node: TaskGraphNode): Promise<HostedOutcome> {
+  return node.start().then(
+    (outcome) => ({ nodeId: node.nodeId, outcome }),
+    (error: unknown) => ({ nodeId: node.nodeId, error }),
+  );
+}
+
+/** Prints a node's `TG-OUTCOME` line and says what the process should exit with for it. */
+function reportEnd(end: HostedOutcome, node: TaskGraphNode, print: (tag: string, value: unknown) => void, redact: (s: string) => string): number {
+  if ('outcome' in end) {
+    print('TG-OUTCOME', { ...end.outcome, nodeId: node.nodeId, stats: node.stats });
+    return end.outcome.reason === 'lease-lost' ? EXIT.leaseLost : EXIT.ok;
+  }
+  const config = isConfigurationError(end.error);
+  const error = redact(end.error instanceof Error ? end.error.message : String(end.error));
+  print('TG-OUTCOME', { reason: config ? 'configuration' : 'failed', error, nodeId: node.nodeId, stats: node.stats });
+  return config ? EXIT.usage : EXIT.failed;
 }

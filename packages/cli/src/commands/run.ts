@@ -13,10 +13,13 @@
  * gracefully, then kills what is left after the grace period. The coordinator URL
  * reaches node processes through their environment, never their command line.
  *
+ * With `nodesPerProcess` K > 1 each process (each in-process unit) is a node host
+ * of up to K nodes (`taskgraph node --count K`), supervised as one slot.
+ *
  * Witnessed death: a node process that exits other than cleanly (a signal, a
- * crash, any exit code but 0) has its store session ended by the run at once
- * (`Coordinator.endSession`, the id from its `TG-SESSION` line), so its task fails
- * over now instead of after the TTL. Only the run may do this: it saw the process
+ * crash, any exit code but 0) has its store sessions ended by the run at once
+ * (`Coordinator.endSession`, the ids from its `TG-SESSION` lines: every node of a
+ * host), so its tasks fail over now instead of after the TTL. Only the run may do this: it saw the process
  * exit, so nothing can still act under that session. A store that cannot be
  * reached in time leaves the session to its TTL, as without a supervisor.
  */
@@ -29,8 +32,8 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
 import type { Coordinator, Logger, NodeOutcome } from '@taskgraph/api';
-import { Controller, createBootstrap, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
-import type { AppVerdict, JobStatus, TaskGraphApp, TaskGraphNode } from '@taskgraph/core';
+import { Controller, MAX_NODES_PER_HOST, createBootstrap, createNodeHost, resolveCoordinator, resolveTransport, silentLogger, sleep } from '@taskgraph/core';
+import type { AppVerdict, JobStatus, NodeHost, TaskGraphApp, TaskGraphNode } from '@taskgraph/core';
 import { securedTransportUrl } from '../config.js';
 import type { CliConfig } from '../config.js';
 import { loadApp } from '../app-loader.js';
@@ -80,19 +83,34 @@ export interface RunOptions {
   readonly print?: (line: string) => void;
   /** Called with every result a node process reports (tests act on them). */
   readonly onReport?: (node: NodeProcess, record: unknown) => void;
+  /**
+   * Nodes per process (default 1): each process is then a node host (`taskgraph
+   * node --count K`), its nodes sharing one store client, one watch per prefix and
+   * one server; a host that dies has the sessions of all its nodes ended at once.
+   * A restart replaces the whole process.
+   */
+  readonly nodesPerProcess?: number;
 }
 
 export interface NodeProcess {
   readonly index: number;
   /** The slot the process runs in: the first process of the slot and those restarted in its place share it. */
   readonly slot: number;
+  /** The process's node id (a host's nodes are `<nodeId>.<index>`). */
   readonly nodeId: string;
+  /** How many nodes the process runs. */
+  readonly count: number;
   readonly child: ChildProcess;
   readonly logFile: string;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The last node outcome the process reported. */
   outcome?: Record<string, unknown>;
-  /** The node's store session, from its `TG-SESSION` line (none before it opened one). */
+  /** Every node outcome the process reported (one per node). */
+  readonly outcomes: Array<Record<string, unknown>>;
+  /** The node's store session, from its `TG-SESSION` line (none before it opened one); a host's first. */
   sessionId?: string;
+  /** The store session of each of the process's nodes that opened one, by node id. */
+  readonly sessions: Map<string, string>;
   /** Settles once the run is done ending the session of this process after it died (never rejects). */
   sessionEnded?: Promise<void>;
 }
@@ -177,6 +195,9 @@ export class JobRun {
     if (o.workers !== undefined && (!Number.isInteger(o.workers) || o.workers < 1)) throw new InvalidArgumentError(`--workers must be a positive integer, got ${String(o.workers)}`);
     if (!Number.isInteger(o.standbys) || o.standbys < 0) throw new InvalidArgumentError(`--standbys must be a non-negative integer, got ${String(o.standbys)}`);
     if (o.backups !== undefined && (!Number.isInteger(o.backups) || o.backups < 0)) throw new InvalidArgumentError(`--backups must be a non-negative integer, got ${String(o.backups)}`);
+    if (o.nodesPerProcess !== undefined && (!Number.isInteger(o.nodesPerProcess) || o.nodesPerProcess < 1 || o.nodesPerProcess > MAX_NODES_PER_HOST)) {
+      throw new InvalidArgumentError(`--nodes-per-process must be an integer from 1 to ${MAX_NODES_PER_HOST}, got ${String(o.nodesPerProcess)}`);
+    }
     if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL (e.g. etcd://127.0.0.1:2379) or set TASKGRAPH_COORDINATOR');
     this.job = o.job ?? `${o.app.replace(/[^a-z0-9-]/g, '').slice(0, 30) || 'job'}-${Date.now().toString(36)}`;
     this.redact = redactor(o.config);
@@ -208,6 +229,20 @@ export class JobRun {
   /** Every node the job runs: a primary per task and the backups, and the cold standbys. */
   private get nodeCount(): number {
     return this.numTasks + this.backedUp * this.backups + this.o.standbys;
+  }
+
+  private get perProcess(): number {
+    return this.o.nodesPerProcess ?? 1;
+  }
+
+  /** The supervised units: a node each, or a host of up to `nodesPerProcess` nodes each. */
+  private get slotCount(): number {
+    return Math.ceil(this.nodeCount / this.perProcess);
+  }
+
+  /** How many nodes the unit of `slot` runs (the last may run fewer). */
+  private countOf(slot: number): number {
+    return Math.min(this.perProcess, this.nodeCount - slot * this.perProcess);
   }
 
   get inProcess(): boolean {
@@ -257,13 +292,14 @@ export class JobRun {
       created = true;
       this.print(
         `job ${this.job}: ${this.app.name}, ${describeSize(this.app, this.numTasks, this.backups, backupTasks)} + ${this.o.standbys} standbys, ${maskUrl(this.o.config.coordinator!)} / ${maskUrl(this.transportUrl)}` +
+          (this.perProcess > 1 ? `, ${this.perProcess} nodes per ${this.inProcess ? 'host' : 'process'}` : '') +
           (this.inProcess ? ' (in-process)' : `, node logs in ${this.logDir}`),
       );
       const timeout = new Promise<'timeout'>((resolve) => {
         if (this.o.timeoutMs) timer = setTimeout(() => resolve('timeout'), this.o.timeoutMs);
       });
       const progress = this.followProgress();
-      for (let slot = 0; slot < this.nodeCount; slot++) this.startNode(slot);
+      for (let slot = 0; slot < this.slotCount; slot++) this.startNode(slot);
       const done = this.controller.waitUntilDone(this.stopAll.signal).then(
         () => 'done' as const,
         (err: unknown) => {
@@ -420,9 +456,14 @@ export class JobRun {
 
   private startInProcess(slot: number): Supervised {
     const nodeId = `node-${this.started}`;
-    // The first node of each primary's slot goes for that task first (no scramble at start).
-    const preferred = this.started === slot && slot < this.numTasks;
-    let node: TaskGraphNode | undefined;
+    const count = this.countOf(slot);
+    // The first nodes of each slot go for their own tasks first (no scramble at start).
+    const firstStart = this.started === slot;
+    const preferredOf = (index: number): number | undefined => {
+      const global = slot * this.perProcess + index;
+      return firstStart && global < this.numTasks ? global : undefined;
+    };
+    let running: Pick<NodeHost, 'stop' | 'kill'> | undefined;
     let stopRequested = false;
     const ended = (async (): Promise<NodeEnd> => {
       const logger = this.logger().child({ node: nodeId });
@@ -430,20 +471,39 @@ export class JobRun {
       try {
         const transport = await resolveTransport(this.transportUrl);
         try {
-          node = createBootstrap({
+          const common = {
             job: this.job,
             coordinator,
             transport,
-            nodeId,
             logger,
-            ...(preferred ? { preferredTask: slot } : {}),
             ...(this.o.config.sessionTtlMs ? { sessionTtlMs: this.o.config.sessionTtlMs } : {}),
-          });
-          node.setTaskBuilder(this.app.taskBuilder(this.context()));
-          for (const [lt, topo] of Object.entries(this.app.linkages(this.context()))) node.addLinkage(lt, topo);
+          };
+          let nodes: readonly TaskGraphNode[];
+          let host: NodeHost | undefined;
+          if (count === 1) {
+            const preferred = preferredOf(0);
+            const node = createBootstrap({ ...common, nodeId, ...(preferred !== undefined ? { preferredTask: preferred } : {}) });
+            nodes = [node];
+            running = node;
+          } else {
+            host = createNodeHost({ ...common, count, nodeIdPrefix: nodeId, preferredTask: preferredOf });
+            nodes = host.nodes;
+            running = host;
+          }
+          for (const node of nodes) {
+            node.setTaskBuilder(this.app.taskBuilder(this.context()));
+            for (const [lt, topo] of Object.entries(this.app.linkages(this.context()))) node.addLinkage(lt, topo);
+          }
           if (stopRequested) return { kind: 'left' };
-          const outcome: NodeOutcome = await node.start();
-          return outcome.reason === 'lease-lost' || outcome.reason === 'killed' ? { kind: 'lost', detail: outcome.reason } : { kind: 'left' };
+          const outcomes: NodeOutcome[] = [];
+          if (host) {
+            for (const end of await host.start()) {
+              if ('error' in end) throw end.error;
+              outcomes.push(end.outcome);
+            }
+          } else outcomes.push(await nodes[0]!.start());
+          const lost = outcomes.find((o) => o.reason === 'lease-lost' || o.reason === 'killed');
+          return lost ? { kind: 'lost', detail: lost.reason } : { kind: 'left' };
         } finally {
           await transport.close().catch(() => undefined);
         }
@@ -459,9 +519,9 @@ export class JobRun {
       nodeId,
       stop: () => {
         stopRequested = true;
-        void node?.stop('the run is stopping').catch(() => undefined);
+        void running?.stop('the run is stopping').catch(() => undefined);
       },
-      kill: () => void node?.kill().catch(() => undefined),
+      kill: () => void running?.kill().catch(() => undefined),
       ended,
     };
     void ended.then((end) => this.nodeEnded(n, end));
@@ -489,7 +549,9 @@ export class JobRun {
     const nodeId = `node-${index}`;
     const logFile = join(this.logDir, `${nodeId}.log`);
     const log = createWriteStream(logFile);
+    const count = this.countOf(slot);
     const args = [entry, 'node', this.o.app, '--job', this.job, '--node-id', nodeId];
+    if (count > 1) args.push('--count', String(count));
     if (this.o.config.sessionTtlMs) args.push('--ttl', String(this.o.config.sessionTtlMs));
     args.push('--log-level', this.o.config.logLevel === 'silent' ? 'warn' : (this.o.config.logLevel ?? 'info'));
     for (const [k, v] of Object.entries(this.o.args ?? {})) args.push('--arg', `${k}=${v}`);
@@ -517,8 +579,11 @@ export class JobRun {
       index,
       slot,
       nodeId,
+      count,
       child,
       logFile,
+      outcomes: [],
+      sessions: new Map(),
       // 'close', not 'exit': the child's stdout and stderr are read to their end first, so no
       // result line printed just before it exited is missed, and its log is not written after it ended.
       exited: new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal }))),
@@ -568,12 +633,16 @@ export class JobRun {
         writeLog(`unparsable result line: ${line}`);
       }
     } else if (line.startsWith('TG-SESSION ')) {
-      const sessionId = sessionIdOf(line.slice(11), proc.nodeId);
-      if (sessionId === undefined) writeLog(`unparsable session line: ${line}`);
-      else proc.sessionId = sessionId;
+      const session = sessionOf(line.slice(11), proc);
+      if (session === undefined) writeLog(`unparsable session line: ${line}`);
+      else {
+        proc.sessionId ??= session.sessionId;
+        proc.sessions.set(session.nodeId, session.sessionId);
+      }
     } else if (line.startsWith('TG-OUTCOME ')) {
       try {
         proc.outcome = JSON.parse(line.slice(11)) as Record<string, unknown>;
+        proc.outcomes.push(proc.outcome);
       } catch {
         writeLog(`unparsable outcome line: ${line}`);
       }
@@ -584,17 +653,19 @@ export class JobRun {
   }
 
   /**
-   * Ends the store session of a node process that exited, so its task fails over
-   * now. Safe only because the process is gone: the 'close' event this follows
-   * comes after the OS reaped it. Bounded and never throwing: if the store does not
-   * answer in time, the session ends at its TTL as it would have anyway.
+   * Ends the store sessions of a node process that exited (every node of a host at
+   * once), so what it held fails over now. Safe only because the process is gone:
+   * the 'close' event this follows comes after the OS reaped it. Bounded and never
+   * throwing: a session the store does not end in time ends at its TTL as it would
+   * have anyway.
    */
   private endDeadSession(proc: NodeProcess, how: string): Promise<void> {
-    const id = proc.sessionId;
-    if (id === undefined) return Promise.resolve();
+    const ids = [...proc.sessions.values()];
+    if (ids.length === 0) return Promise.resolve();
     const timer = new AbortController();
+    const which = ids.length === 1 ? `its session ${ids[0]}` : `the sessions of its ${ids.length} nodes`;
     const work = Promise.race([
-      this.coordinator.endSession(id).then(() => true),
+      Promise.all(ids.map((id) => this.coordinator.endSession(id))).then(() => true),
       sleep(systemClock, END_SESSION_WITHIN_MS, timer.signal).then(
         () => false,
         () => false,
@@ -602,10 +673,10 @@ export class JobRun {
     ]).then(
       (ended) =>
         this.print(
-          ended ? `${proc.nodeId} died (${how}): ended its session ${id} in the store; what it held fails over now`
-          : `${proc.nodeId} died (${how}): the store did not confirm the end of its session ${id} within ${END_SESSION_WITHIN_MS} ms; it ends at its TTL`,
+          ended ? `${proc.nodeId} died (${how}): ended ${which} in the store; what it held fails over now`
+          : `${proc.nodeId} died (${how}): the store did not confirm the end of ${which} within ${END_SESSION_WITHIN_MS} ms; it ends at its TTL`,
         ),
-      (err: unknown) => this.print(`${proc.nodeId} died (${how}): could not end its session ${id} (${(err as Error).message}); it ends at its TTL`),
+      (err: unknown) => this.print(`${proc.nodeId} died (${how}): could not end ${which} (${(err as Error).message}); what is left ends at its TTL`),
     ).finally(() => {
       timer.abort();
       this.endingSessions.delete(work);
@@ -653,11 +724,13 @@ async function endedWithin(nodes: readonly Supervised[], ms: number): Promise<bo
   }
 }
 
-/** The session id of a `TG-SESSION` line's JSON, if it is one and names this node. */
-function sessionIdOf(json: string, nodeId: string): string | undefined {
+/** The node and session of a `TG-SESSION` line's JSON, if it is one and names a node of this process. */
+function sessionOf(json: string, proc: Pick<NodeProcess, 'nodeId' | 'count'>): { nodeId: string; sessionId: string } | undefined {
   try {
     const v = JSON.parse(json) as { nodeId?: unknown; sessionId?: unknown };
-    return v.nodeId === nodeId && typeof v.sessionId === 'string' && v.sessionId !== '' ? v.sessionId : undefined;
+    if (typeof v.nodeId !== 'string' || typeof v.sessionId !== 'string' || v.sessionId === '') return undefined;
+    const ours = proc.count === 1 ? v.nodeId === proc.nodeId : /^\d+$/.test(v.nodeId.slice(proc.nodeId.length + 1)) && v.nodeId.startsWith(`${proc.nodeId}.`);
+    return ours ? { nodeId: v.nodeId, sessionId: v.sessionId } : undefined;
   } catch {
     return undefined;
   }

@@ -1,0 +1,136 @@
+/**
+ * Many nodes per process on a real etcd: `run --nodes-per-process 4` runs the
+ * regression job in node hosts (`taskgraph node --count 4`); one host holding
+ * several tasks is SIGKILLed, the run ends the sessions of all its nodes at once,
+ * the other hosts' standbys take every one of its tasks well within the TTL, and
+ * the answer is exact.
+ */
+import { createController, resolveCoordinator } from '@taskgraph/core';
+import type { Controller, JobStatus } from '@taskgraph/core';
+import { startEtcd } from '@taskgraph/testkit';
+import type { EtcdServer } from '@taskgraph/testkit';
+import type { Coordinator } from '@taskgraph/api';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JobRun } from '../src/index.js';
+import type { NodeProcess } from '../src/index.js';
+
+const TASKS = 8;
+const EXACT = `sums are exact: ${Array.from({ length: 11 }, (_, e) => e * 28).join(', ')}`;
+const TTL_MS = 10_000;
+
+interface Kill {
+  readonly victim: NodeProcess;
+  /** The tasks the victim's nodes held, with their incarnations then. */
+  readonly held: ReadonlyMap<number, number>;
+  readonly at: number;
+}
+
+const ownedBy = (proc: NodeProcess, nodeId: string | undefined) => nodeId !== undefined && nodeId.startsWith(`${proc.nodeId}.`);
+
+/**
+ * Follows the job's status: on the first one, `strike` kills a host (so the watch
+ * surely began before the kill); returns once every task it held is served by a
+ * node of another process in a later incarnation.
+ */
+async function failoverSeen(ctl: Controller, signal: AbortSignal, strike: (first: JobStatus) => Kill): Promise<{ kill: Kill; at: number; last: JobStatus }> {
+  let kill: Kill | undefined;
+  for await (const s of ctl.watch(signal)) {
+    kill ??= strike(s);
+    const k = kill;
+    const moved = [...k.held].every(([task, inc]) => {
+      const t = s.tasks[task];
+      return t?.nodeId !== undefined && !ownedBy(k.victim, t.nodeId) && t.incarnations > inc;
+    });
+    if (moved) return { kill: k, at: performance.now(), last: s };
+  }
+  throw new Error('the status watch ended before the failover');
+}
+
+describe('node hosts: several nodes per process on a real etcd', () => {
+  let etcd: EtcdServer;
+  let url: string;
+  let probe: Coordinator;
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+    url = `etcd://${etcd.clientAddress}?namespace=hosts`;
+    probe = await resolveCoordinator(url);
+  }, 60_000);
+
+  afterAll(async () => {
+    await probe?.close();
+    await etcd?.cleanup();
+  });
+
+  it(
+    '3 processes x 4 nodes, 8 tasks: the host holding the most tasks is SIGKILLed, all its tasks fail over at once (TTL 10 s), exact sums',
+    async () => {
+      const lines: string[] = [];
+      let failover: Promise<{ kill: Kill; at: number; last: JobStatus }> | undefined;
+      const stopWatch = new AbortController();
+      const probeCtl: { ctl?: Controller } = {};
+      const run = new JobRun({
+        app: 'regression',
+        tasks: TASKS,
+        standbys: 4,
+        nodesPerProcess: 4,
+        // The other hosts' standbys, not a restarted process, must take the tasks over.
+        restart: false,
+        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
+        print: (l) => void lines.push(l),
+        onReport: (_node, record) => {
+          if ((record as { epoch?: unknown }).epoch !== 2 || failover) return;
+          failover = failoverSeen(probeCtl.ctl!, stopWatch.signal, (s) => {
+            const live = run.processes.filter((p) => p.child.exitCode === null && p.sessions.size === p.count);
+            const holding = (p: NodeProcess) => s.tasks.filter((t) => ownedBy(p, t.nodeId));
+            const victim = live.sort((a, b) => holding(b).length - holding(a).length)[0];
+            if (!victim || holding(victim).length < 2) throw new Error(`no live host holds two tasks:\n${lines.join('\n')}`);
+            const held = new Map(holding(victim).map((t) => [t.task, t.incarnations]));
+            const at = performance.now();
+            victim.child.kill('SIGKILL');
+            return { victim, held, at };
+          });
+          // Awaited below; until then a failure must not count as unhandled.
+          failover.catch(() => undefined);
+        },
+      });
+      probeCtl.ctl = createController({ coordinator: probe, job: run.job });
+      let result;
+      try {
+        result = await run.run();
+      } finally {
+        stopWatch.abort();
+      }
+      expect(run.processes.map((p) => p.count), lines.join('\n')).toEqual([4, 4, 4]);
+      expect(failover, lines.join('\n')).toBeDefined();
+      const seen = await failover!;
+      const { victim, held } = seen.kill;
+      expect(result.verdict?.message, lines.join('\n')).toBe(EXACT);
+      expect(result.ok).toBe(true);
+      expect(victim.child.signalCode).toBe('SIGKILL');
+      // Four nodes, four sessions of their own, each reported before its node claimed anything.
+      expect([...victim.sessions.keys()].sort()).toEqual([0, 1, 2, 3].map((i) => `${victim.nodeId}.${i}`));
+      expect(new Set(victim.sessions.values()).size).toBe(4);
+      await victim.sessionEnded;
+      expect(lines, lines.join('\n')).toContain(`${victim.nodeId} died (SIGKILL): ended the sessions of its 4 nodes in the store; what it held fails over now`);
+      expect(lines.filter((l) => l.includes(' died (')), lines.join('\n')).toHaveLength(1);
+      // The hosts that lived reported one outcome per node, every one of them done with the job.
+      for (const p of run.processes.filter((x) => x !== victim)) {
+        expect(p.outcomes.map((o) => [o['nodeId'], o['reason']])).toEqual([0, 1, 2, 3].map((i) => [`${p.nodeId}.${i}`, 'job-done']));
+      }
+      // Each task the host held is served elsewhere now, under a fencing token of its own.
+      for (const task of held.keys()) {
+        const t = seen.last.tasks[task]!;
+        expect(ownedBy(victim, t.nodeId), `task ${task} moved off the dead host`).toBe(false);
+      }
+      expect(seen.last.nodes.some((n) => ownedBy(victim, n.nodeId)), 'the dead host\'s node records went with its sessions').toBe(false);
+      const failoverMs = seen.at - seen.kill.at;
+      console.log(`host failover: ${held.size} tasks of ${victim.nodeId} served elsewhere ${Math.round(failoverMs)} ms after the SIGKILL (TTL ${TTL_MS} ms)`);
+      // Its nodes' last keepalives were at most a third of the TTL before the kill:
+      // without the run's endSession no other node could hold these tasks this soon.
+      expect(failoverMs).toBeLessThan(TTL_MS);
+      expect(result.failovers).toBeGreaterThanOrEqual(held.size);
+    },
+    240_000,
+  );
+});
