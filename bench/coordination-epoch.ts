@@ -8,11 +8,10 @@
  * watchers (what etcd and this process pay for N watches, framework aside).
  */
 import { InternalError } from '@taskgraph/api';
-import type { EpochContext, Framework, Logger, Task, Topology } from '@taskgraph/api';
-import { LocalCluster, silentLogger } from '@taskgraph/core';
+import type { Coordinator, EpochContext, Framework, Logger, Task, Topology } from '@taskgraph/api';
+import { LocalCluster, jobKeys, shareWatches, silentLogger } from '@taskgraph/core';
 import type { NodeResources } from '@taskgraph/core';
 import { createEtcdCoordinator } from '@taskgraph/coord-etcd';
-import type { EtcdCoordinator } from '@taskgraph/coord-etcd';
 import { LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
 import type { Etcd3, Namespace, Watcher } from 'etcd3';
 import {
@@ -45,8 +44,9 @@ export interface EpochAdvanceOptions {
   /** Rounds the framework and bare sides alternate in. */
   readonly rounds: number;
   /**
-   * Nodes sharing one etcd coordinator (one etcd3 client). 1: every node has its
-   * own, as separate processes would.
+   * Nodes sharing one etcd coordinator (one etcd3 client) and, as the nodes of one
+   * node host do (`createNodeHost`, `taskgraph node --count`), one watch per shared
+   * prefix (`state/`, `tasks/`). 1: every node has its own, as separate processes would.
    */
   readonly nodesPerClient: number;
   /** Pause between advances, so one advance's background work does not land on the next. */
@@ -249,7 +249,7 @@ export async function runEpochAdvance(o: EpochAdvanceOptions): Promise<EpochAdva
   const namespace = `bench-epoch-${o.tasks}-${runId()}`;
   const logger = o.logger ?? silentLogger;
   const clientCount = Math.ceil(o.tasks / o.nodesPerClient);
-  const shared: EtcdCoordinator[] = [];
+  const shared: Coordinator[] = [];
   const coordinatorOptions = { hosts: [...o.endpoints], namespace, logger };
   const controllerCoordinator = await createEtcdCoordinator(coordinatorOptions);
   const network = new LocalNetwork();
@@ -260,7 +260,8 @@ export async function runEpochAdvance(o: EpochAdvanceOptions): Promise<EpochAdva
   let fanout: BareRoundTrip | undefined;
   try {
     if (o.nodesPerClient > 1) {
-      for (let i = 0; i < clientCount; i++) shared.push(await createEtcdCoordinator(coordinatorOptions));
+      const shares = (prefix: string): boolean => prefix === jobKeys.state('epochs') || prefix === jobKeys.tasks('epochs');
+      for (let i = 0; i < clientCount; i++) shared.push(shareWatches(await createEtcdCoordinator(coordinatorOptions), { shares, logger }));
     }
     cluster = new LocalCluster({
       job: 'epochs',

@@ -38,6 +38,11 @@ export interface NodeProcessesOptions {
   readonly ttlMs: number;
   /** Node ids are `<prefix>-0`, `<prefix>-1`, ... Default `node`. */
   readonly nodeIdPrefix?: string;
+  /**
+   * Nodes per process (`taskgraph node --count`; default 1). A process of several
+   * is a node host: its nodes are `<process's node id>.0`, `.1`, ...
+   */
+  readonly count?: number;
   /** Application arguments (`--arg key=value`). */
   readonly args?: Readonly<Record<string, string>>;
   /**
@@ -57,12 +62,13 @@ export class NodeProcesses {
 
   constructor(private readonly o: NodeProcessesOptions) {}
 
-  /** Starts one more node process. */
-  spawn(): NodeProcess {
+  /** Starts one more node process (of `count` nodes: the option's unless given). */
+  spawn(count = this.o.count ?? 1): NodeProcess {
     const o = this.o;
     const nodeId = `${o.nodeIdPrefix ?? 'node'}-${this.all.length}`;
     const args = ['--import', this.#tsxLoader, this.#cli, 'node', o.app, '--job', o.job, '--coordinator', o.coordinatorUrl, '--transport', 'grpc://127.0.0.1:0'];
     args.push('--node-id', nodeId, '--ttl', String(o.ttlMs), '--log-level', 'warn');
+    if (count !== 1) args.push('--count', String(count));
     for (const [k, v] of Object.entries(o.args ?? {})) args.push('--arg', `${k}=${v}`);
     const child = spawn(process.execPath, args, {
       cwd: rootDir,
