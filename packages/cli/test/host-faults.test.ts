@@ -5,12 +5,10 @@
  * the other hosts' standbys take every one of its tasks well within the TTL, and
  * the answer is exact.
  */
-import { createController, resolveCoordinator } from '@taskgraph/core';
+import { createController } from '@taskgraph/core';
 import type { Controller, JobStatus } from '@taskgraph/core';
-import { startEtcd } from '@taskgraph/testkit';
-import type { EtcdServer } from '@taskgraph/testkit';
-import type { Coordinator } from '@taskgraph/api';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { realEtcd } from './fixtures/real-etcd.js';
 import { JobRun } from '../src/index.js';
 import type { NodeProcess } from '../src/index.js';
 
@@ -47,20 +45,7 @@ async function failoverSeen(ctl: Controller, signal: AbortSignal, strike: (first
 }
 
 describe('node hosts: several nodes per process on a real etcd', () => {
-  let etcd: EtcdServer;
-  let url: string;
-  let probe: Coordinator;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    url = `etcd://${etcd.clientAddress}?namespace=hosts`;
-    probe = await resolveCoordinator(url);
-  }, 60_000);
-
-  afterAll(async () => {
-    await probe?.close();
-    await etcd?.cleanup();
-  });
+  const store = realEtcd('hosts');
 
   it(
     '3 processes x 4 nodes, 8 tasks: the host holding the most tasks is SIGKILLed, all its tasks fail over at once (TTL 10 s), exact sums',
@@ -76,7 +61,7 @@ describe('node hosts: several nodes per process on a real etcd', () => {
         nodesPerProcess: 4,
         // The other hosts' standbys, not a restarted process, must take the tasks over.
         restart: false,
-        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
+        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
         print: (l) => void lines.push(l),
         onReport: (_node, record) => {
           if ((record as { epoch?: unknown }).epoch !== 2 || failover) return;
@@ -94,7 +79,7 @@ describe('node hosts: several nodes per process on a real etcd', () => {
           failover.catch(() => undefined);
         },
       });
-      probeCtl.ctl = createController({ coordinator: probe, job: run.job });
+      probeCtl.ctl = createController({ coordinator: store.probe, job: run.job });
       let result;
       try {
         result = await run.run();

@@ -6,12 +6,10 @@
  * Every job's verdict compares the count with a single-process count of the same
  * text: it must be exact.
  */
-import { createController, resolveCoordinator, taskOfWorker } from '@taskgraph/core';
+import { createController, taskOfWorker } from '@taskgraph/core';
 import type { Controller } from '@taskgraph/core';
-import { startEtcd } from '@taskgraph/testkit';
-import type { EtcdServer } from '@taskgraph/testkit';
-import type { Coordinator } from '@taskgraph/api';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { realEtcd } from './fixtures/real-etcd.js';
 import { JobRun } from '../src/index.js';
 import type { NodeProcess, RunOptions } from '../src/index.js';
 
@@ -38,20 +36,7 @@ async function processOf(ctl: Controller, run: JobRun, task: number): Promise<No
 }
 
 describe('mapreduce as OS processes on a real etcd with gRPC', () => {
-  let etcd: EtcdServer;
-  let url: string;
-  let probe: Coordinator;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    url = `etcd://${etcd.clientAddress}?namespace=mr`;
-    probe = await resolveCoordinator(url);
-  }, 60_000);
-
-  afterAll(async () => {
-    await probe?.close();
-    await etcd?.cleanup();
-  });
+  const store = realEtcd('mr');
 
   /**
    * Runs the job (3 copies of the corpus, 48 splits, 4 reducers); `onProgress` sees
@@ -66,7 +51,7 @@ describe('mapreduce as OS processes on a real etcd with gRPC', () => {
       workers: o.workers,
       standbys: o.standbys ?? 0,
       backups: o.backups ?? 0,
-      config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL },
+      config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL },
       args: { splits: '48', reducers: '4', repeat: '3', ...o.args },
       print: (l) => void lines.push(l),
       onReport: (node, record) => {
@@ -74,7 +59,7 @@ describe('mapreduce as OS processes on a real etcd with gRPC', () => {
         o.onReport?.(node, record);
       },
     });
-    ctl.value = createController({ coordinator: probe, job: run.job });
+    ctl.value = createController({ coordinator: store.probe, job: run.job });
     const result = await run.run();
     const verdict = lines.find((l) => l.startsWith('mapreduce: PASS') || l.startsWith('mapreduce: FAIL')) ?? '';
     expect(verdict, lines.join('\n')).toMatch(PASS);

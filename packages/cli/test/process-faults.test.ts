@@ -9,6 +9,7 @@ import type { EtcdCluster, EtcdServer } from '@taskgraph/testkit';
 import type { Coordinator } from '@taskgraph/api';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { realEtcd } from './fixtures/real-etcd.js';
 import { JobRun } from '../src/index.js';
 import type { NodeProcess, RunOptions } from '../src/index.js';
 
@@ -34,20 +35,7 @@ async function ownerProcess(ctl: Controller, run: JobRun, pick: (n: number) => n
 }
 
 describe('the regression job as OS processes on one real etcd', () => {
-  let etcd: EtcdServer;
-  let url: string;
-  let probe: Coordinator;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    url = `etcd://${etcd.clientAddress}?namespace=proc`;
-    probe = await resolveCoordinator(url);
-  }, 60_000);
-
-  afterAll(async () => {
-    await probe?.close();
-    await etcd?.cleanup();
-  });
+  const store = realEtcd('proc');
 
   it(
     'three nodes SIGKILLed at random points: standbys take over, exact sums',
@@ -60,7 +48,7 @@ describe('the regression job as OS processes on one real etcd', () => {
         tasks: 15,
         standbys: 3,
         restart: false,
-        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: 2000 },
+        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: 2000 },
         onReport: (_node, record) => {
           const e = epochOf(record);
           if (e === 2 || e === 4 || e === 6) {
@@ -75,7 +63,7 @@ describe('the regression job as OS processes on one real etcd', () => {
           }
         },
       });
-      probeCtl.ctl = createController({ coordinator: probe, job: run.job });
+      probeCtl.ctl = createController({ coordinator: store.probe, job: run.job });
       const result = await run.run();
       expect(killed).toHaveLength(3);
       expect(result.verdict?.message, lines.join('\n')).toBe(EXACT);
@@ -99,7 +87,7 @@ describe('the regression job as OS processes on one real etcd', () => {
         // The node serving task 3 stops itself (SIGSTOP) in the middle of answering
         // getGradient in epoch 2; we continue it after twice the TTL.
         args: { 'pause-serve': '3:2' },
-        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: ttl },
+        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: ttl },
         onReport: (node, record) => {
           if ((record as { pause?: string }).pause === 'start' && !paused) {
             paused = node;
@@ -136,15 +124,15 @@ describe('the regression job as OS processes on one real etcd', () => {
         // No node may need replacing: every one rides the outages out. The TTL leaves
         // room for a restart of etcd on a busy machine (1-2 s on a quiet one).
         restart: false,
-        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: 15_000 },
+        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: 15_000 },
         onReport: (_node, record) => {
           const e = epochOf(record);
           if ((e === 2 || e === 5 || e === 8) && !outages.includes(e)) {
             outages.push(e);
             restarts = restarts.then(async () => {
               const t0 = performance.now();
-              await etcd.kill();
-              await etcd.restart();
+              await store.etcd.kill();
+              await store.etcd.restart();
               outageMs.push(Math.round(performance.now() - t0));
             });
           }
@@ -155,7 +143,7 @@ describe('the regression job as OS processes on one real etcd', () => {
       console.log(`etcd down (kill to healthy again), ms: ${outageMs.join(', ')}`);
       expect(result.verdict?.message, lines.join('\n')).toBe(EXACT);
       expect(outages).toEqual([2, 5, 8]);
-      expect(etcd.running).toBe(true);
+      expect(store.etcd.running).toBe(true);
       expect(run.processes).toHaveLength(18);
       const reasons = run.processes.map((p) => (p.outcome as { reason?: string } | undefined)?.reason);
       expect(reasons, lines.join('\n')).toEqual(run.processes.map(() => 'job-done'));

@@ -3,12 +3,10 @@
  * node's session at once, and a standby serves the task long before the 10 s TTL
  * could have run out.
  */
-import { createController, resolveCoordinator } from '@taskgraph/core';
+import { createController } from '@taskgraph/core';
 import type { Controller, JobStatus } from '@taskgraph/core';
-import { startEtcd } from '@taskgraph/testkit';
-import type { EtcdServer } from '@taskgraph/testkit';
-import type { Coordinator } from '@taskgraph/api';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { realEtcd } from './fixtures/real-etcd.js';
 import { JobRun } from '../src/index.js';
 import type { NodeProcess } from '../src/index.js';
 
@@ -40,20 +38,7 @@ async function failoverSeen(ctl: Controller, signal: AbortSignal, strike: (first
 }
 
 describe('witnessed death: run ends a dead node\'s session on a real etcd', () => {
-  let etcd: EtcdServer;
-  let url: string;
-  let probe: Coordinator;
-
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    url = `etcd://${etcd.clientAddress}?namespace=witness`;
-    probe = await resolveCoordinator(url);
-  }, 60_000);
-
-  afterAll(async () => {
-    await probe?.close();
-    await etcd?.cleanup();
-  });
+  const store = realEtcd('witness');
 
   it(
     'a supervised node holding a task is SIGKILLed: its session ends at once, a standby serves the task well within the TTL, exact sums',
@@ -68,7 +53,7 @@ describe('witnessed death: run ends a dead node\'s session on a real etcd', () =
         standbys: 1,
         // The standby, not a restart of the slot, must take the task over.
         restart: false,
-        config: { coordinator: url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
+        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
         print: (l) => void lines.push(l),
         onReport: (_node, record) => {
           if ((record as { epoch?: unknown }).epoch !== 2 || failover) return;
@@ -84,7 +69,7 @@ describe('witnessed death: run ends a dead node\'s session on a real etcd', () =
           failover.catch(() => undefined);
         },
       });
-      probeCtl.ctl = createController({ coordinator: probe, job: run.job });
+      probeCtl.ctl = createController({ coordinator: store.probe, job: run.job });
       let result;
       try {
         result = await run.run();
