@@ -11,6 +11,7 @@ import { FaultSet } from './faults.js';
 import type { MemoryOperation } from './faults.js';
 import { MemoryLock } from './lock.js';
 import { Pulse, nextPulse } from './pulse.js';
+import { WatchFeed } from './watch-feed.js';
 import { MemorySession } from './session.js';
 import type { MemorySessionHost } from './session.js';
 import { MemoryStore } from './store.js';
@@ -194,8 +195,17 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     this.faults.check('watch', prefix);
     this.store.faults.check('watch', stored);
     this.#watches++;
+    // Subscribed before the history is read: what commits from here on is queued, what came before is in the history.
+    const feed = new WatchFeed(this.store.historyLimit);
+    const subscribedAt = this.store.revision;
+    const unsubscribe = this.store.subscribe(stored, feed);
+    // One listener per watch for its whole life, not one per wait.
+    const stop = (): void => feed.wake();
+    signal.addEventListener('abort', stop, { once: true });
+    this.closedSignal.addEventListener('abort', stop, { once: true });
     try {
       let cursor = start;
+      let caughtUp = false;
       const stops = [signal, this.closedSignal];
       for (;;) {
         if (signal.aborted || this.closed) return;
@@ -204,16 +214,31 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
           await nextPulse([this.#pulse, this.store.pulse], stops);
           continue;
         }
-        const record = this.store.nextChange(cursor, stored);
+        let record: HistoryRecord | undefined;
+        if (!caughtUp) {
+          record = this.store.nextChange(cursor, stored, subscribedAt);
+          if (!record) {
+            caughtUp = true;
+            cursor = Math.max(cursor, subscribedAt);
+          }
+        }
+        if (caughtUp) {
+          record = feed.shift();
+          // The check a read of the history would make: a consumer so far behind that its next record left the history has lost it.
+          if (feed.overflowed) this.store.assertResumable(this.store.compactedRevision - 1);
+          if (record) this.store.assertResumable(record.revision - 1);
+        }
         if (record) {
           cursor = record.revision;
           yield this.#batch(record);
           continue;
         }
-        cursor = this.store.revision;
-        await nextPulse([this.#pulse, this.store.pulse], stops);
+        await feed.next();
       }
     } finally {
+      unsubscribe();
+      signal.removeEventListener('abort', stop);
+      this.closedSignal.removeEventListener('abort', stop);
       this.#watches--;
     }
   }

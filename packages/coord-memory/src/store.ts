@@ -10,6 +10,8 @@ import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
 import { silentLogger } from '@taskgraph/backend-kit';
 import { FaultSet } from './faults.js';
 import { Pulse } from './pulse.js';
+import { WatchIndex } from './watch-index.js';
+import type { WatchSink } from './watch-index.js';
 
 export interface MemoryStoreOptions {
   /** A label for ids and messages. Default: "memory". */
@@ -110,7 +112,7 @@ export class MemoryStore {
   readonly historyLimit: number;
   /** Faults every client of this store meets; patterns match stored keys (namespace included). */
   readonly faults = new FaultSet();
-  /** Fires on every commit and state change. */
+  /** Fires on every commit and state change (watches wait on their own feeds: see {@link subscribe}). */
   readonly pulse = new Pulse();
 
   readonly #logger: Logger;
@@ -118,6 +120,7 @@ export class MemoryStore {
   readonly #history: HistoryRecord[] = [];
   readonly #sessions = new Map<string, ServerSession>();
   readonly #locks = new Map<string, LockState>();
+  readonly #watches = new WatchIndex();
   #revision = 0;
   #compactedByHand = 0;
   #sessionSeq = 0;
@@ -239,7 +242,7 @@ export class MemoryStore {
    * The first revision after `after` with changes under `prefix`, or undefined
    * when there is none yet. Throws CompactedError when history after `after` is gone.
    */
-  nextChange(after: number, prefix: string): HistoryRecord | undefined {
+  nextChange(after: number, prefix: string, through = Number.POSITIVE_INFINITY): HistoryRecord | undefined {
     this.assertResumable(after);
     const h = this.#history;
     let lo = 0;
@@ -251,10 +254,25 @@ export class MemoryStore {
     }
     for (let i = lo; i < h.length; i++) {
       const record = h[i] as HistoryRecord;
+      if (record.revision > through) return undefined;
       const events = record.events.filter((e) => e.key.startsWith(prefix));
       if (events.length > 0) return events.length === record.events.length ? record : { revision: record.revision, events };
     }
     return undefined;
+  }
+
+  /**
+   * From now on, hands `sink` every committed record under `prefix` (only the part
+   * under it), synchronously as it commits. Returns the unsubscribe function. The
+   * records up to now are in the history ({@link nextChange} through `revision`).
+   */
+  subscribe(prefix: string, sink: WatchSink): () => void {
+    return this.#watches.add(prefix, sink);
+  }
+
+  /** Watches subscribed now (tests check that stopped watches leave none). */
+  get watchers(): number {
+    return this.#watches.size;
   }
 
   /** Throws unless a watch can resume after `after`. */
@@ -410,7 +428,11 @@ export class MemoryStore {
   #commit(apply: (revision: number) => StoredEvent[]): number {
     const revision = ++this.#revision;
     const events = apply(revision);
-    if (events.length > 0) this.#history.push({ revision, events });
+    if (events.length > 0) {
+      const record = { revision, events };
+      this.#history.push(record);
+      this.#watches.dispatch(record);
+    }
     this.#prune();
     this.pulse.fire();
     return revision;

@@ -157,6 +157,50 @@ describe('MemoryStore history', () => {
   });
 });
 
+describe('MemoryStore watch dispatch', () => {
+  it('hands each subscriber only the part of a commit under its prefix, and nothing when none of it is', () => {
+    const store = new MemoryStore();
+    const got = new Map<string, string[][]>();
+    const unsubscribe = new Map<string, () => void>();
+    for (const prefix of ['', 'a/', 'a/b/', 'a/b/c', 'b/', 'a/bc']) {
+      got.set(prefix, []);
+      unsubscribe.set(prefix, store.subscribe(prefix, { push: (r) => got.get(prefix)?.push(r.events.map((e) => `${r.revision}:${e.type}:${e.key}`)) }));
+    }
+    expect(store.watchers).toBe(6);
+    store.create('a/b/c', bytes('1'));
+    store.create('b/x', bytes('2'));
+    // One revision with keys under several prefixes: each subscriber gets its own part of it.
+    store.deletePrefix('');
+    expect(Object.fromEntries(got)).toEqual({
+      '': [['1:put:a/b/c'], ['2:put:b/x'], ['3:delete:a/b/c', '3:delete:b/x']],
+      'a/': [['1:put:a/b/c'], ['3:delete:a/b/c']],
+      'a/b/': [['1:put:a/b/c'], ['3:delete:a/b/c']],
+      'a/b/c': [['1:put:a/b/c'], ['3:delete:a/b/c']],
+      'b/': [['2:put:b/x'], ['3:delete:b/x']],
+      'a/bc': [],
+    });
+    unsubscribe.get('a/')?.();
+    unsubscribe.get('a/')?.();
+    expect(store.watchers).toBe(5);
+    store.create('a/y', bytes('3'));
+    expect(got.get('a/')).toHaveLength(2);
+    expect(got.get('')).toHaveLength(4);
+    for (const u of unsubscribe.values()) u();
+    expect(store.watchers).toBe(0);
+  });
+
+  it('a lock grant (a revision without events) reaches nobody', () => {
+    const store = new MemoryStore();
+    const pushed: number[] = [];
+    store.subscribe('', { push: (r) => pushed.push(r.revision) });
+    const session = store.openSession(60_000);
+    expect(store.tryLock({ name: 'L', sessionId: session, owner: 'o' })).toBe(1n);
+    store.create('k', bytes('v'));
+    expect(pushed).toEqual([2]);
+    store.closeSession(session);
+  });
+});
+
 describe('MemoryStore locks', () => {
   it('grants in arrival order, each grant a new revision, so tokens strictly increase', () => {
     const store = new MemoryStore();
