@@ -199,8 +199,12 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     const feed = new WatchFeed(this.store.historyLimit);
     const subscribedAt = this.store.revision;
     const unsubscribe = this.store.subscribe(stored, feed);
-    // One listener per watch for its whole life, not one per wait.
-    const stop = (): void => feed.wake();
+    // One listener per watch for its whole life, not one per wait; the flag saves reading both signals per record.
+    let stopped = signal.aborted || this.closed;
+    const stop = (): void => {
+      stopped = true;
+      feed.wake();
+    };
     signal.addEventListener('abort', stop, { once: true });
     this.closedSignal.addEventListener('abort', stop, { once: true });
     try {
@@ -208,7 +212,7 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
       let caughtUp = false;
       const stops = [signal, this.closedSignal];
       for (;;) {
-        if (signal.aborted || this.closed) return;
+        if (stopped) return;
         if (this.#unreachable || this.#frozen || this.store.frozen) {
           // A cut-off client hears nothing; the cursor stays put so it resumes gap-free.
           await nextPulse([this.#pulse, this.store.pulse], stops);

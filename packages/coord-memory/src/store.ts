@@ -10,6 +10,7 @@ import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
 import { silentLogger } from '@taskgraph/backend-kit';
 import { FaultSet } from './faults.js';
 import { Pulse } from './pulse.js';
+import { KeyIndex } from './key-index.js';
 import { WatchIndex } from './watch-index.js';
 import type { WatchSink } from './watch-index.js';
 
@@ -94,6 +95,9 @@ interface LockState {
   readonly queue: Waiter[];
 }
 
+/** History records past the limit kept before they are dropped in one go. */
+const PRUNE_BATCH = 1024;
+
 /** Code point order, which is UTF-8 byte order: the order etcd and Consul list in. */
 export function compareKeys(a: string, b: string): number {
   const n = Math.min(a.length, b.length);
@@ -117,6 +121,7 @@ export class MemoryStore {
 
   readonly #logger: Logger;
   readonly #data = new Map<string, Value>();
+  readonly #dirs = new KeyIndex();
   readonly #history: HistoryRecord[] = [];
   readonly #sessions = new Map<string, ServerSession>();
   readonly #locks = new Map<string, LockState>();
@@ -182,8 +187,9 @@ export class MemoryStore {
   /** Every key starting with `prefix`, sorted, with the revision they were read at. */
   range(prefix: string): { entries: { key: string; value: Uint8Array; version: string }[]; revision: number } {
     const entries: { key: string; value: Uint8Array; version: string }[] = [];
-    for (const [key, v] of this.#data) {
-      if (key.startsWith(prefix)) entries.push({ key, value: v.value.slice(), version: String(v.modRevision) });
+    for (const key of this.#keysUnder(prefix)) {
+      const v = this.#data.get(key) as Value;
+      entries.push({ key, value: v.value.slice(), version: String(v.modRevision) });
     }
     entries.sort((a, b) => compareKeys(a.key, b.key));
     return { entries, revision: this.#revision };
@@ -202,6 +208,7 @@ export class MemoryStore {
     const copy = value.slice();
     const revision = this.#commit((rev) => {
       this.#data.set(key, { value: copy, modRevision: rev, session: sessionId });
+      this.#dirs.add(key);
       return [{ type: 'put', key, value: copy, version: String(rev) }];
     });
     session?.keys.add(key);
@@ -234,7 +241,7 @@ export class MemoryStore {
 
   /** Deletes every key under `prefix` in one revision (none when nothing matches). */
   deletePrefix(prefix: string): void {
-    const keys = [...this.#data.keys()].filter((k) => k.startsWith(prefix));
+    const keys = [...this.#keysUnder(prefix)];
     if (keys.length > 0) this.#commit(() => this.#remove(keys.sort(compareKeys)));
   }
 
@@ -433,7 +440,7 @@ export class MemoryStore {
       this.#history.push(record);
       this.#watches.dispatch(record);
     }
-    this.#prune();
+    this.#prune(false);
     this.pulse.fire();
     return revision;
   }
@@ -444,17 +451,37 @@ export class MemoryStore {
       const old = this.#data.get(key);
       if (!old) continue;
       this.#data.delete(key);
+      this.#dirs.delete(key);
       if (old.session !== undefined) this.#sessions.get(old.session)?.keys.delete(key);
       events.push({ type: 'delete', key });
     }
     return events;
   }
 
-  #prune(): void {
+  /**
+   * Drops the history no watch may resume from. After a commit only in bulk (a
+   * splice of the whole history per commit was a copy of 10,000 records per write):
+   * records kept past the limit are never handed out, since every read of the
+   * history checks the revision against `compactedRevision` first.
+   */
+  #prune(always = true): void {
+    const h = this.#history;
+    if (!always && h.length < this.historyLimit + PRUNE_BATCH) return;
     const through = this.compactedRevision;
-    let n = 0;
-    while (n < this.#history.length && (this.#history[n] as HistoryRecord).revision <= through) n++;
-    if (n > 0) this.#history.splice(0, n);
+    let lo = 0;
+    let hi = h.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((h[mid] as HistoryRecord).revision <= through) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo > 0) h.splice(0, lo);
+  }
+
+  /** The keys under `prefix`, from the directory index when it is a directory. */
+  #keysUnder(prefix: string): Iterable<string> {
+    if (prefix === '') return this.#data.keys();
+    return this.#dirs.under(prefix) ?? [...this.#data.keys()].filter((k) => k.startsWith(prefix));
   }
 
   #liveSession(id: string): ServerSession {

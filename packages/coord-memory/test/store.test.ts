@@ -157,6 +157,27 @@ describe('MemoryStore history', () => {
   });
 });
 
+describe('MemoryStore key ranges', () => {
+  it('a directory prefix, any other prefix and the empty one list and delete the same keys a scan would', () => {
+    const store = new MemoryStore();
+    const all = ['a/b/c', 'a/b/d', 'a/bc', 'a/x/', 'ab', 'a/b/c/d', 'b'];
+    for (const k of all) store.create(k, bytes(k));
+    const listed = (prefix: string) => store.range(prefix).entries.map((e) => e.key);
+    const scan = (prefix: string, keys: readonly string[]) => keys.filter((k) => k.startsWith(prefix)).sort(compareKeys);
+    for (const prefix of ['', 'a/', 'a/b', 'a/b/', 'a/b/c/', 'a/x/', 'a', 'z/']) expect(listed(prefix), prefix).toEqual(scan(prefix, all));
+    store.deletePrefix('a/b/');
+    const left = all.filter((k) => !k.startsWith('a/b/'));
+    for (const prefix of ['', 'a/', 'a/b', 'a/b/', 'a/b/c/']) expect(listed(prefix), prefix).toEqual(scan(prefix, left));
+    // A deleted key made again is listed once.
+    store.create('a/b/c', bytes('again'));
+    expect(listed('a/b/')).toEqual(['a/b/c']);
+    const rev = store.revision;
+    store.deletePrefix('a/b');
+    expect(store.revision).toBe(rev + 1);
+    expect(listed('')).toEqual(['a/x/', 'ab', 'b']);
+  });
+});
+
 describe('MemoryStore watch dispatch', () => {
   it('hands each subscriber only the part of a commit under its prefix, and nothing when none of it is', () => {
     const store = new MemoryStore();
