@@ -282,4 +282,12 @@ describe('compareKeys', () => {
     expect(compareKeys('a', 'ab')).toBeLessThan(0);
     expect(compareKeys('ab', 'ab')).toBe(0);
   });
+
+  it('agrees with UTF-8 byte order on every pair of keys mixing ASCII, BMP above and below the surrogates, and astral code points', () => {
+    const pieces = ['a', 'z', '/', '\u00e9', '\ud7ff', '\ue000', '\uffef', '\u{1f600}', '\u{10000}', '\u{10ffff}'];
+    const keys: string[] = [];
+    for (const p of pieces) for (const q of pieces) keys.push(`k${p}${q}`, `${p}`, `${q}${p}x`);
+    const sign = (n: number): number => Math.sign(n);
+    for (const x of keys) for (const y of keys) expect(sign(compareKeys(x, y)), `${x} vs ${y}`).toBe(sign(Buffer.compare(Buffer.from(x), Buffer.from(y))));
+  });
 });
