@@ -17,6 +17,10 @@ export interface EmbeddedRunOptions {
   readonly epochs: number;
   /** Cold standbys beside the tasks. Default 0. */
   readonly standbys?: number;
+  /** The nodes' session TTL. Default: the runtime's (5 s), keepalives and all, as `taskgraph run` has it. */
+  readonly sessionTtlMs?: number;
+  /** A run that has not ended by then fails (a job whose nodes all lost their sessions waits forever). Default: 300 s. */
+  readonly timeLimitMs?: number;
   /** Logs the runtime's messages at this level on stderr. Default: none. */
   readonly logLevel?: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -70,7 +74,7 @@ export async function runEmbedded(options: EmbeddedRunOptions): Promise<Embedded
         },
       }),
     linkages: () => regressionLinkages({ numTasks }),
-    // The runtime's default session TTL (5 s), keepalives and all, as `taskgraph run` has it.
+    ...(options.sessionTtlMs === undefined ? {} : { node: { sessionTtlMs: options.sessionTtlMs } }),
     replaceLostNodes: false,
     ...(options.logLevel ? { logger: createLogger({ level: options.logLevel }) } : {}),
   });
@@ -79,8 +83,15 @@ export async function runEmbedded(options: EmbeddedRunOptions): Promise<Embedded
   const hold = setInterval(() => undefined, 60_000);
   try {
     await cluster.start();
-    const status = await cluster.waitUntilDone();
-    done = status.state === 'done';
+    const limit = options.timeLimitMs ?? 300_000;
+    // A timer of our own (not AbortSignal.timeout, which Node may collect while only a combined signal holds it).
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(new Error(`the embedded run of ${numTasks} tasks did not end within ${limit / 1000} s`)), limit);
+    try {
+      done = (await cluster.waitUntilDone(stop.signal)).state === 'done';
+    } finally {
+      clearTimeout(timer);
+    }
   } finally {
     await cluster.close();
     await controllerCoordinator.close();

@@ -350,6 +350,13 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
         continue;
       }
       if (this.#unreachable) throw new UnavailableError(`memory coordinator ${this.id} is unreachable (injected): ${op} was not applied`);
+      // A keepalive does not wait its turn: it is what the turns are for (and a real
+      // client sends it on a stream of its own).
+      const turn = op === 'keepalive' ? undefined : this.store.turn();
+      if (turn) {
+        await turn;
+        continue;
+      }
       this.faults.check(op, key);
       this.store.faults.check(op, stored);
       return;

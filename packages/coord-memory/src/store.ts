@@ -24,6 +24,12 @@ export interface MemoryStoreOptions {
    * an older revision throws CompactedError. Default: 10,000.
    */
   readonly historyLimit?: number;
+  /**
+   * How many calls of this store's clients may complete in one stretch of the event
+   * loop before a call waits for the next turn (see {@link MemoryStore.turn}).
+   * Default: 256.
+   */
+  readonly callsPerTurn?: number;
   readonly logger?: Logger;
 }
 
@@ -124,6 +130,7 @@ export class MemoryStore {
   readonly name: string;
   readonly clock: Clock;
   readonly historyLimit: number;
+  readonly callsPerTurn: number;
   /** Faults every client of this store meets; patterns match stored keys (namespace included). */
   readonly faults = new FaultSet();
   /** Fires on every commit and state change (watches wait on their own feeds: see {@link subscribe}). */
@@ -140,6 +147,8 @@ export class MemoryStore {
   #compactedByHand = 0;
   #sessionSeq = 0;
   #frozen = false;
+  #callsThisTurn = 0;
+  #turnEnd: Promise<void> | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
     const limit = options.historyLimit ?? 10_000;
@@ -149,6 +158,11 @@ export class MemoryStore {
     this.name = options.name ?? 'memory';
     this.clock = options.clock ?? systemClock;
     this.historyLimit = limit;
+    const perTurn = options.callsPerTurn ?? 256;
+    if (!Number.isInteger(perTurn) || perTurn < 1) {
+      throw new InvalidArgumentError(`callsPerTurn must be a positive integer, got ${String(options.callsPerTurn)}`);
+    }
+    this.callsPerTurn = perTurn;
     this.#logger = (options.logger ?? silentLogger).child({ store: this.name });
   }
 
@@ -170,6 +184,34 @@ export class MemoryStore {
     this.#compactedByHand = Math.max(this.#compactedByHand, revision);
     this.#prune();
     this.pulse.fire();
+  }
+
+  /**
+   * Undefined while a call may go ahead in this turn of the event loop; else a
+   * promise of the next turn, to wait for first. A real server's answers arrive as
+   * I/O, each in a turn of its own, so timers (keepalives) run between them; calls
+   * answered in memory resolve as promise jobs, and a thousand nodes in one process
+   * calling one after another would make one chain of them that no timer interrupts
+   * (their sessions expired while they started). So at most `callsPerTurn` calls
+   * complete in one stretch; the count is of calls, not time, so a run repeats.
+   */
+  turn(): Promise<void> | undefined {
+    if (this.#turnEnd) return this.#turnEnd;
+    if (++this.#callsThisTurn === 1) {
+      // Reset when this stretch of the loop ends.
+      setImmediate(() => {
+        this.#callsThisTurn = 0;
+      });
+    }
+    if (this.#callsThisTurn <= this.callsPerTurn) return undefined;
+    this.#turnEnd = new Promise((resolve) =>
+      setImmediate(() => {
+        this.#turnEnd = undefined;
+        this.#callsThisTurn = 0;
+        resolve();
+      }),
+    );
+    return this.#turnEnd;
   }
 
   /** Every call of every client hangs until {@link unfreeze}. Sessions still expire meanwhile. */

@@ -2,7 +2,11 @@
  * The queue between the store and one watch: the store pushes each record under
  * the watch's prefix as it commits it, the watch's iterator takes them in order.
  * A watch waits on its own feed, not on a store-wide pulse, so a commit wakes only
- * the watches it concerns. A consumer that falls more than `limit` records behind
+ * the watches it concerns. It wakes on a later turn of the event loop, as a client
+ * of a real server hears of a commit: with every call and watch of a thousand nodes
+ * resolving in one process, waking in the same turn made one chain of promise jobs of
+ * the whole start-up, and no timer (a keepalive) ran until it ended; and a burst of
+ * commits now reaches a watch as one wake-up. A consumer that falls more than `limit` records behind
  * would need history the store no longer keeps: the queue is dropped and the watch
  * ends with CompactedError, as a watch reading the history would.
  */
@@ -14,6 +18,7 @@ export class WatchFeed implements WatchSink {
   #head = 0;
   #overflowed = false;
   #wake: (() => void) | undefined;
+  #scheduled: ReturnType<typeof setImmediate> | undefined;
 
   constructor(private readonly limit: number) {}
 
@@ -31,7 +36,12 @@ export class WatchFeed implements WatchSink {
     } else {
       this.#records.push(record);
     }
-    this.wake();
+    if (this.#wake && !this.#scheduled) {
+      this.#scheduled = setImmediate(() => {
+        this.#scheduled = undefined;
+        this.wake();
+      });
+    }
   }
 
   /** The oldest record not taken yet. */
@@ -53,8 +63,10 @@ export class WatchFeed implements WatchSink {
     });
   }
 
-  /** Ends the current wait (the watch was stopped, or the client changed state). */
+  /** Ends the current wait now (the watch was stopped). */
   wake(): void {
+    if (this.#scheduled) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();

@@ -257,3 +257,56 @@ describe('MemoryCoordinator', () => {
     await a.close();
   });
 });
+
+describe('MemoryCoordinator turns of the event loop', () => {
+  // Calls answered in memory resolve as promise jobs; without turns, a chain of
+  // them never lets a timer (a keepalive) run until it ends.
+  async function chain(store: MemoryStore, calls: number): Promise<{ timerAfter: number | undefined }> {
+    const c = new MemoryCoordinator({ store, id: 'chain' });
+    await c.create('k', bytes('v'));
+    let done = 0;
+    let timerAfter: number | undefined;
+    const fired = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        timerAfter = done;
+        resolve();
+      }, 0),
+    );
+    // Let the timer come due before the chain starts.
+    const due = Date.now() + 2;
+    while (Date.now() < due);
+    for (let i = 0; i < calls; i++) {
+      await c.get('k');
+      done++;
+    }
+    await fired;
+    await c.close();
+    return { timerAfter };
+  }
+
+  it('a long chain of calls lets a timer run within a few turns of callsPerTurn calls', async () => {
+    const store = new MemoryStore({ callsPerTurn: 100 });
+    const { timerAfter } = await chain(store, 1000);
+    // The first turns may end in the check phase of the loop, before its timers.
+    expect(timerAfter).toBeGreaterThanOrEqual(99);
+    expect(timerAfter).toBeLessThanOrEqual(300);
+  });
+
+  it('with callsPerTurn above the chain, the chain runs through as one stretch', async () => {
+    const store = new MemoryStore({ callsPerTurn: 10_000 });
+    const { timerAfter } = await chain(store, 1000);
+    expect(timerAfter).toBe(1000);
+  });
+
+  it('turn(): undefined while the stretch has room, then one promise of the next turn for every caller', async () => {
+    const store = new MemoryStore({ callsPerTurn: 2 });
+    expect(store.turn()).toBeUndefined();
+    expect(store.turn()).toBeUndefined();
+    const next = store.turn();
+    expect(next).toBeInstanceOf(Promise);
+    expect(store.turn()).toBe(next);
+    await next;
+    expect(store.turn()).toBeUndefined();
+    expect(() => new MemoryStore({ callsPerTurn: 0 })).toThrow(/callsPerTurn must be a positive integer/);
+  });
+});
