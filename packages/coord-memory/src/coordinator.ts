@@ -11,6 +11,7 @@ import { FaultSet } from './faults.js';
 import type { MemoryOperation } from './faults.js';
 import { MemoryLock } from './lock.js';
 import { Pulse, nextPulse } from './pulse.js';
+import { WatchFeed } from './watch-feed.js';
 import { MemorySession } from './session.js';
 import type { MemorySessionHost } from './session.js';
 import { MemoryStore } from './store.js';
@@ -194,26 +195,54 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     this.faults.check('watch', prefix);
     this.store.faults.check('watch', stored);
     this.#watches++;
+    // Subscribed before the history is read: what commits from here on is queued, what came before is in the history.
+    const feed = new WatchFeed(this.store.historyLimit);
+    const subscribedAt = this.store.revision;
+    const unsubscribe = this.store.subscribe(stored, feed);
+    // One listener per watch for its whole life, not one per wait; the flag saves reading both signals per record.
+    let stopped = signal.aborted || this.closed;
+    const stop = (): void => {
+      stopped = true;
+      feed.wake();
+    };
+    signal.addEventListener('abort', stop, { once: true });
+    this.closedSignal.addEventListener('abort', stop, { once: true });
     try {
       let cursor = start;
+      let caughtUp = false;
       const stops = [signal, this.closedSignal];
       for (;;) {
-        if (signal.aborted || this.closed) return;
+        if (stopped) return;
         if (this.#unreachable || this.#frozen || this.store.frozen) {
           // A cut-off client hears nothing; the cursor stays put so it resumes gap-free.
           await nextPulse([this.#pulse, this.store.pulse], stops);
           continue;
         }
-        const record = this.store.nextChange(cursor, stored);
+        let record: HistoryRecord | undefined;
+        if (!caughtUp) {
+          record = this.store.nextChange(cursor, stored, subscribedAt);
+          if (!record) {
+            caughtUp = true;
+            cursor = Math.max(cursor, subscribedAt);
+          }
+        }
+        if (caughtUp) {
+          record = feed.shift();
+          // The check a read of the history would make: a consumer so far behind that its next record left the history has lost it.
+          if (feed.overflowed) this.store.assertResumable(this.store.compactedRevision - 1);
+          if (record) this.store.assertResumable(record.revision - 1);
+        }
         if (record) {
           cursor = record.revision;
           yield this.#batch(record);
           continue;
         }
-        cursor = this.store.revision;
-        await nextPulse([this.#pulse, this.store.pulse], stops);
+        await feed.next();
       }
     } finally {
+      unsubscribe();
+      signal.removeEventListener('abort', stop);
+      this.closedSignal.removeEventListener('abort', stop);
       this.#watches--;
     }
   }
@@ -321,6 +350,13 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
         continue;
       }
       if (this.#unreachable) throw new UnavailableError(`memory coordinator ${this.id} is unreachable (injected): ${op} was not applied`);
+      // A keepalive does not wait its turn: it is what the turns are for (and a real
+      // client sends it on a stream of its own).
+      const turn = op === 'keepalive' ? undefined : this.store.turn();
+      if (turn) {
+        await turn;
+        continue;
+      }
       this.faults.check(op, key);
       this.store.faults.check(op, stored);
       return;

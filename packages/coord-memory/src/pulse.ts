@@ -8,6 +8,7 @@ export class Pulse {
 
   /** Wakes every current waiter. */
   fire(): void {
+    if (this.#waiters.size === 0) return;
     const waiters = [...this.#waiters];
     this.#waiters.clear();
     for (const wake of waiters) wake();

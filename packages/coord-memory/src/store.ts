@@ -10,6 +10,9 @@ import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
 import { silentLogger } from '@taskgraph/backend-kit';
 import { FaultSet } from './faults.js';
 import { Pulse } from './pulse.js';
+import { KeyIndex } from './key-index.js';
+import { WatchIndex } from './watch-index.js';
+import type { WatchSink } from './watch-index.js';
 
 export interface MemoryStoreOptions {
   /** A label for ids and messages. Default: "memory". */
@@ -21,6 +24,12 @@ export interface MemoryStoreOptions {
    * an older revision throws CompactedError. Default: 10,000.
    */
   readonly historyLimit?: number;
+  /**
+   * How many calls of this store's clients may complete in one stretch of the event
+   * loop before a call waits for the next turn (see {@link MemoryStore.turn}).
+   * Default: 256.
+   */
+  readonly callsPerTurn?: number;
   readonly logger?: Logger;
 }
 
@@ -92,14 +101,27 @@ interface LockState {
   readonly queue: Waiter[];
 }
 
-/** Code point order, which is UTF-8 byte order: the order etcd and Consul list in. */
+/** History records past the limit kept before they are dropped in one go. */
+const PRUNE_BATCH = 1024;
+
+/**
+ * Code point order, which is UTF-8 byte order: the order etcd and Consul list in.
+ * UTF-16 unit order is the same except where a surrogate (0xD800-0xDFFF, half of a
+ * code point above 0xFFFF) meets a unit from 0xE000 up: only then is it corrected,
+ * so the common case is a plain unit comparison (lists sort thousands of keys).
+ */
 export function compareKeys(a: string, b: string): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
-    const x = a.codePointAt(i) as number;
-    const y = b.codePointAt(i) as number;
-    if (x !== y) return x - y;
-    if (x > 0xffff) i++;
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      const xs = x <= 0xdfff;
+      const ys = y <= 0xdfff;
+      if (xs !== ys) return xs ? 1 : -1;
+    }
+    return x - y;
   }
   return a.length - b.length;
 }
@@ -108,20 +130,25 @@ export class MemoryStore {
   readonly name: string;
   readonly clock: Clock;
   readonly historyLimit: number;
+  readonly callsPerTurn: number;
   /** Faults every client of this store meets; patterns match stored keys (namespace included). */
   readonly faults = new FaultSet();
-  /** Fires on every commit and state change. */
+  /** Fires on every commit and state change (watches wait on their own feeds: see {@link subscribe}). */
   readonly pulse = new Pulse();
 
   readonly #logger: Logger;
   readonly #data = new Map<string, Value>();
+  readonly #dirs = new KeyIndex();
   readonly #history: HistoryRecord[] = [];
   readonly #sessions = new Map<string, ServerSession>();
   readonly #locks = new Map<string, LockState>();
+  readonly #watches = new WatchIndex();
   #revision = 0;
   #compactedByHand = 0;
   #sessionSeq = 0;
   #frozen = false;
+  #callsThisTurn = 0;
+  #turnEnd: Promise<void> | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
     const limit = options.historyLimit ?? 10_000;
@@ -131,6 +158,11 @@ export class MemoryStore {
     this.name = options.name ?? 'memory';
     this.clock = options.clock ?? systemClock;
     this.historyLimit = limit;
+    const perTurn = options.callsPerTurn ?? 256;
+    if (!Number.isInteger(perTurn) || perTurn < 1) {
+      throw new InvalidArgumentError(`callsPerTurn must be a positive integer, got ${String(options.callsPerTurn)}`);
+    }
+    this.callsPerTurn = perTurn;
     this.#logger = (options.logger ?? silentLogger).child({ store: this.name });
   }
 
@@ -152,6 +184,34 @@ export class MemoryStore {
     this.#compactedByHand = Math.max(this.#compactedByHand, revision);
     this.#prune();
     this.pulse.fire();
+  }
+
+  /**
+   * Undefined while a call may go ahead in this turn of the event loop; else a
+   * promise of the next turn, to wait for first. A real server's answers arrive as
+   * I/O, each in a turn of its own, so timers (keepalives) run between them; calls
+   * answered in memory resolve as promise jobs, and a thousand nodes in one process
+   * calling one after another would make one chain of them that no timer interrupts
+   * (their sessions expired while they started). So at most `callsPerTurn` calls
+   * complete in one stretch; the count is of calls, not time, so a run repeats.
+   */
+  turn(): Promise<void> | undefined {
+    if (this.#turnEnd) return this.#turnEnd;
+    if (++this.#callsThisTurn === 1) {
+      // Reset when this stretch of the loop ends.
+      setImmediate(() => {
+        this.#callsThisTurn = 0;
+      });
+    }
+    if (this.#callsThisTurn <= this.callsPerTurn) return undefined;
+    this.#turnEnd = new Promise((resolve) =>
+      setImmediate(() => {
+        this.#turnEnd = undefined;
+        this.#callsThisTurn = 0;
+        resolve();
+      }),
+    );
+    return this.#turnEnd;
   }
 
   /** Every call of every client hangs until {@link unfreeze}. Sessions still expire meanwhile. */
@@ -179,8 +239,9 @@ export class MemoryStore {
   /** Every key starting with `prefix`, sorted, with the revision they were read at. */
   range(prefix: string): { entries: { key: string; value: Uint8Array; version: string }[]; revision: number } {
     const entries: { key: string; value: Uint8Array; version: string }[] = [];
-    for (const [key, v] of this.#data) {
-      if (key.startsWith(prefix)) entries.push({ key, value: v.value.slice(), version: String(v.modRevision) });
+    for (const key of this.#keysUnder(prefix)) {
+      const v = this.#data.get(key) as Value;
+      entries.push({ key, value: v.value.slice(), version: String(v.modRevision) });
     }
     entries.sort((a, b) => compareKeys(a.key, b.key));
     return { entries, revision: this.#revision };
@@ -199,6 +260,7 @@ export class MemoryStore {
     const copy = value.slice();
     const revision = this.#commit((rev) => {
       this.#data.set(key, { value: copy, modRevision: rev, session: sessionId });
+      this.#dirs.add(key);
       return [{ type: 'put', key, value: copy, version: String(rev) }];
     });
     session?.keys.add(key);
@@ -231,7 +293,7 @@ export class MemoryStore {
 
   /** Deletes every key under `prefix` in one revision (none when nothing matches). */
   deletePrefix(prefix: string): void {
-    const keys = [...this.#data.keys()].filter((k) => k.startsWith(prefix));
+    const keys = [...this.#keysUnder(prefix)];
     if (keys.length > 0) this.#commit(() => this.#remove(keys.sort(compareKeys)));
   }
 
@@ -239,7 +301,7 @@ export class MemoryStore {
    * The first revision after `after` with changes under `prefix`, or undefined
    * when there is none yet. Throws CompactedError when history after `after` is gone.
    */
-  nextChange(after: number, prefix: string): HistoryRecord | undefined {
+  nextChange(after: number, prefix: string, through = Number.POSITIVE_INFINITY): HistoryRecord | undefined {
     this.assertResumable(after);
     const h = this.#history;
     let lo = 0;
@@ -251,10 +313,25 @@ export class MemoryStore {
     }
     for (let i = lo; i < h.length; i++) {
       const record = h[i] as HistoryRecord;
+      if (record.revision > through) return undefined;
       const events = record.events.filter((e) => e.key.startsWith(prefix));
       if (events.length > 0) return events.length === record.events.length ? record : { revision: record.revision, events };
     }
     return undefined;
+  }
+
+  /**
+   * From now on, hands `sink` every committed record under `prefix` (only the part
+   * under it), synchronously as it commits. Returns the unsubscribe function. The
+   * records up to now are in the history ({@link nextChange} through `revision`).
+   */
+  subscribe(prefix: string, sink: WatchSink): () => void {
+    return this.#watches.add(prefix, sink);
+  }
+
+  /** Watches subscribed now (tests check that stopped watches leave none). */
+  get watchers(): number {
+    return this.#watches.size;
   }
 
   /** Throws unless a watch can resume after `after`. */
@@ -410,8 +487,12 @@ export class MemoryStore {
   #commit(apply: (revision: number) => StoredEvent[]): number {
     const revision = ++this.#revision;
     const events = apply(revision);
-    if (events.length > 0) this.#history.push({ revision, events });
-    this.#prune();
+    if (events.length > 0) {
+      const record = { revision, events };
+      this.#history.push(record);
+      this.#watches.dispatch(record);
+    }
+    this.#prune(false);
     this.pulse.fire();
     return revision;
   }
@@ -422,17 +503,37 @@ export class MemoryStore {
       const old = this.#data.get(key);
       if (!old) continue;
       this.#data.delete(key);
+      this.#dirs.delete(key);
       if (old.session !== undefined) this.#sessions.get(old.session)?.keys.delete(key);
       events.push({ type: 'delete', key });
     }
     return events;
   }
 
-  #prune(): void {
+  /**
+   * Drops the history no watch may resume from. After a commit only in bulk (a
+   * splice of the whole history per commit was a copy of 10,000 records per write):
+   * records kept past the limit are never handed out, since every read of the
+   * history checks the revision against `compactedRevision` first.
+   */
+  #prune(always = true): void {
+    const h = this.#history;
+    if (!always && h.length < this.historyLimit + PRUNE_BATCH) return;
     const through = this.compactedRevision;
-    let n = 0;
-    while (n < this.#history.length && (this.#history[n] as HistoryRecord).revision <= through) n++;
-    if (n > 0) this.#history.splice(0, n);
+    let lo = 0;
+    let hi = h.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((h[mid] as HistoryRecord).revision <= through) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo > 0) h.splice(0, lo);
+  }
+
+  /** The keys under `prefix`, from the directory index when it is a directory. */
+  #keysUnder(prefix: string): Iterable<string> {
+    if (prefix === '') return this.#data.keys();
+    return this.#dirs.under(prefix) ?? [...this.#data.keys()].filter((k) => k.startsWith(prefix));
   }
 
   #liveSession(id: string): ServerSession {

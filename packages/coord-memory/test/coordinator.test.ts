@@ -92,11 +92,43 @@ describe('MemoryCoordinator', () => {
     const pending = its.map((it) => it.next());
     await settle();
     expect(c.activeWatches).toBe(3);
-    expect(c.store.pulse.waiting).toBe(3);
+    expect(c.store.watchers).toBe(3);
     for (const ctl of controllers) ctl.abort();
     for (const p of pending) expect((await p).done).toBe(true);
     expect(c.activeWatches).toBe(0);
+    expect(c.store.watchers).toBe(0);
     expect(c.store.pulse.waiting).toBe(0);
+  });
+
+  it('a watch from a past revision reads the history, then what commits meanwhile, nothing missed or repeated', async () => {
+    const c = new MemoryCoordinator();
+    const first = await c.create('h/0', bytes('0'));
+    for (let i = 1; i < 4; i++) await c.create(`h/${i}`, bytes(String(i)));
+    const controller = new AbortController();
+    const it = c.watch('h/', { signal: controller.signal, after: first })[Symbol.asyncIterator]();
+    const keys: string[] = [];
+    keys.push(...(await take(it)).events.map((e) => e.key));
+    // Written after the watch started reading its history: they come after it, in order.
+    await c.create('h/4', bytes('4'));
+    await c.create('other/x', bytes('x'));
+    await c.create('h/5', bytes('5'));
+    while (keys.length < 5) keys.push(...(await take(it)).events.map((e) => e.key));
+    expect(keys).toEqual(['h/1', 'h/2', 'h/3', 'h/4', 'h/5']);
+    controller.abort();
+    expect((await it.next()).done).toBe(true);
+  });
+
+  it('a consumer that stops reading for more than historyLimit revisions gets Compacted, as one reading the history would', async () => {
+    const store = new MemoryStore({ historyLimit: 3 });
+    const c = new MemoryCoordinator({ store });
+    const controller = new AbortController();
+    const it = c.watch('s/', { signal: controller.signal })[Symbol.asyncIterator]();
+    let v = await c.create('s/k', bytes('0'));
+    expect((await take(it)).events[0]?.key).toBe('s/k');
+    for (let i = 1; i < 6; i++) v = await c.update('s/k', bytes(String(i)), v);
+    expect(code(await rejection(it.next()))).toBe('COMPACTED');
+    expect(c.activeWatches).toBe(0);
+    expect(store.watchers).toBe(0);
   });
 
   it('watch values are copies', async () => {
@@ -223,5 +255,58 @@ describe('MemoryCoordinator', () => {
     expect(['CLOSED', 'LEASE_LOST']).toContain(code(await rejection(waiting)));
     expect(store.lockWaiters('L')).toBe(0);
     await a.close();
+  });
+});
+
+describe('MemoryCoordinator turns of the event loop', () => {
+  // Calls answered in memory resolve as promise jobs; without turns, a chain of
+  // them never lets a timer (a keepalive) run until it ends.
+  async function chain(store: MemoryStore, calls: number): Promise<{ timerAfter: number | undefined }> {
+    const c = new MemoryCoordinator({ store, id: 'chain' });
+    await c.create('k', bytes('v'));
+    let done = 0;
+    let timerAfter: number | undefined;
+    const fired = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        timerAfter = done;
+        resolve();
+      }, 0),
+    );
+    // Let the timer come due before the chain starts.
+    const due = Date.now() + 2;
+    while (Date.now() < due);
+    for (let i = 0; i < calls; i++) {
+      await c.get('k');
+      done++;
+    }
+    await fired;
+    await c.close();
+    return { timerAfter };
+  }
+
+  it('a long chain of calls lets a timer run within a few turns of callsPerTurn calls', async () => {
+    const store = new MemoryStore({ callsPerTurn: 100 });
+    const { timerAfter } = await chain(store, 1000);
+    // The first turns may end in the check phase of the loop, before its timers.
+    expect(timerAfter).toBeGreaterThanOrEqual(99);
+    expect(timerAfter).toBeLessThanOrEqual(300);
+  });
+
+  it('with callsPerTurn above the chain, the chain runs through as one stretch', async () => {
+    const store = new MemoryStore({ callsPerTurn: 10_000 });
+    const { timerAfter } = await chain(store, 1000);
+    expect(timerAfter).toBe(1000);
+  });
+
+  it('turn(): undefined while the stretch has room, then one promise of the next turn for every caller', async () => {
+    const store = new MemoryStore({ callsPerTurn: 2 });
+    expect(store.turn()).toBeUndefined();
+    expect(store.turn()).toBeUndefined();
+    const next = store.turn();
+    expect(next).toBeInstanceOf(Promise);
+    expect(store.turn()).toBe(next);
+    await next;
+    expect(store.turn()).toBeUndefined();
+    expect(() => new MemoryStore({ callsPerTurn: 0 })).toThrow(/callsPerTurn must be a positive integer/);
   });
 });

@@ -157,6 +157,71 @@ describe('MemoryStore history', () => {
   });
 });
 
+describe('MemoryStore key ranges', () => {
+  it('a directory prefix, any other prefix and the empty one list and delete the same keys a scan would', () => {
+    const store = new MemoryStore();
+    const all = ['a/b/c', 'a/b/d', 'a/bc', 'a/x/', 'ab', 'a/b/c/d', 'b'];
+    for (const k of all) store.create(k, bytes(k));
+    const listed = (prefix: string) => store.range(prefix).entries.map((e) => e.key);
+    const scan = (prefix: string, keys: readonly string[]) => keys.filter((k) => k.startsWith(prefix)).sort(compareKeys);
+    for (const prefix of ['', 'a/', 'a/b', 'a/b/', 'a/b/c/', 'a/x/', 'a', 'z/']) expect(listed(prefix), prefix).toEqual(scan(prefix, all));
+    store.deletePrefix('a/b/');
+    const left = all.filter((k) => !k.startsWith('a/b/'));
+    for (const prefix of ['', 'a/', 'a/b', 'a/b/', 'a/b/c/']) expect(listed(prefix), prefix).toEqual(scan(prefix, left));
+    // A deleted key made again is listed once.
+    store.create('a/b/c', bytes('again'));
+    expect(listed('a/b/')).toEqual(['a/b/c']);
+    const rev = store.revision;
+    store.deletePrefix('a/b');
+    expect(store.revision).toBe(rev + 1);
+    expect(listed('')).toEqual(['a/x/', 'ab', 'b']);
+  });
+});
+
+describe('MemoryStore watch dispatch', () => {
+  it('hands each subscriber only the part of a commit under its prefix, and nothing when none of it is', () => {
+    const store = new MemoryStore();
+    const got = new Map<string, string[][]>();
+    const unsubscribe = new Map<string, () => void>();
+    for (const prefix of ['', 'a/', 'a/b/', 'a/b/c', 'b/', 'a/bc']) {
+      got.set(prefix, []);
+      unsubscribe.set(prefix, store.subscribe(prefix, { push: (r) => got.get(prefix)?.push(r.events.map((e) => `${r.revision}:${e.type}:${e.key}`)) }));
+    }
+    expect(store.watchers).toBe(6);
+    store.create('a/b/c', bytes('1'));
+    store.create('b/x', bytes('2'));
+    // One revision with keys under several prefixes: each subscriber gets its own part of it.
+    store.deletePrefix('');
+    expect(Object.fromEntries(got)).toEqual({
+      '': [['1:put:a/b/c'], ['2:put:b/x'], ['3:delete:a/b/c', '3:delete:b/x']],
+      'a/': [['1:put:a/b/c'], ['3:delete:a/b/c']],
+      'a/b/': [['1:put:a/b/c'], ['3:delete:a/b/c']],
+      'a/b/c': [['1:put:a/b/c'], ['3:delete:a/b/c']],
+      'b/': [['2:put:b/x'], ['3:delete:b/x']],
+      'a/bc': [],
+    });
+    unsubscribe.get('a/')?.();
+    unsubscribe.get('a/')?.();
+    expect(store.watchers).toBe(5);
+    store.create('a/y', bytes('3'));
+    expect(got.get('a/')).toHaveLength(2);
+    expect(got.get('')).toHaveLength(4);
+    for (const u of unsubscribe.values()) u();
+    expect(store.watchers).toBe(0);
+  });
+
+  it('a lock grant (a revision without events) reaches nobody', () => {
+    const store = new MemoryStore();
+    const pushed: number[] = [];
+    store.subscribe('', { push: (r) => pushed.push(r.revision) });
+    const session = store.openSession(60_000);
+    expect(store.tryLock({ name: 'L', sessionId: session, owner: 'o' })).toBe(1n);
+    store.create('k', bytes('v'));
+    expect(pushed).toEqual([2]);
+    store.closeSession(session);
+  });
+});
+
 describe('MemoryStore locks', () => {
   it('grants in arrival order, each grant a new revision, so tokens strictly increase', () => {
     const store = new MemoryStore();
@@ -216,5 +281,13 @@ describe('compareKeys', () => {
     expect([...keys].sort()).not.toEqual(byBytes);
     expect(compareKeys('a', 'ab')).toBeLessThan(0);
     expect(compareKeys('ab', 'ab')).toBe(0);
+  });
+
+  it('agrees with UTF-8 byte order on every pair of keys mixing ASCII, BMP above and below the surrogates, and astral code points', () => {
+    const pieces = ['a', 'z', '/', '\u00e9', '\ud7ff', '\ue000', '\uffef', '\u{1f600}', '\u{10000}', '\u{10ffff}'];
+    const keys: string[] = [];
+    for (const p of pieces) for (const q of pieces) keys.push(`k${p}${q}`, `${p}`, `${q}${p}x`);
+    const sign = (n: number): number => Math.sign(n);
+    for (const x of keys) for (const y of keys) expect(sign(compareKeys(x, y)), `${x} vs ${y}`).toBe(sign(Buffer.compare(Buffer.from(x), Buffer.from(y))));
   });
 });

@@ -2,8 +2,8 @@
  * The controller: creates a job in the store (idempotently), reports and watches
  * its state, waits for it to finish, and removes it.
  */
-import { ConflictError, DecodeFailedError, InvalidArgumentError, NotFoundError, TaskGraphError, abortError, systemClock } from '@taskgraph/api';
-import type { Clock, Coordinator, Entry, Logger } from '@taskgraph/api';
+import { ConflictError, InvalidArgumentError, NotFoundError, TaskGraphError, abortError, systemClock } from '@taskgraph/api';
+import type { Clock, Coordinator, Logger } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import {
   FORMAT_VERSION,
@@ -12,21 +12,18 @@ import {
   assertValidNumTasks,
   checkBackupTasks,
   MAX_BACKUPS,
-  decodeAddr,
-  decodeBackup,
-  decodeCount,
-  decodeEpoch,
-  decodeNode,
   decodeSpec,
-  decodeStatus,
   encodeEpoch,
   encodeJson,
   keys,
-  parseTaskKey,
 } from './layout.js';
-import type { JobSpec, JobStatusValue, NodeValue } from './layout.js';
+import type { JobSpec } from './layout.js';
+import { JobView } from './job-view.js';
+import type { JobStatus } from './job-view.js';
 import { createLogger } from './logger.js';
 import { casUpdate } from './store-ops.js';
+
+export type { BackupState, JobStatus, TaskState } from './job-view.js';
 
 export interface JobDefinition {
   readonly numTasks: number;
@@ -35,46 +32,6 @@ export interface JobDefinition {
   readonly backups?: number;
   /** The tasks that get those backups (default: every task). A master/worker job backs up only its master: `[0]`. */
   readonly backupTasks?: readonly number[];
-}
-
-/** A backup of a task, as the store shows it. */
-export interface BackupState {
-  readonly slot: number;
-  readonly nodeId: string;
-  readonly address: string;
-  /** The backup slot's fencing token. */
-  readonly token: string;
-  /** `ready` once it holds the state of the primary named by `primaryToken`. */
-  readonly state: 'syncing' | 'ready';
-  readonly primaryToken?: string;
-}
-
-export interface TaskState {
-  readonly task: number;
-  /** The node running the task now, if any. */
-  readonly nodeId?: string;
-  readonly address?: string;
-  /** The current incarnation's fencing token. */
-  readonly token?: string;
-  /** How many times the task has been claimed. */
-  readonly incarnations: number;
-  /** Its live backups, by slot. */
-  readonly backups: readonly BackupState[];
-}
-
-export interface JobStatus {
-  readonly job: string;
-  readonly spec: JobSpec;
-  readonly epoch: number;
-  readonly state: JobStatusValue['state'];
-  readonly reason?: string;
-  readonly tasks: readonly TaskState[];
-  /** Every live node. */
-  readonly nodes: readonly NodeValue[];
-  /** Live nodes that are neither a primary nor a backup (cold standbys). */
-  readonly standbys: readonly NodeValue[];
-  /** Values in the store that could not be read (reported, not fatal). */
-  readonly problems: readonly string[];
 }
 
 export interface ControllerOptions {
@@ -140,33 +97,39 @@ export class Controller {
   /** The job's state now, or undefined when there is no such job. */
   async status(): Promise<JobStatus | undefined> {
     const { entries } = await this.coordinator.list(keys.job(this.job));
-    return this.build(entries);
+    const view = new JobView(this.job);
+    view.reset(entries);
+    return view.status();
   }
 
-  /** Emits the job's state on every change, until the signal aborts or the job is deleted. */
+  /**
+   * Emits the job's state whenever it changes, until the signal aborts or the job is
+   * deleted. Each store change costs what that change says (see JobView); changes
+   * that show nowhere in the status (meta, say) emit nothing.
+   */
   async *watch(signal: AbortSignal): AsyncIterable<JobStatus> {
-    const state = new Map<string, Entry>();
+    const view = new JobView(this.job);
     const backoff = new Backoff(50, 2000);
     let after: string | undefined;
+    let emitted: JobStatus | undefined;
     while (!signal.aborted) {
       try {
         if (after === undefined) {
           const snap = await this.coordinator.list(keys.job(this.job));
-          state.clear();
-          for (const e of snap.entries) state.set(e.key, e);
+          view.reset(snap.entries);
           after = snap.revision;
-          const s = this.build([...state.values()]);
+          const s = view.status();
           if (!s) return;
+          emitted = s;
           yield s;
         }
         for await (const batch of this.coordinator.watch(keys.job(this.job), { after, signal })) {
-          for (const ev of batch.events) {
-            if (ev.type === 'put') state.set(ev.key, { key: ev.key, value: ev.value, version: ev.version });
-            else state.delete(ev.key);
-          }
+          for (const ev of batch.events) view.apply(ev);
           after = batch.revision;
-          const s = this.build([...state.values()]);
+          const s = view.status();
           if (!s) return;
+          if (s === emitted) continue;
+          emitted = s;
           yield s;
         }
       } catch (err) {
@@ -235,74 +198,6 @@ export class Controller {
     } catch (err) {
       if (!TaskGraphError.is(err, 'ALREADY_EXISTS')) throw err;
     }
-  }
-
-  private build(entries: readonly Entry[]): JobStatus | undefined {
-    const problems: string[] = [];
-    const get = (k: string) => entries.find((e) => e.key === k);
-    const specEntry = get(keys.spec(this.job));
-    if (!specEntry) {
-      if (entries.length === 0) return undefined;
-      // Something of the job is there but not its spec: deleted behind the job's back (or a delete half done).
-      throw new DecodeFailedError(
-        `job ${this.job} is unreadable: its spec (${keys.spec(this.job)}) is missing while ${entries.length} other key(s) of the job remain; delete the job and run it again`,
-        { details: { key: keys.spec(this.job) } },
-      );
-    }
-    let spec: JobSpec;
-    try {
-      spec = decodeSpec(specEntry.key, specEntry.value);
-    } catch (err) {
-      throw new DecodeFailedError(`job ${this.job} is unreadable: ${(err as Error).message}`, { cause: err, details: { key: specEntry.key } });
-    }
-    let epoch = -1;
-    let state: JobStatusValue = { state: 'running' };
-    const read = <T>(k: string, f: (key: string, v: Uint8Array) => T): T | undefined => {
-      const e = get(k);
-      if (!e) return undefined;
-      try {
-        return f(e.key, e.value);
-      } catch (err) {
-        problems.push((err as Error).message);
-        return undefined;
-      }
-    };
-    epoch = read(keys.epoch(this.job), decodeEpoch) ?? epoch;
-    state = read(keys.status(this.job), decodeStatus) ?? state;
-    const tasks: Array<{ -readonly [K in keyof TaskState]: TaskState[K] } & { backups: BackupState[] }> = [];
-    for (let i = 0; i < spec.numTasks; i++) tasks.push({ task: i, incarnations: 0, backups: [] });
-    const nodes: NodeValue[] = [];
-    for (const e of entries) {
-      const tk = parseTaskKey(this.job, e.key);
-      if (tk && tk.task < spec.numTasks) {
-        const t = tasks[tk.task]!;
-        if (tk.kind === 'addr') {
-          const a = read(e.key, decodeAddr);
-          if (a) Object.assign(t, { nodeId: a.nodeId, address: a.address, token: a.token });
-        } else if (tk.kind === 'backup') {
-          const b = read(e.key, decodeBackup);
-          if (b) t.backups.push(b);
-        } else {
-          t.incarnations = read(e.key, decodeCount) ?? t.incarnations;
-        }
-      } else if (e.key.startsWith(keys.nodes(this.job))) {
-        const n = read(e.key, decodeNode);
-        if (n) nodes.push(n);
-      }
-    }
-    for (const t of tasks) t.backups.sort((a, b) => a.slot - b.slot);
-    const busy = new Set(tasks.flatMap((t) => [t.nodeId, ...t.backups.map((b) => b.nodeId)]).filter((x): x is string => x !== undefined));
-    return {
-      job: this.job,
-      spec,
-      epoch,
-      state: state.state,
-      ...(state.reason ? { reason: state.reason } : {}),
-      tasks,
-      nodes,
-      standbys: nodes.filter((n) => !busy.has(n.nodeId)),
-      problems,
-    };
   }
 }
 

@@ -201,11 +201,45 @@ export function encodeJson(value: unknown): Uint8Array {
 }
 
 function parse(key: string, bytes: Uint8Array): unknown {
+  return parseText(key, utf8(key, bytes));
+}
+
+function utf8(key: string, bytes: Uint8Array): string {
   try {
-    return JSON.parse(dec.decode(bytes));
+    return dec.decode(bytes);
   } catch (err) {
     throw new DecodeFailedError(`corrupt value at ${key}: not UTF-8 JSON`, { cause: err, details: { key } });
   }
+}
+
+function parseText(key: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new DecodeFailedError(`corrupt value at ${key}: not UTF-8 JSON`, { cause: err, details: { key } });
+  }
+}
+
+/** How many decoded records a memo keeps before it starts over. */
+const MEMO_LIMIT = 8192;
+
+/**
+ * Decodes the records every node of a process reads alike (each node's address book
+ * reads every task's address and backup records, so N nodes decode each one N
+ * times): the same text is parsed and checked once, and the frozen result shared.
+ * Only readable values are kept; a corrupt one is reported afresh each time.
+ */
+function memoized<T extends object>(check: (key: string, value: unknown) => T): (key: string, bytes: Uint8Array) => T {
+  let memo = new Map<string, T>();
+  return (key, bytes) => {
+    const text = utf8(key, bytes);
+    const hit = memo.get(text);
+    if (hit) return hit;
+    const out = Object.freeze(check(key, parseText(key, text)));
+    if (memo.size >= MEMO_LIMIT) memo = new Map();
+    memo.set(text, out);
+    return out;
+  };
 }
 
 function corrupt(key: string, what: string): DecodeFailedError {
@@ -253,25 +287,23 @@ export function decodeStatus(key: string, bytes: Uint8Array): JobStatusValue {
   return typeof v['reason'] === 'string' ? { ...out, reason: v['reason'] } : out;
 }
 
-export function decodeAddr(key: string, bytes: Uint8Array): AddrValue {
-  const v = parse(key, bytes);
+export const decodeAddr: (key: string, bytes: Uint8Array) => AddrValue = memoized((key, v): AddrValue => {
   if (!isObj(v)) throw corrupt(key, 'not an object');
   const { nodeId, address, token, incarnation } = v;
   if (typeof nodeId !== 'string' || typeof address !== 'string' || typeof token !== 'string' || !/^\d+$/.test(token)) {
     throw corrupt(key, 'bad task address');
   }
   return { nodeId, address, token, incarnation: typeof incarnation === 'number' ? incarnation : 0 };
-}
+});
 
-export function decodeBackup(key: string, bytes: Uint8Array): BackupValue {
-  const v = parse(key, bytes);
+export const decodeBackup: (key: string, bytes: Uint8Array) => BackupValue = memoized((key, v): BackupValue => {
   if (!isObj(v)) throw corrupt(key, 'not an object');
   const { nodeId, address, token, slot, state, primaryToken } = v;
   if (typeof nodeId !== 'string' || typeof address !== 'string' || typeof token !== 'string' || !/^\d+$/.test(token)) throw corrupt(key, 'bad backup record');
   if (typeof slot !== 'number' || !Number.isInteger(slot) || slot < 0 || (state !== 'syncing' && state !== 'ready')) throw corrupt(key, 'bad backup record');
   if (primaryToken !== undefined && (typeof primaryToken !== 'string' || !/^\d+$/.test(primaryToken))) throw corrupt(key, 'bad backup record');
   return { nodeId, address, token, slot, state, ...(primaryToken === undefined ? {} : { primaryToken }) };
-}
+});
 
 export function decodeNode(key: string, bytes: Uint8Array): NodeValue {
   const v = parse(key, bytes);

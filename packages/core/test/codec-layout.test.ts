@@ -1,7 +1,7 @@
 import { DecodeFailedError, InvalidArgumentError } from '@taskgraph/api';
 import { describe, expect, it } from 'vitest';
 import { assertValidJobName, bytesCodec, defineMethod, jsonCodec, serve } from '../src/index.js';
-import { decodeAddr, decodeEpoch, decodeMeta, decodeSpec, keys, parseMetaKey, parseTaskKey } from '../src/layout.js';
+import { decodeAddr, decodeBackup, decodeEpoch, decodeMeta, decodeSpec, keys, parseMetaKey, parseTaskKey } from '../src/layout.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -56,5 +56,23 @@ describe('the job layout', () => {
     expect(() => decodeAddr('j/tasks/1/addr', enc('{"nodeId":"n","address":"a","token":"x"}'))).toThrow('bad task address');
     expect(() => decodeMeta('k', enc('{"token":"1","metas":[1]}'))).toThrow('bad meta record');
     expect(() => decodeMeta('k', new Uint8Array([0xc3]))).toThrow('not UTF-8 JSON');
+  });
+
+  it('decodes an address or backup record once per text: the same bytes give the same frozen value, a corrupt one is reported each time with its key', () => {
+    const text = '{"nodeId":"n","address":"local://n","token":"7","incarnation":2}';
+    const a = decodeAddr('j/tasks/1/addr', enc(text));
+    expect(a).toEqual({ nodeId: 'n', address: 'local://n', token: '7', incarnation: 2 });
+    expect(Object.isFrozen(a)).toBe(true);
+    expect(decodeAddr('j/tasks/2/addr', enc(text))).toBe(a);
+    expect(decodeAddr('j/tasks/1/addr', enc(text.replace('"7"', '"8"')))).toMatchObject({ token: '8' });
+    const bad = enc('{"nodeId":"n","address":"a","token":"x"}');
+    expect(() => decodeAddr('j/tasks/3/addr', bad)).toThrow('corrupt value at j/tasks/3/addr');
+    expect(() => decodeAddr('j/tasks/4/addr', bad)).toThrow('corrupt value at j/tasks/4/addr');
+    expect(() => decodeAddr('j/tasks/5/addr', new Uint8Array([0xc3]))).toThrow('not UTF-8 JSON');
+    const backup = '{"nodeId":"b","address":"local://b","token":"9","slot":0,"state":"ready","primaryToken":"7"}';
+    const b = decodeBackup('j/tasks/1/backups/0', enc(backup));
+    expect(b).toEqual({ nodeId: 'b', address: 'local://b', token: '9', slot: 0, state: 'ready', primaryToken: '7' });
+    expect(decodeBackup('j/tasks/2/backups/0', enc(backup))).toBe(b);
+    expect(() => decodeBackup('j/tasks/1/backups/0', enc('{"nodeId":"b"}'))).toThrow('bad backup record');
   });
 });
