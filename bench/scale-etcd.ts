@@ -37,6 +37,7 @@ export interface EtcdScaleOptions {
   readonly clientAddress: string;
   readonly etcdPid: number | undefined;
   readonly tasks: number;
+  /** Node processes at most, the 1-node base process included (at least 2). */
   readonly maxProcesses: number;
   readonly epochs: number;
   readonly ttlMs: number;
@@ -50,6 +51,7 @@ export interface EtcdScaleResult {
   readonly part: 'etcd';
   readonly tasks: number;
   readonly standbys: number;
+  /** Node processes, the 1-node base process included. */
   readonly processes: number;
   readonly nodes_per_process: number;
   /** Processes spawned -> every task claimed (its address published). */
@@ -185,7 +187,8 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
   const namespace = `bench-scale-${o.tasks}-${runId()}`;
   const job = 'scale';
   const standbys = Math.ceil(o.tasks / 10);
-  const processes = Math.min(o.maxProcesses, o.tasks + standbys);
+  // The 1-node base process counts among the processes: `maxProcesses - 1` node hosts beside it.
+  const processes = Math.min(o.maxProcesses - 1, o.tasks + standbys);
   const perProcess = Math.ceil((o.tasks + standbys) / processes);
   const coordinator = await createEtcdCoordinator({ hosts: [...o.endpoints], namespace, logger });
   const controller = createController({ coordinator, job, logger });

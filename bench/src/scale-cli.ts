@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULTS, PARTS, runScaleBench } from './scale-bench.js';
 import type { PartName, ScaleBenchOptions } from './scale-bench.js';
 
-export const USAGE = `usage: bench:scale [--parts ${Object.keys(PARTS).join(',')}] [--sizes 63,255,1023] [--epochs 10]`;
+export const USAGE = `usage: bench:scale [--parts ${Object.keys(PARTS).join(',')}] [--sizes 63,255,1023] [--etcd-sizes 8,64,256,1000] [--max-processes 16] [--ttl-ms 10000] [--failover-min-tasks 60] [--epochs 10]`;
 
 export class UsageError extends Error {}
 
@@ -22,6 +22,10 @@ export function parseCommandLine(argv: readonly string[]): ScaleBenchOptions | '
       options: {
         parts: { type: 'string' },
         sizes: { type: 'string' },
+        'etcd-sizes': { type: 'string' },
+        'max-processes': { type: 'string' },
+        'ttl-ms': { type: 'string' },
+        'failover-min-tasks': { type: 'string' },
         epochs: { type: 'string' },
         help: { type: 'boolean', default: false },
       },
@@ -36,6 +40,11 @@ export function parseCommandLine(argv: readonly string[]): ScaleBenchOptions | '
     parts: parts as PartName[],
     // Two tasks at least: the regression job is a tree with a master.
     embeddedSizes: values.sizes === undefined ? DEFAULTS.embeddedSizes : ints('sizes', values.sizes, 2),
+    etcdSizes: values['etcd-sizes'] === undefined ? DEFAULTS.etcdSizes : ints('etcd-sizes', values['etcd-sizes'], 2),
+    maxProcesses: values['max-processes'] === undefined ? DEFAULTS.maxProcesses : ints('max-processes', values['max-processes'], 2)[0]!,
+    // The TTLs etcd grants: at least a second (it rounds to seconds).
+    ttlMs: values['ttl-ms'] === undefined ? DEFAULTS.ttlMs : ints('ttl-ms', values['ttl-ms'], 2000)[0]!,
+    failoverMinTasks: values['failover-min-tasks'] === undefined ? DEFAULTS.failoverMinTasks : ints('failover-min-tasks', values['failover-min-tasks'], 1)[0]!,
     epochs: values.epochs === undefined ? DEFAULTS.epochs : ints('epochs', values.epochs, 1)[0]!,
   };
 }

@@ -10,7 +10,8 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS, TARGETS, runScaleBench } from '../src/scale-bench.js';
-import type { ScaleLine } from '../src/scale-bench.js';
+import type { EtcdScaleLine, ScaleLine } from '../src/scale-bench.js';
+import type { EmbeddedRunResult } from '../src/scale-embedded.js';
 import { USAGE, UsageError, parseCommandLine } from '../src/scale-cli.js';
 import { growthExponent } from '../src/scale-fit.js';
 
@@ -36,7 +37,17 @@ describe('helpers', () => {
   it('parses the command line and refuses what it cannot run', () => {
     expect(parseCommandLine([])).toEqual(DEFAULTS);
     expect(parseCommandLine(['--help'])).toBe('help');
-    expect(parseCommandLine(['--parts', 'embedded', '--sizes', '3, 7', '--epochs', '2'])).toEqual({ parts: ['embedded'], embeddedSizes: [3, 7], epochs: 2 });
+    expect(parseCommandLine(['--parts', 'embedded', '--sizes', '3, 7', '--epochs', '2'])).toEqual({ ...DEFAULTS, parts: ['embedded'], embeddedSizes: [3, 7], epochs: 2 });
+    expect(parseCommandLine(['--parts', 'etcd', '--etcd-sizes', '8,64', '--max-processes', '4', '--ttl-ms', '3000', '--failover-min-tasks', '5'])).toEqual({
+      ...DEFAULTS,
+      parts: ['etcd'],
+      etcdSizes: [8, 64],
+      maxProcesses: 4,
+      ttlMs: 3000,
+      failoverMinTasks: 5,
+    });
+    expect(() => parseCommandLine(['--ttl-ms', '500'])).toThrow(UsageError);
+    expect(() => parseCommandLine(['--max-processes', '1'])).toThrow(UsageError);
     expect(() => parseCommandLine(['--parts', 'etcd-someday'])).toThrow(UsageError);
     expect(() => parseCommandLine(['--sizes', '1'])).toThrow(UsageError);
     expect(() => parseCommandLine(['--sizes', 'x'])).toThrow(UsageError);
@@ -49,8 +60,10 @@ describe('runScaleBench', () => {
   it('runs the regression job embedded at each size, every sum checked, and sums the runs up', { timeout: 300_000 }, async () => {
     const seen: ScaleLine[] = [];
     const progress: string[] = [];
-    const { lines, summary } = await runScaleBench({ parts: ['embedded'], embeddedSizes: [3, 7, 15], epochs: 2, progress: (l) => progress.push(l) }, (l) => seen.push(l));
-    expect(seen).toEqual(lines);
+    const run = await runScaleBench({ ...DEFAULTS, parts: ['embedded'], embeddedSizes: [3, 7, 15], epochs: 2, progress: (l) => progress.push(l) }, (l) => seen.push(l));
+    const { summary } = run;
+    expect(seen).toEqual(run.lines);
+    const lines = run.lines as EmbeddedRunResult[];
     expect(lines.map((l) => l.tasks)).toEqual([3, 7, 15]);
     for (const l of lines) {
       expect(Object.keys(l)).toEqual(['bench', 'mode', 'tasks', 'epochs', 'total_s', 'startup_s', 's_per_epoch', 'cpu_s', 'idle_cores', 'pass']);
@@ -76,7 +89,49 @@ describe('runScaleBench', () => {
     expect(summary['met']).toEqual({
       embedded_1023_s: null,
       embedded_growth_exponent: (summary['embedded_growth_exponent'] as number) <= TARGETS.embedded_growth_exponent,
+      claim_1000_s: null,
+      epoch_advance_1000_ms: null,
+      process_failover_over_ttl_s: null,
+      rss_mb_per_node: null,
     });
+  });
+
+  it('runs jobs on a real etcd in node-host processes and kills the process holding the most tasks', { timeout: 300_000 }, async () => {
+    const progress: string[] = [];
+    // 8 tasks + 1 standby in 3 node hosts of 3 nodes beside a 1-node base process (so 2 standbys); a host holding 2 or more tasks is killed.
+    const { lines, summary } = await runScaleBench({
+      ...DEFAULTS,
+      parts: ['etcd'],
+      etcdSizes: [8],
+      maxProcesses: 4,
+      ttlMs: 2000,
+      failoverMinTasks: 2,
+      epochs: 3,
+      progress: (l) => progress.push(l),
+    });
+    expect(lines).toHaveLength(1);
+    const l = lines[0] as EtcdScaleLine;
+    expect(l).toMatchObject({ bench: 'scale', mode: 'etcd', tasks: 8, standbys: 2, processes: 4, nodes_per_process: 3 });
+    expect(l.claim_after_first_join_s).toBeGreaterThan(0);
+    expect(l.claim_after_first_join_s).toBeLessThanOrEqual(l.claim_s);
+    expect(l.epoch_advance.epochs).toBeGreaterThan(0);
+    expect(l.epoch_advance.p50_ms).toBeGreaterThan(0);
+    expect(l.epoch_advance.p50_ms).toBeLessThanOrEqual(l.epoch_advance.p99_ms);
+    expect(l.writes_per_task_epoch).toBeGreaterThan(0);
+    expect(l.rss_mb.base).toBeGreaterThan(0);
+    expect(l.failover).not.toBeNull();
+    expect(l.failover!.killed_tasks).toBeGreaterThanOrEqual(2);
+    expect(l.failover!.ttl_s).toBe(2);
+    expect(l.failover!.all_served_s).toBeCloseTo(l.failover!.ttl_s + l.failover!.over_ttl_s, 2);
+    expect(summary).toMatchObject({
+      claim_1000_s: null,
+      epoch_advance_1000_ms: null,
+      process_failover_over_ttl_s: l.failover!.over_ttl_s,
+      rss_mb_per_node: l.rss_mb.per_node,
+      etcd_claim_s: { 8: l.claim_s },
+      etcd_epoch_advance_p50_ms: { 8: l.epoch_advance.p50_ms },
+    });
+    expect(progress.some((p) => p.startsWith('etcd: 8 tasks claimed in'))).toBe(true);
   });
 });
 
@@ -98,7 +153,7 @@ describe('the command', () => {
   }
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', { timeout: 120_000 }, async () => {
-    const { code, stdout, stderr } = await runCli(['--sizes', '3,7', '--epochs', '1']);
+    const { code, stdout, stderr } = await runCli(['--parts', 'embedded', '--sizes', '3,7', '--epochs', '1']);
     expect(code, stderr).toBe(0);
     const lines = stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(3);

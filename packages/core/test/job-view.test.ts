@@ -9,11 +9,11 @@ import type { Entry, WatchEvent } from '@taskgraph/api';
 import { createController, silentLogger } from '../src/index.js';
 import { JobView } from '../src/job-view.js';
 import type { JobStatus } from '../src/job-view.js';
-import { encodeJson, encodeEpoch, keys } from '../src/layout.js';
+import { FORMAT_VERSION, encodeJson, encodeEpoch, keys } from '../src/layout.js';
 import { world } from './helpers.js';
 
 const JOB = 'view';
-const spec = (numTasks: number) => encodeJson({ formatVersion: 1, numTasks, linkTypes: ['A'], backups: 2, created: 'then' });
+const spec = (numTasks: number) => encodeJson({ formatVersion: FORMAT_VERSION, numTasks, linkTypes: ['A'], backups: 2, created: 'then' });
 const garbage = new Uint8Array([0xff, 0x00]);
 
 /** A small seeded generator (mulberry32), so a failing step can be replayed. */
