@@ -267,7 +267,11 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
       if (p) held.set(p, [...(held.get(p) ?? []), task]);
     }
     const [victim, tasks] = [...held].sort((a, b) => b[1].length - a[1].length)[0] ?? [undefined, []];
-    if (victim && tasks.length >= o.failoverMinTasks) {
+    // Every task must have a node outside the killed process to move to.
+    const nodesOutside = processes * perProcess + 1 - perProcess;
+    if (victim && tasks.length >= o.failoverMinTasks && nodesOutside < o.tasks) {
+      o.progress(`scale on etcd, ${o.tasks} tasks: no failover measured: the other processes have ${nodesOutside} nodes, too few for ${o.tasks} tasks`);
+    } else if (victim && tasks.length >= o.failoverMinTasks) {
       o.progress(`scale on etcd, ${o.tasks} tasks: SIGKILL of ${victim.nodeId}, which holds ${tasks.length} tasks (TTL ${o.ttlMs} ms)`);
       const killedAt = nodes.kill(victim);
       const servedElsewhere = () => tasks.every((t) => {

@@ -53,6 +53,12 @@ export interface NodeProcessesOptions {
 }
 
 const RESULT = 'TG-RESULT ';
+
+function withoutKey(env: NodeJS.ProcessEnv, key: string): NodeJS.ProcessEnv {
+  const copy = { ...env };
+  delete copy[key];
+  return copy;
+}
 const SESSION = 'TG-SESSION ';
 
 export class NodeProcesses {
@@ -73,7 +79,8 @@ export class NodeProcesses {
     const child = spawn(process.execPath, args, {
       cwd: rootDir,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TASKGRAPH_LOG_FORMAT: 'text' },
+      // A tsconfig path that tsx took relative to our working directory would not resolve from the child's.
+      env: { ...withoutKey(process.env, 'TSX_TSCONFIG_PATH'), TASKGRAPH_LOG_FORMAT: 'text' },
     });
     const stderr: string[] = [];
     child.stderr!.setEncoding('utf8');

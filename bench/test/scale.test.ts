@@ -98,11 +98,11 @@ describe('runScaleBench', () => {
 
   it('runs jobs on a real etcd in node-host processes and kills the process holding the most tasks', { timeout: 300_000 }, async () => {
     const progress: string[] = [];
-    // 8 tasks + 1 standby in 3 node hosts of 3 nodes beside a 1-node base process (so 2 standbys); a host holding 2 or more tasks is killed.
+    // 6 tasks + 1 standby in 3 node hosts of 3 nodes beside a 1-node base process (so 4 standbys); a host holding 2 or more tasks is killed.
     const { lines, summary } = await runScaleBench({
       ...DEFAULTS,
       parts: ['etcd'],
-      etcdSizes: [8],
+      etcdSizes: [6],
       maxProcesses: 4,
       ttlMs: 2000,
       failoverMinTasks: 2,
@@ -111,7 +111,7 @@ describe('runScaleBench', () => {
     });
     expect(lines).toHaveLength(1);
     const l = lines[0] as EtcdScaleLine;
-    expect(l).toMatchObject({ bench: 'scale', mode: 'etcd', tasks: 8, standbys: 2, processes: 4, nodes_per_process: 3 });
+    expect(l).toMatchObject({ bench: 'scale', mode: 'etcd', tasks: 6, standbys: 4, processes: 4, nodes_per_process: 3 });
     expect(l.claim_after_first_join_s).toBeGreaterThan(0);
     expect(l.claim_after_first_join_s).toBeLessThanOrEqual(l.claim_s);
     expect(l.epoch_advance.epochs).toBeGreaterThan(0);
@@ -128,10 +128,10 @@ describe('runScaleBench', () => {
       epoch_advance_1000_ms: null,
       process_failover_over_ttl_s: l.failover!.over_ttl_s,
       rss_mb_per_node: l.rss_mb.per_node,
-      etcd_claim_s: { 8: l.claim_s },
-      etcd_epoch_advance_p50_ms: { 8: l.epoch_advance.p50_ms },
+      etcd_claim_s: { 6: l.claim_s },
+      etcd_epoch_advance_p50_ms: { 6: l.epoch_advance.p50_ms },
     });
-    expect(progress.some((p) => p.startsWith('etcd: 8 tasks claimed in'))).toBe(true);
+    expect(progress.some((p) => p.startsWith('etcd: 6 tasks claimed in'))).toBe(true);
   });
 });
 
