@@ -3,9 +3,6 @@
  * etcd, checking the shape of what is reported and that the run cleans up after
  * itself. No timing is asserted here; speed is what the benchmark reports.
  */
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { eventually } from '@taskgraph/testkit';
 import { ErrorCodes } from '@taskgraph/api';
@@ -18,9 +15,8 @@ import type { FailoverResult } from '../coordination-failover.js';
 import type { MetaHopResult } from '../coordination-meta.js';
 import { classify } from '../coordination-writes.js';
 import type { StoreWritesResult } from '../coordination-writes.js';
+import { runCommand } from './run-command.js';
 
-const benchDir = fileURLToPath(new URL('..', import.meta.url));
-const rootDir = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Handles a run leaves behind if it forgets to close something. */
 function openHandles(): Record<string, number> {
@@ -181,21 +177,7 @@ describe('runCoordination', () => {
 });
 
 describe('the command', () => {
-  function runCli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const tsx = createRequire(import.meta.url).resolve('tsx/cli');
-    const child = spawn(process.execPath, [tsx, '--tsconfig', `${rootDir}tsconfig.base.json`, `${benchDir}coordination.ts`, ...args], {
-      cwd: rootDir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    return new Promise((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const runCli = (args: readonly string[]) => runCommand('coordination.ts', args);
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', async () => {
     const { code, stdout, stderr } = await runCli(['--parts', 'writes', '--regression-tasks', '3', '--regression-epochs', '2']);

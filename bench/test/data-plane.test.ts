@@ -3,18 +3,14 @@
  * what is reported and that the run cleans up after itself. No timing is
  * asserted here; speed is what the benchmark itself reports.
  */
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { eventually } from '@taskgraph/testkit';
 import { ErrorCodes, InternalError } from '@taskgraph/api';
 import { TARGETS, runDataPlane, sizeLabel } from '../src/data-plane.js';
 import type { CaseResult } from '../src/data-plane.js';
 import { LoadTotals, percentile, runLoad } from '../src/load.js';
+import { runCommand } from './run-command.js';
 
-const benchDir = fileURLToPath(new URL('..', import.meta.url));
-const rootDir = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Handles that a run leaves behind if it forgets to close something. */
 function openHandles(): Record<string, number> {
@@ -148,21 +144,7 @@ describe('runDataPlane', () => {
 });
 
 describe('the command', () => {
-  function runCli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const tsx = createRequire(import.meta.url).resolve('tsx/cli');
-    const child = spawn(process.execPath, [tsx, '--tsconfig', `${rootDir}tsconfig.base.json`, `${benchDir}data-plane.ts`, ...args], {
-      cwd: rootDir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    return new Promise((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const runCli = (args: readonly string[]) => runCommand('data-plane.ts', args);
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', async () => {
     const { code, stdout, stderr } = await runCli(['--payloads', '64', '--in-flight', '16', '--rounds', '1', '--round-calls', '32', '--warmup-calls', '16']);

@@ -6,9 +6,6 @@
  * no acknowledged update was lost, and that the run cleans up after itself. No
  * timing is asserted here; speed is what the benchmark reports.
  */
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { eventually } from '@taskgraph/testkit';
 import { ErrorCodes } from '@taskgraph/api';
@@ -20,9 +17,8 @@ import type { FailoverResult } from '../hot-standby-failover.js';
 import type { LostUpdatesResult } from '../hot-standby-lost.js';
 import { buildState, buildStateInSlices, stateWord } from '../hot-standby-state.js';
 import type { UpdateResult } from '../hot-standby-update.js';
+import { runCommand } from './run-command.js';
 
-const benchDir = fileURLToPath(new URL('..', import.meta.url));
-const rootDir = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Handles a run leaves behind if it forgets to close something. */
 function openHandles(): Record<string, number> {
@@ -190,21 +186,7 @@ describe('runHotStandby', () => {
 });
 
 describe('the command', () => {
-  function runCli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const tsx = createRequire(import.meta.url).resolve('tsx/cli');
-    const child = spawn(process.execPath, [tsx, '--tsconfig', `${rootDir}tsconfig.base.json`, `${benchDir}hot-standby.ts`, ...args], {
-      cwd: rootDir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    return new Promise((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const runCli = (args: readonly string[]) => runCommand('hot-standby.ts', args);
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', { timeout: 120_000 }, async () => {
     const { code, stdout, stderr } = await runCli(['--parts', 'update', '--backups', '1', '--payloads', '64', '--rounds', '1', '--round-calls', '10', '--warmup-calls', '2']);

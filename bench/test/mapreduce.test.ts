@@ -6,10 +6,7 @@
  * ratios are made of the runs' figures, and that the projection follows its
  * formula. No timing is asserted; speed is what the benchmark reports.
  */
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '@taskgraph/api';
 import { brownCorpus, plainWordCount } from '@taskgraph/workloads';
@@ -19,9 +16,8 @@ import { USAGE, UsageError, parseCommandLine } from '../mapreduce-cli.js';
 import type { FrameworkRunResult } from '../mapreduce-job.js';
 import { idleCores, readCpuTimes } from '../src/machine-idle.js';
 import { PROJECTION_BANDWIDTH_BYTES_PER_S, PROJECTION_WORKERS, project } from '../mapreduce-projection.js';
+import { runCommand } from './run-command.js';
 
-const benchDir = fileURLToPath(new URL('..', import.meta.url));
-const rootDir = fileURLToPath(new URL('../..', import.meta.url));
 
 function openHandles(): Record<string, number> {
   const counts: Record<string, number> = {};
@@ -184,21 +180,7 @@ describe('runMapReduceBench', () => {
 });
 
 describe('the command', () => {
-  function runCli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const tsx = createRequire(import.meta.url).resolve('tsx/cli');
-    const child = spawn(process.execPath, [tsx, '--tsconfig', `${rootDir}tsconfig.base.json`, `${benchDir}mapreduce.ts`, ...args], {
-      cwd: rootDir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    return new Promise((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const runCli = (args: readonly string[]) => runCommand('mapreduce.ts', args);
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', { timeout: 120_000 }, async () => {
     const { code, stdout, stderr } = await runCli(['--workers', '1', '--splits', '2', '--reducers', '1', '--repeat', '1', '--rounds', '1']);

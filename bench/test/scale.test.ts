@@ -5,18 +5,14 @@
  * and the command prints only JSON lines, the summary last. No timing is asserted;
  * speed is what the benchmark reports.
  */
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS, TARGETS, runScaleBench } from '../src/scale-bench.js';
 import type { EtcdScaleLine, ScaleLine } from '../src/scale-bench.js';
 import type { EmbeddedRunResult } from '../src/scale-embedded.js';
 import { USAGE, UsageError, parseCommandLine } from '../src/scale-cli.js';
 import { growthExponent } from '../src/scale-fit.js';
+import { runCommand } from './run-command.js';
 
-const benchDir = fileURLToPath(new URL('..', import.meta.url));
-const rootDir = fileURLToPath(new URL('../..', import.meta.url));
 
 describe('helpers', () => {
   it('fits the growth exponent as the least-squares slope on log-log', () => {
@@ -136,21 +132,7 @@ describe('runScaleBench', () => {
 });
 
 describe('the command', () => {
-  function runCli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const tsx = createRequire(import.meta.url).resolve('tsx/cli');
-    const child = spawn(process.execPath, [tsx, '--tsconfig', `${rootDir}tsconfig.base.json`, `${benchDir}scale.ts`, ...args], {
-      cwd: rootDir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    return new Promise((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const runCli = (args: readonly string[]) => runCommand('scale.ts', args);
 
   it('prints only JSON lines on stdout, the summary last, and exits 0', { timeout: 120_000 }, async () => {
     const { code, stdout, stderr } = await runCli(['--parts', 'embedded', '--sizes', '3,7', '--epochs', '1']);
