@@ -35,6 +35,7 @@ import {
   checkNamespace,
   type EtcdCoordinatorOptions,
 } from './options.js';
+import { KeepAliveChannel } from './keepalive.js';
 import { EtcdSession, type EtcdSessionHost } from './session.js';
 import { RawWatch, type RawWatchDeps } from './watch.js';
 
@@ -153,7 +154,7 @@ export class EtcdCoordinator extends CoordinatorBase<EtcdSession> {
       },
     };
     this.#sessionHost = {
-      openKeepAlive: () => this.#client.leaseClient.leaseKeepAlive(),
+      keepAlives: new KeepAliveChannel(() => this.#client.leaseClient.leaseKeepAlive()),
       mapFailure: (err) => mapEtcdError(err, 'read', 'keepalive').error,
       revoke: (id) => this.#revoke(id),
     };
@@ -397,6 +398,7 @@ export class EtcdCoordinator extends CoordinatorBase<EtcdSession> {
 
   /** Runs after every session was revoked and every watch and lock wait ended. */
   protected override async doClose(): Promise<void> {
+    this.#sessionHost.keepAlives.close();
     this.#client.close();
   }
 }

@@ -9,36 +9,27 @@
  * and a partitioned client hears nothing at all, so the deadline, not the stream,
  * is the authority on whether the lease is alive.
  */
-import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import type { ILeaseKeepAliveResponse } from 'etcd3';
 import { ClosedError, ErrorCodes, LeaseLostError } from '@taskgraph/api';
 import type { TaskGraphError, TimerHandle } from '@taskgraph/api';
 import { LeaseSession } from '@taskgraph/backend-kit';
 import type { SessionContext } from '@taskgraph/backend-kit';
-import { closeStream } from './watch.js';
-
-export type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+import type { KeepAlive, KeepAliveChannel } from './keepalive.js';
 
 /** What a session needs from the etcd coordinator that opened it. */
 export interface EtcdSessionHost {
-  openKeepAlive(): Promise<KeepAliveStream>;
+  /** The coordinator's keepalive stream, shared by its sessions. */
+  readonly keepAlives: KeepAliveChannel;
   /** A failed keepalive stream as a TaskGraph error. */
   mapFailure(err: unknown): TaskGraphError;
   /** Revokes the lease; resolves too when etcd no longer has it. */
   revoke(id: string): Promise<void>;
 }
 
-interface PendingAnswer {
-  resolve(res: ILeaseKeepAliveResponse): void;
-  reject(err: unknown): void;
-}
-
 export class EtcdSession extends LeaseSession {
   readonly #host: EtcdSessionHost;
-  /** The keepalive stream, opened by the first keepalive and kept while it answers. */
-  #stream: KeepAliveStream | undefined;
-  #opening: Promise<KeepAliveStream> | undefined;
-  /** The keepalive written on `#stream` and not yet answered. */
-  #answer: PendingAnswer | undefined;
+  /** The keepalive written and not yet answered. */
+  #inFlight: KeepAlive | undefined;
   #ended = false;
 
   /**
@@ -59,16 +50,17 @@ export class EtcdSession extends LeaseSession {
         // A stream that swallows keepalives (or never opens) is replaced: on a cluster the next one may reach another member.
         timer = this.clock.setTimeout(() => reject(new Error('no keepalive answer within a third of the TTL')), this.renewalIntervalMs);
         timer.unref?.();
-        this.#keepalive(() => waiting).then(resolve, reject);
+        this.#keepalive(() => waiting && !this.#ended).then(resolve, reject);
       });
     } catch (err) {
-      this.#dropStream();
+      this.#inFlight?.abandon(err, true);
       const error = this.#host.mapFailure(err);
       if (error.code === ErrorCodes.LeaseLost) throw new LeaseLostError(`session ${this.id}: etcd says its lease no longer exists`, { cause: error });
       if (error.code === ErrorCodes.Closed) throw new LeaseLostError(`session ${this.id}: the etcd client was closed`, { cause: error });
       throw error;
     } finally {
       waiting = false;
+      this.#inFlight = undefined;
       if (timer !== undefined) this.clock.clearTimeout(timer);
     }
     const ttlSeconds = Number(res.TTL);
@@ -88,62 +80,16 @@ export class EtcdSession extends LeaseSession {
     return this.#host.revoke(this.id);
   }
 
-  /** Writes one keepalive and waits for its answer; `wanted` says whether the renewal still waits for it. */
+  /** Writes one keepalive on the shared stream and waits for its answer; `wanted` says whether the renewal still waits. */
   async #keepalive(wanted: () => boolean): Promise<ILeaseKeepAliveResponse> {
-    const stream = this.#stream ?? (await this.#open());
-    // A stream that opened after its renewal gave up is kept, but the keepalive is not sent: its
-    // answer would be taken for the next renewal's, whose deadline counts from a later send time.
-    if (!wanted()) throw new Error('the keepalive stream opened after its renewal gave up');
-    return new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
-      this.#answer = { resolve, reject };
-      stream.write({ ID: this.id });
-    });
+    const keepAlive = await this.#host.keepAlives.send(this.id, wanted);
+    this.#inFlight = keepAlive;
+    return keepAlive.answer;
   }
 
-  /** One stream open at a time: a keepalive that timed out while opening leaves the open to the next. */
-  #open(): Promise<KeepAliveStream> {
-    this.#opening ??= this.#host.openKeepAlive().then(
-      (stream) => {
-        this.#opening = undefined;
-        if (this.#ended) {
-          closeStream(stream);
-          throw new ClosedError(`session ${this.id} ended while its keepalive stream opened`);
-        }
-        this.#stream = stream;
-        stream.on('data', (res: ILeaseKeepAliveResponse) => {
-          if (stream !== this.#stream) return;
-          const answer = this.#answer;
-          this.#answer = undefined;
-          answer?.resolve(res);
-        });
-        stream.on('error', (err: Error) => this.#fail(stream, err));
-        stream.on('end', () => this.#fail(stream, new Error('etcd ended the keepalive stream')));
-        return stream;
-      },
-      (err: unknown) => {
-        this.#opening = undefined;
-        throw err;
-      },
-    );
-    return this.#opening;
-  }
-
-  #fail(stream: KeepAliveStream, err: unknown): void {
-    if (stream === this.#stream) this.#dropStream(err);
-  }
-
+  /** A keepalive still waiting fails at once (so its renewal's timer goes). */
   #stop(): void {
     this.#ended = true;
-    this.#dropStream(new ClosedError(`session ${this.id} ended`));
-  }
-
-  /** Closes the stream; a keepalive still waiting on it fails with `reason` (so its timer goes at once). */
-  #dropStream(reason: unknown = new Error('the keepalive stream was replaced')): void {
-    const stream = this.#stream;
-    const answer = this.#answer;
-    this.#stream = undefined;
-    this.#answer = undefined;
-    if (stream) closeStream(stream);
-    answer?.reject(reason);
+    this.#inFlight?.abandon(new ClosedError(`session ${this.id} ended`));
   }
 }

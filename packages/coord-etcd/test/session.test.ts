@@ -79,6 +79,66 @@ describe('etcd sessions: leases', () => {
   });
 });
 
+/** How many LeaseKeepAlive streams etcd has seen start, from its Prometheus metrics. */
+async function keepAliveStreamsStarted(clientUrl: string): Promise<number> {
+  const res = await fetch(`${clientUrl}/metrics`);
+  const text = await res.text();
+  const line = text.split('\n').find((l) => l.startsWith('grpc_server_started_total{') && l.includes('grpc_method="LeaseKeepAlive"'));
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+describe('etcd sessions: one keepalive stream per coordinator', () => {
+  const own = etcdFixture({ name: 'shared-keepalive' });
+
+  it('keeps 40 sessions of one coordinator alive over one LeaseKeepAlive stream', async () => {
+    const before = await keepAliveStreamsStarted(own.server.clientUrl);
+    const c = await own.coordinator();
+    const sessions = await Promise.all(Array.from({ length: 40 }, () => c.openSession({ ttlMs: 2000 })));
+    await Promise.all(sessions.map((s, i) => c.create(`k${i}`, bytes('x'), { session: s })));
+    const deadlines = sessions.map((s) => s.deadline);
+    // Every session has had several keepalives acknowledged since it opened.
+    await eventually('every session renewed twice', () => sessions.every((s, i) => s.deadline > deadlines[i]! + 1000), patience);
+    expect(sessions.filter((s) => s.lost.aborted)).toEqual([]);
+    expect(await keepAliveStreamsStarted(own.server.clientUrl)).toBe(before + 1);
+    // A second coordinator has a stream of its own.
+    const other = await own.coordinator();
+    const s2 = await other.openSession({ ttlMs: 2000 });
+    const d2 = s2.deadline;
+    await eventually('the second coordinator renewed', () => s2.deadline > d2 + 500, patience);
+    expect(await keepAliveStreamsStarted(own.server.clientUrl)).toBe(before + 2);
+    // Ending one session leaves the stream to the others.
+    await sessions[0]!.close();
+    const after = sessions.slice(1).map((s) => s.deadline);
+    await eventually('the others still renew', () => sessions.slice(1).every((s, i) => s.deadline > after[i]! + 500), patience);
+    expect(await keepAliveStreamsStarted(own.server.clientUrl)).toBe(before + 2);
+    expect(await c.get('k0')).toBeUndefined();
+    expect(await c.get('k1')).toBeDefined();
+    await Promise.all(sessions.map((s) => s.close()));
+  }, 60_000);
+
+  it('replaces a stalled stream (etcd paused past the keepalive timeout, within the TTL) and every session lives', async () => {
+    // TTL 15 s: a keepalive is sent 5 s after the last answer and given up 5 s later; the deadline is 13.5 s after the last send.
+    const c = await own.coordinator({ requestTimeoutMs: 2000 });
+    const sessions = await Promise.all(Array.from({ length: 10 }, () => c.openSession({ ttlMs: 15_000 })));
+    const before = await keepAliveStreamsStarted(own.server.clientUrl);
+    // Pause just after a round of answers: the next keepalives go out during the pause and time out before it ends.
+    const opened = sessions.map((s) => s.deadline);
+    await eventually('every session renewed once', () => sessions.every((s, i) => s.deadline > opened[i]!), { ...patience, intervalMs: 5 });
+    own.server.pause();
+    const pausedAt = performance.now();
+    try {
+      await sleep(11_000);
+    } finally {
+      own.server.resume();
+    }
+    await eventually('every session renewed after the pause', () => sessions.every((s) => s.deadline > pausedAt + 11_000), patience);
+    expect(sessions.filter((s) => s.lost.aborted)).toEqual([]);
+    // The coordinator opened one stream, and gave the stalled one up for a new one once for all ten sessions.
+    expect(await keepAliveStreamsStarted(own.server.clientUrl)).toBe(before + 2);
+    await Promise.all(sessions.map((s) => s.close()));
+  }, 60_000);
+});
+
 describe('etcd sessions: the local deadline', () => {
   const own = etcdFixture({ name: 'paused' });
 
