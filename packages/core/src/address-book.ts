@@ -5,10 +5,11 @@
  * task's new address, standbys waiting for a slot to free) and tells subscribers
  * every change (neighbour events, a primary's set of backups, a backup's primary).
  */
-import type { Clock, Entry, Logger, Transport, WatchEvent } from '@taskgraph/api';
+import type { Clock, Coordinator, Entry, Logger, Transport, WatchEvent } from '@taskgraph/api';
 import { Notifier } from './async.js';
-import { decodeAddr, decodeBackup, parseTaskKey } from './layout.js';
+import { decodeAddr, decodeBackup, keys, parseTaskKey } from './layout.js';
 import type { AddrValue, BackupValue } from './layout.js';
+import { WatchedPrefix } from './watched-prefix.js';
 import type { PrefixHandlers } from './watched-prefix.js';
 
 /** One change of where a task runs, as the address book saw it. */
@@ -164,4 +165,52 @@ function sameBackup(a: BackupValue | undefined, b: BackupValue | undefined): boo
     a.state === b.state &&
     a.primaryToken === b.primaryToken
   );
+}
+
+/**
+ * One address book for the nodes of a host, kept by one follower of `<job>/tasks/`.
+ * Each node's own book would hear every claim of the job: with N nodes in a
+ * process and M tasks in the job, N × M record events at start-up, all of them
+ * the same. Shared, each event is applied once per process; the nodes subscribe,
+ * wait and look up as they would on their own book.
+ */
+export class SharedAddressBook {
+  readonly book: AddressBook;
+  readonly #watch: WatchedPrefix;
+  readonly #life = new AbortController();
+  #started: Promise<void> | undefined;
+
+  constructor(o: { readonly job: string; readonly coordinator: Coordinator; readonly transport: Pick<Transport, 'forget'>; readonly clock: Clock; readonly logger: Logger }) {
+    this.book = new AddressBook(o.job, o.transport, o.logger);
+    this.#watch = new WatchedPrefix(o.coordinator, keys.tasks(o.job), this.book, o.clock, o.logger);
+  }
+
+  /**
+   * Resolves once the book holds its first snapshot (the first call starts the
+   * watch). Rejects if `signal` (the asking node's life) aborts first, or the
+   * watch could not start.
+   */
+  async ready(signal: AbortSignal): Promise<void> {
+    this.#started ??= this.#watch.start(this.#life.signal);
+    signal.throwIfAborted();
+    let onAbort: (() => void) | undefined;
+    try {
+      await Promise.race([
+        this.#started,
+        new Promise<never>((_, reject) => {
+          onAbort = () => reject(signal.reason);
+          signal.addEventListener('abort', onAbort, { once: true });
+        }),
+      ]);
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Stops the watch (the host is done with its nodes). */
+  async stop(): Promise<void> {
+    this.#life.abort();
+    await this.#started?.catch(() => undefined);
+    await this.#watch.stop();
+  }
 }

@@ -6,6 +6,7 @@
 export { TaskGraphNode, createBootstrap } from './node.js';
 export { NodeHost, createNodeHost, MAX_NODES_PER_HOST } from './node-host.js';
 export type { NodeHostOptions, HostedOutcome } from './node-host.js';
+export { SharedAddressBook } from './address-book.js';
 export { SharedWatchCoordinator, shareWatches } from './shared-watch.js';
 export type { SharedWatchOptions, SharingStats } from './shared-watch.js';
 export { SharedServer, holdsRequestedSlot } from './shared-server.js';

@@ -2,7 +2,9 @@
  * Many nodes of one job in one process. They share what a process needs once:
  * the coordinator connection (the one `Coordinator` object given: for etcd one
  * client), one store watch per prefix every node follows (`<job>/state/`,
- * `<job>/tasks/`, through a `SharedWatchCoordinator`), and one transport server
+ * `<job>/tasks/`, through a `SharedWatchCoordinator`), one address book (where
+ * each task runs: each claim of the job is applied once per process, not once per
+ * node), and one transport server
  * that routes each request to the node holding the slot it names
  * (`SharedServer`). Each node keeps its own session, so each task keeps its own
  * lock and fencing token, and the death of the process ends every session it
@@ -13,8 +15,9 @@
  * builder and linkages (topologies keep per-task state, so each node needs its
  * own), then `start()`.
  */
-import { InvalidArgumentError } from '@taskgraph/api';
+import { InvalidArgumentError, systemClock } from '@taskgraph/api';
 import type { NodeOutcome } from '@taskgraph/api';
+import { SharedAddressBook } from './address-book.js';
 import { uniqueId } from './async.js';
 import { keys } from './layout.js';
 import { createLogger } from './logger.js';
@@ -26,7 +29,7 @@ import { SharedWatchCoordinator } from './shared-watch.js';
 /** The most nodes one host runs: beyond it, a process's event loop is the bottleneck, not the store. */
 export const MAX_NODES_PER_HOST = 1024;
 
-export interface NodeHostOptions extends Omit<BootstrapOptions, 'nodeId' | 'onSession' | 'listen' | 'preferredTask'> {
+export interface NodeHostOptions extends Omit<BootstrapOptions, 'nodeId' | 'onSession' | 'listen' | 'addresses' | 'preferredTask'> {
   /** How many nodes this process runs (1 to MAX_NODES_PER_HOST). */
   readonly count: number;
   /** Node ids are `<nodeIdPrefix>.<index>`. Default: a unique prefix. */
@@ -46,6 +49,8 @@ export class NodeHost {
   readonly coordinator: SharedWatchCoordinator;
   /** The one server the nodes' requests arrive at. */
   readonly server: SharedServer;
+  /** Where each task runs, one book for all the nodes. */
+  private readonly addresses: SharedAddressBook;
   private started: Promise<readonly HostedOutcome[]> | undefined;
 
   constructor(options: NodeHostOptions) {
@@ -61,6 +66,13 @@ export class NodeHost {
       ...(options.clock ? { clock: options.clock } : {}),
     });
     this.server = new SharedServer(options.transport, options.clock);
+    this.addresses = new SharedAddressBook({
+      job: options.job,
+      coordinator: this.coordinator,
+      transport: options.transport,
+      clock: options.clock ?? systemClock,
+      logger: logger.child({ job: options.job }),
+    });
     const prefix = nodeIdPrefix ?? uniqueId('host');
     const nodes: TaskGraphNode[] = [];
     for (let i = 0; i < count; i++) {
@@ -73,6 +85,7 @@ export class NodeHost {
           nodeId,
           coordinator: this.coordinator,
           listen: (endpoint) => this.server.attach(endpoint),
+          addresses: this.addresses,
           ...(preferred !== undefined ? { preferredTask: preferred } : {}),
           ...(onSession ? { onSession: (sessionId: string) => onSession(nodeId, sessionId) } : {}),
         }),
@@ -112,6 +125,7 @@ export class NodeHost {
 
   private async release(): Promise<void> {
     await this.server.close({ graceMs: 0 });
+    await this.addresses.stop();
     await this.coordinator.stop();
   }
 }

@@ -7,6 +7,7 @@ import type { Clock, Coordinator, Logger, Transport, TransportServer } from '@ta
 import { uniqueId } from './async.js';
 import { assertValidJobName, assertValidNodeId } from './layout.js';
 import type { ServerEndpoint } from './shared-server.js';
+import type { SharedAddressBook } from './address-book.js';
 
 export interface BootstrapOptions {
   /** The job this node joins (created by a controller). */
@@ -45,6 +46,11 @@ export interface BootstrapOptions {
    * routes each request to the node holding the slot the request names.
    */
   readonly listen?: (endpoint: ServerEndpoint) => Promise<TransportServer>;
+  /**
+   * Where the node learns where each task runs. Default: a book of its own, kept
+   * by its own watch of `<job>/tasks/`. A node host passes the one its nodes share.
+   */
+  readonly addresses?: SharedAddressBook;
 }
 
 /** The options with every default applied. */
@@ -62,6 +68,7 @@ export interface NodeConfig {
   readonly metaPush: boolean;
   readonly onSession: ((sessionId: string) => void) | undefined;
   readonly listen: ((endpoint: ServerEndpoint) => Promise<TransportServer>) | undefined;
+  readonly addresses: SharedAddressBook | undefined;
 }
 
 export function nodeConfig(options: BootstrapOptions): NodeConfig {
@@ -83,6 +90,7 @@ export function nodeConfig(options: BootstrapOptions): NodeConfig {
     metaPush: flag(options.metaPush, true, 'metaPush'),
     onSession: options.onSession,
     listen: options.listen,
+    addresses: options.addresses,
   };
 }
 

@@ -80,7 +80,7 @@ export class TaskGraphNode implements Bootstrap {
     this.nodeId = this.config.nodeId;
     this.logger = (options.logger ?? createLogger()).child({ job, node: this.nodeId });
     this.epochs = new EpochTracker({ ...this.config, stats: this.stats, logger: this.logger, onChange: (epoch) => this.onEpochChange(epoch) });
-    this.addresses = new AddressBook(job, transport, this.logger);
+    this.addresses = this.config.addresses?.book ?? new AddressBook(job, transport, this.logger);
     this.data = new DataClient({
       ...this.config,
       addresses: this.addresses,
@@ -253,7 +253,8 @@ export class TaskGraphNode implements Bootstrap {
       { session, logger: this.logger, clock, signal: this.life.signal },
     );
     await this.follow(keys.state(job), new JobState(job, this.epochs, () => this.logger, (status) => this.onJobFinished(status)));
-    await this.follow(keys.tasks(job), this.addresses);
+    if (this.config.addresses) await this.config.addresses.ready(this.life.signal);
+    else await this.follow(keys.tasks(job), this.addresses);
     if (this.jobDone) {
       await this.leave('job-done', 0);
       return;

@@ -2,7 +2,7 @@ import { ClosedError } from '@taskgraph/api';
 import type { Entry, WatchEvent } from '@taskgraph/api';
 import { eventually, ManualClock } from '@taskgraph/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AddressBook } from '../src/address-book.js';
+import { AddressBook, SharedAddressBook } from '../src/address-book.js';
 import { encodeJson, keys } from '../src/layout.js';
 import type { AddrValue } from '../src/layout.js';
 import { WatchedPrefix } from '../src/watched-prefix.js';
@@ -199,5 +199,39 @@ describe('AddressBook', () => {
       await standby.promise;
       expect(addresses.has(0)).toBe(false);
     });
+  });
+});
+
+describe('SharedAddressBook (a node host’s one book)', () => {
+  let w: ReturnType<typeof memoryWorld>;
+  let shared: SharedAddressBook | undefined;
+  afterEach(async () => {
+    await shared?.stop();
+    await w.close();
+  });
+
+  it('one watch for every node: ready() starts it once, each node sees the same records, and a node that leaves while waiting does not stop it', async () => {
+    w = memoryWorld();
+    const c = w.client();
+    const owner = await c.openSession({ ttlMs: 1000 });
+    await c.create(keys.addr(w.job, 0), encodeJson(addr('first', '3')), { session: owner });
+    shared = new SharedAddressBook({ job: w.job, coordinator: c, transport: { forget: () => undefined }, clock: w.clock, logger: recordingLogger() });
+    // A node that has left already is refused at once; one that leaves while the book starts is let go with its reason.
+    const gone = new AbortController();
+    gone.abort(new ClosedError('node left'));
+    expect(await rejectionOf(shared.ready(gone.signal))).toBeInstanceOf(ClosedError);
+    const leaving = new AbortController();
+    const waiting = track(shared.ready(leaving.signal));
+    leaving.abort(new ClosedError('node left while waiting'));
+    expect(await rejectionOf(waiting.promise)).toBeInstanceOf(ClosedError);
+    // The others get the snapshot of one watch.
+    await Promise.all([shared.ready(new AbortController().signal), shared.ready(new AbortController().signal)]);
+    expect(shared.book.get(0)).toEqual(addr('first', '3'));
+    await eventually('one watch', () => c.activeWatches === 1);
+    await c.create(keys.addr(w.job, 1), encodeJson(addr('second', '4')), { session: owner });
+    await eventually('the second address', () => shared!.book.has(1));
+    await shared.stop();
+    expect(c.activeWatches).toBe(0);
+    shared = undefined;
   });
 });

@@ -184,7 +184,8 @@ describe('a node host', () => {
       throw new Error(`${(err as Error).message}\n${trouble()}`);
     });
     for (const { host, base } of hosts) {
-      expect(host.coordinator.sharing).toMatchObject({ views: 2, followers: 8, ownWatches: 0 });
+      // Every node follows <job>/state/; the host's one address book follows <job>/tasks/.
+      expect(host.coordinator.sharing).toMatchObject({ views: 2, followers: 5, ownWatches: 0 });
       // Two shared watches, and one per task run here for its meta; not two per node.
       const running = host.nodes.filter((n) => n.currentTask !== undefined).length;
       expect(base.activeWatches).toBe(2 + running);
