@@ -46,6 +46,7 @@ import type {
   WatchBatch,
   WatchOptions,
 } from '@taskgraph/api';
+import { setMaxListeners } from 'node:events';
 import { assertValidAfter, assertValidOwner, assertValidSessionId, assertValidSignal, assertValidVersion, describeKey } from './checks.js';
 import type { LeaseSession, SessionContext } from './lease-session.js';
 import { silentLogger } from './logger.js';
@@ -95,6 +96,8 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
   #closing: Promise<void> | undefined;
 
   constructor(options: CoordinatorBaseOptions) {
+    // Every watch, lock wait and session of this client listens on it: a node host has hundreds at once.
+    setMaxListeners(0, this.#closeController.signal);
     this.caps = options.caps;
     this.label = options.label;
     this.clock = options.clock ?? systemClock;
