@@ -19,13 +19,21 @@ export type AddressChange =
 
 export type AddressListener = (change: AddressChange) => void;
 
-export class AddressBook implements PrefixHandlers {
-  private readonly addrs = new Map<number, AddrValue>();
+/** What a book hears from the records it reads. */
+interface RecordsMember {
+  change(change: AddressChange): void;
+  /** Some record changed. */
+  changed(): void;
+  /** A record disappeared (a slot may be free). */
+  freed(): void;
+}
+
+/** The records themselves, applied from the watch once, read by one book or by all the books of a host. */
+export class AddressRecords implements PrefixHandlers {
+  readonly addrs = new Map<number, AddrValue>();
   /** Backup records by task, then slot. */
-  private readonly backups = new Map<number, Map<number, BackupValue>>();
-  private readonly changed = new Notifier();
-  private readonly freed = new Notifier();
-  private readonly listeners = new Set<AddressListener>();
+  readonly backups = new Map<number, Map<number, BackupValue>>();
+  readonly members = new Set<RecordsMember>();
 
   constructor(
     private readonly job: string,
@@ -33,32 +41,10 @@ export class AddressBook implements PrefixHandlers {
     private readonly logger: Logger,
   ) {}
 
-  get(task: number): AddrValue | undefined {
-    return this.addrs.get(task);
-  }
-
-  has(task: number): boolean {
-    return this.addrs.has(task);
-  }
-
-  /** The live backups of `task`, by slot. */
-  backupsOf(task: number): readonly BackupValue[] {
-    const slots = this.backups.get(task);
-    return slots ? [...slots.values()] : [];
-  }
-
-  /** Records this node's own address as soon as it is published (before the watch echoes it). */
   set(task: number, addr: AddrValue): void {
     this.addrs.set(task, addr);
   }
 
-  /** Calls `listener` with every change from now on; returns the unsubscribe function. */
-  subscribe(listener: AddressListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  /** The full state under `<job>/tasks/` (on start, and after a compaction): applied as the changes it implies. */
   snapshot(entries: readonly Entry[]): void {
     const addrs = new Map<number, AddrValue>();
     const backups = new Map<string, { task: number; slot: number; value: BackupValue }>();
@@ -77,11 +63,12 @@ export class AddressBook implements PrefixHandlers {
       for (const slot of [...slots.keys()]) if (!backups.has(`${task}/${slot}`)) this.setBackup(task, slot, undefined);
     }
     for (const b of backups.values()) this.setBackup(b.task, b.slot, b.value);
-    this.changed.notify();
-    this.freed.notify();
+    for (const m of [...this.members]) {
+      m.changed();
+      m.freed();
+    }
   }
 
-  /** One change under `<job>/tasks/`. */
   event(ev: WatchEvent): void {
     const k = parseTaskKey(this.job, ev.key);
     if (k === undefined || k.kind === 'incarnation') return;
@@ -92,23 +79,10 @@ export class AddressBook implements PrefixHandlers {
       this.logger.warn('ignoring a corrupt task record', { key: ev.key, error: (err as Error).message });
       return;
     }
-    if (ev.type === 'delete') this.freed.notify();
-    this.changed.notify();
-  }
-
-  /** Wakes the standbys (the job finished: they should look again and leave). */
-  wakeStandbys(): void {
-    this.freed.notify();
-  }
-
-  /** Resolves at the next address change, or after `ms`; rejects when `signal` aborts. */
-  waitForChange(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
-    return this.changed.wait(clock, ms, signal);
-  }
-
-  /** Resolves when a record disappears (a slot may be free), or after `ms`; rejects when `signal` aborts. */
-  waitForFreeSlot(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
-    return this.freed.wait(clock, ms, signal);
+    for (const m of [...this.members]) {
+      if (ev.type === 'delete') m.freed();
+      m.changed();
+    }
   }
 
   private setPrimary(task: number, after: AddrValue | undefined): void {
@@ -135,6 +109,97 @@ export class AddressBook implements PrefixHandlers {
   }
 
   private emit(change: AddressChange): void {
+    for (const m of [...this.members]) m.change(change);
+  }
+
+  private forgetIfUnused(address: string): void {
+    for (const a of this.addrs.values()) if (a.address === address) return;
+    for (const slots of this.backups.values()) for (const b of slots.values()) if (b.address === address) return;
+    this.transport.forget(address);
+  }
+}
+
+/**
+ * One node's address book: the records (its own, or its host's shared ones), and
+ * the node's own subscribers and wake-ups. Wake-ups are level-triggered per book:
+ * a change while this node was not waiting wakes its next wait at once, whatever
+ * the other nodes reading the same records did.
+ */
+export class AddressBook implements PrefixHandlers {
+  private readonly records: AddressRecords;
+  private readonly member: RecordsMember;
+  private readonly changed = new Notifier();
+  private readonly freed = new Notifier();
+  private readonly listeners = new Set<AddressListener>();
+
+  /** A book of its own records; a host's nodes get theirs from `SharedAddressBook.join`. */
+  constructor(job: string, transport: Pick<Transport, 'forget'>, private readonly logger: Logger, records?: AddressRecords) {
+    this.records = records ?? new AddressRecords(job, transport, logger);
+    this.member = {
+      change: (c) => this.emit(c),
+      changed: () => this.changed.notify(),
+      freed: () => this.freed.notify(),
+    };
+    this.records.members.add(this.member);
+  }
+
+  get(task: number): AddrValue | undefined {
+    return this.records.addrs.get(task);
+  }
+
+  has(task: number): boolean {
+    return this.records.addrs.has(task);
+  }
+
+  /** The live backups of `task`, by slot. */
+  backupsOf(task: number): readonly BackupValue[] {
+    const slots = this.records.backups.get(task);
+    return slots ? [...slots.values()] : [];
+  }
+
+  /** Records this node's own address as soon as it is published (before the watch echoes it). */
+  set(task: number, addr: AddrValue): void {
+    this.records.set(task, addr);
+  }
+
+  /** Calls `listener` with every change from now on; returns the unsubscribe function. */
+  subscribe(listener: AddressListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The full state under `<job>/tasks/` (on start, and after a compaction): applied as the changes it implies. */
+  snapshot(entries: readonly Entry[]): void {
+    this.records.snapshot(entries);
+  }
+
+  /** One change under `<job>/tasks/`. */
+  event(ev: WatchEvent): void {
+    this.records.event(ev);
+  }
+
+  /** Wakes this node's standby (the job finished: it should look again and leave). */
+  wakeStandbys(): void {
+    this.freed.notify();
+  }
+
+  /** Resolves at the next address change, or after `ms`; rejects when `signal` aborts. */
+  waitForChange(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+    return this.changed.wait(clock, ms, signal);
+  }
+
+  /** Resolves when a record disappears (a slot may be free), or after `ms`; rejects when `signal` aborts. */
+  waitForFreeSlot(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+    return this.freed.wait(clock, ms, signal);
+  }
+
+  /** Stops hearing the records (a hosted node that left; the host's other nodes go on). */
+  detach(): void {
+    this.records.members.delete(this.member);
+    this.listeners.clear();
+  }
+
+  private emit(change: AddressChange): void {
     for (const listener of [...this.listeners]) {
       try {
         listener(change);
@@ -142,12 +207,6 @@ export class AddressBook implements PrefixHandlers {
         this.logger.error('an address-book listener failed', { task: change.task, error: err instanceof Error ? err.message : String(err) });
       }
     }
-  }
-
-  private forgetIfUnused(address: string): void {
-    for (const a of this.addrs.values()) if (a.address === address) return;
-    for (const slots of this.backups.values()) for (const b of slots.values()) if (b.address === address) return;
-    this.transport.forget(address);
   }
 }
 
@@ -175,14 +234,23 @@ function sameBackup(a: BackupValue | undefined, b: BackupValue | undefined): boo
  * wait and look up as they would on their own book.
  */
 export class SharedAddressBook {
-  readonly book: AddressBook;
+  readonly #records: AddressRecords;
+  readonly #job: string;
+  readonly #transport: Pick<Transport, 'forget'>;
   readonly #watch: WatchedPrefix;
   readonly #life = new AbortController();
   #started: Promise<void> | undefined;
 
   constructor(o: { readonly job: string; readonly coordinator: Coordinator; readonly transport: Pick<Transport, 'forget'>; readonly clock: Clock; readonly logger: Logger }) {
-    this.book = new AddressBook(o.job, o.transport, o.logger);
-    this.#watch = new WatchedPrefix(o.coordinator, keys.tasks(o.job), this.book, o.clock, o.logger);
+    this.#job = o.job;
+    this.#transport = o.transport;
+    this.#records = new AddressRecords(o.job, o.transport, o.logger);
+    this.#watch = new WatchedPrefix(o.coordinator, keys.tasks(o.job), this.#records, o.clock, o.logger);
+  }
+
+  /** A node's book on the shared records: its own subscribers and wake-ups (`detach()` it when the node is done). */
+  join(logger: Logger): AddressBook {
+    return new AddressBook(this.#job, this.#transport, logger, this.#records);
   }
 
   /**

@@ -80,7 +80,7 @@ export class TaskGraphNode implements Bootstrap {
     this.nodeId = this.config.nodeId;
     this.logger = (options.logger ?? createLogger()).child({ job, node: this.nodeId });
     this.epochs = new EpochTracker({ ...this.config, stats: this.stats, logger: this.logger, onChange: (epoch) => this.onEpochChange(epoch) });
-    this.addresses = this.config.addresses?.book ?? new AddressBook(job, transport, this.logger);
+    this.addresses = this.config.addresses?.join(this.logger) ?? new AddressBook(job, transport, this.logger);
     this.data = new DataClient({
       ...this.config,
       addresses: this.addresses,
@@ -392,6 +392,7 @@ export class TaskGraphNode implements Bootstrap {
       if (this.server) cleanup.push(this.server.close({ graceMs }));
       cleanup.push(...this.watches.map((w) => w.stop()));
       await Promise.allSettled(cleanup);
+      this.addresses.detach();
       // Handlers the lease's end caught mid-way (a pause) finish first: their answers are fenced, and counted.
       if (reason === 'lease-lost') await this.requests?.drain(this.config.clock, HANDLER_DRAIN_MS);
       this.logger.debug('leaving: server and watches stopped');

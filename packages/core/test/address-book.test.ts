@@ -226,12 +226,46 @@ describe('SharedAddressBook (a node host’s one book)', () => {
     expect(await rejectionOf(waiting.promise)).toBeInstanceOf(ClosedError);
     // The others get the snapshot of one watch.
     await Promise.all([shared.ready(new AbortController().signal), shared.ready(new AbortController().signal)]);
-    expect(shared.book.get(0)).toEqual(addr('first', '3'));
+    const a = shared.join(recordingLogger());
+    const b = shared.join(recordingLogger());
+    expect(a.get(0)).toEqual(addr('first', '3'));
+    expect(b.get(0)).toEqual(addr('first', '3'));
     await eventually('one watch', () => c.activeWatches === 1);
     await c.create(keys.addr(w.job, 1), encodeJson(addr('second', '4')), { session: owner });
-    await eventually('the second address', () => shared!.book.has(1));
+    await eventually('the second address', () => a.has(1) && b.has(1));
     await shared.stop();
     expect(c.activeWatches).toBe(0);
     shared = undefined;
+  });
+
+  it('each node wakes on its own: a slot freed while one standby was busy wakes that standby’s next wait at once, though another one was waiting', async () => {
+    w = memoryWorld();
+    const c = w.client();
+    const owner = await c.openSession({ ttlMs: 60_000 });
+    await c.create(keys.addr(w.job, 0), encodeJson(addr('owner', '5')), { session: owner });
+    shared = new SharedAddressBook({ job: w.job, coordinator: c, transport: { forget: () => undefined }, clock: w.clock, logger: recordingLogger() });
+    await shared.ready(new AbortController().signal);
+    const waiting = shared.join(recordingLogger());
+    const busy = shared.join(recordingLogger());
+    const life = new AbortController();
+    // Books joined after the first snapshot have no wake-up pending.
+    const first = track(waiting.waitForFreeSlot(w.clock, 60_000, life.signal));
+    await turn();
+    expect(first.state.settled).toBe(false);
+    await owner.close();
+    await first.promise;
+    // `busy` was not waiting when the record went: its next wait returns at once (no timer), as on a book of its own.
+    const next = track(busy.waitForFreeSlot(w.clock, 60_000, life.signal));
+    await turn();
+    expect(next.state.settled).toBe(true);
+    expect(w.clock.pendingTimers()).toEqual([]);
+    // A book that left hears nothing more.
+    busy.detach();
+    const changes: number[] = [];
+    busy.subscribe((ch) => void changes.push(ch.task));
+    await c.create(keys.addr(w.job, 1), encodeJson(addr('later', '6')));
+    await eventually('the other book sees it', () => waiting.has(1));
+    expect(changes).toEqual([]);
+    life.abort();
   });
 });
