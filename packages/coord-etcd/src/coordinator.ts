@@ -35,7 +35,7 @@ import {
   checkNamespace,
   type EtcdCoordinatorOptions,
 } from './options.js';
-import { KeepAliveChannel } from './keepalive.js';
+import { KeepAlivePool } from './keepalive.js';
 import { EtcdSession, type EtcdSessionHost } from './session.js';
 import { RawWatch, type RawWatchDeps } from './watch.js';
 
@@ -154,7 +154,7 @@ export class EtcdCoordinator extends CoordinatorBase<EtcdSession> {
       },
     };
     this.#sessionHost = {
-      keepAlives: new KeepAliveChannel(() => this.#client.leaseClient.leaseKeepAlive()),
+      keepAlives: new KeepAlivePool(() => this.#client.leaseClient.leaseKeepAlive(), this.clock),
       mapFailure: (err) => mapEtcdError(err, 'read', 'keepalive').error,
       revoke: (id) => this.#revoke(id),
     };

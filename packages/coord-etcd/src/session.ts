@@ -14,12 +14,12 @@ import { ClosedError, ErrorCodes, LeaseLostError } from '@taskgraph/api';
 import type { TaskGraphError, TimerHandle } from '@taskgraph/api';
 import { LeaseSession } from '@taskgraph/backend-kit';
 import type { SessionContext } from '@taskgraph/backend-kit';
-import type { KeepAlive, KeepAliveChannel } from './keepalive.js';
+import type { KeepAlive, KeepAlivePool } from './keepalive.js';
 
 /** What a session needs from the etcd coordinator that opened it. */
 export interface EtcdSessionHost {
-  /** The coordinator's keepalive stream, shared by its sessions. */
-  readonly keepAlives: KeepAliveChannel;
+  /** The coordinator's keepalive streams, pooled across its sessions. */
+  readonly keepAlives: KeepAlivePool;
   /** A failed keepalive stream as a TaskGraph error. */
   mapFailure(err: unknown): TaskGraphError;
   /** Revokes the lease; resolves too when etcd no longer has it. */
@@ -53,7 +53,7 @@ export class EtcdSession extends LeaseSession {
         this.#keepalive(() => waiting && !this.#ended).then(resolve, reject);
       });
     } catch (err) {
-      this.#inFlight?.abandon(err, true);
+      this.#inFlight?.abandon(err);
       const error = this.#host.mapFailure(err);
       if (error.code === ErrorCodes.LeaseLost) throw new LeaseLostError(`session ${this.id}: etcd says its lease no longer exists`, { cause: error });
       if (error.code === ErrorCodes.Closed) throw new LeaseLostError(`session ${this.id}: the etcd client was closed`, { cause: error });
@@ -80,7 +80,7 @@ export class EtcdSession extends LeaseSession {
     return this.#host.revoke(this.id);
   }
 
-  /** Writes one keepalive on the shared stream and waits for its answer; `wanted` says whether the renewal still waits. */
+  /** Writes one keepalive on a stream of the pool and waits for its answer; `wanted` says whether the renewal still waits. */
   async #keepalive(wanted: () => boolean): Promise<ILeaseKeepAliveResponse> {
     const keepAlive = await this.#host.keepAlives.send(this.id, wanted);
     this.#inFlight = keepAlive;

@@ -76,6 +76,34 @@ describe('etcd watch: batches are revisions', () => {
   });
 });
 
+describe('etcd watch: many at once', () => {
+  it('a client with a hundred watches open warns of no listener leak, and every watch sees its key', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const c = await etcd.coordinator();
+      // A signal of its own per watch: what they share is the client's.
+      const stops = Array.from({ length: 100 }, () => new AbortController());
+      const seen = new Set<number>();
+      const loops = stops.map(async (stop, i) => {
+        for await (const batch of c.watch(`many/${i}/`, { signal: stop.signal })) {
+          if (batch.events.some((e) => e.key === `many/${i}/k`)) seen.add(i);
+        }
+      });
+      for (let i = 0; i < 100; i++) await c.create(`many/${i}/k`, bytes('x'));
+      await eventually('every watch saw its key', () => seen.size === 100, patience);
+      for (const stop of stops) stop.abort();
+      await Promise.all(loops);
+      // Warnings are emitted on a later tick.
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  }, 60_000);
+});
+
 describe('etcd watch: compaction', () => {
   it('throws CompactedError for a revision etcd compacted away; re-listing and watching on works', async () => {
     const c = await etcd.coordinator();
