@@ -19,6 +19,7 @@
  *   bound by the TTL; what counts is how far past the TTL the last task comes back.
  */
 import { readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { InternalError } from '@taskgraph/api';
 import type { Coordinator, Logger } from '@taskgraph/api';
@@ -41,6 +42,8 @@ export interface EtcdScaleOptions {
   readonly maxProcesses: number;
   readonly epochs: number;
   readonly ttlMs: number;
+  /** The nice value of the node processes (etcd keeps 0). */
+  readonly nodeNice: number;
   /** The failover is measured when a process holds at least this many tasks. */
   readonly failoverMinTasks: number;
   readonly progress: (line: string) => void;
@@ -54,10 +57,19 @@ export interface EtcdScaleResult {
   /** Node processes, the 1-node base process included. */
   readonly processes: number;
   readonly nodes_per_process: number;
+  /** The node processes' nice value, read back from the first host process. */
+  readonly node_nice: number | null;
   /** Processes spawned -> every task claimed (its address published). */
   readonly claim_s: number;
   /** The first node record -> every task claimed (process start-up left out). */
   readonly claim_after_first_join_s: number;
+  /** etcd calls handled (grpc_server_handled_total) from the first process spawned until every task was claimed, per node. */
+  readonly etcd_calls_per_node_claim: number;
+  /**
+   * etcd under the claims: keepalive streams it ended because a renewal waited over
+   * a second for the applied index, applies over 100 ms, the WAL fsync mean.
+   */
+  readonly etcd_during_claim: { readonly keepalives_refused: number; readonly slow_applies: number; readonly wal_fsync_ms_mean: number | null };
   readonly epoch_advance: { readonly epochs: number; readonly p50_ms: number; readonly p99_ms: number; readonly max_ms: number };
   /** etcd revisions during the advances, per task per epoch. */
   readonly writes_per_task_epoch: number;
@@ -171,6 +183,45 @@ function isEntered(r: unknown): r is EnteredRecord {
   return typeof v?.t === 'number' && typeof v.e === 'number' && typeof v.ns === 'string';
 }
 
+/** What the benchmark reads from etcd's metrics: calls handled by method, and signs of an overloaded server. */
+export interface EtcdMetrics {
+  /** `grpc_server_handled_total` by method, summed over codes. */
+  readonly calls: Map<string, number>;
+  /** Keepalive streams etcd ended with Unavailable: a renewal waited over a second for the applied index (etcd >= 3.4.20). */
+  readonly keepAlivesRefused: number;
+  /** `etcd_server_slow_apply_total`: applies that took over 100 ms. */
+  readonly slowApplies: number;
+  readonly walFsyncSeconds: number;
+  readonly walFsyncs: number;
+}
+
+export async function etcdMetrics(clientUrl: string): Promise<EtcdMetrics> {
+  const res = await fetch(`${clientUrl}/metrics`);
+  const calls = new Map<string, number>();
+  let keepAlivesRefused = 0;
+  let slowApplies = 0;
+  let walFsyncSeconds = 0;
+  let walFsyncs = 0;
+  for (const line of (await res.text()).split('\n')) {
+    const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (line.startsWith('grpc_server_handled_total{')) {
+      const method = /grpc_method="([^"]+)"/.exec(line)?.[1];
+      if (method !== undefined) calls.set(method, (calls.get(method) ?? 0) + value);
+      if (method === 'LeaseKeepAlive' && line.includes('grpc_code="Unavailable"')) keepAlivesRefused += value;
+    } else if (line.startsWith('etcd_server_slow_apply_total ')) slowApplies = value;
+    else if (line.startsWith('etcd_disk_wal_fsync_duration_seconds_sum ')) walFsyncSeconds = value;
+    else if (line.startsWith('etcd_disk_wal_fsync_duration_seconds_count ')) walFsyncs = value;
+  }
+  return { calls, keepAlivesRefused, slowApplies, walFsyncSeconds, walFsyncs };
+}
+
+/** What `after` has more than `before`, per method, biggest first; methods that did not move are left out. */
+function callDelta(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const out: [string, number][] = [];
+  for (const [m, n] of after) if (n - (before.get(m) ?? 0) > 0) out.push([m, n - (before.get(m) ?? 0)]);
+  return Object.fromEntries(out.sort((a, b) => b[1] - a[1]));
+}
+
 function rssMb(pid: number | undefined): number {
   if (pid === undefined) return 0;
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -198,6 +249,7 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
     job,
     coordinatorUrl: `etcd://${o.clientAddress}?namespace=${namespace}`,
     ttlMs: o.ttlMs,
+    nice: o.nodeNice,
     nodeIdPrefix: 'p',
     count: perProcess,
     onResult: (_proc, record) => {
@@ -223,6 +275,8 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
         }
       })();
     });
+    const etcdUrl = `http://${o.clientAddress}`;
+    const metricsBefore = await etcdMetrics(etcdUrl);
     // The 1-node process first (a standby when the job fills up), for the base memory.
     const t0 = performance.now();
     const base = nodes.spawn(1);
@@ -231,6 +285,20 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
     o.progress(`scale on etcd, ${o.tasks} tasks: ${processes} processes of ${perProcess} nodes and one of 1 (${standbys}+ standbys)`);
     await holders.until('every task claimed', () => holders.byTask.size === o.tasks, CLAIM_TIMEOUT_MS, () => nodes.checkNoneDied());
     const claimed = performance.now();
+    // Read back while every process lives (the failover kills one).
+    const firstPid = hosts[0]?.child.pid;
+    const nodeNice = firstPid === undefined ? null : getPriority(firstPid);
+    const metricsClaimed = await etcdMetrics(etcdUrl);
+    const claimCalls = callDelta(metricsBefore.calls, metricsClaimed.calls);
+    const nodeCount = processes * perProcess + 1;
+    const claimCallTotal = Object.values(claimCalls).reduce((a, b) => a + b, 0);
+    const fsyncs = metricsClaimed.walFsyncs - metricsBefore.walFsyncs;
+    const claimHealth = {
+      keepalives_refused: metricsClaimed.keepAlivesRefused - metricsBefore.keepAlivesRefused,
+      slow_applies: metricsClaimed.slowApplies - metricsBefore.slowApplies,
+      wal_fsync_ms_mean: fsyncs > 0 ? round((1000 * (metricsClaimed.walFsyncSeconds - metricsBefore.walFsyncSeconds)) / fsyncs, 2) : null,
+    };
+    o.progress(`scale on etcd, ${o.tasks} tasks: ${claimCallTotal} etcd calls until all claimed (${round(claimCallTotal / nodeCount, 1)} per node): ${JSON.stringify(claimCalls)}; etcd: ${JSON.stringify(claimHealth)}`);
     const joined = await firstJoin;
     await holders.until('every task in epoch 0', () => entries.entered(0) === o.tasks, EPOCH_TIMEOUT_MS, () => nodes.checkNoneDied());
     o.progress(`scale on etcd, ${o.tasks} tasks: all claimed in ${((claimed - t0) / 1000).toFixed(1)} s`);
@@ -289,8 +357,11 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
       standbys: processes * perProcess + 1 - o.tasks,
       processes: processes + 1,
       nodes_per_process: perProcess,
+      node_nice: nodeNice,
       claim_s: round((claimed - t0) / 1000, 2),
       claim_after_first_join_s: round((claimed - joined) / 1000, 2),
+      etcd_calls_per_node_claim: round(claimCallTotal / nodeCount, 1),
+      etcd_during_claim: claimHealth,
       epoch_advance: { epochs: advances.length, p50_ms: adv.p50, p99_ms: adv.p99, max_ms: adv.max },
       writes_per_task_epoch: round(Number(revAfter - revBefore) / (o.tasks * o.epochs), 3),
       etcd_cpu_ms_per_epoch: cpuBefore === undefined || cpuAfter === undefined ? null : round((cpuAfter - cpuBefore) / o.epochs, 2),

@@ -8,6 +8,9 @@
  * (its `TG-SESSION` line) is kept, for a benchmark that plays the supervisor.
  */
 import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { setPriority } from 'node:os';
+import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -43,6 +46,8 @@ export interface NodeProcessesOptions {
    * is a node host: its nodes are `<process's node id>.0`, `.1`, ...
    */
   readonly count?: number;
+  /** The processes' nice value (default: the benchmark's own). */
+  readonly nice?: number;
   /** Application arguments (`--arg key=value`). */
   readonly args?: Readonly<Record<string, string>>;
   /**
@@ -73,7 +78,9 @@ export class NodeProcesses {
     const o = this.o;
     const nodeId = `${o.nodeIdPrefix ?? 'node'}-${this.all.length}`;
     const args = ['--import', this.#tsxLoader, this.#cli, 'node', o.app, '--job', o.job, '--coordinator', o.coordinatorUrl, '--transport', 'grpc://127.0.0.1:0'];
-    args.push('--node-id', nodeId, '--ttl', String(o.ttlMs), '--log-level', 'warn');
+    // TASKGRAPH_BENCH_NODE_LOGS=<dir>: each node process's whole log, at level info, in <dir>/<node id>.log.
+    const logDir = process.env['TASKGRAPH_BENCH_NODE_LOGS'];
+    args.push('--node-id', nodeId, '--ttl', String(o.ttlMs), '--log-level', logDir ? 'info' : 'warn');
     if (count !== 1) args.push('--count', String(count));
     for (const [k, v] of Object.entries(o.args ?? {})) args.push('--arg', `${k}=${v}`);
     const child = spawn(process.execPath, args, {
@@ -82,9 +89,12 @@ export class NodeProcesses {
       // A tsconfig path that tsx took relative to our working directory would not resolve from the child's.
       env: { ...withoutKey(process.env, 'TSX_TSCONFIG_PATH'), TASKGRAPH_LOG_FORMAT: 'text' },
     });
+    if (o.nice !== undefined && child.pid !== undefined) setPriority(child.pid, o.nice);
     const stderr: string[] = [];
     child.stderr!.setEncoding('utf8');
+    const logFile = logDir ? createWriteStream(join(logDir, `${nodeId}.log`)) : undefined;
     child.stderr!.on('data', (chunk: string) => {
+      logFile?.write(chunk);
       stderr.push(chunk);
       if (stderr.length > 50) stderr.shift();
     });

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULTS, PARTS, runScaleBench } from './scale-bench.js';
 import type { PartName, ScaleBenchOptions } from './scale-bench.js';
 
-export const USAGE = `usage: bench:scale [--parts ${Object.keys(PARTS).join(',')}] [--sizes 63,255,1023] [--etcd-sizes 8,64,256,1000] [--max-processes 16] [--ttl-ms 10000] [--failover-min-tasks 60] [--epochs 10]`;
+export const USAGE = `usage: bench:scale [--parts ${Object.keys(PARTS).join(',')}] [--sizes 63,255,1023] [--etcd-sizes 8,64,256,1000] [--max-processes 16] [--ttl-ms 10000] [--failover-min-tasks 60] [--node-nice 5] [--epochs 10]`;
 
 export class UsageError extends Error {}
 
@@ -11,6 +11,12 @@ function ints(name: string, text: string, min: number): number[] {
   const out = text.split(',').map((s) => Number(s.trim()));
   if (out.length === 0 || out.some((n) => !Number.isInteger(n) || n < min)) throw new UsageError(`--${name} must be integers >= ${min}, comma-separated; got ${JSON.stringify(text)}`);
   return out;
+}
+
+function nice(text: string): number {
+  const n = Number(text.trim());
+  if (!Number.isInteger(n) || n < 0 || n > 19) throw new UsageError(`--node-nice must be an integer from 0 to 19; got ${JSON.stringify(text)}`);
+  return n;
 }
 
 /** The options a command line asks for, or 'help'. Throws UsageError on a bad one. */
@@ -26,6 +32,7 @@ export function parseCommandLine(argv: readonly string[]): ScaleBenchOptions | '
         'max-processes': { type: 'string' },
         'ttl-ms': { type: 'string' },
         'failover-min-tasks': { type: 'string' },
+        'node-nice': { type: 'string' },
         epochs: { type: 'string' },
         help: { type: 'boolean', default: false },
       },
@@ -45,6 +52,7 @@ export function parseCommandLine(argv: readonly string[]): ScaleBenchOptions | '
     // The TTLs etcd grants: at least a second (it rounds to seconds).
     ttlMs: values['ttl-ms'] === undefined ? DEFAULTS.ttlMs : ints('ttl-ms', values['ttl-ms'], 2000)[0]!,
     failoverMinTasks: values['failover-min-tasks'] === undefined ? DEFAULTS.failoverMinTasks : ints('failover-min-tasks', values['failover-min-tasks'], 1)[0]!,
+    nodeNice: values['node-nice'] === undefined ? DEFAULTS.nodeNice : nice(values['node-nice']),
     epochs: values.epochs === undefined ? DEFAULTS.epochs : ints('epochs', values.epochs, 1)[0]!,
   };
 }

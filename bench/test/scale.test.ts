@@ -42,6 +42,9 @@ describe('helpers', () => {
       ttlMs: 3000,
       failoverMinTasks: 5,
     });
+    expect(parseCommandLine(['--node-nice', '0'])).toEqual({ ...DEFAULTS, nodeNice: 0 });
+    expect(() => parseCommandLine(['--node-nice', '20'])).toThrow(UsageError);
+    expect(() => parseCommandLine(['--node-nice', '-1'])).toThrow(UsageError);
     expect(() => parseCommandLine(['--ttl-ms', '500'])).toThrow(UsageError);
     expect(() => parseCommandLine(['--max-processes', '1'])).toThrow(UsageError);
     expect(() => parseCommandLine(['--parts', 'etcd-someday'])).toThrow(UsageError);
@@ -107,9 +110,15 @@ describe('runScaleBench', () => {
     });
     expect(lines).toHaveLength(1);
     const l = lines[0] as EtcdScaleLine;
-    expect(l).toMatchObject({ bench: 'scale', mode: 'etcd', tasks: 6, standbys: 4, processes: 4, nodes_per_process: 3 });
+    expect(l).toMatchObject({ bench: 'scale', mode: 'etcd', tasks: 6, standbys: 4, processes: 4, nodes_per_process: 3, node_nice: DEFAULTS.nodeNice });
     expect(l.claim_after_first_join_s).toBeGreaterThan(0);
     expect(l.claim_after_first_join_s).toBeLessThanOrEqual(l.claim_s);
+    // Each of the 10 nodes opened a lease and took or tried a lock at least: more than 2 calls each.
+    expect(l.etcd_calls_per_node_claim).toBeGreaterThan(2);
+    expect(l.etcd_during_claim.keepalives_refused).toBeGreaterThanOrEqual(0);
+    expect(l.etcd_during_claim.slow_applies).toBeGreaterThanOrEqual(0);
+    expect(l.etcd_during_claim.wal_fsync_ms_mean).toBeGreaterThan(0);
+    expect(progress.some((p) => /etcd calls until all claimed .*"LeaseGrant":10\b/.test(p))).toBe(true);
     expect(l.epoch_advance.epochs).toBeGreaterThan(0);
     expect(l.epoch_advance.p50_ms).toBeGreaterThan(0);
     expect(l.epoch_advance.p50_ms).toBeLessThanOrEqual(l.epoch_advance.p99_ms);
