@@ -118,4 +118,45 @@ describe('node hosts: several nodes per process on a real etcd', () => {
     },
     240_000,
   );
+
+  it(
+    'a hosted node whose lease etcd revokes is replaced in its host (the process lives on), exact sums',
+    async () => {
+      const lines: string[] = [];
+      let struck: { proc: NodeProcess; nodeId: string; session: string } | undefined;
+      // Long enough that the node hears of its lost lease (at its next keepalive, within TTL/3) while the job runs.
+      const epochs = 80;
+      const run = new JobRun({
+        app: 'regression',
+        args: { epochs: String(epochs) },
+        tasks: TASKS,
+        standbys: 4,
+        nodesPerProcess: 4,
+        restart: false,
+        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
+        print: (l) => void lines.push(l),
+        onReport: (_node, record) => {
+          if ((record as { epoch?: unknown }).epoch !== 2 || struck) return;
+          // Any hosted node: its lease goes as if it had expired, behind the node's back.
+          const proc = run.processes.find((p) => p.child.exitCode === null && p.sessions.size === p.count)!;
+          const [nodeId, session] = [...proc.sessions][0]!;
+          struck = { proc, nodeId, session };
+          store.probe.endSession(session).catch((err: unknown) => lines.push(`endSession failed: ${String(err)}`));
+        },
+      });
+      const result = await run.run();
+      expect(struck, lines.join('\n')).toBeDefined();
+      const { proc, nodeId, session } = struck!;
+      expect(result.verdict?.message, lines.join('\n')).toBe(`sums are exact: ${Array.from({ length: epochs + 1 }, (_, e) => e * 28).join(', ')}`);
+      expect(result.ok).toBe(true);
+      // The host lived, and a new node of the same id joined with a session of its own.
+      expect(lines.filter((l) => l.includes(' died (')), lines.join('\n')).toEqual([]);
+      expect(proc.child.exitCode).toBe(0);
+      expect(proc.sessions.get(nodeId)).toBeDefined();
+      expect(proc.sessions.get(nodeId)).not.toBe(session);
+      // One outcome per node of the host, the replacement's among them: every one done with the job.
+      expect(proc.outcomes.map((o) => o['reason'])).toEqual(['job-done', 'job-done', 'job-done', 'job-done']);
+    },
+    240_000,
+  );
 });

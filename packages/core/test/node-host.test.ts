@@ -197,7 +197,7 @@ describe('a node host', () => {
     await victim.host.kill();
     const outcomes = await Promise.all(hosts.map((h) => h.done));
     expect(outcomes.map((o) => (o as unknown[]).length)).toEqual([4, 4, 4]);
-    expect(await victim.done).toEqual(victim.host.nodes.map((n) => ({ nodeId: n.nodeId, outcome: expect.objectContaining({ reason: 'killed' }) as unknown })));
+    expect(await victim.done).toEqual(victim.host.nodes.map((n) => ({ nodeId: n.nodeId, outcome: expect.objectContaining({ reason: 'killed' }) as unknown, rejoined: 0 })));
     const want = expectedSums(numTasks);
     expect([...sums.keys()].sort((a, b) => a - b)).toEqual(want.map((_, e) => e));
     for (const [e, s] of sums) expect(s).toBe(want[e]);
@@ -205,5 +205,57 @@ describe('a node host', () => {
     expect(status?.state).toBe('done');
     for (const t of moved) expect(status!.tasks[t]!.incarnations, `task ${t} moved`).toBeGreaterThan(1);
     expect(victim.host.coordinator.sharing.views).toBe(0);
+  });
+
+  it('puts a new node in the place of one whose session was lost (with setup), and the answer stays exact', async () => {
+    w = world();
+    const numTasks = 4;
+    const ctl = w.controller();
+    await ctl.createJob({ numTasks, linkTypes: ['Parents', 'Children'] });
+    const sums = new Map<number, number>();
+    const options = { numTasks, onResult: (epoch: number, sum: number) => void sums.set(epoch, sum) };
+    const logger = recordingLogger();
+    const transport = await createLocalTransport({ network: w.network });
+    closers.push(() => transport.close());
+    const sessions = new Map<string, string>();
+    // Three nodes for four tasks, and one more host's node as a standby: every task needs the lost node's place filled.
+    const host = createNodeHost({
+      job: w.job,
+      count: 4,
+      coordinator: w.coordinator(),
+      transport,
+      sessionTtlMs: 3000,
+      logger,
+      nodeIdPrefix: 'h',
+      onSession: (nodeId, sessionId) => void sessions.set(nodeId, sessionId),
+      setup: (node) => {
+        node.setTaskBuilder(new RegressionTaskBuilder(options));
+        for (const [lt, topo] of Object.entries(regressionLinkages(options))) node.addLinkage(lt, topo);
+      },
+      rejoin: { max: 2, windowMs: 60_000 },
+    });
+    const done = host.start();
+    await eventually('every task claimed', async () => (await ctl.status())?.tasks.every((t) => t.nodeId !== undefined) === true);
+    const first = host.nodes[0]!;
+    const firstSession = sessions.get(first.nodeId)!;
+    // The store ends node 0's session behind its back (as an expired lease would): it leaves, and a new node 0 joins.
+    await w.coordinator().endSession(firstSession);
+    await eventually('a new node in place of node 0', () => host.nodes[0] !== first && sessions.get('h.0') !== firstSession);
+    expect(host.nodes[0]!.nodeId).toBe('h.0');
+    expect(logger.lines.some((l) => l.message === 'a hosted node lost its session; a new node takes its place')).toBe(true);
+    await eventually('epoch 3', () => sums.has(3));
+    await ctl.finish('done');
+    const ends = await done;
+    expect(ends[0]).toMatchObject({ nodeId: 'h.0', rejoined: 1, outcome: expect.objectContaining({ reason: 'job-done' }) as unknown });
+    for (const end of ends.slice(1)) expect(end).toMatchObject({ rejoined: 0 });
+    const want = expectedSums(numTasks);
+    for (const [e, s] of sums) expect(s).toBe(want[e]);
+  });
+
+  it('refuses a bad rejoin policy', () => {
+    w = world();
+    const base = { job: w.job, count: 1, coordinator: w.coordinator(), transport: {} as never };
+    expect(() => createNodeHost({ ...base, rejoin: { max: -1 } })).toThrow('rejoin.max must be a non-negative integer');
+    expect(() => createNodeHost({ ...base, rejoin: { windowMs: 0 } })).toThrow('rejoin.windowMs must be a positive number');
   });
 });

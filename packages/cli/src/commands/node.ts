@@ -99,6 +99,10 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
     const printSession = (nodeId: string, sessionId: string) => print('TG-SESSION', { nodeId, sessionId });
     let host: NodeHost | undefined;
     let nodes: readonly TaskGraphNode[];
+    const wire = (node: TaskGraphNode): void => {
+      node.setTaskBuilder(app.taskBuilder(ctx));
+      for (const [lt, topo] of Object.entries(app.linkages(ctx))) node.addLinkage(lt, topo);
+    };
     if (count === 1) {
       const node: TaskGraphNode = createBootstrap({
         ...common,
@@ -106,14 +110,12 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
         ...(o.nodeId ? { nodeId: o.nodeId } : {}),
         onSession: (sessionId) => printSession(node.nodeId, sessionId),
       });
+      wire(node);
       nodes = [node];
     } else {
-      host = createNodeHost({ ...common, coordinator, count, ...(o.nodeId ? { nodeIdPrefix: o.nodeId } : {}), onSession: printSession });
+      // A hosted node whose session is lost is replaced by a new one (the process lives on for the others).
+      host = createNodeHost({ ...common, coordinator, count, ...(o.nodeId ? { nodeIdPrefix: o.nodeId } : {}), onSession: printSession, setup: wire });
       nodes = host.nodes;
-    }
-    for (const node of nodes) {
-      node.setTaskBuilder(app.taskBuilder(ctx));
-      for (const [lt, topo] of Object.entries(app.linkages(ctx))) node.addLinkage(lt, topo);
     }
     const stopAll = host ?? nodes[0]!;
     const uninstall = installSignalHandlers(stopAll, { logger });
@@ -122,7 +124,8 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
     if (watchParent) process.stdin.on('end', parentGone).on('error', parentGone).resume();
     try {
       const ended = host ? await host.start() : [await settle(nodes[0]!)];
-      const codes = ended.map((end, i) => reportEnd(end, nodes[i]!, print, redact));
+      // A host's nodes are the last of each index (a node that took a lost one's place).
+      const codes = ended.map((end, i) => reportEnd(end, (host?.nodes ?? nodes)[i]!, print, redact));
       // The worst end decides: a configuration error, then a failure, then a lost lease.
       for (const code of [EXIT.usage, EXIT.failed, EXIT.leaseLost]) if (codes.includes(code)) return code;
       return EXIT.ok;

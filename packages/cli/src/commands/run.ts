@@ -480,19 +480,25 @@ export class JobRun {
           };
           let nodes: readonly TaskGraphNode[];
           let host: NodeHost | undefined;
+          const wire = (node: TaskGraphNode): void => {
+            node.setTaskBuilder(this.app.taskBuilder(this.context()));
+            for (const [lt, topo] of Object.entries(this.app.linkages(this.context()))) node.addLinkage(lt, topo);
+          };
           if (count === 1) {
             const preferred = preferredOf(0);
             const node = createBootstrap({ ...common, nodeId, ...(preferred !== undefined ? { preferredTask: preferred } : {}) });
+            wire(node);
             nodes = [node];
             running = node;
           } else {
-            host = createNodeHost({ ...common, count, nodeIdPrefix: nodeId, preferredTask: preferredOf });
+            // A hosted node whose session is lost is replaced in the host, under the run's restart limits.
+            const rejoin = {
+              ...(this.o.maxRestarts !== undefined ? { max: this.o.maxRestarts } : {}),
+              ...(this.o.restartWindowMs !== undefined ? { windowMs: this.o.restartWindowMs } : {}),
+            };
+            host = createNodeHost({ ...common, count, nodeIdPrefix: nodeId, preferredTask: preferredOf, setup: wire, rejoin });
             nodes = host.nodes;
             running = host;
-          }
-          for (const node of nodes) {
-            node.setTaskBuilder(this.app.taskBuilder(this.context()));
-            for (const [lt, topo] of Object.entries(this.app.linkages(this.context()))) node.addLinkage(lt, topo);
           }
           if (stopRequested) return { kind: 'left' };
           const outcomes: NodeOutcome[] = [];
