@@ -147,7 +147,12 @@ describe('runCoordination', () => {
     expect(metaFlags).toBeLessThanOrEqual(64);
     expect(writes.per_task_epoch.meta_cleanup).toBeCloseTo(cleanups / 48, 2);
     expect(writes.writes_per_task_epoch).toBeCloseTo((16 + cleanups) / 48, 3);
-    expect(writes.node_stats_writes).toMatchObject({ addr: 3, incarnation: 3, node: 3, epoch: 17, metaCleanup: 3 });
+    // Each receiver clears generation 0 on entering epoch 16; a store copy of an epoch-15 meta that
+    // commits after that clean-up (copies are not awaited either) is cleared on a later epoch: 3 to 6.
+    const { metaCleanup, ...nodeWrites } = writes.node_stats_writes as Record<string, number>;
+    expect(nodeWrites).toMatchObject({ addr: 3, incarnation: 3, node: 3, epoch: 17 });
+    expect(metaCleanup).toBeGreaterThanOrEqual(3);
+    expect(metaCleanup).toBeLessThanOrEqual(6);
 
     const hop = results[3] as MetaHopResult;
     expect(hop).toMatchObject({ part: 'meta_hop', push: { hops: 4 }, store: { hops: 4 }, bare_grpc: { calls: 4 } });
