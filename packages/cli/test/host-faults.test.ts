@@ -120,10 +120,10 @@ describe('node hosts: several nodes per process on a real etcd', () => {
   );
 
   it(
-    'a hosted node whose lease etcd revokes is replaced in its host (the process lives on), exact sums',
+    'a hosted node holding a task whose lease etcd revokes is replaced in its host (the process lives on); its successor keeps the task, exact sums',
     async () => {
       const lines: string[] = [];
-      let struck: { proc: NodeProcess; nodeId: string; session: string } | undefined;
+      let struck: Promise<{ proc: NodeProcess; nodeId: string; session: string }> | undefined;
       // Long enough that the node hears of its lost lease (at its next keepalive, within TTL/3) while the job runs.
       const epochs = 80;
       const run = new JobRun({
@@ -137,16 +137,26 @@ describe('node hosts: several nodes per process on a real etcd', () => {
         print: (l) => void lines.push(l),
         onReport: (_node, record) => {
           if ((record as { epoch?: unknown }).epoch !== 2 || struck) return;
-          // Any hosted node: its lease goes as if it had expired, behind the node's back.
-          const proc = run.processes.find((p) => p.child.exitCode === null && p.sessions.size === p.count)!;
-          const [nodeId, session] = [...proc.sessions][0]!;
-          struck = { proc, nodeId, session };
-          store.probe.endSession(session).catch((err: unknown) => lines.push(`endSession failed: ${String(err)}`));
+          struck = (async () => {
+            // A node holding a task: its lease goes as if it had expired, behind the node's back, while a
+            // standby may take the task over before the node hears of it (it must not undo that).
+            const status = await probeCtl.status();
+            for (const proc of run.processes.filter((p) => p.child.exitCode === null && p.sessions.size === p.count)) {
+              const t = status?.tasks.find((x) => x.nodeId !== undefined && ownedBy(proc, x.nodeId));
+              if (t?.nodeId === undefined) continue;
+              const session = proc.sessions.get(t.nodeId)!;
+              await store.probe.endSession(session);
+              return { proc, nodeId: t.nodeId, session };
+            }
+            throw new Error(`no live host holds a task:\n${lines.join('\n')}`);
+          })();
+          struck.catch(() => undefined);
         },
       });
+      const probeCtl = createController({ coordinator: store.probe, job: run.job });
       const result = await run.run();
       expect(struck, lines.join('\n')).toBeDefined();
-      const { proc, nodeId, session } = struck!;
+      const { proc, nodeId, session } = await struck!;
       expect(result.verdict?.message, lines.join('\n')).toBe(`sums are exact: ${Array.from({ length: epochs + 1 }, (_, e) => e * 28).join(', ')}`);
       expect(result.ok).toBe(true);
       // The host lived, and a new node of the same id joined with a session of its own.

@@ -5,7 +5,7 @@
  * task's primary goes: a ready backup takes the primary slot with its state; one
  * that never got the state takes it only when no ready backup is there to.
  */
-import { InvalidArgumentError, TaskGraphError } from '@taskgraph/api';
+import { InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
 import type { Lock, Logger, Session, Task, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
 import type { AddressBook } from './address-book.js';
 import { BackupTask } from './backup-task.js';
@@ -165,7 +165,7 @@ export class TaskHolder implements ReplicationView {
     this.host.nowRunning();
     const mine: AddrValue = { nodeId: this.host.config.nodeId, address: server.address, token: running.token, incarnation };
     await claimer.publishAddress(id, mine, () => this.host.assertOwner('publishing the task address'));
-    this.guardAddress(mine, running);
+    this.guardAddress(mine, running, lock);
     // becamePrimary and the current epoch first, then the metas already waiting for it.
     running.begin({ role: 'primary', incarnation, token: running.token, promoted: how.promoted, seq: how.seq });
     await this.host.follow(keys.metaFor(this.host.config.job, id), running.inbox);
@@ -174,9 +174,13 @@ export class TaskHolder implements ReplicationView {
   /**
    * Whoever can write the store can put another address under this task's key (a
    * server that then fails the job's authentication, so callers refuse it and retry).
-   * The owner holds the lock, so any record but its own is wrong: it puts its own back.
+   * The owner holds the lock, so any record but its own is wrong: it puts its own back,
+   * once the store confirms the lock is still this node's. A node whose lease the store
+   * ended (revoked, expired) before the node heard of it would otherwise replace its
+   * successor's record with one that its dead lease cannot even keep: the record would
+   * be gone, and the task unreachable while its new owner runs it.
    */
-  private guardAddress(mine: AddrValue, running: RunningTask): void {
+  private guardAddress(mine: AddrValue, running: RunningTask, lock: Lock): void {
     const { id } = this;
     let restored = 0;
     const stop = this.host.addresses.subscribe((c) => {
@@ -190,10 +194,22 @@ export class TaskHolder implements ReplicationView {
       // Once loud, then quiet: whoever keeps rewriting the record must not flood the log too.
       const level = restored++ === 0 ? 'warn' : 'debug';
       this.log[level]('the task address record names another server; publishing this node’s again', { address: a.address, nodeId: a.nodeId, times: restored });
-      this.joined.claimer.publishAddress(id, mine, () => this.host.assertOwner('republishing the task address')).catch((err: unknown) => {
+      this.republish(mine, lock).catch((err: unknown) => {
         this.log.warn('could not republish the task address', { error: err instanceof Error ? err.message : String(err) });
       });
     });
+  }
+
+  private async republish(mine: AddrValue, lock: Lock): Promise<void> {
+    const { claimer } = this.joined;
+    const holder = await claimer.retry(`read the holder of ${lock.name}`, () => this.host.config.coordinator.holder(lock.name));
+    if (holder?.token !== lock.token) {
+      const reason = new LeaseLostError(`task ${this.id}: the store no longer has this node's lock (${holder ? `${holder.owner} holds it` : 'nobody holds it'})`);
+      this.log.warn('the task lock is no longer this node’s: leaving the task to its holder', { holder: holder?.owner });
+      this.host.onLeaseLost(reason);
+      return;
+    }
+    await claimer.publishAddress(this.id, mine, () => this.host.assertOwner('republishing the task address'));
   }
 
   private async runBackup(slot: number, lock: Lock): Promise<void> {
