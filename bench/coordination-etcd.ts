@@ -143,7 +143,12 @@ function httpGet(clientUrl: string, path: string): Promise<string> {
 
 /** Reads etcd's counters from /metrics. */
 export async function readCounters(clientUrl: string): Promise<EtcdCounters> {
-  return parseCounters(await httpGet(clientUrl, '/metrics'));
+  return parseCounters(await readMetricsText(clientUrl));
+}
+
+/** The Prometheus text etcd serves on /metrics. */
+export function readMetricsText(clientUrl: string): Promise<string> {
+  return httpGet(clientUrl, '/metrics');
 }
 
 /** etcd's server version, from /version. */

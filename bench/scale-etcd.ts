@@ -26,7 +26,8 @@ import type { Coordinator, Logger } from '@taskgraph/api';
 import { createEtcdCoordinator } from '@taskgraph/coord-etcd';
 import { createController, jobKeys, silentLogger } from '@taskgraph/core';
 import { IDLE_LINK } from './coordination-idle-app.js';
-import { processCpuMs, runId, spread } from './coordination-etcd.js';
+import { counterDelta, parseCounters, processCpuMs, readMetricsText, runId, spread } from './coordination-etcd.js';
+import type { EtcdCounters } from './coordination-etcd.js';
 import type { EnteredRecord } from './scale-app.js';
 import { round } from './src/load.js';
 import { NodeProcesses } from './src/node-processes.js';
@@ -63,7 +64,7 @@ export interface EtcdScaleResult {
   readonly claim_s: number;
   /** The first node record -> every task claimed (process start-up left out). */
   readonly claim_after_first_join_s: number;
-  /** etcd calls handled (grpc_server_handled_total) from the first process spawned until every task was claimed, per node. */
+  /** etcd's unary calls handled (grpc_server_handled_total) from the first process spawned until every task was claimed, per node. */
   readonly etcd_calls_per_node_claim: number;
   /**
    * etcd under the claims: keepalive streams it ended because a renewal waited over
@@ -183,43 +184,32 @@ function isEntered(r: unknown): r is EnteredRecord {
   return typeof v?.t === 'number' && typeof v.e === 'number' && typeof v.ns === 'string';
 }
 
-/** What the benchmark reads from etcd's metrics: calls handled by method, and signs of an overloaded server. */
-export interface EtcdMetrics {
-  /** `grpc_server_handled_total` by method, summed over codes. */
-  readonly calls: Map<string, number>;
+/** Signs of an overloaded etcd, from its metrics (counters since it started). */
+export interface EtcdStrain {
   /** Keepalive streams etcd ended with Unavailable: a renewal waited over a second for the applied index (etcd >= 3.4.20). */
   readonly keepAlivesRefused: number;
   /** `etcd_server_slow_apply_total`: applies that took over 100 ms. */
   readonly slowApplies: number;
   readonly walFsyncSeconds: number;
-  readonly walFsyncs: number;
 }
 
-export async function etcdMetrics(clientUrl: string): Promise<EtcdMetrics> {
-  const res = await fetch(`${clientUrl}/metrics`);
-  const calls = new Map<string, number>();
+export function parseStrain(text: string): EtcdStrain {
   let keepAlivesRefused = 0;
   let slowApplies = 0;
   let walFsyncSeconds = 0;
-  let walFsyncs = 0;
-  for (const line of (await res.text()).split('\n')) {
+  for (const line of text.split('\n')) {
     const value = Number(line.slice(line.lastIndexOf(' ') + 1));
-    if (line.startsWith('grpc_server_handled_total{')) {
-      const method = /grpc_method="([^"]+)"/.exec(line)?.[1];
-      if (method !== undefined) calls.set(method, (calls.get(method) ?? 0) + value);
-      if (method === 'LeaseKeepAlive' && line.includes('grpc_code="Unavailable"')) keepAlivesRefused += value;
-    } else if (line.startsWith('etcd_server_slow_apply_total ')) slowApplies = value;
+    if (line.startsWith('grpc_server_handled_total{') && line.includes('grpc_method="LeaseKeepAlive"') && line.includes('grpc_code="Unavailable"')) keepAlivesRefused += value;
+    else if (line.startsWith('etcd_server_slow_apply_total ')) slowApplies = value;
     else if (line.startsWith('etcd_disk_wal_fsync_duration_seconds_sum ')) walFsyncSeconds = value;
-    else if (line.startsWith('etcd_disk_wal_fsync_duration_seconds_count ')) walFsyncs = value;
   }
-  return { calls, keepAlivesRefused, slowApplies, walFsyncSeconds, walFsyncs };
+  return { keepAlivesRefused, slowApplies, walFsyncSeconds };
 }
 
-/** What `after` has more than `before`, per method, biggest first; methods that did not move are left out. */
-function callDelta(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
-  const out: [string, number][] = [];
-  for (const [m, n] of after) if (n - (before.get(m) ?? 0) > 0) out.push([m, n - (before.get(m) ?? 0)]);
-  return Object.fromEntries(out.sort((a, b) => b[1] - a[1]));
+/** etcd's counters (unary calls by method, fsyncs) and strain, from one read of /metrics. */
+async function readEtcd(clientUrl: string): Promise<{ counters: EtcdCounters; strain: EtcdStrain }> {
+  const text = await readMetricsText(clientUrl);
+  return { counters: parseCounters(text), strain: parseStrain(text) };
 }
 
 function rssMb(pid: number | undefined): number {
@@ -276,7 +266,7 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
       })();
     });
     const etcdUrl = `http://${o.clientAddress}`;
-    const metricsBefore = await etcdMetrics(etcdUrl);
+    const metricsBefore = await readEtcd(etcdUrl);
     // The 1-node process first (a standby when the job fills up), for the base memory.
     const t0 = performance.now();
     const base = nodes.spawn(1);
@@ -288,15 +278,16 @@ export async function runEtcdScale(o: EtcdScaleOptions): Promise<EtcdScaleResult
     // Read back while every process lives (the failover kills one).
     const firstPid = hosts[0]?.child.pid;
     const nodeNice = firstPid === undefined ? null : getPriority(firstPid);
-    const metricsClaimed = await etcdMetrics(etcdUrl);
-    const claimCalls = callDelta(metricsBefore.calls, metricsClaimed.calls);
+    const metricsClaimed = await readEtcd(etcdUrl);
+    const claimCounters = counterDelta(metricsBefore.counters, metricsClaimed.counters);
+    const claimCalls = claimCounters.requests;
     const nodeCount = processes * perProcess + 1;
     const claimCallTotal = Object.values(claimCalls).reduce((a, b) => a + b, 0);
-    const fsyncs = metricsClaimed.walFsyncs - metricsBefore.walFsyncs;
+    const { fsyncs } = claimCounters;
     const claimHealth = {
-      keepalives_refused: metricsClaimed.keepAlivesRefused - metricsBefore.keepAlivesRefused,
-      slow_applies: metricsClaimed.slowApplies - metricsBefore.slowApplies,
-      wal_fsync_ms_mean: fsyncs > 0 ? round((1000 * (metricsClaimed.walFsyncSeconds - metricsBefore.walFsyncSeconds)) / fsyncs, 2) : null,
+      keepalives_refused: metricsClaimed.strain.keepAlivesRefused - metricsBefore.strain.keepAlivesRefused,
+      slow_applies: metricsClaimed.strain.slowApplies - metricsBefore.strain.slowApplies,
+      wal_fsync_ms_mean: fsyncs > 0 ? round((1000 * (metricsClaimed.strain.walFsyncSeconds - metricsBefore.strain.walFsyncSeconds)) / fsyncs, 2) : null,
     };
     o.progress(`scale on etcd, ${o.tasks} tasks: ${claimCallTotal} etcd calls until all claimed (${round(claimCallTotal / nodeCount, 1)} per node): ${JSON.stringify(claimCalls)}; etcd: ${JSON.stringify(claimHealth)}`);
     const joined = await firstJoin;

@@ -11,10 +11,23 @@ import type { EtcdScaleLine, ScaleLine } from '../src/scale-bench.js';
 import type { EmbeddedRunResult } from '../src/scale-embedded.js';
 import { USAGE, UsageError, parseCommandLine } from '../src/scale-cli.js';
 import { growthExponent } from '../src/scale-fit.js';
+import { parseStrain } from '../scale-etcd.js';
 import { runCommand } from './run-command.js';
 
 
 describe('helpers', () => {
+  it('reads etcd\'s strain from its metrics: keepalive streams ended Unavailable, slow applies, WAL fsync seconds', () => {
+    const text = [
+      'grpc_server_handled_total{grpc_code="OK",grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"} 7',
+      'grpc_server_handled_total{grpc_code="Unavailable",grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"} 3',
+      'grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 5',
+      'etcd_server_slow_apply_total 12',
+      'etcd_disk_wal_fsync_duration_seconds_sum 0.25',
+      'etcd_disk_wal_fsync_duration_seconds_count 100',
+    ].join('\n');
+    expect(parseStrain(text)).toEqual({ keepAlivesRefused: 3, slowApplies: 12, walFsyncSeconds: 0.25 });
+  });
+
   it('fits the growth exponent as the least-squares slope on log-log', () => {
     expect(growthExponent([63, 255, 1023].map((size) => ({ size, cost: 0.002 * size })))).toBe(1);
     expect(growthExponent([63, 255, 1023].map((size) => ({ size, cost: 1e-6 * size * size })))).toBe(2);

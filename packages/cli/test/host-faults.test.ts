@@ -10,7 +10,7 @@ import type { Controller, JobStatus } from '@taskgraph/core';
 import { describe, expect, it } from 'vitest';
 import { realEtcd } from './fixtures/real-etcd.js';
 import { JobRun } from '../src/index.js';
-import type { NodeProcess } from '../src/index.js';
+import type { NodeProcess, RunOptions } from '../src/index.js';
 
 const TASKS = 8;
 const EXACT = `sums are exact: ${Array.from({ length: 11 }, (_, e) => e * 28).join(', ')}`;
@@ -47,6 +47,20 @@ async function failoverSeen(ctl: Controller, signal: AbortSignal, strike: (first
 describe('node hosts: several nodes per process on a real etcd', () => {
   const store = realEtcd('hosts');
 
+  /** The regression job in 3 hosts of 4 nodes (8 tasks, 4 standbys), no process restarted: the other hosts' nodes must take over. */
+  const hostedRun = (lines: string[], onReport: RunOptions['onReport'], args?: Record<string, string>): JobRun =>
+    new JobRun({
+      app: 'regression',
+      ...(args ? { args } : {}),
+      tasks: TASKS,
+      standbys: 4,
+      nodesPerProcess: 4,
+      restart: false,
+      config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
+      print: (l) => void lines.push(l),
+      ...(onReport ? { onReport } : {}),
+    });
+
   it(
     '3 processes x 4 nodes, 8 tasks: the host holding the most tasks is SIGKILLed, all its tasks fail over at once (TTL 10 s), exact sums',
     async () => {
@@ -54,16 +68,7 @@ describe('node hosts: several nodes per process on a real etcd', () => {
       let failover: Promise<{ kill: Kill; at: number; last: JobStatus }> | undefined;
       const stopWatch = new AbortController();
       const probeCtl: { ctl?: Controller } = {};
-      const run = new JobRun({
-        app: 'regression',
-        tasks: TASKS,
-        standbys: 4,
-        nodesPerProcess: 4,
-        // The other hosts' standbys, not a restarted process, must take the tasks over.
-        restart: false,
-        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
-        print: (l) => void lines.push(l),
-        onReport: (_node, record) => {
+      const run = hostedRun(lines, (_node, record) => {
           if ((record as { epoch?: unknown }).epoch !== 2 || failover) return;
           failover = failoverSeen(probeCtl.ctl!, stopWatch.signal, (s) => {
             const live = run.processes.filter((p) => p.child.exitCode === null && p.sessions.size === p.count);
@@ -77,7 +82,6 @@ describe('node hosts: several nodes per process on a real etcd', () => {
           });
           // Awaited below; until then a failure must not count as unhandled.
           failover.catch(() => undefined);
-        },
       });
       probeCtl.ctl = createController({ coordinator: store.probe, job: run.job });
       let result;
@@ -126,16 +130,9 @@ describe('node hosts: several nodes per process on a real etcd', () => {
       let struck: Promise<{ proc: NodeProcess; nodeId: string; session: string }> | undefined;
       // Long enough that the node hears of its lost lease (at its next keepalive, within TTL/3) while the job runs.
       const epochs = 80;
-      const run = new JobRun({
-        app: 'regression',
-        args: { epochs: String(epochs) },
-        tasks: TASKS,
-        standbys: 4,
-        nodesPerProcess: 4,
-        restart: false,
-        config: { coordinator: store.url, transport: 'grpc://127.0.0.1:0', sessionTtlMs: TTL_MS },
-        print: (l) => void lines.push(l),
-        onReport: (_node, record) => {
+      const run = hostedRun(
+        lines,
+        (_node, record) => {
           if ((record as { epoch?: unknown }).epoch !== 2 || struck) return;
           struck = (async () => {
             // A node holding a task: its lease goes as if it had expired, behind the node's back, while a
@@ -152,7 +149,8 @@ describe('node hosts: several nodes per process on a real etcd', () => {
           })();
           struck.catch(() => undefined);
         },
-      });
+        { epochs: String(epochs) },
+      );
       const probeCtl = createController({ coordinator: store.probe, job: run.job });
       const result = await run.run();
       expect(struck, lines.join('\n')).toBeDefined();
