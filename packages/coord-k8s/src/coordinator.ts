@@ -17,7 +17,8 @@ import { isTransient, KubeApi } from './kube.js';
 import { watchKeys } from './key-watch.js';
 import { acquireLock, handOverLease, K8sLock, lockHolder, type LockHost } from './locks.js';
 import { kindSelector, keyObjectName, keySelector, LABEL, sessionObjectName } from './names.js';
-import { LeaseObserver, type ObservedSession } from './observer.js';
+import { Gate } from './gate.js';
+import { JANITORS_ACTING, LeaseObserver, type ObservedSession } from './observer.js';
 import { K8sSession, type SessionHost } from './session.js';
 
 /** What the Kubernetes backend offers; see README.md for why each value is what it is. */
@@ -76,6 +77,8 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
    * would hold it up for a request timeout per request).
    */
   private readonly janitorWork = new Set<Promise<void>>();
+  /** Maintenance requests (janitor, expiry checks): two at a time, see Gate. */
+  private readonly maintenance = new Gate(2);
   private readonly observer: LeaseObserver;
   private readonly lockHost: LockHost;
   private readonly sessionHost: SessionHost;
@@ -100,9 +103,11 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
       closed: this.stopped.signal,
       timeoutSeconds: () => this.watchTimeout(),
       idleTimeoutMs: settings.watchIdleTimeoutMs,
+      gate: this.maintenance,
       hooks: {
         onSessionGone: (id) => this.onSessionGone(id),
         onSessionExpired: (s) => this.onSessionExpired(s),
+        ownSessions: () => this.mine.keys(),
       },
     });
     this.lockHost = {
@@ -117,6 +122,7 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
     this.sessionHost = {
       api: this.api,
       prefix: this.prefix,
+      janitor: settings.janitor,
       cleanup: (session) => this.cleanupSession(session.id, { uid: session.leaseUid }),
       forget: (session) => {
         if (this.mine.get(session.id) === session) this.mine.delete(session.id);
@@ -317,11 +323,14 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
   private onSessionGone(id: string): void {
     const own = this.mine.get(id);
     own?.leaseGone();
-    // An owner's own close cleans up; others look after a random delay, so that not all
-    // of them list at once (the first usually finds the rest already gone).
+    // An owner's own close cleans up (and deletes the Lease last). Otherwise the first
+    // janitors in this session's duty order look, after a random delay; the others leave
+    // it to them and to the sweep. Every client listing for every session that ends made
+    // the work grow with clients x sessions, and under load that storm cost sessions.
     if (!this.settings.janitor || own !== undefined) return;
+    if (this.observer.dutyRank(id) >= JANITORS_ACTING) return;
     const timer = this.clock.setTimeout(() => {
-      if (!this.stopped.signal.aborted) this.janitorTask(this.cleanupSession(id));
+      if (!this.stopped.signal.aborted) this.janitorTask(() => this.cleanupSession(id));
     }, Math.random() * 1000);
     timer.unref?.();
   }
@@ -329,18 +338,16 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
   private onSessionExpired(s: ObservedSession): void {
     if (!this.settings.janitor) return;
     this.logger.info('a session expired (its Lease did not change for longer than its duration); removing it', { session: s.id });
-    this.janitorTask(
-      (async () => {
-        try {
-          // The Lease goes first, only if still unrenewed: a renewal that lands first wins.
-          await this.api.deleteLease(s.leaseName, { uid: s.uid, resourceVersion: s.rv });
-        } catch (err) {
-          if (TaskGraphError.is(err, 'CONFLICT')) return;
-          if (!TaskGraphError.is(err, 'NOT_FOUND')) throw err;
-        }
-        await this.cleanupSession(s.id);
-      })(),
-    );
+    this.janitorTask(async () => {
+      try {
+        // The Lease goes first, only if still unrenewed: a renewal that lands first wins.
+        await this.api.deleteLease(s.leaseName, { uid: s.uid, resourceVersion: s.rv });
+      } catch (err) {
+        if (TaskGraphError.is(err, 'CONFLICT')) return;
+        if (!TaskGraphError.is(err, 'NOT_FOUND')) throw err;
+      }
+      await this.cleanupSession(s.id);
+    });
   }
 
   /**
@@ -391,7 +398,7 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
   private scheduleSweep(delayMs: number): void {
     if (this.stopped.signal.aborted) return;
     this.sweepTimer = this.clock.setTimeout(() => {
-      this.janitorTask(this.sweep().finally(() => this.scheduleSweep(this.settings.janitorSweepIntervalMs)));
+      this.janitorTask(() => this.sweep().finally(() => this.scheduleSweep(this.settings.janitorSweepIntervalMs)));
     }, delayMs);
     this.sweepTimer.unref?.();
   }
@@ -412,6 +419,8 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
     }
     for (const id of ids) {
       if (this.stopped.signal.aborted) return;
+      // Like a session's end, its leftovers are the first janitors' in its duty order.
+      if (this.observer.dutyRank(id) >= JANITORS_ACTING) continue;
       if (await this.isSessionGone(id)) {
         this.logger.info('removing what a vanished session left behind', { session: id });
         await this.cleanupSession(id);
@@ -419,8 +428,9 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
     }
   }
 
-  private janitorTask(p: Promise<unknown>): void {
-    const t = p.then(
+  /** Runs janitor work through the maintenance gate; close cuts it short. */
+  private janitorTask(work: () => Promise<unknown>): void {
+    const t = this.maintenance.run(() => (this.stopped.signal.aborted ? Promise.resolve() : work())).then(
       () => undefined,
       (err: unknown) => {
         if (!TaskGraphError.is(err, 'CLOSED') && !isTransient(err)) this.logger.warn('janitor work failed', { error: String(err) });

@@ -48,6 +48,13 @@ type Verb = (typeof RBAC_RULES)[number]['verbs'][number];
 /** Whether the call changes state: if its answer is lost, the outcome is unknown. */
 const WRITES: ReadonlySet<Verb> = new Set(['create', 'update', 'delete']);
 
+/**
+ * Connections one client opens to the API server at most (watches have their own).
+ * Past it, requests wait for a free connection instead of each opening a new one (and a
+ * TLS handshake) just when the server is slow to answer.
+ */
+const MAX_SOCKETS = 32;
+
 interface StatusBody {
   readonly reason?: string;
   readonly message?: string;
@@ -228,7 +235,7 @@ export class KubeApi {
     if (current !== undefined && current.agent.constructor === ctor && sameTls(current.options, options)) return current.agent;
     current?.agent.destroy();
     // Idle connections close after a second: nothing lingers once the traffic stops.
-    const agent = new (ctor as typeof HttpAgent)({ ...options, keepAlive: true, timeout: 1000 });
+    const agent = new (ctor as typeof HttpAgent)({ ...options, keepAlive: true, timeout: 1000, maxSockets: MAX_SOCKETS });
     this.shared = { agent, options };
     return agent;
   }

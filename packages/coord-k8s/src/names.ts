@@ -18,6 +18,8 @@ export const LABEL = {
   session: 'taskgraph.io/session',
   /** On a lock Lease: the id of the holding session. */
   holder: 'taskgraph.io/holder',
+  /** On a session Lease: `true` when its client is a janitor (removes what dead sessions left). */
+  janitor: 'taskgraph.io/janitor',
 } as const;
 
 /** The label naming the hash of a key's first `depth` path segments (`taskgraph.io/p1` ...). */

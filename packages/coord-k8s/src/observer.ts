@@ -18,6 +18,7 @@ import { TaskGraphError } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
 import { Backoff, pause } from '@taskgraph/backend-kit';
 import type { KubeApi } from './kube.js';
+import type { Gate } from './gate.js';
 import { LABEL } from './names.js';
 import { WatchStream } from './watch-stream.js';
 
@@ -29,6 +30,8 @@ export interface ObservedSession {
   readonly durationMs: number;
   /** When this process first saw `rv` (its clock). */
   readonly seenAt: number;
+  /** Whether the session's client is a janitor (its Lease's label). */
+  readonly janitor: boolean;
 }
 
 export type LeaseChange =
@@ -40,7 +43,16 @@ export interface ObserverHooks {
   onSessionGone(id: string, leaseName: string): void;
   /** A session's Lease stayed unchanged past its duration, confirmed by a read. */
   onSessionExpired(session: ObservedSession): void;
+  /** The ids of this client's own sessions (for its place in the janitors' duty order). */
+  ownSessions(): Iterable<string>;
 }
+
+/**
+ * How many janitors act at once on a session that ended or seems expired: the first in
+ * its duty order, and the next in case the first is dead too. The others look only a
+ * session duration later (expiry) or leave it to their sweep (clean-up).
+ */
+export const JANITORS_ACTING = 2;
 
 export interface LeaseObserverOptions {
   readonly api: KubeApi;
@@ -51,6 +63,8 @@ export interface LeaseObserverOptions {
   readonly timeoutSeconds: () => number;
   readonly idleTimeoutMs: number;
   readonly hooks: ObserverHooks;
+  /** The client's gate for maintenance requests (expiry checks share it with the janitor). */
+  readonly gate: Gate;
 }
 
 /** The slack an observer adds to a session's duration before calling it expired. */
@@ -61,6 +75,10 @@ export function observationSlack(durationMs: number): number {
 interface Entry {
   session: ObservedSession;
   timer: TimerHandle | undefined;
+  /** Whether this client, not first in the duty order, already put its look off once. */
+  deferred: boolean;
+  /** Failed reads in a row while confirming (the next look backs off). */
+  failures: number;
 }
 
 export class LeaseObserver {
@@ -84,6 +102,19 @@ export class LeaseObserver {
   /** Whether a Lease of session `id` was seen and not seen deleted. */
   isKnown(id: string): boolean {
     return this.sessions.has(id);
+  }
+
+  /**
+   * This client's place in the order in which janitors act on session `target` (0 acts
+   * first). Each live janitor session but `target` ranks by a hash of (target, its id):
+   * every client computes the same order from the same view, a different one for each
+   * target, so the duty spreads over the clients. A client without a janitor session of
+   * its own ranks last.
+   */
+  dutyRank(target: string): number {
+    const janitors: string[] = [];
+    for (const [id, e] of this.sessions) if (e.session.janitor) janitors.push(id);
+    return dutyRank(target, this.o.hooks.ownSessions(), janitors);
   }
 
   subscribe(listener: (change: LeaseChange) => void): () => void {
@@ -180,8 +211,9 @@ export class LeaseObserver {
       rv,
       durationMs: (lease.spec?.leaseDurationSeconds ?? 1) * 1000,
       seenAt,
+      janitor: lease.metadata?.labels?.[LABEL.janitor] === 'true',
     };
-    const entry: Entry = { session, timer: undefined };
+    const entry: Entry = { session, timer: undefined, deferred: false, failures: 0 };
     this.sessions.set(id, entry);
     this.schedule(entry);
   }
@@ -205,17 +237,31 @@ export class LeaseObserver {
   }
 
   private async confirmExpiry(s: ObservedSession): Promise<void> {
-    if (this.stopped || this.sessions.get(s.id)?.session !== s) return;
-    let lease: V1Lease | undefined;
+    const current = this.sessions.get(s.id);
+    if (this.stopped || current?.session !== s) return;
+    if (!current.deferred && this.dutyRank(s.id) >= JANITORS_ACTING) {
+      // Not this client's turn: the first janitors in the duty order look now, and their
+      // removal reaches this watch. Look once more a session duration later, in case they
+      // are gone too.
+      current.deferred = true;
+      this.lookAgain(current, s.durationMs + Math.random() * s.durationMs);
+      return;
+    }
+    let lease: V1Lease | undefined | null;
     try {
-      lease = await this.o.api.getLease(s.leaseName);
+      lease = await this.o.gate.run(async () => {
+        // Renewed, or gone, while this check waited for its turn: nothing to read.
+        if (this.stopped || this.sessions.get(s.id)?.session !== s) return null;
+        return await this.o.api.getLease(s.leaseName);
+      });
+      if (lease === null) return;
     } catch (err) {
       if (this.stopped || TaskGraphError.is(err, 'CLOSED')) return;
-      // Cannot confirm now: look again shortly, with the same first-seen time.
+      // Cannot confirm now: look again, backing off, with the same first-seen time.
       const entry = this.sessions.get(s.id);
       if (entry?.session === s) {
-        entry.timer = this.o.clock.setTimeout(() => void this.confirmExpiry(s), 500);
-        entry.timer.unref?.();
+        entry.failures++;
+        this.lookAgain(entry, Math.min(s.durationMs, 250 * 2 ** entry.failures) * (0.5 + Math.random() / 2));
       }
       return;
     }
@@ -234,10 +280,51 @@ export class LeaseObserver {
     // If the janitor's removal does not go through (the owner renewed just in time), look again.
     const entry = this.sessions.get(s.id);
     if (entry?.session === s) {
-      entry.timer = this.o.clock.setTimeout(() => void this.confirmExpiry(s), Math.min(s.durationMs, 5000));
-      entry.timer.unref?.();
+      entry.failures = 0;
+      this.lookAgain(entry, Math.min(s.durationMs, 5000));
     }
   }
+
+  private lookAgain(entry: Entry, delayMs: number): void {
+    const s = entry.session;
+    entry.timer = this.o.clock.setTimeout(() => void this.confirmExpiry(s), delayMs);
+    entry.timer.unref?.();
+  }
+}
+
+/**
+ * The place of the best of `own` among `janitors` (both session ids; `target` itself
+ * never counts) in the duty order of `target`: how many janitors come before it. With
+ * none of `own` among the janitors, the number of janitors (last).
+ */
+export function dutyRank(target: string, own: Iterable<string>, janitors: Iterable<string>): number {
+  const all = new Set(janitors);
+  all.delete(target);
+  let best: { h: number; id: string } | undefined;
+  for (const id of own) {
+    if (!all.has(id)) continue;
+    const h = dutyHash(target, id);
+    if (best === undefined || before(h, id, best.h, best.id)) best = { h, id };
+  }
+  if (best === undefined) return all.size;
+  let rank = 0;
+  for (const id of all) if (before(dutyHash(target, id), id, best.h, best.id)) rank++;
+  return rank;
+}
+
+/** FNV-1a of `target/id`: the janitors' duty order for `target` (not a security boundary). */
+function dutyHash(target: string, id: string): number {
+  let h = 0x811c9dc5;
+  const s = `${target}/${id}`;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+function before(h: number, id: string, bh: number, bid: string): boolean {
+  return h < bh || (h === bh && id < bid);
 }
 
 function sessionIdOf(lease: V1Lease): string | undefined {

@@ -27,6 +27,8 @@ const MAX_RENEWALS_ON_TOP = 3;
 export interface SessionHost {
   readonly api: KubeApi;
   readonly prefix: string;
+  /** Whether this client is a janitor: its sessions say so in a label, so others can rank it for janitor duty. */
+  readonly janitor: boolean;
   /** Removes what the session owns (keys, locks, the Lease itself). */
   cleanup(session: K8sSession): Promise<void>;
   /** The session's clean-up is over (whether or not it succeeded). */
@@ -56,7 +58,7 @@ export class K8sSession extends LeaseSession {
     const lease = await host.api.createLease({
       apiVersion: 'coordination.k8s.io/v1',
       kind: 'Lease',
-      metadata: { name: sessionObjectName(host.prefix, id), labels: { [LABEL.store]: host.prefix, [LABEL.kind]: 'session' } },
+      metadata: { name: sessionObjectName(host.prefix, id), labels: sessionLabels(host) },
       spec: { holderIdentity: id, leaseDurationSeconds: seconds, acquireTime: now, renewTime: now, leaseTransitions: 0 },
     });
     return new K8sSession(context, host, id, seconds * 1000, lease, sentAt);
@@ -99,4 +101,10 @@ export class K8sSession extends LeaseSession {
   protected override onLost(): Promise<void> {
     return this.close();
   }
+}
+
+function sessionLabels(host: SessionHost): Record<string, string> {
+  const labels: Record<string, string> = { [LABEL.store]: host.prefix, [LABEL.kind]: 'session' };
+  if (host.janitor) labels[LABEL.janitor] = 'true';
+  return labels;
 }

@@ -1,6 +1,7 @@
 // Sessions as Leases: expiry judged by local observation (never by the Lease's own
 // timestamps), janitors removing expired sessions' keys and locks, and the owner's view.
 import { keyObjectName, LABEL, type K8sSession } from '../src/index.js';
+import { dutyRank, JANITORS_ACTING } from '../src/observer.js';
 import { countHandles, eventually, leakedHandles } from '@taskgraph/testkit';
 import { TaskGraphError } from '@taskgraph/api';
 import { describe, expect, it } from 'vitest';
@@ -23,7 +24,7 @@ describe('the session Lease', () => {
     const first = (await call(h, 'GET', `${LEASES}/${s.leaseName}`)) as { metadata: { resourceVersion: string; labels: Record<string, string> }; spec: Record<string, unknown> };
     expect(first.spec).toMatchObject({ holderIdentity: s.id, leaseDurationSeconds: 2, leaseTransitions: 0 });
     expect(String(first.spec['renewTime'])).toMatch(/\.\d{6}Z$/);
-    expect(first.metadata.labels).toEqual({ [LABEL.store]: c.prefix, [LABEL.kind]: 'session' });
+    expect(first.metadata.labels).toEqual({ [LABEL.janitor]: 'true', [LABEL.store]: c.prefix, [LABEL.kind]: 'session' });
     await eventually('a renewal', async () => {
       const now = (await call(h, 'GET', `${LEASES}/${s.leaseName}`)) as { metadata: { resourceVersion: string } };
       return now.metadata.resourceVersion !== first.metadata.resourceVersion;
@@ -202,5 +203,50 @@ describe('handles', () => {
     await c.close();
     await watching;
     await eventually('the handles are released', () => Object.keys(leakedHandles(baseline)).length === 0, { timeoutMs: 10_000 });
+  });
+});
+
+describe('janitor duty', () => {
+  it('ranks the janitors in a different order for each vanished session; exactly the first two act', () => {
+    const janitors = Array.from({ length: 12 }, (_, i) => `${i}`.padStart(20, '0'));
+    const firsts = new Set<string>();
+    for (let t = 0; t < 50; t++) {
+      const target = `${t}`.padStart(20, 'f');
+      const ranks = janitors.map((j) => dutyRank(target, [j], janitors));
+      expect([...ranks].sort((a, b) => a - b)).toEqual(janitors.map((_, i) => i));
+      expect(ranks.filter((r) => r < JANITORS_ACTING)).toHaveLength(JANITORS_ACTING);
+      firsts.add(janitors[ranks.indexOf(0)] ?? '');
+      // A client counts by its best session; one without a janitor session ranks last.
+      expect(dutyRank(target, janitors.slice(0, 2), janitors)).toBe(Math.min(...ranks.slice(0, 2)));
+      expect(dutyRank(target, ['x'.repeat(20)], janitors)).toBe(janitors.length);
+      expect(dutyRank(janitors[0] ?? '', [janitors[0] ?? ''], janitors)).toBe(janitors.length - 1);
+    }
+    expect(firsts.size).toBeGreaterThan(6);
+  });
+
+  it("a session's Lease deleted behind its partitioned owner: its key is removed, and only the first two janitors of eight list for it", async () => {
+    const p = prefix();
+    const quiet = { janitorSweepIntervalMs: 600_000 };
+    const before = (verb: string) => h.emulator.verbsUsed().get(verb) ?? 0;
+    const lists0 = before('configmaps:list');
+    const janitors = await Promise.all(Array.from({ length: 8 }, () => client(p, quiet)));
+    for (const j of janitors) await j.openSession({ ttlMs: 10_000 });
+    const owner = await client(p, quiet);
+    const s = (await owner.openSession({ ttlMs: 10_000 })) as K8sSession;
+    await owner.create('eph', bytes('x'), { session: s });
+    // Each client's first sweep lists once, 5 s after it started; let them all pass first.
+    await eventually('every first sweep has run', async () => before('configmaps:list') - lists0 >= 9, patience);
+    h.proxyOf(owner).cut();
+    const lists = before('configmaps:list');
+    await call(h, 'DELETE', `${LEASES}/${s.leaseName}`);
+    const reader = janitors[0];
+    if (reader === undefined) throw new Error('no janitor');
+    await eventually('the key is removed', async () => (await reader.get('eph')) === undefined, patience);
+    // An upper bound, so waiting can only expose more listing: a second janitor looks after a random delay of up to 1 s.
+    await new Promise((r) => setTimeout(r, 1500));
+    const listed = before('configmaps:list') - lists;
+    expect(listed).toBeGreaterThanOrEqual(1);
+    expect(listed).toBeLessThanOrEqual(JANITORS_ACTING);
+    h.proxyOf(owner).heal();
   });
 });
