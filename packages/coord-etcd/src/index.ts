@@ -7,7 +7,7 @@ import { EtcdCoordinator } from './coordinator.js';
 import { parseEtcdUrl, type EtcdCoordinatorOptions } from './options.js';
 
 export { EtcdCoordinator, MAX_KEY_BYTES, MAX_SESSION_TTL_MS } from './coordinator.js';
-export { parseEtcdUrl, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MIN_SESSION_TTL_MS, DEFAULT_REQUEST_TIMEOUT_MS } from './options.js';
+export { parseEtcdUrl, DEFAULT_NAMESPACE, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MIN_SESSION_TTL_MS, DEFAULT_REQUEST_TIMEOUT_MS } from './options.js';
 export type { EtcdCoordinatorOptions } from './options.js';
 export type { EtcdSession } from './session.js';
 

@@ -1,7 +1,9 @@
 /**
  * The etcd coordinator's options, and the `etcd://` URL that spells them:
  *
- *   etcd://host:2379,host2:2379?namespace=tg[&tls=true][&username=u&password=p]
+ *   etcd://host:2379,host2:2379[?namespace=tg][&tls=true][&username=u&password=p]
+ *
+ * Without `namespace` the keys live under DEFAULT_NAMESPACE ("taskgraph").
  *       [&ca=/path/ca.pem&cert=/path/client.pem&key=/path/client-key.pem]
  *       [&requestTimeoutMs=5000][&maxRequestBytes=1572864][&minSessionTtlMs=2000]
  */
@@ -41,7 +43,10 @@ export interface EtcdCoordinatorOptions extends Omit<IOptions, 'faultHandling'> 
   readonly logger?: Logger;
 }
 
-const URL_HINT = 'use etcd://host:2379[,host2:2379]?namespace=<name>';
+const URL_HINT = 'use etcd://host:2379[,host2:2379][?namespace=<name>]';
+
+/** The namespace of an `etcd://` URL that names none. */
+export const DEFAULT_NAMESPACE = 'taskgraph';
 
 function bad(url: string, reason: string): InvalidArgumentError {
   return new InvalidArgumentError(`etcd URL ${JSON.stringify(redact(url))} is invalid: ${reason}; ${URL_HINT}.`);
@@ -99,8 +104,8 @@ export function parseEtcdUrl(input: string | URL): EtcdCoordinatorOptions {
   const known = new Set(['namespace', 'tls', 'username', 'password', 'ca', 'cert', 'key', 'requestTimeoutMs', 'maxRequestBytes', 'minSessionTtlMs']);
   for (const k of params.keys()) if (!known.has(k)) throw bad(url, `it has an unknown parameter "${k}" (known: ${[...known].join(', ')})`);
 
-  const namespace = params.get('namespace');
-  if (namespace === null || namespace === '') throw bad(url, 'it has no namespace (every key lives under one)');
+  const namespace = params.get('namespace') ?? DEFAULT_NAMESPACE;
+  if (namespace === '') throw bad(url, `its namespace is empty (leave namespace= out for the default, "${DEFAULT_NAMESPACE}")`);
   checkNamespace(namespace, (reason) => bad(url, reason));
 
   const tlsParam = params.get('tls');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, expect } from 'vitest';
 import { TaskGraphError } from '@taskgraph/api';
-import { createCoordinator, createEtcdCoordinator, parseEtcdUrl } from '../src/index.js';
+import { createCoordinator, createEtcdCoordinator, parseEtcdUrl, DEFAULT_NAMESPACE } from '../src/index.js';
 
 function invalid(fn: () => unknown): string {
   try {
@@ -30,6 +30,9 @@ describe('etcd:// URLs', () => {
       minSessionTtlMs: 1000,
     });
     expect(parseEtcdUrl(new URL('etcd://user:secret@h1:2379/?namespace=tg'))).toMatchObject({ auth: { username: 'user', password: 'secret' } });
+    // Without a namespace, the default one.
+    expect(parseEtcdUrl('etcd://h1:2379')).toEqual({ hosts: ['http://h1:2379'], namespace: DEFAULT_NAMESPACE });
+    expect(DEFAULT_NAMESPACE).toBe('taskgraph');
   });
 
   it('reads TLS files named in the URL', () => {
@@ -50,8 +53,7 @@ describe('etcd:// URLs', () => {
   it('rejects bad URLs with one sentence that says how to fix them', () => {
     const cases: [string, RegExp][] = [
       ['http://h1:2379?namespace=tg', /scheme is "http"/],
-      ['etcd://h1:2379', /no namespace/],
-      ['etcd://h1:2379?namespace=', /no namespace/],
+      ['etcd://h1:2379?namespace=', /namespace is empty/],
       ['etcd://?namespace=tg', /names no host/],
       ['etcd://h1:99999?namespace=tg', /out of range/],
       ['etcd://h 1?namespace=tg', /not host\[:port\]/],
@@ -77,7 +79,7 @@ describe('etcd:// URLs', () => {
   });
 
   it('the factories reject bad URLs and options the same way', async () => {
-    await expect(createCoordinator('etcd://h1:2379')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(createCoordinator('etcd://h1:2379?namespace=')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(createEtcdCoordinator({ hosts: [], namespace: 'tg' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(createEtcdCoordinator({ hosts: ['h1:2379'], namespace: '' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(createEtcdCoordinator({ hosts: ['h1:2379'], namespace: 'tg', requestTimeoutMs: 0 })).rejects.toMatchObject({
