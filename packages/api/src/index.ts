@@ -11,4 +11,6 @@ export type * from './standby.js';
 export type * from './paradigms.js';
 export type * from './coordinator.js';
 export type * from './transport.js';
+export type * from './instruments.js';
 export * from './names.js';
+export * from './trace-context.js';

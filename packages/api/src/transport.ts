@@ -21,6 +21,15 @@ export interface RequestMeta {
   readonly token: string;
   /** Unique per logical request (kept across retries), for logs and deduplication. */
   readonly requestId: string;
+  /**
+   * The caller's W3C trace context (`00-<trace id>-<span id>-<flags>`), when the caller
+   * traces; absent otherwise. Optional and advisory: a transport carries it when
+   * `validTraceparent` accepts it and drops it otherwise (never failing the call), so a
+   * server sees only a well-formed one; a server that does not trace ignores it.
+   */
+  readonly traceparent?: string;
+  /** The W3C `tracestate` that goes with `traceparent` (carried only with it; see `validTracestate`). */
+  readonly tracestate?: string;
 }
 
 export interface InboundRequest {
@@ -57,6 +66,13 @@ export interface TransportServer {
    * cancels the rest.
    */
   close(options?: { readonly graceMs?: number }): Promise<void>;
+  /**
+   * Optional, for health checks: the node `node` behind this server serves requests
+   * (it holds a task slot: a primary or a backup) or not (starting, a standby, left).
+   * A transport with a health service reports it (the gRPC transport: `grpc.health.v1.Health`);
+   * others may leave it out. Several nodes may report on one server (a node host).
+   */
+  setServingStatus?(node: string, serving: boolean): void;
 }
 
 export interface CallOptions {

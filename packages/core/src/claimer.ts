@@ -14,6 +14,7 @@ import { decodeBackup, decodeCount, decodeStatus, encodeJson, keys } from './lay
 import type { AddrValue } from './layout.js';
 import type { NodeStats } from './stats.js';
 import { casUpdate, createReplacing, retryStore } from './store-ops.js';
+import { traceClaim } from './tracing.js';
 
 export interface ClaimerOptions {
   readonly job: string;
@@ -58,12 +59,14 @@ export class Claimer {
     const { signal } = this.o;
     let announced = false;
     while (stillStandby() && !signal.aborted) {
+      const pass = Date.now();
       const claim = (await this.claimPrimary(stillStandby)) ?? (await this.claimBackup(stillStandby));
       if (claim) {
         if (this.o.jobDone() || signal.aborted || (await this.jobIsDone())) {
           await claim.lock.release();
           return undefined;
         }
+        traceClaim(this.o.job, this.o.nodeId, claim, pass, announced);
         return claim;
       }
       if (!announced) {

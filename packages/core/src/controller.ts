@@ -204,3 +204,24 @@ export class Controller {
 export function createController(options: ControllerOptions): Controller {
   return new Controller(options);
 }
+
+/** Characters a job name may start with: a store list needs a non-empty prefix. */
+const JOB_FIRST_CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789';
+const SPEC_KEY = /^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)\/spec$/;
+
+/**
+ * The names of the jobs in the store (those with a spec), sorted. Reads every key under
+ * each possible first character of a job name, so its cost is the store's size: for
+ * tools and people, not for a node's hot path.
+ */
+export async function listJobs(coordinator: Coordinator): Promise<string[]> {
+  const jobs: string[] = [];
+  for (const c of JOB_FIRST_CHARS) {
+    const { entries } = await coordinator.list(c);
+    for (const e of entries) {
+      const m = SPEC_KEY.exec(e.key);
+      if (m) jobs.push(m[1] as string);
+    }
+  }
+  return jobs.sort();
+}

@@ -7,10 +7,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DecodeFailedError, EpochChangedError, InvalidArgumentError, TaskGraphError, abortError } from '@taskgraph/api';
-import type { Clock, EpochContext, Logger, MethodSpec, Transport } from '@taskgraph/api';
+import type { Clock, EpochContext, Logger, MethodSpec, RequestMeta, Transport } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import type { AddressBook } from './address-book.js';
 import type { NodeStats } from './stats.js';
+import { traceDataRequest } from './tracing.js';
+import type { DataRequestTrace } from './tracing.js';
 
 export interface DataClientOptions {
   readonly job: string;
@@ -23,6 +25,14 @@ export interface DataClientOptions {
   /** The error for a caller whose epoch `asked` is over, given the epoch the other side is in. */
   epochChanged(asked: number, current: number): EpochChangedError;
   logger(): Logger;
+  /**
+   * Told of each retry of a request to task `to`: `reason` is the failed attempt's
+   * error code, `NO_ADDRESS` (the task has no owner known), or `EPOCH_BEHIND` (the
+   * target has not entered the epoch yet).
+   */
+  onRetry?(to: number, method: string, reason: string): void;
+  /** Told when a request to task `to` is answered after `retries` retries. */
+  onRecovered?(to: number, retries: number): void;
 }
 
 /** Where an answer goes besides the caller's promise (the task's `dataReady`). */
@@ -40,9 +50,10 @@ export class DataClient {
   /**
    * Calls `method` on task `to` for task `from` (-1 for a caller that is not a task)
    * and resolves with the decoded output, which also goes to `receiver`. One async
-   * frame from the encode to the decode: this is the hot path of the data plane.
+   * frame from the encode to the decode: this is the hot path of the data plane (a
+   * second one, the span's end, only when a tracing SDK records or carries the call).
    */
-  async request<I, O>(
+  request<I, O>(
     ctx: EpochContext,
     from: number,
     to: number,
@@ -50,6 +61,21 @@ export class DataClient {
     input: I,
     attemptTimeoutMs: number | undefined,
     receiver?: DataReceiver,
+  ): Promise<O> {
+    const t = traceDataRequest(this.o.job, from, to, method, ctx.epoch);
+    const sent = this.send(ctx, from, to, method, input, attemptTimeoutMs, receiver, t);
+    return t === undefined ? sent : t.settle(sent);
+  }
+
+  private async send<I, O>(
+    ctx: EpochContext,
+    from: number,
+    to: number,
+    method: MethodSpec<I, O>,
+    input: I,
+    attemptTimeoutMs: number | undefined,
+    receiver: DataReceiver | undefined,
+    t: DataRequestTrace | undefined,
   ): Promise<O> {
     if (!method || typeof method.name !== 'string' || !method.input || !method.output) {
       throw new InvalidArgumentError('dataRequest needs a MethodSpec ({ name, input, output })');
@@ -66,31 +92,42 @@ export class DataClient {
     const requestId = this.requestPrefix + String(++this.requestSeq);
     const backoff = new Backoff(10, 1000);
     let out: Uint8Array | undefined;
+    let why = '';
     for (let attempt = 0; out === undefined; attempt++) {
       if (ctx.signal.aborted) throw abortError(ctx.signal, 'dataRequest');
-      if (attempt > 0) this.o.stats.retries++;
+      if (attempt > 0) {
+        this.o.stats.retries++;
+        this.o.onRetry?.(to, method.name, why);
+      }
       const target = addresses.get(to);
       if (!target) {
+        why = 'NO_ADDRESS';
         await this.waitForAddress(ctx.signal, backoff.next());
         continue;
       }
       try {
-        out = await this.o.transport.call(target.address, method.name, { job: this.o.job, from, to, epoch: ctx.epoch, token: target.token, requestId }, payload, callOptions);
+        const meta: RequestMeta = { job: this.o.job, from, to, epoch: ctx.epoch, token: target.token, requestId };
+        out = await this.o.transport.call(target.address, method.name, t === undefined ? meta : t.attempt(meta, target.address), payload, callOptions);
+        if (attempt > 0) this.o.onRecovered?.(to, attempt);
       } catch (err) {
+        t?.failed(err);
         if (ctx.signal.aborted) throw abortError(ctx.signal, 'dataRequest');
         if (TaskGraphError.is(err, 'EPOCH_CHANGED')) {
           const theirs = (err as EpochChangedError).currentEpoch;
           if (theirs !== undefined && theirs > ctx.epoch) throw this.o.epochChanged(ctx.epoch, theirs);
           // The target has not entered our epoch yet: it will.
+          why = 'EPOCH_BEHIND';
           await sleep(clock, backoff.next(), ctx.signal);
           continue;
         }
         if (TaskGraphError.is(err, 'NOT_OWNER', 'UNAVAILABLE')) {
           this.o.logger().debug('data request: target not reachable at its address; re-resolving', { to, method: method.name, address: target.address, code: err.code });
+          why = err.code;
           await this.waitForAddress(ctx.signal, backoff.next());
           continue;
         }
         if (TaskGraphError.is(err) && err.retryable) {
+          why = err.code;
           await sleep(clock, backoff.next(), ctx.signal);
           continue;
         }

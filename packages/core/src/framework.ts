@@ -11,7 +11,9 @@ import type { AddressBook } from './address-book.js';
 import type { BackupTask } from './backup-task.js';
 import type { DataClient } from './data-client.js';
 import type { EpochTracker } from './epoch.js';
+import type { Instruments } from './instruments.js';
 import type { RunningTask } from './running-task.js';
+import { flagMetaSpan, inSpan, incEpochSpan } from './tracing.js';
 
 const enc = new TextEncoder();
 
@@ -34,6 +36,8 @@ export interface FrameworkHost {
   readonly clock: Clock;
   /** A task's own work failed (as a callback that threw): the node fails, unless it is the end of the task. */
   onCallbackError(err: unknown): void;
+  /** The node's observers (metas flagged). */
+  readonly instruments?: Instruments;
 }
 
 /**
@@ -135,13 +139,14 @@ export class TaskFramework implements BackedUpFramework {
     if (size > this.host.maxMetaBytes) throw new InvalidArgumentError(`flagMeta: meta is ${size} bytes; the limit is ${this.host.maxMetaBytes}`);
     const receivers = topology.getNeighbors(ctx.epoch);
     for (const id of receivers) this.checkTaskId(id, `topology "${linkType}"`);
-    await primary.outbox.flag(ctx, receivers, linkType, meta);
+    if (this.host.instruments?.active) this.host.instruments.emit({ type: 'meta-flagged', linkType, receivers: receivers.length });
+    await inSpan(flagMetaSpan(this.host.job, this.view.id, ctx.epoch, linkType, receivers.length), () => primary.outbox.flag(ctx, receivers, linkType, meta));
   }
 
   async incEpoch(ctx: EpochContext): Promise<void> {
     this.host.epochs.check(ctx, this.assertAlive);
     this.primary('incEpoch');
-    await this.host.epochs.advance(ctx, () => this.host.assertOwner('incEpoch'));
+    await inSpan(incEpochSpan(this.host.job, this.view.id, ctx.epoch), () => this.host.epochs.advance(ctx, () => this.host.assertOwner('incEpoch')));
   }
 
   dataRequest<I, O>(ctx: EpochContext, toTask: number, method: MethodSpec<I, O>, input: I, options: DataRequestOptions = {}): Promise<O> {

@@ -12,7 +12,7 @@ export type { SharedWatchOptions, SharingStats } from './shared-watch.js';
 export { SharedServer, holdsRequestedSlot } from './shared-server.js';
 export type { ServerEndpoint, HeldSlots, SharedServerStats } from './shared-server.js';
 export type { BootstrapOptions, NodeStats } from './node.js';
-export { Controller, createController } from './controller.js';
+export { Controller, createController, listJobs } from './controller.js';
 export type { ControllerOptions, JobDefinition, JobStatus, TaskState } from './controller.js';
 export { jsonCodec, bytesCodec, defineMethod, serve } from './codec.js';
 export { createLogger, silentLogger } from './logger.js';
@@ -25,6 +25,7 @@ export type { BackendKind, BackendLoader, RegisterOptions } from './registry.js'
 export { installPlugin } from './plugin.js';
 export type { PluginHost, TaskGraphPlugin } from './plugin.js';
 export { installSignalHandlers } from './signals.js';
+export { TRACER_NAME, SpanNames, TraceAttributes, TraceEvents } from './tracing.js';
 export { keys as jobKeys, assertValidJobName, FORMAT_VERSION } from './layout.js';
 export type { JobSpec, NodeValue, AddrValue } from './layout.js';
 export { sleep, Backoff } from '@taskgraph/backend-kit';

@@ -58,7 +58,7 @@ export interface LocalClusterOptions {
   readonly replaceLostNodes?: boolean;
   /** At most this many replacements (a guard against a failure loop). Default 100. */
   readonly maxReplacements?: number;
-  readonly node?: Partial<Pick<BootstrapOptions, 'sessionTtlMs' | 'attemptTimeoutMs' | 'drainMs' | 'metaPush' | 'clock'>>;
+  readonly node?: Partial<Pick<BootstrapOptions, 'sessionTtlMs' | 'attemptTimeoutMs' | 'drainMs' | 'metaPush' | 'clock' | 'instruments'>>;
   readonly logger?: Logger;
 }
 

@@ -32,6 +32,8 @@ export interface MetaInboxOptions {
   readonly logger: Logger;
   /** Counts what each path delivered first. */
   readonly counts?: { metasByPush: number; metasByStore: number };
+  /** Told of each meta delivered, with the path that delivered it first. */
+  onDelivered?(via: 'push' | 'store', from: number, linkType: string): void;
 }
 
 export class MetaInbox implements PrefixHandlers {
@@ -121,6 +123,7 @@ export class MetaInbox implements PrefixHandlers {
       if (via === 'push') this.o.counts.metasByPush++;
       else this.o.counts.metasByStore++;
     }
+    this.o.onDelivered?.(via, from, linkType);
     this.o.deliver(this.o.epochs.context, epoch, from, linkType, meta);
   }
 }

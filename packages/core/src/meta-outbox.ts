@@ -14,6 +14,7 @@ import type { MetaValue } from './layout.js';
 import { META_PUSH_METHOD, encodeMetaPush } from './meta-push.js';
 import type { NodeStats } from './stats.js';
 import { casUpdate, retryStore } from './store-ops.js';
+import { withActiveTrace } from './tracing.js';
 
 export interface MetaOutboxOptions {
   readonly job: string;
@@ -61,7 +62,8 @@ export class MetaOutbox {
     if (!target) return;
     const { stats, job, taskId, token } = this.o;
     stats.metaPushes++;
-    const requestMeta = { job, from: taskId, to, epoch: ctx.epoch, token: target.token, requestId: this.requestPrefix + String(++this.requestSeq) };
+    // The push carries the flagMeta's trace context (when an SDK traces it): the receiver's span joins the trace.
+    const requestMeta = withActiveTrace({ job, from: taskId, to, epoch: ctx.epoch, token: target.token, requestId: this.requestPrefix + String(++this.requestSeq) });
     push.transport
       .call(target.address, META_PUSH_METHOD, requestMeta, encodeMetaPush({ senderToken: token, linkType, meta }), { timeoutMs: push.attemptTimeoutMs, signal: ctx.signal })
       .catch((err: unknown) => {

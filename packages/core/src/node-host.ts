@@ -17,7 +17,7 @@
  * `nodes` before `start()`.
  */
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
-import type { Clock, Logger, NodeOutcome } from '@taskgraph/api';
+import type { Clock, Instrumentable, Logger, NodeObserver, NodeOutcome } from '@taskgraph/api';
 import { sleep } from '@taskgraph/backend-kit';
 import { SharedAddressBook } from './address-book.js';
 import { uniqueId } from './async.js';
@@ -62,7 +62,7 @@ const DEFAULT_REJOIN_WINDOW_MS = 60_000;
 const REJOIN_FIRST_DELAY_MS = 200;
 const REJOIN_MAX_DELAY_MS = 10_000;
 
-export class NodeHost {
+export class NodeHost implements Instrumentable {
   /** The coordinator the nodes use: the given one, with their common prefixes watched once. */
   readonly coordinator: SharedWatchCoordinator;
   /** The one server the nodes' requests arrive at. */
@@ -78,6 +78,8 @@ export class NodeHost {
   private readonly logger: Logger;
   private readonly life = new AbortController();
   private started: Promise<readonly HostedOutcome[]> | undefined;
+  /** Observers added with `instrument`, with what removes each from each node it was added to. */
+  private readonly observers = new Map<NodeObserver, Array<() => void>>();
 
   constructor(options: NodeHostOptions) {
     const { count, nodeIdPrefix, preferredTask, onSession, setup, rejoin, ...common } = options;
@@ -115,9 +117,25 @@ export class NodeHost {
         ...(onSession ? { onSession: (sessionId: string) => onSession(nodeId, sessionId) } : {}),
       });
       setup?.(node);
+      for (const [observer, removers] of this.observers) removers.push(node.instrument(observer));
       return node;
     };
     for (let i = 0; i < count; i++) this.current.push(this.make(i));
+  }
+
+  /**
+   * Adds an observer of every node's events, the nodes that take another's place
+   * included (see `TaskGraphNode.instrument`); the function returned removes it.
+   */
+  instrument(observer: NodeObserver): () => void {
+    if (this.observers.has(observer)) return () => this.removeObserver(observer);
+    this.observers.set(observer, this.current.map((n) => n.instrument(observer)));
+    return () => this.removeObserver(observer);
+  }
+
+  private removeObserver(observer: NodeObserver): void {
+    for (const remove of this.observers.get(observer) ?? []) remove();
+    this.observers.delete(observer);
   }
 
   /** The nodes, by index: a node that took another's place replaces it here. */

@@ -3,7 +3,7 @@
  * node runs with.
  */
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
-import type { Clock, Coordinator, Logger, Transport, TransportServer } from '@taskgraph/api';
+import type { Clock, Coordinator, Logger, NodeObserver, Transport, TransportServer } from '@taskgraph/api';
 import { uniqueId } from './async.js';
 import { assertValidJobName, assertValidNodeId } from './layout.js';
 import type { ServerEndpoint } from './shared-server.js';
@@ -51,6 +51,12 @@ export interface BootstrapOptions {
    * by its own watch of `<job>/tasks/`. A node host passes the one its nodes share.
    */
   readonly addresses?: SharedAddressBook;
+  /**
+   * Observers of the node's events (`NodeEvent` of `@taskgraph/api`: role, epoch,
+   * lease, failovers, metas, data requests, store calls, replication), e.g. the
+   * observer of `@taskgraph/metrics`. More can be added later with `node.instrument()`.
+   */
+  readonly instruments?: NodeObserver | readonly NodeObserver[];
 }
 
 /** The options with every default applied. */

@@ -9,11 +9,11 @@
  */
 import { hostname } from 'node:os';
 import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
-import type { Bootstrap, Logger, NodeOutcome, RequestHandler, Session, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
+import type { Bootstrap, Instrumentable, Logger, NodeEvent, NodeObserver, NodeOutcome, NodeRole, NodeSource, RequestHandler, Session, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
 import { AddressBook } from './address-book.js';
 import { deferred, withTimeout } from './async.js';
 import { Claimer } from './claimer.js';
-import { DataClient } from './data-client.js';
+import type { DataClient } from './data-client.js';
 import { EpochTracker } from './epoch.js';
 import type { FrameworkHost } from './framework.js';
 import { assertValidLinkType, backupSlotsOf, decodeSpec, encodeJson, keys } from './layout.js';
@@ -26,6 +26,8 @@ import { RequestServer } from './request-server.js';
 import { replicationHandler } from './replication-server.js';
 import { META_PUSH_METHOD, metaPushHandler } from './meta-push.js';
 import { holdsRequestedSlot } from './shared-server.js';
+import { InstrumentedDataClient, Instruments, TimedCoordinator } from './instruments.js';
+import { RetryBursts } from './retry-bursts.js';
 import { TaskHolder } from './task-holder.js';
 import type { HolderHost } from './task-holder.js';
 import { newStats } from './stats.js';
@@ -42,9 +44,12 @@ export type { NodeStats } from './stats.js';
 
 export type Phase = 'new' | 'starting' | 'standby' | 'backup' | 'running' | 'leaving' | 'done';
 
+/** The role a node reports to its observers in each phase. */
+const ROLE_OF: Readonly<Record<Phase, NodeRole>> = { new: 'starting', starting: 'starting', standby: 'standby', backup: 'backup', running: 'primary', leaving: 'left', done: 'left' };
+
 type LeaveReason = NodeOutcome['reason'] | 'failed';
 
-export class TaskGraphNode implements Bootstrap {
+export class TaskGraphNode implements Bootstrap, Instrumentable {
   readonly nodeId: string;
   readonly stats: NodeStats = newStats();
 
@@ -73,21 +78,44 @@ export class TaskGraphNode implements Bootstrap {
   /** Why the node is leaving (once it is). */
   private leftFor: LeaveReason | undefined;
   private readonly outcome = deferred<NodeOutcome>();
+  /** The node's observers (see `instrument`), the state they were told, and the retry bursts its log tells of. */
+  private readonly instruments: Instruments;
+  private lease: 'held' | 'lost' | 'released' | undefined;
+  private readonly bursts: RetryBursts;
 
   constructor(options: BootstrapOptions) {
-    this.config = nodeConfig(options);
-    const { job, transport } = this.config;
-    this.nodeId = this.config.nodeId;
+    const config = nodeConfig(options);
+    const { job, transport } = config;
+    this.nodeId = config.nodeId;
     this.logger = (options.logger ?? createLogger()).child({ job, node: this.nodeId });
+    this.instruments = new Instruments(this.eventSource(job), () => this.logger);
+    for (const o of typeof options.instruments === 'function' ? [options.instruments] : (options.instruments ?? [])) this.instruments.add(o);
+    // Every store call is timed for the observers by a decorator: the parts do not know of it.
+    this.config = { ...config, coordinator: new TimedCoordinator(config.coordinator, this.instruments, config.clock) };
     this.epochs = new EpochTracker({ ...this.config, stats: this.stats, logger: this.logger, onChange: (epoch) => this.onEpochChange(epoch) });
     this.addresses = this.config.addresses?.join(this.logger) ?? new AddressBook(job, transport, this.logger);
-    this.data = new DataClient({
-      ...this.config,
-      addresses: this.addresses,
-      stats: this.stats,
-      epochChanged: (asked, current) => this.epochs.changed(asked, current),
+    const bursts = new RetryBursts({
+      clock: this.config.clock,
       logger: () => this.logger,
+      incarnation: () => this.getIncarnation(),
+      targetIncarnation: (to) => this.addresses.get(to)?.incarnation,
     });
+    this.bursts = bursts;
+    this.data = new InstrumentedDataClient(
+      {
+        ...this.config,
+        addresses: this.addresses,
+        stats: this.stats,
+        epochChanged: (asked, current) => this.epochs.changed(asked, current),
+        logger: () => this.logger,
+        onRetry: (to, method, reason) => {
+          bursts.retrying(to, method, reason);
+          if (this.instruments.active) this.instruments.emit({ type: 'request-retried', to, method, reason });
+        },
+        onRecovered: (to) => bursts.recovered(to),
+      },
+      this.instruments,
+    );
     this.frameworkHost = {
       job,
       linkages: this.linkages,
@@ -102,6 +130,7 @@ export class TaskGraphNode implements Bootstrap {
       coordinator: this.config.coordinator,
       clock: this.config.clock,
       onCallbackError: (err) => this.onCallbackError(err),
+      instruments: this.instruments,
     };
     // start() is what callers await; a failure before it is awaited must not be unhandled.
     this.outcome.promise.catch(() => undefined);
@@ -130,6 +159,7 @@ export class TaskGraphNode implements Bootstrap {
     const builder = this.builder;
     if (!builder) return Promise.reject(new InvalidArgumentError('setTaskBuilder() must be called before start()'));
     this.phase = 'starting';
+    this.roleChanged();
     this.run(builder).catch((err: unknown) => {
       // A stop or a lease loss during start-up already decided how the node ends.
       if (!this.life.signal.aborted) this.fail(err);
@@ -140,6 +170,7 @@ export class TaskGraphNode implements Bootstrap {
   async stop(reason = 'stop requested'): Promise<void> {
     if (this.phase === 'new') {
       this.phase = 'done';
+      this.roleChanged('stopped');
       this.outcome.resolve({ reason: 'stopped' });
       return;
     }
@@ -194,6 +225,59 @@ export class TaskGraphNode implements Bootstrap {
     return this.phase;
   }
 
+  // ---------------------------------------------------------------- instrumentation
+
+  /**
+   * Adds an observer of this node's events (`NodeEvent` of `@taskgraph/api`). It is
+   * told the node's current role, lease and epoch at once, then every event as it
+   * happens; the function returned removes it. What it throws is ignored.
+   */
+  instrument(observer: NodeObserver): () => void {
+    const remove = this.instruments.add(observer);
+    this.instruments.tell(observer, this.roleEvent());
+    if (this.lease) this.instruments.tell(observer, { type: 'lease', state: this.lease });
+    if (this.epochs.epoch >= 0) this.instruments.tell(observer, { type: 'epoch', epoch: this.epochs.epoch });
+    return remove;
+  }
+
+  private eventSource(job: string): NodeSource {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter reads the node's holder when an observer asks
+    const node = this;
+    return {
+      job,
+      node: this.nodeId,
+      get task() {
+        return node.holder?.id;
+      },
+    };
+  }
+
+  private roleEvent(reason?: string): NodeEvent {
+    const role = ROLE_OF[this.phase];
+    const primary = role === 'primary' ? this.holder?.primary() : undefined;
+    const token = primary ? primary.token : role === 'backup' ? this.holder?.backup()?.token : undefined;
+    return { type: 'role', role, incarnation: primary?.incarnation ?? 0, token, ...(reason === undefined ? {} : { reason }) };
+  }
+
+  private roleChanged(reason?: string): void {
+    if (this.instruments.active) this.instruments.emit(this.roleEvent(reason));
+  }
+
+  private setLease(state: 'held' | 'lost' | 'released'): void {
+    this.lease = state;
+    if (this.instruments.active) this.instruments.emit({ type: 'lease', state });
+  }
+
+  /** The node runs its task now: a failover if the task had an earlier incarnation (or this node was its backup). */
+  private onRunning(from: Phase): void {
+    const incarnation = this.holder?.primary()?.incarnation ?? 0;
+    if (this.instruments.active && (from === 'backup' || incarnation > 1)) {
+      this.instruments.emit({ type: 'failover', kind: from === 'backup' ? 'promotion' : 'takeover', incarnation });
+    }
+    this.roleChanged();
+    this.server?.setServingStatus?.(this.nodeId, true);
+  }
+
   // ---------------------------------------------------------------- joining
 
   private async run(builder: TaskBuilder): Promise<void> {
@@ -205,6 +289,7 @@ export class TaskGraphNode implements Bootstrap {
       what: 'open a session',
     });
     this.session = session;
+    this.setLease('held');
     session.lost.addEventListener('abort', () => this.onLeaseLost(session.lost.reason), { once: true });
     this.config.onSession?.(session.id);
     const specKey = keys.spec(job);
@@ -222,6 +307,9 @@ export class TaskGraphNode implements Bootstrap {
     }
     const requests = new RequestServer({
       job,
+      instruments: this.instruments,
+      clock,
+      logger: () => this.logger,
       stats: this.stats,
       epochs: this.epochs,
       served: () => this.holder?.primary(),
@@ -243,6 +331,7 @@ export class TaskGraphNode implements Bootstrap {
         })
       : await transport.listen({ handler: requests.handle, methods: [] });
     this.server = server;
+    server.setServingStatus?.(this.nodeId, false);
     this.requests = requests;
     this.logger = this.logger.child({ address: server.address });
     this.stats.writes.node++;
@@ -274,6 +363,7 @@ export class TaskGraphNode implements Bootstrap {
       jobDone: () => this.jobDone,
     });
     this.phase = 'standby';
+    this.roleChanged();
     const claim = await claimer.claim(
       () => this.phase === 'standby',
       () => this.logger.info('all slots are taken; waiting as a standby'),
@@ -297,18 +387,23 @@ export class TaskGraphNode implements Bootstrap {
       logger: this.logger,
       holding: () => this.phase === 'backup' || this.phase === 'running',
       nowRunning: () => {
+        const from = this.phase;
         this.phase = 'running';
         if (this.holder) this.logger = this.holder.logger;
+        this.onRunning(from);
       },
       nowBackup: () => {
         this.phase = 'backup';
         if (this.holder) this.logger = this.holder.logger;
+        this.roleChanged();
+        this.server?.setServingStatus?.(this.nodeId, true);
       },
       onLeaseLost: (reason) => this.onLeaseLost(reason),
       onCallbackError: (err) => this.onCallbackError(err),
       fail: (err) => this.fail(err),
       assertOwner: (what) => this.assertOwner(what),
       follow: (prefix, handlers) => this.follow(prefix, handlers),
+      instruments: this.instruments,
     };
   }
 
@@ -330,6 +425,8 @@ export class TaskGraphNode implements Bootstrap {
 
   private onEpochChange(epoch: number): void {
     this.holder?.onEpochChange(epoch);
+    this.bursts.onEpochChange();
+    if (this.instruments.active) this.instruments.emit({ type: 'epoch', epoch });
   }
 
   // ---------------------------------------------------------------- leaving
@@ -350,6 +447,7 @@ export class TaskGraphNode implements Bootstrap {
   private onLeaseLost(reason: unknown): void {
     if (this.phase === 'leaving' || this.phase === 'done') return;
     if (TaskGraphError.is(reason, 'CLOSED')) return;
+    this.setLease('lost');
     this.logger.warn('session lost: leaving the task so that a standby can take it over', {
       reason: reason instanceof Error ? reason.message : String(reason),
     });
@@ -383,6 +481,8 @@ export class TaskGraphNode implements Bootstrap {
     const taskId = this.holder?.id;
     this.phase = 'leaving';
     this.leftFor = reason;
+    this.server?.setServingStatus?.(this.nodeId, false);
+    this.roleChanged(reason);
     this.leaving = (async () => {
       const why = reason === 'failed' ? new ClosedError('the node failed') : new ClosedError(`the node is leaving (${reason})`);
       this.life.abort(why);
@@ -397,6 +497,7 @@ export class TaskGraphNode implements Bootstrap {
       if (reason === 'lease-lost') await this.requests?.drain(this.config.clock, HANDLER_DRAIN_MS);
       this.logger.debug('leaving: server and watches stopped');
       if (this.session) await this.endSession(this.session);
+      if (this.lease === 'held') this.setLease('released');
       this.phase = 'done';
       this.logger.info('left', { reason });
       if (reason === 'failed') this.outcome.reject(options.error);

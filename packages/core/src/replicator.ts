@@ -18,6 +18,7 @@ import { Notifier } from './async.js';
 import type { BackupValue } from './layout.js';
 import { METHODS, frame, frameUpdate } from './replication-wire.js';
 import type { SnapshotHeader, SnapshotRequest } from './replication-wire.js';
+import type { Instruments } from './instruments.js';
 
 /** Room kept in a message for the frame's header. */
 const HEADER_ROOM = 16 * 1024;
@@ -41,6 +42,8 @@ export interface ReplicatorOptions {
   readonly attemptTimeoutMs: number;
   /** Throws when this node may no longer act as the primary. */
   assertOwner(what: string): void;
+  /** Told of each acknowledgement of an update by a backup (the replication lag). */
+  readonly instruments?: Instruments;
 }
 
 interface Peer {
@@ -130,8 +133,9 @@ export class Replicator {
     const log: UpdateLog = { epoch: ctx.epoch, seq, data: framed.data };
     const targets = [...this.peers.values()];
     if (targets.length > 0) {
+      const started = this.o.instruments?.active ? this.o.clock.now() : -1;
       try {
-        await Promise.all(targets.map((p) => this.ship(p, log, payload)));
+        await Promise.all(targets.map((p) => this.ship(p, log, payload, started)));
       } catch (err) {
         // Closed while shipping: this node stopped being the primary (it left, or handed the task over).
         if (this.life.signal.aborted && !TaskGraphError.is(err, 'LEASE_LOST')) {
@@ -213,7 +217,7 @@ export class Replicator {
   }
 
   /** Sends one change to one backup until it has it, or it has gone. */
-  private async ship(peer: Peer, log: UpdateLog, payload: Uint8Array): Promise<void> {
+  private async ship(peer: Peer, log: UpdateLog, payload: Uint8Array, started = -1): Promise<void> {
     const backoff = new Backoff(10, 500);
     const signal = this.life.signal;
     const meta: RequestMeta = {
@@ -235,6 +239,7 @@ export class Replicator {
       }
       try {
         await this.o.transport.call(peer.value.address, METHODS.update, meta, payload, { timeoutMs: this.o.attemptTimeoutMs, signal });
+        if (started >= 0) this.o.instruments?.emit({ type: 'replicated', slot: peer.value.slot, seq: log.seq, seconds: (this.o.clock.now() - started) / 1000 });
         return;
       } catch (err) {
         if (signal.aborted) throw signal.reason as Error;

@@ -20,6 +20,7 @@ import { Replicator } from './replicator.js';
 import { INTERNAL_PREFIX } from './replication-wire.js';
 import type { ServedTask } from './request-server.js';
 import type { NodeStats } from './stats.js';
+import type { Instruments } from './instruments.js';
 
 /** What a running task uses of its node. */
 export interface TaskEnvironment {
@@ -43,6 +44,8 @@ export interface TaskEnvironment {
   onCallbackError(err: unknown): void;
   /** Throws when the node may no longer act as the task's owner. */
   assertOwner(what: string): void;
+  /** The node's observers (metas delivered, replication acknowledged). */
+  readonly instruments?: Instruments;
 }
 
 export interface TaskClaim {
@@ -92,6 +95,7 @@ export class RunningTask implements ServedTask, DataReceiver, PushReceiver {
       deliver: (ctx, epoch, from, linkType, meta) => this.enqueue(epoch, () => task.metaReady(ctx, from, linkType, meta)),
       logger: this.logger,
       counts: env.stats,
+      ...(env.instruments ? { onDelivered: deliveredTo(env.instruments) } : {}),
     });
     this.outbox = new MetaOutbox({ ...env, taskId: id, token: this.token, logger: this.logger, ...(env.metaPush ? { push: env } : {}) });
     this.replicator = new Replicator({ ...env, taskId: id, token: this.token, incarnation: claim.incarnation, seq: claim.seq, task, logger: this.logger });
@@ -241,4 +245,11 @@ export class RunningTask implements ServedTask, DataReceiver, PushReceiver {
       this.enqueueEvent((ctx) => neighborRestarted(ctx, event));
     }
   }
+}
+
+/** Reports each meta delivered to the node's observers. */
+function deliveredTo(instruments: Instruments): (via: 'push' | 'store', from: number, linkType: string) => void {
+  return (path, from, linkType) => {
+    if (instruments.active) instruments.emit({ type: 'meta-delivered', path, from, linkType });
+  };
 }

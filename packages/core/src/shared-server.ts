@@ -87,6 +87,7 @@ export class SharedServer {
     const a: Attached = new Attached(endpoint, server.address, this.clock, {
       detach: () => this.detach(a),
       changed: () => this.applyMethods(),
+      health: (node, serving) => server.setServingStatus?.(node, serving),
     });
     this.endpoints.push(a);
     return a;
@@ -139,8 +140,13 @@ class Attached implements TransportServer {
     readonly endpoint: ServerEndpoint,
     readonly address: string,
     private readonly clock: Clock,
-    private readonly shared: { detach(): void; changed(): void },
+    private readonly shared: { detach(): void; changed(): void; health(node: string, serving: boolean): void },
   ) {}
+
+  /** Each node's health goes to the one server, under the node's name (the server sums them up). */
+  setServingStatus(node: string, serving: boolean): void {
+    this.shared.health(node, serving);
+  }
 
   serve(methods: readonly string[]): void {
     if (this.closing) return;

@@ -21,6 +21,8 @@ import { METHODS } from './replication-wire.js';
 import type { ReplicationView } from './replication-server.js';
 import { RunningTask } from './running-task.js';
 import type { NodeStats } from './stats.js';
+import { traceTakeover } from './tracing.js';
+import type { Instruments } from './instruments.js';
 import type { PrefixHandlers } from './watched-prefix.js';
 
 /** What the holder uses of its node. */
@@ -46,6 +48,8 @@ export interface HolderHost {
   fail(err: unknown): void;
   assertOwner(what: string): void;
   follow(prefix: string, handlers: PrefixHandlers): Promise<void>;
+  /** The node's observers. */
+  readonly instruments?: Instruments;
 }
 
 /** What joining made: the job's spec, the session, the server, the claimer. */
@@ -133,12 +137,15 @@ export class TaskHolder implements ReplicationView {
     }
   }
 
-  private async runPrimary(lock: Lock, how: { fresh: boolean; promoted: boolean; seq: number }): Promise<void> {
+  private async runPrimary(lock: Lock, how: { fresh: boolean; promoted: boolean; seq: number; since?: number }): Promise<void> {
     const { id } = this;
     const { claimer, server } = this.joined;
+    const since = how.since ?? Date.now();
     const incarnation = await claimer.bumpIncarnation(id);
     this.log = this.host.logger.child({ task: id });
-    this.log.info(how.promoted ? 'promoted to primary with the state' : 'claimed task', {
+    // A failover (the task had an earlier incarnation) leaves one line, on the node that takes it over.
+    const failover = how.promoted ? `failover: promoted to primary of task ${id} with the state` : !how.fresh || incarnation > 1 ? `failover: took over task ${id}` : undefined;
+    this.log.info(failover ? `${failover} (incarnation ${incarnation} follows ${incarnation - 1})` : 'claimed task', {
       token: lock.token.toString(),
       incarnation,
       ...(how.promoted ? { seq: how.seq } : {}),
@@ -154,6 +161,7 @@ export class TaskHolder implements ReplicationView {
         isServing: (r) => this.serving && this.running === r,
         onCallbackError: (err) => this.host.onCallbackError(err),
         assertOwner: (what) => this.host.assertOwner(what),
+        ...(this.host.instruments ? { instruments: this.host.instruments } : {}),
       },
       { id, lock, incarnation, task: this.task, logger: this.log, seq: how.seq },
     );
@@ -166,6 +174,8 @@ export class TaskHolder implements ReplicationView {
     const mine: AddrValue = { nodeId: this.host.config.nodeId, address: server.address, token: running.token, incarnation };
     await claimer.publishAddress(id, mine, () => this.host.assertOwner('publishing the task address'));
     this.guardAddress(mine, running, lock);
+    const { job, nodeId } = this.host.config;
+    traceTakeover({ job, nodeId, task: id, incarnation, token: running.token, fresh: how.fresh, promoted: how.promoted, seq: how.seq, since });
     // becamePrimary and the current epoch first, then the metas already waiting for it.
     running.begin({ role: 'primary', incarnation, token: running.token, promoted: how.promoted, seq: how.seq });
     await this.host.follow(keys.metaFor(this.host.config.job, id), running.inbox);
@@ -271,6 +281,7 @@ export class TaskHolder implements ReplicationView {
   }
 
   private async promote(backup: BackupTask, lock: Lock): Promise<void> {
+    const since = Date.now();
     lock.lost.addEventListener('abort', () => this.host.onLeaseLost(lock.lost.reason), { once: true });
     const promoted = backup.ready;
     const seq = backup.applied;
@@ -279,6 +290,6 @@ export class TaskHolder implements ReplicationView {
     // The backup slot frees for a standby to take, as a new backup of this primary.
     await backup.vacate();
     if (!promoted) this.log.warn('no backup held the state: taking over the primary slot without it');
-    await this.runPrimary(lock, { fresh: false, promoted, seq });
+    await this.runPrimary(lock, { fresh: false, promoted, seq, since });
   }
 }

@@ -4,7 +4,7 @@
  * request id) are percent-encoded (encodeURIComponent), which leaves ordinary
  * names unchanged.
  */
-import { InvalidArgumentError } from '@taskgraph/api';
+import { InvalidArgumentError, validTraceparent, validTracestate } from '@taskgraph/api';
 import type { RequestMeta } from '@taskgraph/api';
 import { Metadata } from '@grpc/grpc-js';
 
@@ -14,8 +14,21 @@ import { Metadata } from '@grpc/grpc-js';
  * never appears inside them). One header instead of six is measurably cheaper per
  * call in grpc-js and Node's HTTP/2. Servers also accept the six separate headers
  * below, which are easier to set by hand from another language.
+ *
+ * A caller that traces appends the W3C trace context as optional trailing fields,
+ * `...;requestId;traceparent[;tracestate]` (the tracestate percent-encoded; a valid
+ * traceparent holds no `;`). They are advisory: a malformed one is dropped, never an error.
  */
 export const ENVELOPE_KEY = 'tg-env';
+
+/**
+ * The W3C trace context headers, read when the envelope carries no trace context (a
+ * hand-written or OpenTelemetry-instrumented client sets them, as for any gRPC call).
+ */
+export const TraceKeys = {
+  traceparent: 'traceparent',
+  tracestate: 'tracestate',
+} as const;
 
 /** The metadata keys a request may carry instead of the envelope. */
 export const MetadataKeys = {
@@ -91,6 +104,12 @@ export function separateMetadataFromMeta(meta: RequestMeta): Metadata {
   md.set(MetadataKeys.epoch, String(checkInteger(meta.epoch, 'epoch', 0)));
   md.set(MetadataKeys.token, checkToken(meta.token));
   md.set(MetadataKeys.requestId, encodeURIComponent(checkText(meta.requestId, 'requestId')));
+  const traceparent = validTraceparent(meta.traceparent);
+  if (traceparent !== undefined) {
+    md.set(TraceKeys.traceparent, traceparent);
+    const tracestate = validTracestate(meta.tracestate);
+    if (tracestate !== undefined) md.set(TraceKeys.tracestate, tracestate);
+  }
   return md;
 }
 
@@ -117,19 +136,54 @@ function parseInteger(raw: string, key: string, min: number): number {
 /** Writes a request's meta as the envelope's text (what the `tg-env` header and a stream frame carry). */
 export function envelopeFromMeta(meta: RequestMeta): string {
   if (typeof meta !== 'object' || meta === null) throw new InvalidArgumentError('request meta must be an object');
-  return (
+  const envelope =
     `${encodedJob(meta.job)};${checkInteger(meta.from, 'from', -1)};${checkInteger(meta.to, 'to', 0)};` +
-    `${checkInteger(meta.epoch, 'epoch', 0)};${checkToken(meta.token)};${encodeURIComponent(checkText(meta.requestId, 'requestId'))}`
-  );
+    `${checkInteger(meta.epoch, 'epoch', 0)};${checkToken(meta.token)};${encodeURIComponent(checkText(meta.requestId, 'requestId'))}`;
+  // Without a trace context (no tracing SDK) the envelope is exactly the six fields.
+  if (meta.traceparent === undefined) return envelope;
+  const traceparent = validTraceparent(meta.traceparent);
+  if (traceparent === undefined) return envelope;
+  const tracestate = validTracestate(meta.tracestate);
+  return tracestate === undefined ? `${envelope};${traceparent}` : `${envelope};${traceparent};${encodeURIComponent(tracestate)}`;
 }
 
-/** Reads the envelope's text, with the same checks as the separate headers. */
+/** The trace context of an envelope's optional trailing fields: `{}` for anything malformed. */
+function traceFromEnvelope(traceparent: string | undefined, tracestate: string | undefined): { traceparent?: string; tracestate?: string } {
+  const parent = validTraceparent(traceparent);
+  if (parent === undefined) return {};
+  if (tracestate === undefined) return { traceparent: parent };
+  let state: string | undefined;
+  try {
+    state = validTracestate(decodeURIComponent(tracestate));
+  } catch {
+    state = undefined;
+  }
+  return state === undefined ? { traceparent: parent } : { traceparent: parent, tracestate: state };
+}
+
+/** The W3C trace context headers of a request: `{}` when absent, repeated or malformed. */
+function traceFromHeaders(md: Metadata): { traceparent?: string; tracestate?: string } {
+  const parents = md.get(TraceKeys.traceparent);
+  if (parents.length !== 1) return {};
+  const parent = validTraceparent(parents[0]);
+  if (parent === undefined) return {};
+  const states = md.get(TraceKeys.tracestate);
+  const state = states.length === 1 ? validTracestate(states[0]) : undefined;
+  return state === undefined ? { traceparent: parent } : { traceparent: parent, tracestate: state };
+}
+
+/**
+ * Reads the envelope's text, with the same checks as the separate headers; its
+ * optional trace context fields are kept when well formed and dropped otherwise.
+ */
 export function metaFromEnvelope(raw: string): RequestMeta {
   const parts = raw.split(';');
-  if (parts.length !== 6) {
-    throw new InvalidArgumentError(`request metadata ${ENVELOPE_KEY} must be job;from;to;epoch;token;requestId, got ${JSON.stringify(raw.slice(0, 200))}`);
+  if (parts.length < 6 || parts.length > 8) {
+    throw new InvalidArgumentError(
+      `request metadata ${ENVELOPE_KEY} must be job;from;to;epoch;token;requestId[;traceparent[;tracestate]], got ${JSON.stringify(raw.slice(0, 200))}`,
+    );
   }
-  const [job, from, to, epoch, token, requestId] = parts as [string, string, string, string, string, string];
+  const [job, from, to, epoch, token, requestId, traceparent, tracestate] = parts as [string, string, string, string, string, string, string?, string?];
   if (!DECIMAL.test(token)) {
     throw new InvalidArgumentError(`request metadata ${ENVELOPE_KEY} token must be a decimal fencing token, got ${JSON.stringify(token)}`);
   }
@@ -140,6 +194,7 @@ export function metaFromEnvelope(raw: string): RequestMeta {
     epoch: parseInteger(epoch, `${ENVELOPE_KEY} epoch`, 0),
     token,
     requestId: decodeText(requestId, `${ENVELOPE_KEY} requestId`, 'requestId'),
+    ...(traceparent === undefined ? undefined : traceFromEnvelope(traceparent, tracestate)),
   };
 }
 
@@ -162,9 +217,17 @@ function integer(md: Metadata, key: string, min: number): number {
 
 /**
  * Reads a request's meta from its metadata: the envelope header when present, else
- * the six separate headers. Throws InvalidArgumentError naming the bad key.
+ * the six separate headers. Throws InvalidArgumentError naming the bad key. The trace
+ * context comes from the envelope, else from the `traceparent` and `tracestate`
+ * headers; a malformed one is ignored.
  */
 export function metaFromMetadata(md: Metadata): RequestMeta {
+  const meta = metaFromFields(md);
+  // A caller without the envelope's trace fields may still send the standard headers.
+  return meta.traceparent === undefined && md.get(TraceKeys.traceparent).length > 0 ? { ...meta, ...traceFromHeaders(md) } : meta;
+}
+
+function metaFromFields(md: Metadata): RequestMeta {
   if (md.get(ENVELOPE_KEY).length > 0) return metaFromEnvelope(single(md, ENVELOPE_KEY));
   const token = single(md, MetadataKeys.token);
   if (!DECIMAL.test(token)) {

@@ -35,6 +35,7 @@ import type { Answer, Prover, StreamHost, StreamedCall } from './stream-session.
 import { ADVERTISE_HOST_ENV, isWildcardHost, joinHostPort, splitHostPort } from './options.js';
 import type { ResolvedOptions } from './options.js';
 import { statusFromError } from './status.js';
+import { HealthService } from './health.js';
 
 /** How long answers to cut-off calls get to reach their callers before the sessions are destroyed. */
 const FLUSH_MS = 1_000;
@@ -47,6 +48,8 @@ export interface GrpcServerStats {
   readonly streams: number;
   /** The TCP connections open to this server now, from channelz. */
   readonly connections: readonly ConnectionInfo[];
+  /** The health service: SERVING while some node behind the server serves; each node's report. */
+  readonly health: { readonly serving: boolean; readonly nodes: Readonly<Record<string, boolean>> };
 }
 
 /** Bytes in, bytes out: grpc-js hands us Buffers; the handler sees a plain Uint8Array view. */
@@ -203,6 +206,8 @@ export class GrpcTransportServer implements TransportServer, StreamHost {
   readonly #paths = new Map<string, string>();
   /** Every call that reaches a handler proved its caller a member of the job (a job certificate or the job secret). */
   readonly #authenticates: boolean;
+  /** `grpc.health.v1.Health`, answering for the nodes behind this server (see health.ts). */
+  readonly #health: HealthService;
   #closing: Promise<void> | undefined;
 
   private constructor(
@@ -211,8 +216,10 @@ export class GrpcTransportServer implements TransportServer, StreamHost {
     config: ResolvedOptions,
     handler: RequestHandler,
     onClosed: (server: GrpcTransportServer) => void,
+    health: HealthService,
   ) {
     this.#server = server;
+    this.#health = health;
     this.address = address;
     this.#config = config;
     this.#handler = handler;
@@ -247,6 +254,7 @@ export class GrpcTransportServer implements TransportServer, StreamHost {
       'grpc.http2.min_ping_interval_without_data_ms': Math.floor(config.keepaliveTimeMs / 2),
       'grpc.http2.max_ping_strikes': 0,
     });
+    const health = await HealthService.addTo(server, config.service);
     const bindTo = joinHostPort(config.host, config.port);
     let port: number;
     try {
@@ -264,7 +272,7 @@ export class GrpcTransportServer implements TransportServer, StreamHost {
       server.forceShutdown();
       throw err;
     }
-    const self = new GrpcTransportServer(server, address, config, options.handler, onClosed);
+    const self = new GrpcTransportServer(server, address, config, options.handler, onClosed, health);
     self.#serveStream();
     self.#apply(methods);
     config.logger.debug('gRPC server listening', { bound: joinHostPort(config.host, port), address, service: config.service });
@@ -297,6 +305,15 @@ export class GrpcTransportServer implements TransportServer, StreamHost {
 
   get maxMessageBytes(): number {
     return this.#config.maxMessageBytes;
+  }
+
+  /**
+   * What the health service answers for node `node` (`node/<node>`), and with it for the
+   * whole server (`""` and the data service's name: SERVING while some node serves).
+   * `@taskgraph/core` reports each node: serving while it holds a task slot.
+   */
+  setServingStatus(node: string, serving: boolean): void {
+    this.#health.set(node, serving);
   }
 
   #serveStream(): void {
@@ -472,6 +489,7 @@ export class GrpcTransportServer implements TransportServer, StreamHost {
       callsInFlight: this.#inFlight.size,
       streams: this.#sessions.size,
       connections: this.#closing === undefined ? serverConnections(this.#server) : [],
+      health: { serving: this.#health.serving, nodes: this.#health.nodes },
     };
   }
 
@@ -491,6 +509,8 @@ export class GrpcTransportServer implements TransportServer, StreamHost {
   }
 
   async #shutdown(graceMs: number): Promise<void> {
+    // NOT_SERVING first, and the health watches end: they would hold up the drain.
+    this.#health.close();
     const drained = new Promise<void>((resolve) => this.#server.tryShutdown(() => resolve()));
     // Streams are long-lived: each ends once its calls in flight are answered, so the drain can finish.
     for (const session of [...this.#sessions]) session.close();

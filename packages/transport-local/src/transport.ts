@@ -13,6 +13,7 @@ import {
   abortError,
   assertValidMethodName,
   systemClock,
+  traceContextOf,
 } from '@taskgraph/api';
 import { assertValidName, parseAddress, parseTransportUrl } from './address.js';
 import { LocalNetwork, switchboardOf } from './network.js';
@@ -179,7 +180,8 @@ function checkMeta(meta: unknown): RequestMeta {
   for (const key of ['from', 'to', 'epoch'] as const) {
     if (!Number.isSafeInteger(m[key])) throw new InvalidArgumentError(`meta.${key} must be an integer, got ${String(m[key])}`);
   }
-  // A copy with exactly the wire's fields, as a network transport would rebuild it.
+  // A copy with exactly the wire's fields, as a network transport would rebuild it. The
+  // trace context is optional and advisory: carried when well formed, else dropped.
   return Object.freeze({
     job: m['job'] as string,
     from: m['from'] as number,
@@ -187,6 +189,7 @@ function checkMeta(meta: unknown): RequestMeta {
     epoch: m['epoch'] as number,
     token: m['token'] as string,
     requestId: m['requestId'] as string,
+    ...(m['traceparent'] === undefined ? undefined : traceContextOf(m)),
   });
 }
 

@@ -62,6 +62,37 @@ export function callTests(s: SuiteContext): void {
     }
   });
 
+  it('carries a well-formed W3C trace context and drops a malformed one without failing the call', async () => {
+    const [a, b] = [await h.node(), await h.node()];
+    const seen: RequestMeta[] = [];
+    const server = await serveAll(a, {
+      Trace: (req) => {
+        seen.push(req.meta);
+        return text('ok');
+      },
+    });
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const cases: Array<{ sent: Partial<RequestMeta>; arrives: { traceparent?: string; tracestate?: string } }> = [
+      { sent: { traceparent }, arrives: { traceparent } },
+      { sent: { traceparent, tracestate: 'congo=t61rcWkgMzE,ro;jo=00%f0' }, arrives: { traceparent, tracestate: 'congo=t61rcWkgMzE,ro;jo=00%f0' } },
+      { sent: { traceparent: 'not-a-traceparent', tracestate: 'k=v' }, arrives: {} },
+      { sent: { traceparent: `${traceparent};x` }, arrives: {} },
+      { sent: { traceparent: `00-${'0'.repeat(32)}-00f067aa0ba902b7-01` }, arrives: {} },
+      { sent: { traceparent: `01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-${'x'.repeat(4096)}` }, arrives: {} },
+      { sent: { traceparent, tracestate: 'k=v\n' }, arrives: { traceparent } },
+      { sent: { traceparent, tracestate: 'k='.padEnd(10_000, 'v') }, arrives: { traceparent } },
+    ];
+    for (const { sent, arrives } of cases) {
+      const meta = makeMeta(sent);
+      const out = await b.call(server.address, 'Trace', meta, text('m'), { timeoutMs: patience });
+      assert.equal(untext(out), 'ok');
+      const got = seen.at(-1);
+      assert.ok(got !== undefined);
+      const { traceparent: _p, tracestate: _s, ...rest } = meta;
+      assert.deepEqual({ ...got }, { ...rest, ...arrives }, `sent ${JSON.stringify(sent).slice(0, 120)}`);
+    }
+  });
+
   it('runs the handler asynchronously, never inside call()', async () => {
     const [a, b] = [await h.node(), await h.node()];
     let ran = false;
