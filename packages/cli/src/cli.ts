@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { main } from './main.js';
 import { tolerateClosedOutput } from './stdio.js';
+import { terminalOf } from './terminal.js';
 
 tolerateClosedOutput();
 
@@ -10,7 +11,7 @@ tolerateClosedOutput();
 process.exitCode = 1;
 const keepAlive = setInterval(() => undefined, 1 << 30);
 
-main(process.argv.slice(2)).then(
+main(process.argv.slice(2), undefined, { terminal: terminalOf(process.stdout) }).then(
   (code) => {
     process.exitCode = code;
   },

@@ -159,7 +159,7 @@ describe('taskgraph run and node as OS processes on a real etcd with a password'
       }
       run.child.kill('SIGTERM');
       expect(await run.exited).toBe(EXIT.terminated);
-      expect(run.out.at(-1)).toMatch(new RegExp(`^job ${job} interrupted by SIGTERM after [0-9.]+ s at epoch \\d+: 4 node\\(s\\) stopped, the job deleted from the store$`));
+      expect(run.out.at(-1)).toMatch(new RegExp(`^FAIL: job ${job} interrupted by SIGTERM after [0-9.]+ s at epoch \\d+: 4 node\\(s\\) stopped, the job deleted from the store$`));
       for (const pid of nodes) expect(alive(pid), `node process ${pid}`).toBe(false);
       expect(await ctl(job).status()).toBeUndefined();
       // Each node left on its SIGTERM, not killed after the grace period.
@@ -265,7 +265,8 @@ describe('taskgraph run and node as OS processes on a real etcd with a password'
         const job = nextJob();
         const bind = cli(['run', 'regression', '--tasks', '2', '--job', job, '--transport', `grpc://127.0.0.1:${port}`], env);
         expect(await bind.exited).toBe(EXIT.usage);
-        expect(bind.out.at(-1)).toMatch(new RegExp(`^taskgraph: node-\\d cannot run: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+        expect(bind.out.at(-2)).toMatch(new RegExp(`^taskgraph: node-\\d cannot run: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+        expect(bind.out.at(-1)).toBe(`FAIL: job ${job} did not run (configuration)`);
         expect(bind.out.join('\n')).not.toMatch(/started node-/);
         expect(await ctl(job).status()).toBeUndefined();
       } finally {

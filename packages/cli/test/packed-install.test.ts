@@ -162,8 +162,10 @@ describe('installed from packed tarballs, etcd only', () => {
 
   it('prints its usage', async () => {
     const help = await exec(taskgraph, ['--help'], dir);
-    expect(help.stdout).toMatch(/^taskgraph: run TaskGraph jobs/);
+    expect(help.stdout).toMatch(/^Usage: taskgraph \[options\] \[command\]\n\nRun TaskGraph jobs/);
     expect(help.code).toBe(0);
+    const version = await exec(taskgraph, ['--version'], dir);
+    expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'packages', 'cli', 'package.json'), 'utf8')).version);
   });
 
   it("runs the user's application as OS processes on a real etcd over gRPC", async () => {

@@ -15,7 +15,7 @@ import type { ConsulEmulator, K8sEmulator } from '@taskgraph/emulators';
 import { startEtcd } from '@taskgraph/testkit';
 import type { EtcdServer } from '@taskgraph/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultCliEntry } from '../src/index.js';
+import { JobRun, defaultCliEntry } from '../src/index.js';
 
 const APP = fileURLToPath(new URL('../../../apps/running-stats/dist/app.js', import.meta.url));
 const TIMEOUT = 180_000;
@@ -89,4 +89,37 @@ describe('running-stats with --backups 1, one primary killed, on every coordinat
     expect(r.out, r.out).toMatch(/running-stats: FAIL: state LOST: task 1 holds 5 of 7 epochs \(restarted cold in epoch 2, incarnation 2\)/);
     expect(r.code).toBe(1);
   }, TIMEOUT);
+
+  it('an in-process run with --metrics-port serves the job on /metrics and counts the promotion there', async () => {
+    const lines: string[] = [];
+    const scrapes: Array<Promise<{ status: number; text: string }>> = [];
+    const run = new JobRun({
+      app: APP,
+      tasks: 4,
+      backups: 1,
+      standbys: 1,
+      args: { epochs: '6', 'kill-at': '2:1' },
+      config: { coordinator: 'memory://running-stats-metrics' },
+      metrics: { port: 0 },
+      print: (line) => {
+        lines.push(line);
+        // Scraped the moment the server says where it is (before any node starts).
+        const m = /^metrics: (http:\/\/127\.0\.0\.1:\d+)\/metrics and \/healthz/.exec(line);
+        if (m) scrapes.push(fetch(`${m[1]}/metrics`).then(async (r) => ({ status: r.status, text: await r.text() })));
+      },
+    });
+    const result = await run.run();
+    expect(result.exitCode, lines.join('\n')).toBe(0);
+    expect(scrapes).toHaveLength(1);
+    expect((await scrapes[0])?.status).toBe(200);
+    const text = (await run.metrics?.registry.metrics()) ?? '';
+    const sum = (name: string, filter = ''): number =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith(name) && l.includes(filter))
+        .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    expect(sum('taskgraph_failovers_total{', 'kind="promotion"')).toBe(1);
+    expect(Math.max(...text.split('\n').filter((l) => l.startsWith('taskgraph_epoch{')).map((l) => Number(l.split(' ').at(-1))))).toBe(6);
+    expect(sum('taskgraph_data_requests_served_total{')).toBeGreaterThan(0);
+  });
 });

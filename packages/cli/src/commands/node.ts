@@ -22,6 +22,8 @@ import { loadApp } from '../app-loader.js';
 import { loadPlugins } from '../plugins.js';
 import { EXIT, isConfigurationError } from '../exit-codes.js';
 import { redactor, scrubbedLogger } from '../secrets.js';
+import { startMetrics, type MetricsEndpoint } from '../observability.js';
+import type { MetricsServer } from '@taskgraph/metrics';
 
 /**
  * Set by `run` in its nodes' environment: the node leaves gracefully when its stdin
@@ -44,6 +46,8 @@ export interface NodeCommandOptions {
    * then `<nodeId>.<index>`.
    */
   readonly count?: number;
+  /** Serve the nodes' metrics and `/healthz` (healthy while every node of the process is) there. */
+  readonly metrics?: MetricsEndpoint;
 }
 
 /** Checks `--count` (or `--nodes-per-process`): a positive integer up to what one node host runs. */
@@ -72,6 +76,15 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
     throw err;
   }
   const print = (tag: string, value: unknown) => process.stdout.write(`${tag} ${JSON.stringify(value)}\n`);
+  let metrics: MetricsServer | undefined;
+  try {
+    metrics = o.metrics ? await startMetrics(o.metrics, 'all') : undefined;
+  } catch (err) {
+    await transport.close();
+    await coordinator.close();
+    throw err;
+  }
+  if (metrics) logger.info('serving metrics', { url: `${metrics.url}/metrics` });
   // The runtime's own timers do not hold the process open (a library must not keep
   // its host alive); this command runs until the node ends, whatever it waits on.
   const keepAlive = setInterval(() => undefined, 1 << 30);
@@ -94,6 +107,7 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
       transport,
       logger,
       ...(o.config.sessionTtlMs ? { sessionTtlMs: o.config.sessionTtlMs } : {}),
+      ...(metrics ? { instruments: metrics.metrics.observer } : {}),
     };
     // On stdout, a pipe only the parent reads (synchronous on Linux: the line is out before the claim starts).
     const printSession = (nodeId: string, sessionId: string) => print('TG-SESSION', { nodeId, sessionId });
@@ -136,6 +150,7 @@ export async function runNodeCommand(o: NodeCommandOptions): Promise<number> {
     }
   } finally {
     clearInterval(keepAlive);
+    await metrics?.close().catch(() => undefined);
     await transport.close().catch(() => undefined);
     await coordinator.close().catch(() => undefined);
   }

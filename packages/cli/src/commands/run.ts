@@ -27,7 +27,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { InvalidArgumentError, systemClock } from '@taskgraph/api';
@@ -42,6 +42,15 @@ import { EXIT, interruptedExitCode, isConfigurationError } from '../exit-codes.j
 import { RestartBudget } from '../restart-budget.js';
 import { maskUrl, redactor, scrubbedLogger } from '../secrets.js';
 import { STOP_WITH_PARENT_ENV } from './node.js';
+import { CLEAR_LINE, paint, PLAIN, type Terminal } from '../terminal.js';
+import { startMetrics, type MetricsEndpoint } from '../observability.js';
+import type { MetricsServer } from '@taskgraph/metrics';
+
+/** A job name from an application's name: a DNS label, made unique by the time. */
+export function defaultJobName(appName: string, now = Date.now()): string {
+  const base = appName.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '');
+  return `${base || 'job'}-${now.toString(36)}`;
+}
 
 /** How long stopped nodes have to leave gracefully before they are killed. */
 export const DEFAULT_GRACE_MS = 10_000;
@@ -81,6 +90,14 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Progress lines (default: stdout). */
   readonly print?: (line: string) => void;
+  /** A terminal gets the progress as one line redrawn in place, and colour (default: plain lines). */
+  readonly terminal?: Terminal;
+  /**
+   * Metrics: an in-process run serves all its nodes' metrics and `/healthz` there (healthy
+   * while any node is); a run of node processes gives process slot i the port + 1 + i
+   * (each serves its own nodes; 0: every process takes a free port).
+   */
+  readonly metrics?: MetricsEndpoint;
   /** Called with every result a node process reports (tests act on them). */
   readonly onReport?: (node: NodeProcess, record: unknown) => void;
   /**
@@ -162,14 +179,19 @@ export function defaultCliEntry(): string {
 }
 
 export class JobRun {
-  readonly job: string;
+  private jobName: string;
+  /** Whether the job's name was read (or given): from then on it stays as it is. */
+  private jobNameFixed: boolean;
   readonly processes: NodeProcess[] = [];
   readonly results: unknown[] = [];
   /** Every result with the node process that reported it (in-process runs: -1). */
   readonly reports: Array<{ node: number; record: unknown }> = [];
   private readonly print: (line: string) => void;
   private readonly redact: (line: string) => string;
-  private readonly logDir: string;
+  private logDir = '';
+  private readonly terminal: Terminal;
+  /** Whether the live progress line is on the terminal (cleared before any other line). */
+  private liveShown = false;
   private readonly budget: RestartBudget;
   private app!: TaskGraphApp;
   private coordinator!: Coordinator;
@@ -178,6 +200,7 @@ export class JobRun {
   private controller!: Controller;
   private transportUrl = '';
   private finished = false;
+  private metricsServer: MetricsServer | undefined;
   private readonly stopAll = new AbortController();
   private readonly live = new Set<Supervised>();
   /** Sessions of dead nodes being ended: the run's coordinator closes only after them. */
@@ -199,18 +222,37 @@ export class JobRun {
       throw new InvalidArgumentError(`--nodes-per-process must be an integer from 1 to ${MAX_NODES_PER_HOST}, got ${String(o.nodesPerProcess)}`);
     }
     if (!o.config.coordinator) throw new InvalidArgumentError('no coordinator: pass --coordinator URL (e.g. etcd://127.0.0.1:2379) or set TASKGRAPH_COORDINATOR');
-    this.job = o.job ?? `${o.app.replace(/[^a-z0-9-]/g, '').slice(0, 30) || 'job'}-${Date.now().toString(36)}`;
+    // Named after the application: the name it declares once run() has loaded it, unless
+    // given, or read before (then the one read stays, made from the name on the command line).
+    this.jobName = o.job ?? defaultJobName(basename(o.app).replace(/\.[cm]?[jt]s$/, ''));
+    this.jobNameFixed = o.job !== undefined;
     this.redact = redactor(o.config);
+    this.terminal = o.terminal ?? PLAIN;
     const print = o.print ?? ((line: string) => void process.stdout.write(`${line}\n`));
-    this.print = (line) => print(this.redact(line));
-    this.logDir = o.logDir ?? mkdtempSync(join(tmpdir(), `taskgraph-${this.job}-`));
-    mkdirSync(this.logDir, { recursive: true });
+    this.print = (line) => {
+      if (this.liveShown) {
+        this.terminal.write(CLEAR_LINE);
+        this.liveShown = false;
+      }
+      print(this.redact(line));
+    };
     this.budget = new RestartBudget({
       now: () => systemClock.now(),
       ...(o.maxRestarts !== undefined ? { maxPerWindow: o.maxRestarts } : {}),
       ...(o.restartWindowMs !== undefined ? { windowMs: o.restartWindowMs } : {}),
       ...(o.restartDelayMs !== undefined ? { baseDelayMs: o.restartDelayMs } : {}),
     });
+  }
+
+  /** The in-process nodes' metrics (with `metrics`), kept after the run for a last look. */
+  get metrics(): MetricsServer['metrics'] | undefined {
+    return this.metricsServer?.metrics;
+  }
+
+  /** The job's name (known once `run` has loaded the application, unless given). */
+  get job(): string {
+    this.jobNameFixed = true;
+    return this.jobName;
   }
 
   private get backups(): number {
@@ -271,6 +313,10 @@ export class JobRun {
     const started = systemClock.now();
     await loadPlugins(this.o.config.plugins);
     this.app = await loadApp(this.o.app);
+    if (!this.jobNameFixed) this.jobName = defaultJobName(this.app.name);
+    this.jobNameFixed = true;
+    this.logDir = this.o.logDir ?? mkdtempSync(join(tmpdir(), `taskgraph-${this.job}-`));
+    mkdirSync(this.logDir, { recursive: true });
     this.numTasks = jobSize(this.app, this.o);
     // A bad --arg fails every node the same way: refuse it before any starts.
     this.app.taskBuilder(this.context());
@@ -295,6 +341,19 @@ export class JobRun {
           (this.perProcess > 1 ? `, ${this.perProcess} nodes per ${this.inProcess ? 'host' : 'process'}` : '') +
           (this.inProcess ? ' (in-process)' : `, node logs in ${this.logDir}`),
       );
+      const metrics = this.o.metrics;
+      if (metrics && this.inProcess) {
+        // Replaced nodes come under new ids: the run is healthy while any of its nodes is.
+        this.metricsServer = await startMetrics(metrics, 'any');
+        this.print(`metrics: ${this.metricsServer.url}/metrics and /healthz (every node of the job)`);
+      } else if (metrics) {
+        if (metrics.port !== 0 && metrics.port + this.slotCount > 65535) throw new InvalidArgumentError(`--metrics-port ${metrics.port} leaves no room for ${this.slotCount} node processes (port + 1 + i <= 65535)`);
+        this.print(
+          metrics.port === 0
+            ? 'metrics: each node process serves its own on a free port (it logs which)'
+            : `metrics: node process i serves http://${metrics.host ?? '127.0.0.1'}:${metrics.port + 1}+i/metrics, for i from 0 to ${this.slotCount - 1}`,
+        );
+      }
       const timeout = new Promise<'timeout'>((resolve) => {
         if (this.o.timeoutMs) timer = setTimeout(() => resolve('timeout'), this.o.timeoutMs);
       });
@@ -330,6 +389,7 @@ export class JobRun {
       await Promise.all([...this.endingSessions]);
       if (created && !this.o.keepJob) await this.controller.destroy().catch(() => undefined);
       await this.coordinator.close().catch(() => undefined);
+      await this.metricsServer?.close();
     }
     return this.conclude(started, status, reason);
   }
@@ -343,25 +403,42 @@ export class JobRun {
     if (early?.kind === 'interrupted') {
       const nodes = this.started;
       this.print(
-        `job ${this.job} interrupted by ${early.signal} after ${seconds} s at epoch ${status?.epoch ?? '-'}: ${nodes} node(s) stopped, ` +
+        `${this.verdictWord(false)}: job ${this.job} interrupted by ${early.signal} after ${seconds} s at epoch ${status?.epoch ?? '-'}: ${nodes} node(s) stopped, ` +
           (this.o.keepJob ? 'the job kept in the store (--keep)' : 'the job deleted from the store'),
       );
       return { ...base, ok: false, exitCode: interruptedExitCode(early.signal), verdict: undefined, interrupted: early.signal };
     }
     if (early?.kind === 'configuration') {
       this.print(`taskgraph: ${early.message}`);
+      this.print(`${this.verdictWord(false)}: job ${this.job} did not run (configuration)`);
       return { ...base, ok: false, exitCode: EXIT.usage, verdict: undefined };
     }
     const ctx = { numTasks: this.numTasks, args: this.o.args ?? {}, logger: silentLogger };
     const done = status?.state === 'done';
     const verdict = done && this.app.verify ? this.app.verify(ctx, this.results) : undefined;
     const ok = done && (verdict?.ok ?? true);
-    this.print(
-      `job ${this.job} ${status?.state ?? 'gone'} after ${seconds} s, epoch ${status?.epoch ?? '-'}, ${failovers} failover(s)` + (reason && !done ? `: ${reason}` : ''),
-    );
     if (verdict) this.print(`${this.app.name}: ${verdict.message}`);
     if (!ok) this.printFailedLogs();
+    this.print(
+      `${this.verdictWord(ok)}: job ${this.job} ${status?.state ?? 'gone'} after ${seconds} s, epoch ${status?.epoch ?? '-'}, ${failovers} failover(s)` +
+        (reason && !done ? `: ${reason}` : '') +
+        (done && !ok ? `: ${this.app.name}'s answer did not verify` : ''),
+    );
     return { ...base, ok, exitCode: ok ? EXIT.ok : EXIT.failed, verdict, reason: reason || (ok ? 'done' : 'failed') };
+  }
+
+  /** PASS or FAIL, the first word of the run's last line (green or red on a terminal). */
+  private verdictWord(ok: boolean): string {
+    return ok ? paint(this.terminal, 'green', 'PASS') : paint(this.terminal, 'red', 'FAIL');
+  }
+
+  private showProgress(line: string, final: boolean): void {
+    if (!this.terminal.tty) {
+      this.print(line);
+      return;
+    }
+    this.terminal.write(`${CLEAR_LINE}${this.redact(line)}${final ? '\n' : ''}`);
+    this.liveShown = !final;
   }
 
   private logger(): Logger {
@@ -378,19 +455,25 @@ export class JobRun {
     }
   }
 
-  /** Prints a line whenever the epoch, the live nodes or the failovers change. */
+  /**
+   * The job's progress: on a terminal one line redrawn in place; otherwise a line
+   * whenever what it shows changes. Nodes without a role count as standbys only once
+   * every slot is held (before that they may simply not have claimed yet: "waiting").
+   */
   private async followProgress(): Promise<void> {
     let last = '';
     try {
       for await (const s of this.controller.watch(this.stopAll.signal)) {
         const owned = s.tasks.filter((t) => t.nodeId !== undefined).length;
         const failovers = s.tasks.reduce((n, t) => n + Math.max(0, t.incarnations - 1), 0);
-        const backups = s.tasks.reduce((n, t) => n + t.backups.filter((b) => b.state === 'ready').length, 0);
+        const backups = s.tasks.reduce((n, t) => n + t.backups.length, 0);
+        const ready = s.tasks.reduce((n, t) => n + t.backups.filter((b) => b.state === 'ready').length, 0);
+        const allHeld = owned === s.tasks.length && backups >= this.backedUp * this.backups;
         const line =
           `epoch ${s.epoch} | tasks running ${owned}/${s.tasks.length}` +
-          (this.backups ? ` | backups ready ${backups}/${this.backedUp * this.backups}` : '') +
-          ` | live nodes ${s.nodes.length} (${s.standbys.length} standby) | failovers ${failovers}${s.state !== 'running' ? ` | ${s.state}` : ''}`;
-        if (line !== last) this.print(line);
+          (this.backups ? ` | backups ready ${ready}/${this.backedUp * this.backups}` : '') +
+          ` | live nodes ${s.nodes.length} (${s.standbys.length} ${allHeld ? 'standby' : 'waiting'}) | failovers ${failovers}${s.state !== 'running' ? ` | ${s.state}` : ''}`;
+        if (line !== last) this.showProgress(line, s.state !== 'running');
         last = line;
         if (s.state !== 'running') return;
       }
@@ -477,6 +560,7 @@ export class JobRun {
             transport,
             logger,
             ...(this.o.config.sessionTtlMs ? { sessionTtlMs: this.o.config.sessionTtlMs } : {}),
+            ...(this.metricsServer ? { instruments: this.metricsServer.metrics.observer } : {}),
           };
           let nodes: readonly TaskGraphNode[];
           let host: NodeHost | undefined;
@@ -559,6 +643,11 @@ export class JobRun {
     const args = [entry, 'node', this.o.app, '--job', this.job, '--node-id', nodeId];
     if (count > 1) args.push('--count', String(count));
     if (this.o.config.sessionTtlMs) args.push('--ttl', String(this.o.config.sessionTtlMs));
+    const metrics = this.o.metrics;
+    if (metrics) {
+      args.push('--metrics-port', String(metrics.port === 0 ? 0 : metrics.port + 1 + slot));
+      if (metrics.host !== undefined) args.push('--metrics-host', metrics.host);
+    }
     args.push('--log-level', this.o.config.logLevel === 'silent' ? 'warn' : (this.o.config.logLevel ?? 'info'));
     for (const [k, v] of Object.entries(this.o.args ?? {})) args.push('--arg', `${k}=${v}`);
     // The node processes resolve the same URLs, so they need the same plug-ins.
