@@ -10,7 +10,7 @@ let passed = 0;
 let failed = 0;
 let skipped = 0;
 const rows = [];
-for (const group of ['packages', 'apps', '.']) {
+for (const group of ['packages', 'apps', 'tools', '.']) {
   const dir = join(root, group);
   const names = group === '.' ? ['bench'] : readdirSync(dir);
   for (const name of names) {
