@@ -164,8 +164,12 @@ describe('installed from packed tarballs, etcd only', () => {
     const help = await exec(taskgraph, ['--help'], dir);
     expect(help.stdout).toMatch(/^Usage: taskgraph \[options\] \[command\]\n\nRun TaskGraph jobs/);
     expect(help.code).toBe(0);
+    const expected = (JSON.parse(readFileSync(join(ROOT, 'packages', 'cli', 'package.json'), 'utf8')) as { version: string }).version;
     const version = await exec(taskgraph, ['--version'], dir);
-    expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'packages', 'cli', 'package.json'), 'utf8')).version);
+    expect(version.stdout.trim()).toBe(expected);
+    // As the README says: `npx @taskgraph/cli` runs the package's one bin (offline: the installed package).
+    const npx = await exec('npx', ['--no-install', '@taskgraph/cli', '--version'], dir);
+    expect(npx.stdout.trim(), npx.stderr).toBe(expected);
   });
 
   it("runs the user's application as OS processes on a real etcd over gRPC", async () => {
