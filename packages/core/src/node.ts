@@ -241,13 +241,13 @@ export class TaskGraphNode implements Bootstrap, Instrumentable {
   }
 
   private eventSource(job: string): NodeSource {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter reads the node's holder when an observer asks
-    const node = this;
+    // Read when an observer asks: the task the node holds then.
+    const taskNow = (): number | undefined => this.holder?.id;
     return {
       job,
       node: this.nodeId,
       get task() {
-        return node.holder?.id;
+        return taskNow();
       },
     };
   }
