@@ -167,13 +167,18 @@ describe('a node host', () => {
     // Warnings (a lost session, a failed watch) explain a stall if there is one.
     const logger = recordingLogger();
     const trouble = () => logger.lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => `${l.message} ${JSON.stringify(l.fields)}`).join('\n');
+    // Serving in epoch 4 waits until the victim is chosen and killed, so the job cannot
+    // finish (and release its tasks) between the choice and the kill.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const holdFromEpoch4 = ({ epoch }: { epoch: number }) => (epoch >= 4 ? held : undefined);
     const hosts: Array<{ host: NodeHost; base: MemoryCoordinator; done: Promise<unknown> }> = [];
     for (let h = 0; h < 3; h++) {
       const transport = await createLocalTransport({ network: w.network });
       closers.push(() => transport.close());
       const base = w.coordinator();
       const host = createNodeHost({ job: w.job, count: 4, coordinator: base, transport, sessionTtlMs: 3000, logger, nodeIdPrefix: `h${h}` });
-      const options = { numTasks, onResult: (epoch: number, sum: number) => void sums.set(epoch, sum) };
+      const options = { numTasks, onResult: (epoch: number, sum: number) => void sums.set(epoch, sum), beforeServe: holdFromEpoch4 };
       for (const node of host.nodes) {
         node.setTaskBuilder(new RegressionTaskBuilder(options));
         for (const [lt, topo] of Object.entries(regressionLinkages(options))) node.addLinkage(lt, topo);
@@ -195,6 +200,7 @@ describe('a node host', () => {
     const moved = victim.host.nodes.flatMap((n) => (n.currentTask === undefined ? [] : [n.currentTask]));
     expect(moved.length).toBeGreaterThan(0);
     await victim.host.kill();
+    release();
     const outcomes = await Promise.all(hosts.map((h) => h.done));
     expect(outcomes.map((o) => (o as unknown[]).length)).toEqual([4, 4, 4]);
     expect(await victim.done).toEqual(victim.host.nodes.map((n) => ({ nodeId: n.nodeId, outcome: expect.objectContaining({ reason: 'killed' }) as unknown, rejoined: 0 })));
@@ -213,7 +219,11 @@ describe('a node host', () => {
     const ctl = w.controller();
     await ctl.createJob({ numTasks, linkTypes: ['Parents', 'Children'] });
     const sums = new Map<number, number>();
-    const options = { numTasks, onResult: (epoch: number, sum: number) => void sums.set(epoch, sum) };
+    // Serving in epoch 2 waits until the new node 0 is in place: the job cannot finish before its session ends.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const beforeServe = ({ epoch }: { epoch: number }) => (epoch >= 2 ? held : undefined);
+    const options = { numTasks, onResult: (epoch: number, sum: number) => void sums.set(epoch, sum), beforeServe };
     const logger = recordingLogger();
     const transport = await createLocalTransport({ network: w.network });
     closers.push(() => transport.close());
@@ -243,6 +253,7 @@ describe('a node host', () => {
     await eventually('a new node in place of node 0', () => host.nodes[0] !== first && sessions.get('h.0') !== firstSession);
     expect(host.nodes[0]!.nodeId).toBe('h.0');
     expect(logger.lines.some((l) => l.message === 'a hosted node lost its session; a new node takes its place')).toBe(true);
+    release();
     await eventually('epoch 3', () => sums.has(3));
     await ctl.finish('done');
     const ends = await done;
