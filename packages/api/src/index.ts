@@ -4,7 +4,7 @@
  */
 export * from './errors.js';
 export type * from './runtime.js';
-export { systemClock } from './runtime.js';
+export { deferOn, randomHex, randomOf, systemClock, wallNow } from './runtime.js';
 export type * from './codec.js';
 export type * from './task.js';
 export type * from './standby.js';

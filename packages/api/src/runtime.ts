@@ -17,6 +17,22 @@ export interface Clock {
   now(): number;
   setTimeout(callback: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
+  /**
+   * Runs `callback` on a later turn of the event loop, after the promise jobs queued
+   * now (Node's `setImmediate`). Default ({@link deferOn}): `setImmediate`.
+   */
+  defer?(callback: () => void): void;
+  /**
+   * Wall-clock milliseconds since 1970, for timestamps written to records and never
+   * for judging a lease. Default ({@link wallNow}): `Date.now()`.
+   */
+  wallNow?(): number;
+  /**
+   * Numbers in [0, 1) for the jitter of waits (backoff) and the ids the framework
+   * makes. Default ({@link randomOf}): `Math.random` (ids: `crypto.randomBytes`).
+   * A simulator gives one seeded source, so that a run replays from its seed.
+   */
+  random?(): number;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -30,6 +46,35 @@ export interface Logger {
   warn(message: string, fields?: LogFields): void;
   error(message: string, fields?: LogFields): void;
   child(fields: LogFields): Logger;
+}
+
+/** Runs `callback` on a later turn: the clock's `defer`, else `setImmediate`. */
+export function deferOn(clock: Clock, callback: () => void): void {
+  if (clock.defer) clock.defer(callback);
+  else setImmediate(callback);
+}
+
+/** Wall-clock ms since 1970 by the clock's `wallNow`, else `Date.now()`. */
+export function wallNow(clock: Clock): number {
+  return clock.wallNow ? clock.wallNow() : Date.now();
+}
+
+/** The clock's source of randomness in [0, 1), else `Math.random`. */
+export function randomOf(clock: Clock): () => number {
+  return clock.random ? () => clock.random!() : Math.random;
+}
+
+/**
+ * `bytes` random bytes as lowercase hex, from the clock's `random` when it has one
+ * (a simulation), else from the platform's cryptographic source.
+ */
+export function randomHex(clock: Clock, bytes: number): string {
+  const b = new Uint8Array(bytes);
+  if (clock.random) for (let i = 0; i < bytes; i++) b[i] = Math.floor(clock.random() * 256);
+  else globalThis.crypto.getRandomValues(b);
+  let out = '';
+  for (const x of b) out += x.toString(16).padStart(2, '0');
+  return out;
 }
 
 /** The real clock: `performance.now()` and the platform's timers. */

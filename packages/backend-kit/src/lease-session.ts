@@ -12,7 +12,7 @@
  * A backend subclasses LeaseSession and supplies how to renew once, how to end the
  * session on the server, and, if it must, what to do when the session is lost.
  */
-import { ClosedError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
+import { ClosedError, LeaseLostError, TaskGraphError, randomOf } from '@taskgraph/api';
 import type { Clock, Logger, Session, TimerHandle } from '@taskgraph/api';
 import { Backoff } from './timing.js';
 
@@ -87,7 +87,7 @@ export abstract class LeaseSession implements Session {
     this.lost = this.#controller.signal;
     this.#margin = safetyMargin(init.ttlMs);
     this.renewalIntervalMs = init.ttlMs / 3;
-    this.#retry = init.retry ?? new Backoff(100, Math.min(1000, this.renewalIntervalMs));
+    this.#retry = init.retry ?? new Backoff(100, Math.min(1000, this.renewalIntervalMs), randomOf(this.clock));
     this.#renewalName = init.renewalName ?? 'renewal';
     this.#deadline = init.sentAt + init.ttlMs - this.#margin;
     // Timers only: nothing here may call a hook before the subclass is constructed.

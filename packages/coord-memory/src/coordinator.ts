@@ -4,7 +4,7 @@
  * failing, as a real client would be. Input checks, the closed guard and session
  * keepalives are the backend kit's (CoordinatorBase, LeaseSession).
  */
-import { InvalidArgumentError, UnavailableError, abortError, assertValidKey } from '@taskgraph/api';
+import { InvalidArgumentError, UnavailableError, abortError, assertValidKey, deferOn } from '@taskgraph/api';
 import type { Clock, CoordinatorCaps, Entry, ListResult, Lock, LockHolder, Logger, Session, Version, WatchBatch, WatchEvent } from '@taskgraph/api';
 import { CoordinatorBase, describeKey, silentLogger } from '@taskgraph/backend-kit';
 import { FaultSet } from './faults.js';
@@ -86,13 +86,15 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     this.#sessionHost = {
       keepalive: async (sessionId) => {
         await this.#gate('keepalive', sessionId, sessionId);
-        this.store.keepalive(sessionId);
+        return this.#answered(() => this.store.keepalive(sessionId));
       },
       closeRemote: async (sessionId) => {
         await this.#gate('closeSession', sessionId, sessionId, undefined, this.closed ? 'closing' : 'call');
         this.store.closeSession(sessionId);
       },
-      onServerEnd: (sessionId, listener) => this.store.onSessionEnd(sessionId, listener),
+      // The store's word that a session ended reaches the client on its own clock, as an answer does.
+      onServerEnd: (sessionId, listener) =>
+        this.store.onSessionEnd(sessionId, (end) => (this.clock === this.store.clock ? listener(end) : deferOn(this.clock, () => listener(end)))),
       canHear: () => !this.#unreachable && !this.#frozen && !this.store.frozen && !this.closed,
     };
   }
@@ -145,15 +147,19 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
   protected async doGet(key: string): Promise<Entry | undefined> {
     const stored = this.#stored(key);
     await this.#gate('get', key, stored);
-    const found = this.store.get(stored);
-    return found && { key, value: found.value, version: found.version };
+    return this.#answered(() => {
+      const found = this.store.get(stored);
+      return found && { key, value: found.value, version: found.version };
+    });
   }
 
   protected async doList(prefix: string): Promise<ListResult> {
     const stored = this.#stored(prefix);
     await this.#gate('list', prefix, stored);
-    const { entries, revision } = this.store.range(stored);
-    return { entries: entries.map((e) => ({ ...e, key: this.#unstored(e.key) })), revision: String(revision) };
+    return this.#answered(() => {
+      const { entries, revision } = this.store.range(stored);
+      return { entries: entries.map((e) => ({ ...e, key: this.#unstored(e.key) })), revision: String(revision) };
+    });
   }
 
   protected async doCreate(key: string, value: Uint8Array, session: MemorySession | undefined): Promise<Version> {
@@ -162,26 +168,40 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     const copy = value.slice();
     await this.#gate('create', key, stored);
     if (session) this.assertLive(session, `create of ${describeKey(key)}`);
-    return this.store.create(stored, copy, session?.id);
+    return this.#answered(() => {
+      const version = this.store.create(stored, copy, session?.id);
+      this.#applied('create', key, stored);
+      return version;
+    });
   }
 
   protected async doUpdate(key: string, value: Uint8Array, expect: Version): Promise<Version> {
     const stored = this.#stored(key);
     const copy = value.slice();
     await this.#gate('update', key, stored);
-    return this.store.update(stored, copy, expect);
+    return this.#answered(() => {
+      const version = this.store.update(stored, copy, expect);
+      this.#applied('update', key, stored);
+      return version;
+    });
   }
 
   protected async doDelete(key: string, expect: Version): Promise<void> {
     const stored = this.#stored(key);
     await this.#gate('delete', key, stored);
-    this.store.delete(stored, expect);
+    return this.#answered(() => {
+      this.store.delete(stored, expect);
+      this.#applied('delete', key, stored);
+    });
   }
 
   protected async doDeletePrefix(prefix: string): Promise<void> {
     const stored = this.#stored(prefix);
     await this.#gate('deletePrefix', prefix, stored);
-    this.store.deletePrefix(stored);
+    return this.#answered(() => {
+      this.store.deletePrefix(stored);
+      this.#applied('deletePrefix', prefix, stored);
+    });
   }
 
   protected doWatch(prefix: string, after: string | undefined, signal: AbortSignal): AsyncIterable<WatchBatch> {
@@ -196,7 +216,7 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     this.store.faults.check('watch', stored);
     this.#watches++;
     // Subscribed before the history is read: what commits from here on is queued, what came before is in the history.
-    const feed = new WatchFeed(this.store.historyLimit);
+    const feed = new WatchFeed(this.store.historyLimit, this.clock);
     const subscribedAt = this.store.revision;
     const unsubscribe = this.store.subscribe(stored, feed);
     // One listener per watch for its whole life, not one per wait; the flag saves reading both signals per record.
@@ -261,12 +281,13 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
   protected async doOpenSession(ttlMs: number): Promise<MemorySession> {
     const sentAt = this.clock.now();
     await this.#gate('openSession', '', '');
-    return new MemorySession(this.sessionContext, this.#sessionHost, this.store.openSession(ttlMs), ttlMs, sentAt);
+    const id = await this.#answered(() => this.store.openSession(ttlMs));
+    return new MemorySession(this.sessionContext, this.#sessionHost, id, ttlMs, sentAt);
   }
 
   protected async doEndSession(id: string): Promise<void> {
     await this.#gate('closeSession', id, id);
-    this.store.closeSession(id);
+    await this.#answered(() => this.store.closeSession(id));
   }
 
   // ---- locks ----------------------------------------------------------------
@@ -314,21 +335,30 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     const stored = this.#stored(name);
     await this.#gate('tryAcquire', name, stored);
     this.assertLive(session, `tryAcquire of lock ${describeKey(name)}`);
-    const token = this.store.tryLock({ name: stored, sessionId: session.id, owner });
+    const token = await this.#answered(() => {
+      const t = this.store.tryLock({ name: stored, sessionId: session.id, owner });
+      this.#applied('tryAcquire', name, stored);
+      return t;
+    });
     return token === undefined ? undefined : new MemoryLock(this.#lockHost, stored, name, owner, token, session);
   }
 
   protected async doHolder(name: string): Promise<LockHolder | undefined> {
     const stored = this.#stored(name);
     await this.#gate('holder', name, stored);
-    const h = this.store.lockHolder(stored);
-    return h && { owner: h.owner, token: h.token };
+    return this.#answered(() => {
+      const h = this.store.lockHolder(stored);
+      return h && { owner: h.owner, token: h.token };
+    });
   }
 
   readonly #lockHost = {
     release: async (stored: string, name: string, sessionId: string, token: bigint): Promise<void> => {
       await this.#gate('release', name, stored);
-      this.store.releaseLock(stored, sessionId, token);
+      return this.#answered(() => {
+        this.store.releaseLock(stored, sessionId, token);
+        this.#applied('release', name, stored);
+      });
     },
   };
 
@@ -361,6 +391,30 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
       this.store.faults.check(op, stored);
       return;
     }
+  }
+
+  /**
+   * Applies a call at the store and hands its outcome back on this client's clock: at
+   * once when the client shares the store's clock; a turn of the client's clock later
+   * when it has its own (a simulated node), so a paused client hears nothing until it
+   * resumes, as a paused process reads nothing from its socket.
+   */
+  async #answered<T>(apply: () => T): Promise<T> {
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+    try {
+      outcome = { ok: true, value: apply() };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    if (this.clock !== this.store.clock) await new Promise<void>((resolve) => deferOn(this.clock, resolve));
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  }
+
+  /** The injected faults that strike after a call took effect (an outcome the caller cannot know). */
+  #applied(op: MemoryOperation, key: string, stored: string): void {
+    this.faults.checkApplied(op, key);
+    this.store.faults.checkApplied(op, stored);
   }
 
   #stored(key: string): string {

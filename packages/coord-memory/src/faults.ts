@@ -44,6 +44,13 @@ export interface FaultSpec {
   readonly error?: Error | (() => Error);
   /** How many calls fail before the fault clears itself. Default: until cleared. */
   readonly times?: number;
+  /**
+   * True: the call is applied first and fails after, so its caller cannot tell whether
+   * it took effect (a connection lost after the server committed: an unknown outcome).
+   * Only the operations that change the store can be hit so: create, update, delete,
+   * deletePrefix, tryAcquire, release. Default false: the call fails without effect.
+   */
+  readonly applied?: boolean;
 }
 
 /** A fault in force. */
@@ -56,6 +63,7 @@ export interface Fault {
 }
 
 const OPERATION_SET: ReadonlySet<string> = new Set(MEMORY_OPERATIONS);
+const APPLIED_OPERATIONS: ReadonlySet<MemoryOperation> = new Set(['create', 'update', 'delete', 'deletePrefix', 'tryAcquire', 'release']);
 
 /** Compiles a glob to an anchored RegExp. */
 export function globToRegExp(glob: string): RegExp {
@@ -86,6 +94,7 @@ class Rule implements Fault {
   readonly #error: Error | (() => Error) | undefined;
   readonly #times: number | undefined;
   readonly #owner: FaultSet;
+  readonly applied: boolean;
 
   constructor(owner: FaultSet, spec: FaultSpec) {
     this.#owner = owner;
@@ -108,9 +117,17 @@ class Rule implements Fault {
     }
     this.#times = spec.times;
     this.#error = spec.error;
+    if (spec.applied !== undefined && typeof spec.applied !== 'boolean') throw new InvalidArgumentError('fault applied must be a boolean');
+    this.applied = spec.applied ?? false;
+    // With '*', an applied fault hits the operations that change the store and no others.
+    const cannot = this.applied ? ops?.find((op) => !APPLIED_OPERATIONS.has(op)) : undefined;
+    if (cannot !== undefined) {
+      throw new InvalidArgumentError(`a fault with applied: true cannot hit ${cannot}; only ${[...APPLIED_OPERATIONS].join(', ')} change the store`);
+    }
   }
 
-  matches(op: MemoryOperation, key: string): boolean {
+  matches(op: MemoryOperation, key: string, applied: boolean): boolean {
+    if (this.applied !== applied || (applied && !APPLIED_OPERATIONS.has(op))) return false;
     if (this.#ops && !this.#ops.has(op)) return false;
     if (!this.#pattern) return true;
     // A global or sticky RegExp carries lastIndex between tests; reset so every call is judged alike.
@@ -152,9 +169,15 @@ export class FaultSet {
     return this.#rules.length;
   }
 
-  /** Throws the error of the first fault matching this call, if any. */
+  /** Throws the error of the first fault matching this call, if any (before the call is applied). */
   check(op: MemoryOperation, key: string): void {
-    const rule = this.#rules.find((r) => r.matches(op, key));
+    const rule = this.#rules.find((r) => r.matches(op, key, false));
+    if (rule) throw rule.hit(op, key);
+  }
+
+  /** Throws the error of the first `applied: true` fault matching this call, which has taken effect. */
+  checkApplied(op: MemoryOperation, key: string): void {
+    const rule = this.#rules.find((r) => r.matches(op, key, true));
     if (rule) throw rule.hit(op, key);
   }
 

@@ -5,7 +5,7 @@
  * it directly to expire sessions, compact history, inject store-wide faults or
  * freeze everybody.
  */
-import { CompactedError, InvalidArgumentError, LeaseLostError, NotFoundError, ConflictError, AlreadyExistsError, systemClock } from '@taskgraph/api';
+import { AlreadyExistsError, CompactedError, ConflictError, InvalidArgumentError, LeaseLostError, NotFoundError, deferOn, systemClock } from '@taskgraph/api';
 import type { Clock, Logger, TimerHandle } from '@taskgraph/api';
 import { silentLogger } from '@taskgraph/backend-kit';
 import { FaultSet } from './faults.js';
@@ -199,13 +199,13 @@ export class MemoryStore {
     if (this.#turnEnd) return this.#turnEnd;
     if (++this.#callsThisTurn === 1) {
       // Reset when this stretch of the loop ends.
-      setImmediate(() => {
+      deferOn(this.clock, () => {
         this.#callsThisTurn = 0;
       });
     }
     if (this.#callsThisTurn <= this.callsPerTurn) return undefined;
     this.#turnEnd = new Promise((resolve) =>
-      setImmediate(() => {
+      deferOn(this.clock, () => {
         this.#turnEnd = undefined;
         this.#callsThisTurn = 0;
         resolve();

@@ -10,6 +10,8 @@
  * would need history the store no longer keeps: the queue is dropped and the watch
  * ends with CompactedError, as a watch reading the history would.
  */
+import { deferOn } from '@taskgraph/api';
+import type { Clock } from '@taskgraph/api';
 import type { WatchSink } from './watch-index.js';
 import type { HistoryRecord } from './store.js';
 
@@ -18,9 +20,14 @@ export class WatchFeed implements WatchSink {
   #head = 0;
   #overflowed = false;
   #wake: (() => void) | undefined;
-  #scheduled: ReturnType<typeof setImmediate> | undefined;
+  /** The pending deferred wake-up (0: none); a wake() before it runs makes it a no-op. */
+  #scheduled = 0;
+  #seq = 0;
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly limit: number,
+    private readonly clock: Clock,
+  ) {}
 
   /** True once the queue outgrew the history: the consumer can only be told it was compacted. */
   get overflowed(): boolean {
@@ -37,9 +44,10 @@ export class WatchFeed implements WatchSink {
       this.#records.push(record);
     }
     if (this.#wake && !this.#scheduled) {
-      this.#scheduled = setImmediate(() => {
-        this.#scheduled = undefined;
-        this.wake();
+      const mine = ++this.#seq;
+      this.#scheduled = mine;
+      deferOn(this.clock, () => {
+        if (this.#scheduled === mine) this.wake();
       });
     }
   }
@@ -65,8 +73,7 @@ export class WatchFeed implements WatchSink {
 
   /** Ends the current wait now (the watch was stopped). */
   wake(): void {
-    if (this.#scheduled) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
+    this.#scheduled = 0;
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();

@@ -7,8 +7,7 @@
  * than the one it follows (a deposed primary), and tells the node when the
  * task's primary is gone so that it can take over.
  */
-import { randomBytes } from 'node:crypto';
-import { ClosedError, DecodeFailedError, NotOwnerError, UnavailableError } from '@taskgraph/api';
+import { ClosedError, DecodeFailedError, NotOwnerError, randomHex, randomOf, UnavailableError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Lock, Logger, RequestMeta, Session, Task, Transport, UpdateLog } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import type { AddressBook } from './address-book.js';
@@ -192,7 +191,7 @@ export class BackupTask {
   /** Syncs with the task's primary whenever it has one this backup does not follow. */
   private async follow(): Promise<void> {
     const signal = this.life.signal;
-    const backoff = new Backoff(50, 1000);
+    const backoff = new Backoff(50, 1000, randomOf(this.o.clock));
     while (!signal.aborted) {
       const primary = this.o.addresses.get(this.id);
       if (primary && primary.token !== this.target?.token) {
@@ -286,7 +285,7 @@ export class BackupTask {
   }
 
   private meta(primary: AddrValue): RequestMeta {
-    return { job: this.o.job, from: this.id, to: this.id, epoch: this.o.epochs.epoch, token: primary.token, requestId: `b${randomBytes(6).toString('hex')}` };
+    return { job: this.o.job, from: this.id, to: this.id, epoch: this.o.epochs.epoch, token: primary.token, requestId: `b${randomHex(this.o.clock, 6)}` };
   }
 
   /** Applies held changes in seq order, one at a time, once the state is restored. */

@@ -8,6 +8,7 @@
  * finds nothing free waits as a cold standby and looks again whenever a record
  * disappears (and every TTL/2).
  */
+import { randomOf, wallNow } from '@taskgraph/api';
 import type { Clock, Coordinator, Lock, Logger, Session } from '@taskgraph/api';
 import type { AddressBook } from './address-book.js';
 import { decodeBackup, decodeCount, decodeStatus, encodeJson, keys } from './layout.js';
@@ -59,7 +60,7 @@ export class Claimer {
     const { signal } = this.o;
     let announced = false;
     while (stillStandby() && !signal.aborted) {
-      const pass = Date.now();
+      const pass = wallNow(this.o.clock);
       const claim = (await this.claimPrimary(stillStandby)) ?? (await this.claimBackup(stillStandby));
       if (claim) {
         if (this.o.jobDone() || signal.aborted || (await this.jobIsDone())) {
@@ -154,7 +155,7 @@ export class Claimer {
 
   private startAt(n: number): number {
     const preferred = this.o.preferredTask;
-    return preferred !== undefined && preferred >= 0 && preferred < n ? preferred : Math.floor((this.o.random ?? Math.random)() * n);
+    return preferred !== undefined && preferred >= 0 && preferred < n ? preferred : Math.floor((this.o.random ?? randomOf(this.o.clock))() * n);
   }
 
   /** Counts one more claim of `task` (`<job>/tasks/<id>/incarnation`); resolves with the new count. */

@@ -2,7 +2,7 @@
  * The controller: creates a job in the store (idempotently), reports and watches
  * its state, waits for it to finish, and removes it.
  */
-import { ConflictError, InvalidArgumentError, NotFoundError, TaskGraphError, abortError, systemClock } from '@taskgraph/api';
+import { abortError, ConflictError, InvalidArgumentError, NotFoundError, randomOf, systemClock, TaskGraphError, wallNow } from '@taskgraph/api';
 import type { Clock, Coordinator, Logger } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import {
@@ -73,14 +73,14 @@ export class Controller {
     if (existing) return this.sameOrConflict(existing, def, backupTasks);
     // The spec goes last: nodes wait for it, so they never see a half-made job.
     await this.createIfMissing(keys.epoch(this.job), encodeEpoch(0));
-    await this.createIfMissing(keys.status(this.job), encodeJson({ state: 'running', updated: new Date().toISOString() }));
+    await this.createIfMissing(keys.status(this.job), encodeJson({ state: 'running', updated: new Date(wallNow(this.clock)).toISOString() }));
     const spec: JobSpec = {
       formatVersion: FORMAT_VERSION,
       numTasks: def.numTasks,
       linkTypes: [...def.linkTypes],
       backups,
       ...(backupTasks ? { backupTasks } : {}),
-      created: new Date().toISOString(),
+      created: new Date(wallNow(this.clock)).toISOString(),
     };
     try {
       await this.coordinator.create(keys.spec(this.job), encodeJson(spec));
@@ -109,7 +109,7 @@ export class Controller {
    */
   async *watch(signal: AbortSignal): AsyncIterable<JobStatus> {
     const view = new JobView(this.job);
-    const backoff = new Backoff(50, 2000);
+    const backoff = new Backoff(50, 2000, randomOf(this.clock));
     let after: string | undefined;
     let emitted: JobStatus | undefined;
     while (!signal.aborted) {
@@ -160,7 +160,7 @@ export class Controller {
 
   /** Marks the job done or failed: every node calls exit() and stops. */
   async finish(state: 'done' | 'failed' = 'done', reason?: string, signal: AbortSignal = new AbortController().signal): Promise<void> {
-    const value = encodeJson({ state, updated: new Date().toISOString(), ...(reason ? { reason } : {}) });
+    const value = encodeJson({ state, updated: new Date(wallNow(this.clock)).toISOString(), ...(reason ? { reason } : {}) });
     await casUpdate(this.coordinator, keys.status(this.job), () => value, { clock: this.clock, signal });
   }
 

@@ -5,8 +5,7 @@
  * failover produces, until an answer comes or the epoch ends. A request is never
  * resent into another epoch.
  */
-import { randomBytes } from 'node:crypto';
-import { DecodeFailedError, EpochChangedError, InvalidArgumentError, TaskGraphError, abortError } from '@taskgraph/api';
+import { abortError, DecodeFailedError, EpochChangedError, InvalidArgumentError, randomHex, randomOf, TaskGraphError } from '@taskgraph/api';
 import type { Clock, EpochContext, Logger, MethodSpec, RequestMeta, Transport } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import type { AddressBook } from './address-book.js';
@@ -42,10 +41,12 @@ export interface DataReceiver {
 
 export class DataClient {
   /** Request ids are a prefix unique to this client and a sequence number: no clock read or random draw per request. */
-  private readonly requestPrefix = `${randomBytes(6).toString('base64url')}-`;
+  private readonly requestPrefix: string;
   private requestSeq = 0;
 
-  constructor(private readonly o: DataClientOptions) {}
+  constructor(private readonly o: DataClientOptions) {
+    this.requestPrefix = `${randomHex(o.clock, 6)}-`;
+  }
 
   /**
    * Calls `method` on task `to` for task `from` (-1 for a caller that is not a task)
@@ -90,7 +91,7 @@ export class DataClient {
     const { addresses, clock } = this.o;
     const callOptions = { timeoutMs: attemptTimeoutMs ?? this.o.attemptTimeoutMs, signal: ctx.signal };
     const requestId = this.requestPrefix + String(++this.requestSeq);
-    const backoff = new Backoff(10, 1000);
+    const backoff = new Backoff(10, 1000, randomOf(this.o.clock));
     let out: Uint8Array | undefined;
     let why = '';
     for (let attempt = 0; out === undefined; attempt++) {

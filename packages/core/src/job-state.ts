@@ -4,6 +4,7 @@
  * ignored: a node never dies of what someone wrote into the store), and a task's
  * `shutdownJob` marks the status done.
  */
+import { wallNow } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger, WatchEvent } from '@taskgraph/api';
 import type { EpochTracker } from './epoch.js';
 import { decodeStatus, encodeJson, keys } from './layout.js';
@@ -41,7 +42,7 @@ export class JobState implements PrefixHandlers {
     options: { clock: Clock; signal: AbortSignal; logger: Logger; onWrite(): void },
   ): Promise<void> {
     const key = keys.status(job);
-    const value = encodeJson({ state: 'done', updated: new Date().toISOString(), by });
+    const value = encodeJson({ state: 'done', updated: new Date(wallNow(options.clock)).toISOString(), by });
     await casUpdate(
       coordinator,
       key,

@@ -5,8 +5,7 @@
  * the sender's session so that a dead incarnation's late flags cannot land (the
  * store refuses a lost session's writes).
  */
-import { randomBytes } from 'node:crypto';
-import { TaskGraphError } from '@taskgraph/api';
+import { randomHex, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, EpochContext, Logger, Session, Transport } from '@taskgraph/api';
 import type { AddressBook } from './address-book.js';
 import { decodeMeta, encodeJson, keys } from './layout.js';
@@ -41,10 +40,12 @@ export interface MetaOutboxOptions {
 export class MetaOutbox {
   /** Meta keys this incarnation created in the current epoch: a second flag goes straight to compare-and-set. */
   private readonly written = new Set<string>();
-  private readonly requestPrefix = `m${randomBytes(4).toString('hex')}-`;
+  private readonly requestPrefix: string;
   private requestSeq = 0;
 
-  constructor(private readonly o: MetaOutboxOptions) {}
+  constructor(private readonly o: MetaOutboxOptions) {
+    this.requestPrefix = `m${randomHex(o.clock, 4)}-`;
+  }
 
   /** Flags `meta` to every receiver: pushed at once, resolved when each store record holds it. */
   async flag(ctx: EpochContext, receivers: readonly number[], linkType: string, meta: string): Promise<void> {

@@ -8,7 +8,7 @@
  * data client and the request server.
  */
 import { hostname } from 'node:os';
-import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
+import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError, wallNow } from '@taskgraph/api';
 import type { Bootstrap, Instrumentable, Logger, NodeEvent, NodeObserver, NodeOutcome, NodeRole, NodeSource, RequestHandler, Session, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
 import { AddressBook } from './address-book.js';
 import { deferred, withTimeout } from './async.js';
@@ -338,7 +338,7 @@ export class TaskGraphNode implements Bootstrap, Instrumentable {
     await createReplacing(
       coordinator,
       keys.node(job, this.nodeId),
-      encodeJson({ nodeId: this.nodeId, address: server.address, pid: process.pid, host: hostname(), started: new Date().toISOString() }),
+      encodeJson({ nodeId: this.nodeId, address: server.address, pid: process.pid, host: hostname(), started: new Date(wallNow(this.config.clock)).toISOString() }),
       { session, logger: this.logger, clock, signal: this.life.signal },
     );
     await this.follow(keys.state(job), new JobState(job, this.epochs, () => this.logger, (status) => this.onJobFinished(status)));

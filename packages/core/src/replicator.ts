@@ -9,8 +9,7 @@
  * shipping is bounded by the backups' sessions (a backup whose record disappears
  * is dropped) and by this primary's own ownership, not by the caller's epoch.
  */
-import { randomBytes } from 'node:crypto';
-import { ClosedError, InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
+import { ClosedError, InvalidArgumentError, LeaseLostError, randomHex, randomOf, TaskGraphError } from '@taskgraph/api';
 import type { Backupable, Clock, EpochContext, Logger, RequestMeta, Task, Transport, UpdateLog } from '@taskgraph/api';
 import { Backoff } from '@taskgraph/backend-kit';
 import type { AddressBook } from './address-book.js';
@@ -84,9 +83,10 @@ export class Replicator {
   private readonly unsubscribe: () => void;
   private readonly maxBody: number;
   private requestSeq = 0;
-  private readonly requestPrefix = `r${randomBytes(4).toString('hex')}-`;
+  private readonly requestPrefix: string;
 
   constructor(private readonly o: ReplicatorOptions) {
+    this.requestPrefix = `r${randomHex(o.clock, 4)}-`;
     this.seq = o.seq;
     this.maxBody = Math.max(64 * 1024, o.transport.maxMessageBytes - HEADER_ROOM);
     // Backups of the previous primary follow it no longer: each counts only once it asked us for a snapshot.
@@ -162,7 +162,7 @@ export class Replicator {
     this.syncs.notify();
     const bytes = await taking;
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`task ${this.o.taskId}: snapshot() must return a Uint8Array`);
-    const id = `${this.o.token}-${seq}-${randomBytes(6).toString('hex')}`;
+    const id = `${this.o.token}-${seq}-${randomHex(this.o.clock, 6)}`;
     const header: SnapshotHeader = { primaryToken: this.o.token, incarnation: this.o.incarnation, seq, total: bytes.length, id };
     if (bytes.length > this.maxBody) {
       const timer = this.o.clock.setTimeout(() => this.held.delete(id), SNAPSHOT_TTL_MS);
@@ -218,7 +218,7 @@ export class Replicator {
 
   /** Sends one change to one backup until it has it, or it has gone. */
   private async ship(peer: Peer, log: UpdateLog, payload: Uint8Array, started = -1): Promise<void> {
-    const backoff = new Backoff(10, 500);
+    const backoff = new Backoff(10, 500, randomOf(this.o.clock));
     const signal = this.life.signal;
     const meta: RequestMeta = {
       job: this.o.job,

@@ -26,7 +26,7 @@
  * has followers (or from its first `list` to its first follower) and stops with
  * its last one, or at `stop()`.
  */
-import { TaskGraphError, systemClock } from '@taskgraph/api';
+import { randomOf, systemClock, TaskGraphError } from '@taskgraph/api';
 import type {
   AcquireOptions,
   Clock,
@@ -270,7 +270,7 @@ class PrefixView {
 
   private async run(): Promise<void> {
     const signal = this.life.signal;
-    const backoff = new Backoff(50, 2000);
+    const backoff = new Backoff(50, 2000, randomOf(this.clock));
     while (!signal.aborted) {
       try {
         if (this.revision === '') {

@@ -5,7 +5,7 @@
  * create-replacing-a-stale-record step of publishing an address, and waiting for a
  * key to appear.
  */
-import { TaskGraphError, abortError } from '@taskgraph/api';
+import { abortError, randomOf, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger, Session, Version } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 
@@ -54,7 +54,7 @@ export async function casUpdate(
   next: (current: Entry | undefined) => Uint8Array | undefined,
   options: CasUpdateOptions,
 ): Promise<CasOutcome> {
-  const backoff = new Backoff();
+  const backoff = new Backoff(20, 1000, randomOf(options.clock));
   let current: Entry | undefined = options.known ?? undefined;
   let mustRead = options.known === undefined;
   let races = 0;
@@ -142,7 +142,7 @@ export function isOutage(err: unknown): err is TaskGraphError {
  * backends read the lock back). The first failure is logged, and the recovery.
  */
 export async function retryStore<T>(op: () => Promise<T>, o: RetryStoreOptions): Promise<T> {
-  const backoff = new Backoff(50, 2000);
+  const backoff = new Backoff(50, 2000, randomOf(o.clock));
   let failures = 0;
   for (;;) {
     try {
@@ -185,7 +185,7 @@ export interface CreateReplacingOptions {
 export async function createReplacing(coordinator: Coordinator, key: string, value: Uint8Array, options: CreateReplacingOptions): Promise<Version> {
   const max = options.maxAttempts ?? 20;
   const retry = { clock: options.clock, signal: options.signal, logger: options.logger };
-  const backoff = new Backoff();
+  const backoff = new Backoff(20, 1000, randomOf(options.clock));
   for (let stale = 0; ; ) {
     options.beforeWrite?.();
     options.onWrite?.();
@@ -230,7 +230,7 @@ export interface WaitForKeyOptions {
 /** Resolves with the key's entry once it exists: a read, then a watch, re-read every `recheckMs`. */
 export async function waitForKey(coordinator: Coordinator, key: string, options: WaitForKeyOptions): Promise<Entry> {
   const { clock, signal } = options;
-  const backoff = new Backoff(50, 2000);
+  const backoff = new Backoff(50, 2000, randomOf(clock));
   let waited = false;
   for (;;) {
     const e = await retryStore(() => coordinator.get(key), { clock, signal, logger: options.logger, what: `read ${key}` });

@@ -5,7 +5,7 @@
  * task's primary goes: a ready backup takes the primary slot with its state; one
  * that never got the state takes it only when no ready backup is there to.
  */
-import { InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
+import { InvalidArgumentError, LeaseLostError, TaskGraphError, wallNow } from '@taskgraph/api';
 import type { Lock, Logger, Session, Task, TaskBuilder, Topology, TransportServer } from '@taskgraph/api';
 import type { AddressBook } from './address-book.js';
 import { BackupTask } from './backup-task.js';
@@ -140,7 +140,7 @@ export class TaskHolder implements ReplicationView {
   private async runPrimary(lock: Lock, how: { fresh: boolean; promoted: boolean; seq: number; since?: number }): Promise<void> {
     const { id } = this;
     const { claimer, server } = this.joined;
-    const since = how.since ?? Date.now();
+    const since = how.since ?? wallNow(this.host.config.clock);
     const incarnation = await claimer.bumpIncarnation(id);
     this.log = this.host.logger.child({ task: id });
     // A failover (the task had an earlier incarnation) leaves one line, on the node that takes it over.
@@ -281,7 +281,7 @@ export class TaskHolder implements ReplicationView {
   }
 
   private async promote(backup: BackupTask, lock: Lock): Promise<void> {
-    const since = Date.now();
+    const since = wallNow(this.host.config.clock);
     lock.lost.addEventListener('abort', () => this.host.onLeaseLost(lock.lost.reason), { once: true });
     const promoted = backup.ready;
     const seq = backup.applied;

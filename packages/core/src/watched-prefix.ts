@@ -5,7 +5,7 @@
  * snapshot callback replaces state, events update it), so the same code is exact
  * on backends whose watches coalesce.
  */
-import { TaskGraphError } from '@taskgraph/api';
+import { randomOf, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Coordinator, Entry, Logger, Revision, WatchEvent } from '@taskgraph/api';
 import { Backoff, sleep } from '@taskgraph/backend-kit';
 import { retryStore } from './store-ops.js';
@@ -51,7 +51,7 @@ export class WatchedPrefix {
   private async follow(initial: Revision): Promise<void> {
     const signal = this.controller.signal;
     let after: Revision | undefined = initial;
-    const backoff = new Backoff(50, 2000);
+    const backoff = new Backoff(50, 2000, randomOf(this.clock));
     while (!signal.aborted) {
       try {
         if (after === undefined) {

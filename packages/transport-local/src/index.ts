@@ -8,7 +8,7 @@ import { createLocalTransport } from './transport.js';
 
 export { LocalNetwork } from './network.js';
 export type { LinkStats, LocalNetworkOptions } from './network.js';
-export type { DelayOptions, Fault, FaultKind, FaultOptions } from './faults.js';
+export type { DelayOptions, DuplicateOptions, Fault, FaultKind, FaultOptions } from './faults.js';
 export { DEFAULT_GRACE_MS } from './server.js';
 export type { LocalServer } from './server.js';
 export { LocalTransport, DEFAULT_MAX_MESSAGE_BYTES, createLocalTransport } from './transport.js';

@@ -5,9 +5,9 @@
  * happened to every call so that tests can assert on it.
  */
 import type { Clock } from '@taskgraph/api';
-import { AlreadyExistsError, InvalidArgumentError, UnavailableError, systemClock } from '@taskgraph/api';
+import { AlreadyExistsError, InvalidArgumentError, UnavailableError, deferOn, randomOf, systemClock } from '@taskgraph/api';
 import { addressOf, assertValidName, parseAddress } from './address.js';
-import type { DelayOptions, Fault, FaultKind, FaultOptions } from './faults.js';
+import type { DelayOptions, DuplicateOptions, Fault, FaultKind, FaultOptions } from './faults.js';
 import { FaultRule } from './faults.js';
 import type { Exchange, WireAnswer } from './wire.js';
 import { errorAnswer } from './wire.js';
@@ -26,6 +26,8 @@ export interface LinkStats {
   readonly droppedRequests: number;
   /** Answers lost by a dropResponses fault or because the address was disconnected (the handler ran; the caller sees its deadline). */
   readonly droppedResponses: number;
+  /** Requests delivered a second time by a duplicateRequests fault (the copies, not the originals). */
+  readonly duplicatedRequests: number;
   /** Requests held back by a delayRequests fault. */
   readonly delayedRequests: number;
   /** Answers held back by a delayResponses fault. */
@@ -50,6 +52,7 @@ function emptyStats(): Record<Counter, number> {
     refused: 0,
     droppedRequests: 0,
     droppedResponses: 0,
+    duplicatedRequests: 0,
     delayedRequests: 0,
     delayedResponses: 0,
     cut: 0,
@@ -60,9 +63,9 @@ function emptyStats(): Record<Counter, number> {
 }
 
 export interface LocalNetworkOptions {
-  /** Random numbers in [0, 1) for fault probabilities and delay ranges (default Math.random); pass a seeded one for reproducible runs. */
+  /** Random numbers in [0, 1) for fault probabilities and delay ranges (default: the clock's `random`, else Math.random); pass a seeded one for reproducible runs. */
   readonly random?: () => number;
-  /** The clock that times delay faults (default: the system clock). */
+  /** The clock that times delay faults and defers deliveries (default: the system clock). */
   readonly clock?: Clock;
 }
 
@@ -70,6 +73,8 @@ export interface LocalNetworkOptions {
 export interface Endpoint {
   /** Takes a request: runs its handler (`delivered`) or answers it at once (`rejected`). */
   accept(exchange: Exchange): 'delivered' | 'rejected';
+  /** The server's clock: requests arrive on it (a paused simulated node takes them when it resumes). */
+  readonly clock?: Clock;
 }
 
 let defaultNetwork: LocalNetwork | undefined;
@@ -88,8 +93,8 @@ export class LocalNetwork {
     if (options.random !== undefined && typeof options.random !== 'function') {
       throw new InvalidArgumentError('LocalNetwork option "random" must be a function returning numbers in [0, 1)');
     }
-    this.#random = options.random ?? Math.random;
     this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? randomOf(this.#clock);
     boards.set(this, {
       register: (name, endpoint) => this.#register(name, endpoint),
       unregister: (name, endpoint) => this.#unregister(name, endpoint),
@@ -134,6 +139,16 @@ export class LocalNetwork {
     return this.#addRule('delayResponse', options);
   }
 
+  /**
+   * Matching requests are delivered twice: the handler runs for the original and for
+   * a copy that arrives `ms` later (default at once, on a later turn); the first
+   * answer to arrive is the caller's, the other is counted late. This is how a
+   * retransmitting network looks to a server: handlers must be idempotent per request id.
+   */
+  duplicateRequests(options: DuplicateOptions = {}): Fault {
+    return this.#addRule('duplicateRequest', options);
+  }
+
   /** The faults in force (not removed, not spent), oldest first. */
   faults(): Fault[] {
     return [...this.#rules].filter((r) => r.active);
@@ -176,7 +191,7 @@ export class LocalNetwork {
     this.#total = emptyStats();
   }
 
-  #addRule(kind: FaultKind, options: FaultOptions | DelayOptions): Fault {
+  #addRule(kind: FaultKind, options: FaultOptions | DelayOptions | DuplicateOptions): Fault {
     const rule = new FaultRule(kind, options, (r) => this.#rules.delete(r));
     this.#rules.add(rule);
     return rule;
@@ -218,10 +233,10 @@ export class LocalNetwork {
   #leg(exchange: Exchange, drop: FaultKind, delay: FaultKind): 'drop' | number {
     let ms = 0;
     for (const rule of this.#rules) {
-      if (rule.kind === drop && rule.tryHit(exchange.address, exchange.method, this.#random)) return 'drop';
+      if (rule.kind === drop && rule.tryHit(exchange.address, exchange.method, exchange.source, this.#random)) return 'drop';
     }
     for (const rule of this.#rules) {
-      if (rule.kind === delay && rule.tryHit(exchange.address, exchange.method, this.#random)) ms += rule.delayMs(this.#random);
+      if (rule.kind === delay && rule.tryHit(exchange.address, exchange.method, exchange.source, this.#random)) ms += rule.delayMs(this.#random);
     }
     return ms;
   }
@@ -230,23 +245,25 @@ export class LocalNetwork {
    * Runs `fn` after `ms` (on a later turn of the event loop at least), unless the
    * caller is done first: then `onCancel` runs instead, and no timer is left behind.
    */
-  #after(exchange: Exchange, ms: number, fn: () => void, onCancel: () => void): void {
+  #after(exchange: Exchange, clock: Clock, ms: number, fn: () => void, onCancel: () => void): void {
     if (ms > 0) {
-      const timer = this.#clock.setTimeout(() => {
+      const timer = clock.setTimeout(() => {
         untie();
         fn();
       }, ms);
       const untie = exchange.hold(() => {
-        this.#clock.clearTimeout(timer);
+        clock.clearTimeout(timer);
         onCancel();
       });
     } else {
-      const immediate = setImmediate(() => {
+      let cancelled = false;
+      deferOn(clock, () => {
+        if (cancelled) return;
         untie();
         fn();
       });
       const untie = exchange.hold(() => {
-        clearImmediate(immediate);
+        cancelled = true;
         onCancel();
       });
     }
@@ -261,12 +278,29 @@ export class LocalNetwork {
       return;
     }
     if (leg > 0) this.#count(address, 'delayedRequests');
+    // Each leg arrives on its receiver's clock: the request on the server's, the answer on the caller's.
+    const serverClock = this.#servers.get(exchange.name)?.clock ?? this.#clock;
     this.#after(
       exchange,
+      serverClock,
       leg,
       () => this.#deliver(exchange),
       () => this.#count(address, 'abandoned'),
     );
+    for (const rule of this.#rules) {
+      if (rule.kind === 'duplicateRequest' && rule.tryHit(address, exchange.method, exchange.source, this.#random)) {
+        // The copy is on the wire on its own: the caller giving up does not recall it.
+        const copy = new DuplicateExchange(exchange);
+        const deliver = () => {
+          this.#count(address, 'duplicatedRequests');
+          this.#deliver(copy);
+        };
+        const ms = leg + rule.delayMs(this.#random);
+        if (ms > 0) serverClock.setTimeout(deliver, ms);
+        else deferOn(serverClock, deliver);
+        break;
+      }
+    }
   }
 
   #deliver(exchange: Exchange): void {
@@ -299,10 +333,53 @@ export class LocalNetwork {
     if (leg > 0) this.#count(address, 'delayedResponses');
     this.#after(
       exchange,
+      exchange.clock,
       leg,
       () => this.#count(address, exchange.answer(answer) ? 'answered' : 'late'),
       () => this.#count(address, 'late'),
     );
+  }
+}
+
+/**
+ * A second delivery of a call: the same request, answering the same caller (the
+ * first answer to arrive wins). It holds nothing of the caller's, so the caller
+ * giving up does not recall it, as it cannot recall a packet on the wire.
+ */
+class DuplicateExchange implements Exchange {
+  constructor(private readonly original: Exchange) {}
+  get address(): string {
+    return this.original.address;
+  }
+  get name(): string {
+    return this.original.name;
+  }
+  get method(): string {
+    return this.original.method;
+  }
+  get source(): string | undefined {
+    return this.original.source;
+  }
+  get clock(): Clock {
+    return this.original.clock;
+  }
+  get meta(): Exchange['meta'] {
+    return this.original.meta;
+  }
+  get payload(): Uint8Array {
+    return this.original.payload;
+  }
+  get done(): boolean {
+    return this.original.done;
+  }
+  hold(_cancel: () => void): () => void {
+    return () => undefined;
+  }
+  answer(answer: WireAnswer): boolean {
+    return this.original.answer(answer);
+  }
+  onGiveUp(listener: Parameters<Exchange['onGiveUp']>[0]): void {
+    this.original.onGiveUp(listener);
   }
 }
 

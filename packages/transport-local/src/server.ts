@@ -52,7 +52,7 @@ export class LocalServer implements TransportServer {
     this.#context = context;
     this.#handler = handler;
     this.#methods = new Set(methods);
-    this.#endpoint = { accept: (exchange) => this.#accept(exchange) };
+    this.#endpoint = { accept: (exchange) => this.#accept(exchange), clock: context.clock };
     this.#name = context.board.register(name, this.#endpoint);
     this.address = addressOf(this.#name);
   }

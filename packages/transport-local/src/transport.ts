@@ -15,7 +15,7 @@ import {
   systemClock,
   traceContextOf,
 } from '@taskgraph/api';
-import { assertValidName, parseAddress, parseTransportUrl } from './address.js';
+import { addressOf, assertValidName, parseAddress, parseTransportUrl } from './address.js';
 import { LocalNetwork, switchboardOf } from './network.js';
 import type { Switchboard } from './network.js';
 import { LocalServer, checkMethods } from './server.js';
@@ -128,7 +128,7 @@ export class LocalTransport implements Transport {
     const what = `call to "${method}" at ${address}`;
     if (signal?.aborted) throw abortError(signal, what);
 
-    const call = new OutboundCall(address, name, method, cleanMeta, copyBytes(payload), this.maxMessageBytes, (c) => this.#pending.delete(c));
+    const call = new OutboundCall(address, name, method, this.#name === undefined ? undefined : addressOf(this.#name), this.#clock, cleanMeta, copyBytes(payload), this.maxMessageBytes, (c) => this.#pending.delete(c));
     this.#pending.add(call);
     // Node fires longer timers at once, and such a deadline means "none" anyway.
     if (timeoutMs <= MAX_TIMER_MS) {
@@ -197,6 +197,8 @@ class OutboundCall implements Exchange {
   readonly address: string;
   readonly name: string;
   readonly method: string;
+  readonly source: string | undefined;
+  readonly clock: Clock;
   readonly meta: RequestMeta;
   readonly payload: Uint8Array;
   readonly promise: Promise<Uint8Array>;
@@ -212,6 +214,8 @@ class OutboundCall implements Exchange {
     address: string,
     name: string,
     method: string,
+    source: string | undefined,
+    clock: Clock,
     meta: RequestMeta,
     payload: Uint8Array,
     maxMessageBytes: number,
@@ -220,6 +224,8 @@ class OutboundCall implements Exchange {
     this.address = address;
     this.name = name;
     this.method = method;
+    this.source = source;
+    this.clock = clock;
     this.meta = meta;
     this.payload = payload;
     this.#maxMessageBytes = maxMessageBytes;

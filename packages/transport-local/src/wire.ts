@@ -3,7 +3,7 @@
  * with an error in its serialised text form, exactly as a network transport
  * would carry it.
  */
-import type { RequestMeta, TaskGraphError } from '@taskgraph/api';
+import type { Clock, RequestMeta, TaskGraphError } from '@taskgraph/api';
 import { InternalError, deserializeError, parseSerializedError, serializeError } from '@taskgraph/api';
 
 export type WireAnswer =
@@ -16,6 +16,10 @@ export interface Exchange {
   /** The server name the address points to. */
   readonly name: string;
   readonly method: string;
+  /** The caller's transport (`local://<name>`) when it was given a name; for `from` fault rules. */
+  readonly source: string | undefined;
+  /** The caller's clock: answers arrive on it. */
+  readonly clock: Clock;
   readonly meta: RequestMeta;
   /** The request bytes: already a private copy. */
   readonly payload: Uint8Array;

@@ -283,6 +283,7 @@ describe('stats', () => {
       refused: 0,
       droppedRequests: 0,
       droppedResponses: 0,
+      duplicatedRequests: 0,
       delayedRequests: 0,
       delayedResponses: 0,
       cut: 0,

@@ -8,7 +8,7 @@
  * work. What stays open, as with every lease: a write already sent when the pause
  * began may land after the successor took over.
  */
-import { DecodeFailedError, InvalidArgumentError, LeaseLostError, TaskGraphError } from '@taskgraph/api';
+import { DecodeFailedError, InvalidArgumentError, LeaseLostError, randomOf, TaskGraphError } from '@taskgraph/api';
 import type { Coordinator, Entry, MasterStore } from '@taskgraph/api';
 import type { RuntimeInternals } from '../framework.js';
 import { casUpdate, isOutage, retryStore } from '../store-ops.js';
@@ -85,7 +85,7 @@ export class FencedMasterStore implements MasterStore {
   async delete(key: string): Promise<void> {
     const k = this.key(key);
     const token = this.token('delete');
-    const backoff = new Backoff(50, 2000);
+    const backoff = new Backoff(50, 2000, randomOf(this.rt.clock));
     for (;;) {
       const current = await this.read(`read ${key}`, () => this.coordinator.get(k));
       if (!current) return;

@@ -9,6 +9,7 @@ import { InvalidArgumentError, NotFoundError } from '@taskgraph/api';
 import type { EpochContext, WorkerFrame, WorkerTask } from '@taskgraph/api';
 import { servePeer } from '@taskgraph/core';
 import { countSplitTable } from '../wordcount/corpus.js';
+import type { Split } from '../wordcount/corpus.js';
 import { encodeTablePartitions, mergeEncodedCounts } from '../wordcount/table-codec.js';
 import { WordTable } from '../wordcount/word-table.js';
 import { countsDigest, topWords } from '../wordcount/plain.js';
@@ -21,6 +22,12 @@ const FETCH_CONCURRENCY = 4;
 export interface MapReduceWorkerOptions {
   /** The corpus directory on this machine. */
   readonly corpusDir: string;
+  /**
+   * Counts a split's words (default: read its files from `corpusDir`, letting the
+   * event loop run between files). A simulator passes a count of texts it read
+   * beforehand, so that no file read happens on its virtual time.
+   */
+  readonly countSplit?: (split: Pick<Split, 'id' | 'files'>) => WordTable | Promise<WordTable>;
   /** Called before each map and reduce starts (tests hold the job at a chosen point with it). */
   readonly before?: (what: 'map' | 'reduce', workerId: number, id: number, incarnation: number) => void | Promise<void>;
 }
@@ -51,7 +58,7 @@ export class MapReduceWorker implements WorkerTask {
 
   private async map(input: MapInput): Promise<MapOutput> {
     await this.o.before?.('map', this.frame.getWorkerId(), input.split.id, this.frame.getIncarnation());
-    const table = await countSplitTable(this.o.corpusDir, input.split);
+    const table = this.o.countSplit ? await this.o.countSplit(input.split) : await countSplitTable(this.o.corpusDir, input.split);
     const { size, counts } = table.view();
     let words = 0;
     for (let e = 0; e < size; e++) words += counts[e]!;
