@@ -256,3 +256,255 @@ describe('freezing', () => {
     expect(store.hasSession(s.id)).toBe(false);
   });
 });
+
+const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
+
+describe('faults after the call is applied (applied: true)', () => {
+  it('create: the key is stored, the caller gets the error; a retry meets its own key', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const b = new MemoryCoordinator({ store });
+    const fault = a.faults.add({ op: 'create', key: 'k', applied: true });
+    const err = await rejection(a.create('k', bytes('v')));
+    expect(code(err)).toBe('UNAVAILABLE');
+    expect((err as Error).message).toBe('injected fault: create "k"');
+    expect(fault.hits).toBe(1);
+    expect(store.revision).toBe(1);
+    const seen = await b.get('k');
+    expect(text(seen?.value)).toBe('v');
+    expect(seen?.version).toBe((await b.list('k')).revision);
+    // The unknown outcome made visible: the retry finds the key its first try made.
+    expect(code(await rejection(a.create('k', bytes('v'))))).toBe('ALREADY_EXISTS');
+    expect(fault.hits).toBe(1);
+  });
+
+  it('update: the new value is stored, the caller gets the error', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const b = new MemoryCoordinator({ store });
+    const v1 = await a.create('k', bytes('old'));
+    a.faults.add({ op: 'update', applied: true, error: new ConflictError('injected after commit') });
+    const err = await rejection(a.update('k', bytes('new'), v1));
+    expect(code(err)).toBe('CONFLICT');
+    expect((err as Error).message).toBe('injected after commit');
+    const seen = await b.get('k');
+    expect(text(seen?.value)).toBe('new');
+    expect(seen?.version).not.toBe(v1);
+    expect(store.revision).toBe(2);
+  });
+
+  it("tryAcquire: the lock is held by the caller's session, though the caller got an error", async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const b = new MemoryCoordinator({ store });
+    const sa = await a.openSession({ ttlMs: 60_000 });
+    const sb = await b.openSession({ ttlMs: 60_000 });
+    a.faults.add({ op: 'tryAcquire', key: 'L', applied: true, times: 1 });
+    expect(code(await rejection(a.tryAcquire('L', sa, { owner: 'a' })))).toBe('UNAVAILABLE');
+    expect(store.lockHolder('L')).toMatchObject({ sessionId: sa.id, owner: 'a' });
+    expect((await b.holder('L'))?.owner).toBe('a');
+    expect(await b.tryAcquire('L', sb, { owner: 'b' })).toBeUndefined();
+    // Not re-entrant: the caller's own retry does not get it either; closing the session frees it.
+    expect(await a.tryAcquire('L', sa, { owner: 'a' })).toBeUndefined();
+    await sa.close();
+    expect(store.lockHolder('L')).toBeUndefined();
+    await a.close();
+    await b.close();
+  });
+
+  it('release: the lock passes on, the caller gets the error and its lock stays unreleased until a retry', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const s = await a.openSession({ ttlMs: 60_000 });
+    const lock = await a.acquire('L', s);
+    a.faults.add({ op: 'release', applied: true, times: 1 });
+    expect(code(await rejection(lock.release()))).toBe('UNAVAILABLE');
+    expect(store.lockHolder('L')).toBeUndefined();
+    expect(lock.lost.aborted).toBe(false);
+    await lock.release();
+    expect(code(lock.lost.reason)).toBe('CLOSED');
+    await a.close();
+  });
+
+  it('`times` is honoured: that many calls fail (each applied), then the fault clears itself', async () => {
+    const c = new MemoryCoordinator();
+    const fault = c.faults.add({ op: 'create', applied: true, times: 2 });
+    expect(code(await rejection(c.create('k1', bytes('1'))))).toBe('UNAVAILABLE');
+    expect(code(await rejection(c.create('k2', bytes('2'))))).toBe('UNAVAILABLE');
+    expect(fault.hits).toBe(2);
+    expect(fault.cleared).toBe(true);
+    expect(c.faults.size).toBe(0);
+    await c.create('k3', bytes('3'));
+    expect((await c.list('k')).entries.map((e) => [e.key, text(e.value)])).toEqual([
+      ['k1', '1'],
+      ['k2', '2'],
+      ['k3', '3'],
+    ]);
+  });
+
+  it("with '*', hits only the calls that change the store: not get, list, holder, watch, openSession", async () => {
+    const c = new MemoryCoordinator();
+    const v1 = await c.create('k/1', bytes('1'));
+    await c.create('k/2', bytes('2'));
+    const fault = c.faults.add({ op: '*', applied: true });
+    expect(text((await c.get('k/1'))?.value)).toBe('1');
+    expect((await c.list('k/')).entries).toHaveLength(2);
+    expect(await c.holder('L')).toBeUndefined();
+    const s = await c.openSession({ ttlMs: 60_000 });
+    const controller = new AbortController();
+    const watch = c.watch('k/', { signal: controller.signal, after: '0' })[Symbol.asyncIterator]();
+    expect((await watch.next()).value?.events[0]?.key).toBe('k/1');
+    controller.abort();
+    expect(fault.hits).toBe(0);
+    expect(code(await rejection(c.delete('k/1', v1)))).toBe('UNAVAILABLE');
+    expect(await c.get('k/1')).toBeUndefined();
+    expect(code(await rejection(c.deletePrefix('k/')))).toBe('UNAVAILABLE');
+    expect((await c.list('k/')).entries).toEqual([]);
+    expect(fault.hits).toBe(2);
+    await s.close();
+    await c.close();
+  });
+
+  it('a store fault with applied: true matches stored keys and hits every client', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store, namespace: 'a' });
+    const b = new MemoryCoordinator({ store, namespace: 'b' });
+    store.faults.add({ op: 'create', key: 'a/**', applied: true });
+    expect(code(await rejection(a.create('k', bytes('v'))))).toBe('UNAVAILABLE');
+    await b.create('k', bytes('v'));
+    expect(store.entries().map((e) => e.key)).toEqual(['a/k', 'b/k']);
+  });
+
+  it('naming an operation that changes nothing, or a non-boolean applied, is InvalidArgument at add', () => {
+    const store = new MemoryStore();
+    const c = new MemoryCoordinator({ store });
+    for (const op of ['get', 'list', 'watch', 'openSession', 'keepalive', 'closeSession', 'acquire', 'holder'] as const) {
+      let caught: unknown;
+      try {
+        c.faults.add({ op, applied: true });
+      } catch (err) {
+        caught = err;
+      }
+      expect(code(caught), op).toBe('INVALID_ARGUMENT');
+      expect((caught as Error).message, op).toContain(`cannot hit ${op};`);
+    }
+    expect(() => c.faults.add({ op: ['create', 'list'], applied: true })).toThrow(/cannot hit list;/);
+    expect(() => store.faults.add({ op: 'get', applied: true })).toThrow(/cannot hit get;/);
+    expect(() => c.faults.add({ op: 'create', applied: 'yes' as unknown as boolean })).toThrow(/applied must be a boolean/);
+    expect(c.faults.size).toBe(0);
+    expect(store.faults.size).toBe(0);
+    // applied: false is the plain fault, allowed on every operation.
+    c.faults.add({ op: 'get', applied: false }).clear();
+  });
+});
+
+/** A ManualClock whose defer() queues callbacks for the test to run by hand, as a simulator's scheduler would. */
+class DeferringClock extends ManualClock {
+  readonly deferred: (() => void)[] = [];
+  defer(callback: () => void): void {
+    this.deferred.push(callback);
+  }
+  /** Runs the callbacks queued so far; returns how many. */
+  runDeferred(): number {
+    const batch = this.deferred.splice(0);
+    for (const callback of batch) callback();
+    return batch.length;
+  }
+}
+
+/** Several real turns of the event loop: long enough for anything not waiting on the clock. */
+async function turns(n = 5): Promise<void> {
+  for (let i = 0; i < n; i++) await settle();
+}
+
+describe('a client on a clock of its own', () => {
+  it("gets each call's outcome one turn of its clock later", async () => {
+    const store = new MemoryStore();
+    const writer = new MemoryCoordinator({ store });
+    await writer.create('k', bytes('v'));
+    const clock = new DeferringClock();
+    const c = new MemoryCoordinator({ store, clock });
+    const got = track(c.get('k'));
+    await turns();
+    expect(got.done()).toBe(false);
+    expect(clock.deferred).toHaveLength(1);
+    expect(clock.runDeferred()).toBe(1);
+    await settle();
+    expect(got.done()).toBe(true);
+    expect(text(got.value()?.value)).toBe('v');
+    expect(got.value()?.version).toBe((await writer.get('k'))?.version);
+  });
+
+  it('a write is applied at the store at once; its outcome (an error too) waits for the client\'s clock', async () => {
+    const store = new MemoryStore();
+    const writer = new MemoryCoordinator({ store });
+    const clock = new DeferringClock();
+    const c = new MemoryCoordinator({ store, clock });
+    const created = track(c.create('k', bytes('v')));
+    await turns();
+    expect(created.done()).toBe(false);
+    expect(text((await writer.get('k'))?.value)).toBe('v');
+    clock.runDeferred();
+    await settle();
+    expect(created.value()).toBe((await writer.get('k'))?.version);
+    const again = track(c.create('k', bytes('w')));
+    await turns();
+    expect(again.done()).toBe(false);
+    clock.runDeferred();
+    await settle();
+    expect(code(again.error())).toBe('ALREADY_EXISTS');
+  });
+
+  it('a client sharing the store\'s clock is answered without waiting for it', async () => {
+    const clock = new DeferringClock();
+    const store = new MemoryStore({ clock });
+    const c = new MemoryCoordinator({ store, clock });
+    const got = track(c.get('k'));
+    await turns();
+    expect(got.done()).toBe(true);
+    expect(got.value()).toBeUndefined();
+  });
+
+  it('wakes its watches on its own clock', async () => {
+    const store = new MemoryStore();
+    const writer = new MemoryCoordinator({ store });
+    const clock = new DeferringClock();
+    const c = new MemoryCoordinator({ store, clock });
+    const controller = new AbortController();
+    const it = c.watch('w/', { signal: controller.signal })[Symbol.asyncIterator]();
+    const next = track(it.next());
+    await turns();
+    await writer.create('w/1', bytes('1'));
+    await turns();
+    expect(next.done()).toBe(false);
+    expect(clock.runDeferred()).toBe(1);
+    await turns();
+    expect((next.value()?.value as WatchBatch | undefined)?.events.map((e) => e.key)).toEqual(['w/1']);
+    controller.abort();
+    expect((await it.next()).done).toBe(true);
+  });
+
+  it("hears the store's word that its session ended on its own clock", async () => {
+    const store = new MemoryStore();
+    const clock = new DeferringClock();
+    const c = new MemoryCoordinator({ store, clock });
+    const opening = track(c.openSession({ ttlMs: 60_000 }));
+    await turns();
+    clock.runDeferred();
+    await settle();
+    const s = opening.value()!;
+    expect(s).toBeDefined();
+    expect(store.expireSession(s.id)).toBe(true);
+    await turns();
+    expect(s.lost.aborted).toBe(false);
+    expect(clock.runDeferred()).toBe(1);
+    expect(code(s.lost.reason)).toBe('LEASE_LOST');
+    const closing = track(c.close());
+    for (let i = 0; i < 10 && !closing.done(); i++) {
+      clock.runDeferred();
+      await settle();
+    }
+    expect(closing.done()).toBe(true);
+    expect(clock.pendingTimers()).toEqual([]);
+  });
+});

@@ -292,6 +292,10 @@ export class LocalNetwork {
         // The copy is on the wire on its own: the caller giving up does not recall it.
         const copy = new DuplicateExchange(exchange);
         const deliver = () => {
+          // A copy that finds nobody listening is lost, not refused: the original arrived first
+          // (its handler ran, or it was refused, or its caller gave up), so a refusal here would
+          // only tell a caller whose handler ran that its call was not delivered.
+          if (this.#disconnected.has(address) || !this.#servers.has(exchange.name)) return;
           this.#count(address, 'duplicatedRequests');
           this.#deliver(copy);
         };
