@@ -53,6 +53,8 @@ export interface BackupTaskOptions {
 interface Held {
   readonly log: UpdateLog;
   readonly done: Deferred<void>;
+  /** The token of the primary that sent it. */
+  readonly primaryToken: bigint;
 }
 
 export class BackupTask {
@@ -142,7 +144,7 @@ export class BackupTask {
     if (this.inSync && header.seq <= this.appliedSeq) return EMPTY;
     let entry = this.held.get(header.seq);
     if (!entry) {
-      entry = { log: { epoch: header.epoch, seq: header.seq, data: body.slice() }, done: deferred<void>() };
+      entry = { log: { epoch: header.epoch, seq: header.seq, data: body.slice() }, done: deferred<void>(), primaryToken: from };
       entry.done.promise.catch(() => undefined);
       this.held.set(header.seq, entry);
       this.drain();
@@ -222,8 +224,20 @@ export class BackupTask {
   }
 
   private async syncWith(primary: AddrValue): Promise<void> {
-    // Updates held for the previous primary will never be completed by it.
-    this.releaseHeld(new NotOwnerError(`task ${this.id}: the backup follows primary ${primary.token} now`, { details: { reason: 'deposed' } }));
+    // Updates held for an older primary will never be completed by it: it is deposed. Those
+    // of this same primary (a sync tried again after a failure: a lost snapshot answer) are
+    // not: they are released as retryable, for the primary to send again once this backup
+    // is in sync. Refusing them as "deposed" made a live primary abdicate (simulator seed
+    // 56 of hot-standby) and, with its only backup not in sync, lose the task's state.
+    const now = BigInt(primary.token);
+    for (const h of this.held.values()) {
+      h.done.reject(
+        h.primaryToken < now
+          ? new NotOwnerError(`task ${this.id}: the backup follows primary ${primary.token} now`, { details: { reason: 'deposed' } })
+          : new UnavailableError(`task ${this.id}: this backup syncs with primary ${primary.token} again`, { details: { reason: 'resync' } }),
+      );
+    }
+    this.held.clear();
     this.target = primary;
     this.inSync = false;
     const meta = this.meta(primary);

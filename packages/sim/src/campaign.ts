@@ -26,6 +26,8 @@ export interface CampaignSummary {
   readonly byWorkload: Readonly<Record<string, number>>;
   readonly faults: Readonly<Partial<Record<FaultKind, number>>>;
   readonly violations: number;
+  /** How many times each invariant was checked, over all seeds. */
+  readonly checked: Readonly<Record<string, number>>;
   readonly failedSeeds: ReadonlyArray<{ readonly seed: number; readonly workload: WorkloadName; readonly replay: string }>;
   readonly steps: number;
   readonly virtualSeconds: number;
@@ -45,6 +47,7 @@ export async function campaign(o: CampaignOptions): Promise<CampaignSummary> {
   const faults: Partial<Record<FaultKind, number>> = {};
   const failedSeeds: Array<{ seed: number; workload: WorkloadName; replay: string }> = [];
   let violations = 0;
+  const checked: Record<string, number> = {};
   let steps = 0;
   let virtualMs = 0;
   const started = process.hrtime.bigint();
@@ -55,6 +58,7 @@ export async function campaign(o: CampaignOptions): Promise<CampaignSummary> {
     byWorkload[workload] = (byWorkload[workload] ?? 0) + 1;
     for (const [k, n] of Object.entries(r.injected)) faults[k as FaultKind] = (faults[k as FaultKind] ?? 0) + (n ?? 0);
     steps += r.steps;
+    for (const [k, n] of Object.entries(r.checked)) checked[k] = (checked[k] ?? 0) + n;
     virtualMs += r.virtualMs;
     if (!r.ok) {
       violations += r.violations.length;
@@ -69,6 +73,7 @@ export async function campaign(o: CampaignOptions): Promise<CampaignSummary> {
     byWorkload,
     faults,
     violations,
+    checked,
     failedSeeds,
     steps,
     virtualSeconds: Math.round(virtualMs / 1000),

@@ -4,7 +4,7 @@
  * seed's fault schedule, the invariants checked after every step, and the workload's
  * exact answer checked at the end.
  */
-import type { Framework, InboundRequest, ListenOptions, LogFields, Logger, Task, TaskBuilder, Transport } from '@taskgraph/api';
+import type { EpochContext, Framework, InboundRequest, ListenOptions, LogFields, Logger, Task, TaskBuilder, Transport } from '@taskgraph/api';
 import { MemoryCoordinator, MemoryStore } from '@taskgraph/coord-memory';
 import { TaskGraphNode, createController, jobKeys, silentLogger } from '@taskgraph/core';
 import { LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
@@ -50,6 +50,8 @@ export interface SimulateResult {
   readonly virtualMs: number;
   readonly end: RunEnd;
   readonly nodesStarted: number;
+  /** How many times each invariant was checked. */
+  readonly checked: Readonly<Record<string, number>>;
 }
 
 const JOB = 'sim';
@@ -88,7 +90,7 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
   network.delayRequests({ ms: [0.5, 10] });
   network.delayResponses({ ms: [0.5, 10] });
 
-  const checker = new Invariants(workload, store, violate);
+  const checker = new Invariants(workload, store, violate, () => sched.now, () => new Set(nodes.filter((n) => !n.done && !n.actor.dead).map((n) => n.actor.name)));
   const nodes: SimNode[] = [];
   let started = 0;
   const injected: Partial<Record<FaultKind, number>> = {};
@@ -200,7 +202,7 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
   for (const f of faults) sched.at(chaos, f.at, () => apply(f));
 
   const guard = new Guard();
-  const onRejection = (reason: unknown): void => violate(`unhandled rejection: ${describe(reason)}`);
+  const onRejection = (reason: unknown): void => violate(`unhandled rejection: ${describe(reason)}${reason instanceof Error && reason.stack ? `\n${reason.stack.split('\n').slice(1, 8).join('\n')}` : ''}`);
   process.on('unhandledRejection', onRejection);
   guard.install();
   let end: RunEnd;
@@ -257,6 +259,7 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
     virtualMs: Math.round(sched.now),
     end,
     nodesStarted: started,
+    checked: { ...checker.checked },
   };
 }
 
@@ -285,20 +288,43 @@ function describe(err: unknown): string {
  */
 class Invariants {
   jobDone = false;
+  /** How many times each invariant was checked (a run that checks nothing proves nothing). */
+  readonly checked = { answers: 0, metasAtLeastOnce: 0, metasAtMostOnce: 0, epochs: 0, incarnations: 0 };
   #epoch = -1;
   #lastRevision = -1;
   /** (task, incarnation) -> the node that ran it. */
   readonly #incarnations = new Map<string, string>();
   /** Deliveries of metas: (task, incarnation, epoch, from, link type, meta). */
   readonly #metas = new Set<string>();
+  /** Every lock token seen granted, and the lock (a task's primary slot or one of its backup slots) it was for. */
+  readonly #tokenLocks = new Map<string, string>();
+  readonly #locks: string[];
+  /** Per task, the latest incarnation started (1 and up): its node and when it entered each epoch. */
+  readonly #holders = new Map<number, { readonly incarnation: number; readonly node: string; readonly entered: Map<number, number> }>();
+  /** Metas flagged in the current epoch, with their receivers. */
+  #flags: Array<{ readonly epoch: number; readonly from: number; readonly linkType: string; readonly meta: string; readonly at: number; readonly receivers: readonly number[] }> = [];
 
   constructor(
     private readonly workload: Workload,
     private readonly store: MemoryStore,
     private readonly violate: (v: string) => void,
-  ) {}
+    private readonly now: () => number,
+    private readonly liveNodes: () => ReadonlySet<string>,
+  ) {
+    this.#locks = [];
+    for (let t = 0; t < workload.numTasks; t++) {
+      this.#locks.push(`${NAMESPACE}/${jobKeys.taskLock(JOB, t)}`);
+      if (workload.backupTasks === undefined || workload.backupTasks.includes(t)) {
+        for (let b = 0; b < workload.backups; b++) this.#locks.push(`${NAMESPACE}/${jobKeys.backupLock(JOB, t, b)}`);
+      }
+    }
+  }
 
   step(sched: Scheduler): void {
+    for (const name of this.#locks) {
+      const h = this.store.lockHolder(name);
+      if (h !== undefined) this.#tokenLocks.set(String(h.token), name);
+    }
     const rev = this.store.revision;
     if (rev === this.#lastRevision) return;
     this.#lastRevision = rev;
@@ -306,6 +332,8 @@ class Invariants {
     if (e) {
       const epoch = Number(new TextDecoder().decode(e.value));
       if (epoch < this.#epoch) this.violate(`the epoch went back from ${this.#epoch} to ${epoch}`);
+      this.checked.epochs++;
+      if (epoch > this.#epoch) this.#epochEnded(this.#epoch);
       this.#epoch = Math.max(this.#epoch, epoch);
     }
     const s = this.store.get(`${NAMESPACE}/${jobKeys.status(JOB)}`);
@@ -317,12 +345,58 @@ class Invariants {
     sched.record(`r${rev} e${this.#epoch}${this.jobDone ? ' done' : ''}`);
   }
 
-  /** A request answered: the store must not have granted the task to a newer owner already. */
+  /**
+   * At least once: when an epoch ends, every meta flagged in it has reached each
+   * receiver's incarnation that held the receiver from before the flag (it had entered
+   * the epoch by then) to the end of the epoch. (An incarnation that started later
+   * reads the metas from the store; one that ended before the epoch did has no claim.)
+   */
+  #epochEnded(epoch: number): void {
+    const flags = this.#flags.filter((f) => f.epoch === epoch);
+    this.#flags = this.#flags.filter((f) => f.epoch > epoch);
+    const live = this.liveNodes();
+    for (const f of flags) {
+      for (const r of f.receivers) {
+        const h = this.#holders.get(r);
+        const entered = h?.entered.get(epoch);
+        if (h === undefined || entered === undefined || entered > f.at || !live.has(h.node)) continue;
+        this.checked.metasAtLeastOnce++;
+        if (!this.#metas.has(`${r}/${h.incarnation}/${epoch}/${f.from}/${f.linkType}/${f.meta}`)) {
+          this.violate(`metaReady never fired: task ${r} incarnation ${h.incarnation} (on ${h.node}, in epoch ${epoch} since ${entered.toFixed(1)}ms) did not get ${JSON.stringify(f.meta)} from task ${f.from} on ${f.linkType}, flagged at ${f.at.toFixed(1)}ms, before the epoch ended`);
+        }
+      }
+    }
+  }
+
+  #wrapFramework(taskId: number, framework: Framework): Framework {
+    return new Proxy(framework, {
+      get: (target, key) => {
+        const v: unknown = Reflect.get(target, key, target);
+        if (key === 'flagMeta' && typeof v === 'function') {
+          return (ctx: EpochContext, linkType: string, meta: string) => {
+            const topo = target.getTopology().get(linkType);
+            const receivers = topo ? [...topo.getNeighbors(ctx.epoch)] : [];
+            this.#flags.push({ epoch: ctx.epoch, from: taskId, linkType, meta, at: this.now(), receivers });
+            return (v as Framework['flagMeta']).call(target, ctx, linkType, meta);
+          };
+        }
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+  }
+
+  /**
+   * A request answered: the store must not have granted the slot the request's token
+   * was for (the task's primary slot; a backup slot for replication) to a newer owner.
+   */
   #served(node: string, request: InboundRequest): void {
     const { to, token } = request.meta;
-    const holder = this.store.lockHolder(`${NAMESPACE}/${jobKeys.taskLock(JOB, to)}`);
+    const lock = this.#tokenLocks.get(token);
+    if (lock === undefined) return;
+    this.checked.answers++;
+    const holder = this.store.lockHolder(lock);
     if (holder !== undefined && holder.token > BigInt(token)) {
-      this.violate(`stale token: ${node} answered ${request.method} for task ${to} with token ${token} while the store had granted token ${holder.token} to ${holder.owner}`);
+      this.violate(`stale token: ${node} answered ${request.method} for task ${to} with token ${token} while the store had granted ${lock.slice(NAMESPACE.length + 1)} to ${holder.owner} with token ${holder.token}`);
     }
   }
 
@@ -360,17 +434,27 @@ class Invariants {
             incarnation = framework.getIncarnation();
             // Incarnation 0 is a backup's copy (any number of them); a primary's is 1 or more, and one node's alone.
             if (incarnation > 0) {
+              this.#holders.set(id, { incarnation, node, entered: new Map() });
+              this.checked.incarnations++;
               const k = `${id}/${incarnation}`;
               const other = this.#incarnations.get(k);
               if (other !== undefined && other !== node) this.violate(`incarnation ${incarnation} of task ${id} ran on ${other} and on ${node}`);
               this.#incarnations.set(k, node);
             }
-            return (v as (id: number, fw: Framework) => void).call(target, id, framework);
+            return (v as (id: number, fw: Framework) => void).call(target, id, incarnation > 0 ? this.#wrapFramework(id, framework) : framework);
+          };
+        }
+        if (key === 'enterEpoch' && typeof v === 'function') {
+          return (ctx: EpochContext, epoch: number) => {
+            const h = this.#holders.get(taskId);
+            if (h !== undefined && h.incarnation === incarnation && h.node === node && !h.entered.has(epoch)) h.entered.set(epoch, this.now());
+            return (v as (...a: unknown[]) => unknown).call(target, ctx, epoch);
           };
         }
         if (key === 'metaReady' && typeof v === 'function') {
           return (ctx: { epoch: number }, from: number, linkType: string, meta: string) => {
             const k = `${taskId}/${incarnation}/${ctx.epoch}/${from}/${linkType}/${meta}`;
+            this.checked.metasAtMostOnce++;
             if (this.#metas.has(k)) this.violate(`metaReady fired twice for task ${taskId} incarnation ${incarnation}: epoch ${ctx.epoch}, from ${from}, ${linkType}, ${JSON.stringify(meta)}`);
             this.#metas.add(k);
             return (v as (...a: unknown[]) => unknown).call(target, ctx, from, linkType, meta);

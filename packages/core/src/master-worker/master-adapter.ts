@@ -87,14 +87,15 @@ export class MasterAdapter implements Task {
     const start: MasterStart = { incarnation: change.incarnation, promoted: hot, seq: hot ? change.seq : 0 };
     this.logger().info('master running', { incarnation: start.incarnation, promoted: start.promoted, seq: start.seq });
     // `run` goes beside the callbacks, not in their queue: the worker events must reach the master while it runs.
-    void this.master.run(ctx, start).then(
-      async () => {
+    // A failure of the shutdown too (the node leaving meanwhile) goes to onError, not to an unhandled rejection.
+    void this.master
+      .run(ctx, start)
+      .then(async () => {
         if (rt.token() === undefined || this.exited) return;
         this.logger().info('master run finished: the job is done');
         await this.fw!.shutdownJob();
-      },
-      (err: unknown) => this.onError(err),
-    );
+      })
+      .catch((err: unknown) => this.onError(err));
   }
 
   neighborFailed(_ctx: EpochContext, event: NeighborEvent): void {
