@@ -4,7 +4,8 @@
  * seed's fault schedule, the invariants checked after every step, and the workload's
  * exact answer checked at the end.
  */
-import type { EpochContext, Framework, InboundRequest, ListenOptions, LogFields, Logger, Task, TaskBuilder, Transport } from '@taskgraph/api';
+import type { EpochContext, Framework, InboundRequest, ListenOptions, LogFields, Logger, RoleChange, Task, TaskBuilder, Transport } from '@taskgraph/api';
+import { TaskGraphError } from '@taskgraph/api';
 import { MemoryCoordinator, MemoryStore } from '@taskgraph/coord-memory';
 import { TaskGraphNode, createController, jobKeys, silentLogger } from '@taskgraph/core';
 import { LocalNetwork, LocalTransport } from '@taskgraph/transport-local';
@@ -208,7 +209,8 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
   let end: RunEnd;
   try {
     // The job is created on virtual time too (its store calls are answered by events), then the nodes start.
-    sched.at(ctlActor, 0, () => {
+    // createJob is idempotent: an operator whose call met a store fault runs it again.
+    const create = (attempt: number): void => {
       controller
         .createJob({
           numTasks: workload.numTasks,
@@ -221,9 +223,13 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
             const slots = workload.numTasks + (workload.backupTasks?.length ?? workload.numTasks) * workload.backups;
             for (let i = 0; i < slots + workload.standbys; i++) startNode();
           },
-          (err: unknown) => violate(`the controller could not create the job: ${describe(err)}`),
+          (err: unknown) => {
+            if (TaskGraphError.is(err, 'UNAVAILABLE') && attempt < 50) sched.at(ctlActor, 200, () => create(attempt + 1));
+            else violate(`the controller could not create the job: ${describe(err)}`);
+          },
         );
-    });
+    };
+    sched.at(ctlActor, 0, () => create(1));
     const deadline = healedAt(faults) + (o.livenessMs ?? 60_000);
     end = await sched.run({
       maxTimeMs: deadline,
@@ -442,6 +448,15 @@ class Invariants {
               this.#incarnations.set(k, node);
             }
             return (v as (id: number, fw: Framework) => void).call(target, id, incarnation > 0 ? this.#wrapFramework(id, framework) : framework);
+          };
+        }
+        if (key === 'becamePrimary' && typeof v === 'function') {
+          // A promoted backup runs on as the task's new incarnation, in the epoch under way.
+          return (ctx: EpochContext, change: RoleChange) => {
+            incarnation = change.incarnation;
+            this.#holders.set(taskId, { incarnation, node, entered: new Map([[ctx.epoch, this.now()]]) });
+            this.checked.incarnations++;
+            return (v as (...a: unknown[]) => unknown).call(target, ctx, change);
           };
         }
         if (key === 'enterEpoch' && typeof v === 'function') {
