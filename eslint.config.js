@@ -21,4 +21,26 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // The code the simulator runs on virtual time (packages/sim) takes time, timers and
+    // randomness from its injected Clock only; the simulator's run-time guard catches the
+    // rest. A default that reads the platform is marked where it is made.
+    files: ['packages/{api,core,coord-memory,transport-local,backend-kit,workloads,topologies}/src/**/*.ts'],
+    // The platform's clock itself (systemClock, deferOn's default) lives here.
+    ignores: ['packages/api/src/runtime.ts'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        { object: 'Math', property: 'random', message: 'take randomness from the Clock (randomOf(clock)): a simulation must replay from its seed' },
+        { object: 'Date', property: 'now', message: 'use clock.now() (monotonic) or wallNow(clock) (timestamps)' },
+        { object: 'performance', property: 'now', message: 'use clock.now()' },
+      ],
+      'no-restricted-globals': [
+        'error',
+        { name: 'setTimeout', message: 'use clock.setTimeout' },
+        { name: 'setInterval', message: 'use clock.setTimeout' },
+        { name: 'setImmediate', message: 'use deferOn(clock, ...)' },
+      ],
+    },
+  },
 );

@@ -2,7 +2,7 @@
  * Waiting on an injected clock, and the one retry backoff. Everything that waits
  * takes the clock as an argument so tests can drive it with a manual clock.
  */
-import { abortError } from '@taskgraph/api';
+import { abortError, randomOf, systemClock } from '@taskgraph/api';
 import type { Clock } from '@taskgraph/api';
 
 /** Resolves after `ms` on `clock`; rejects with the signal's abort error when it aborts first. */
@@ -54,7 +54,7 @@ export class Backoff {
   readonly #random: () => number;
   #attempt = 0;
 
-  constructor(initialMs = 20, maxMs = 1000, random: () => number = Math.random) {
+  constructor(initialMs = 20, maxMs = 1000, random: () => number = randomOf(systemClock)) {
     this.#initialMs = initialMs;
     this.#maxMs = maxMs;
     this.#random = random;

@@ -3,7 +3,7 @@
  * loops, a bounded wait, a deferred, ids. Sleep and backoff are the backend kit's
  * (one copy in the repository).
  */
-import { abortError } from '@taskgraph/api';
+import { abortError, randomHex, wallNow } from '@taskgraph/api';
 import type { Clock } from '@taskgraph/api';
 
 /**
@@ -51,10 +51,10 @@ export class Notifier {
 }
 
 let counter = 0;
-/** A process-unique id with some randomness, for node and request ids. */
-export function uniqueId(prefix: string): string {
+/** A process-unique id with some randomness, for node and request ids; time and randomness from `clock`. */
+export function uniqueId(prefix: string, clock: Clock): string {
   counter = (counter + 1) % 1_000_000;
-  return `${prefix}-${process.pid.toString(36)}-${Date.now().toString(36)}-${counter.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  return `${prefix}-${process.pid.toString(36)}-${Math.floor(wallNow(clock)).toString(36)}-${counter.toString(36)}-${randomHex(clock, 3)}`;
 }
 
 /** Waits for `p` at most `ms`; true when it settled in time. */

@@ -102,7 +102,7 @@ export class NodeHost implements Instrumentable {
     });
     this.server = new SharedServer(options.transport, options.clock);
     this.addresses = new SharedAddressBook({ job: options.job, coordinator: this.coordinator, transport: options.transport, clock: this.clock, logger: this.logger });
-    const prefix = nodeIdPrefix ?? uniqueId('host');
+    const prefix = nodeIdPrefix ?? uniqueId('host', this.clock);
     this.make = (i) => {
       const nodeId = `${prefix}.${i}`;
       const preferred = preferredTask?.(i);

@@ -79,7 +79,7 @@ export interface NodeConfig {
 
 export function nodeConfig(options: BootstrapOptions): NodeConfig {
   assertValidJobName(options.job);
-  const nodeId = options.nodeId ?? uniqueId('node');
+  const nodeId = options.nodeId ?? uniqueId('node', options.clock ?? systemClock);
   assertValidNodeId(nodeId);
   const [minTtl, maxTtl] = options.coordinator.caps.ttlRangeMs;
   return {

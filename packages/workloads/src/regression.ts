@@ -9,7 +9,7 @@
  * Everything is driven by meta notifications and data requests, so any task can
  * fail at any point and its replacement picks up the epoch where it is.
  */
-import { TaskGraphError } from '@taskgraph/api';
+import { TaskGraphError, randomOf, systemClock } from '@taskgraph/api';
 import type { EpochContext, Framework, MethodHandler, Task, TaskBuilder, Topology } from '@taskgraph/api';
 import { defineMethod, jsonCodec, serve } from '@taskgraph/core';
 import { tree } from '@taskgraph/topologies';
@@ -162,7 +162,7 @@ abstract class RegressionTask implements Task {
 
   async dataReady(ctx: EpochContext, fromTask: number, method: string, output: unknown): Promise<void> {
     if (ctx.epoch !== this.state.epoch || typeof output !== 'number') return;
-    const random = this.faults.random ?? Math.random;
+    const random = this.faults.random ?? randomOf(systemClock);
     if (method === getParameter.name) {
       const p = this.faults.parentDataFailProbability ?? 0;
       if (p > 0 && random() < p) throw new InjectedFault(`task ${this.id} fails in parent-data-ready (injected)`);
