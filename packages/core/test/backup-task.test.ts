@@ -182,6 +182,31 @@ describe('BackupTask', () => {
     expect(await codeOf(update('7', 4, 'late'))).toBe('NOT_OWNER deposed');
   });
 
+  it('retrying its sync with the same primary (a snapshot answer lost) releases the updates it held as retryable, not as deposed', async () => {
+    const { backup, task, primary, update, snapshots } = await setup();
+    const lost = deferred<void>();
+    snapshots.push({ seq: 0, items: [], gate: lost.promise });
+    await backup.start();
+    primary('7');
+    await eventually('asking 7 for a snapshot', () => snapshots.length === 0);
+    // Held while the snapshot is on its way.
+    const held = track(update('7', 1, 'a'));
+    await turn();
+    expect(held.state.settled).toBe(false);
+    // The snapshot's answer is lost; the backup asks the same primary again after a backoff.
+    lost.reject(new TaskGraphError('UNAVAILABLE', 'the answer was lost'));
+    snapshots.push({ seq: 0, items: [], gate: Promise.resolve() });
+    await eventually('asking 7 again', async () => {
+      await w.clock.advance(100);
+      return snapshots.length === 0;
+    });
+    // A "deposed" answer here made a live primary abdicate (simulator: hot-standby seed 56).
+    expect(await codeOf(held.promise)).toBe('UNAVAILABLE resync');
+    await eventually('in sync with 7', () => backup.ready);
+    await update('7', 1, 'a');
+    expect(task.items).toEqual(['a']);
+  });
+
   it('tells its node when the task has no primary, at start and when the primary’s record goes', async () => {
     const { backup, primary, gone, snapshots } = await setup();
     snapshots.push({ seq: 0, items: [], gate: Promise.resolve() });
