@@ -169,9 +169,39 @@ export interface Coordinator {
    * at the latest). Idempotent: an unknown or already-ended id resolves.
    */
   endSession(id: string): Promise<void>;
-  /** Waits until the lock is held by `session`. Locks are fair: first come, first served. */
+  /**
+   * Waits until the lock is held by `session`. Locks are fair: first come, first served.
+   *
+   * A lock whose answer was lost: when the store shows the lock held by this same
+   * session, and this client holds no live Lock (not released, not lost) for that
+   * session and lock name, the holding comes from an earlier acquire or tryAcquire of
+   * this session whose answer was lost (an unknown outcome: the store granted the lock,
+   * the call rejected). `acquire` then returns a Lock for it, with the token and owner
+   * the store recorded, instead of waiting (`tryAcquire` likewise, instead of
+   * undefined), so a retry of the call gets what its first try was granted. When this
+   * client does hold a live Lock for it, `acquire` waits as for any holder (a session
+   * never holds a lock twice). The session is what holds a lock: when `owner` differs
+   * from the recorded owner the holding is adopted all the same, and the Lock (like
+   * `holder()`) reports the recorded owner. A Lock whose `release()` is in flight counts
+   * as live until the release settles.
+   *
+   * One acquire or tryAcquire per session and lock name runs at a time in a client: an
+   * acquire called while another is in flight waits for it to settle first.
+   */
   acquire(name: string, session: Session, options?: AcquireOptions): Promise<Lock>;
-  /** Takes the lock if nobody holds it (nor waits for it); undefined otherwise. */
+  /**
+   * Takes the lock if nobody holds it (nor waits for it); undefined otherwise.
+   *
+   * When the store shows the lock held by this same session and this client holds no
+   * live Lock (not released, not lost) for that session and lock name, the holding
+   * comes from an earlier acquire or tryAcquire of this session whose answer was lost
+   * (an unknown outcome): `tryAcquire` returns a Lock for it, with the token and owner
+   * the store recorded (whatever `owner` says now: the session is what holds a lock),
+   * instead of undefined, whoever else waits for the lock. When this client does hold
+   * a live Lock for it (or its `release()` is in flight), or an acquire or tryAcquire of
+   * the session for that name is in flight, `tryAcquire` returns undefined, as before:
+   * a session never holds a lock twice. See `acquire`.
+   */
   tryAcquire(name: string, session: Session, options?: LockOptions): Promise<Lock | undefined>;
   /** Who holds the lock now, if anyone. */
   holder(name: string): Promise<LockHolder | undefined>;

@@ -49,6 +49,7 @@ import type {
 import { setMaxListeners } from 'node:events';
 import { assertValidAfter, assertValidOwner, assertValidSessionId, assertValidSignal, assertValidVersion, describeKey } from './checks.js';
 import type { LeaseSession, SessionContext } from './lease-session.js';
+import { LockRegistry, TrackedLock } from './lock-registry.js';
 import { silentLogger } from './logger.js';
 import { Stops } from './stops.js';
 
@@ -93,6 +94,8 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
   /** Every session opened here, even ended ones: ownership is checked against it. */
   readonly #opened = new WeakMap<object, S>();
   readonly #background = new Set<Promise<void>>();
+  /** Per session: its acquires in flight and its Locks not over yet, per lock name. */
+  readonly #lockRegistries = new WeakMap<S, LockRegistry>();
   #closing: Promise<void> | undefined;
 
   constructor(options: CoordinatorBaseOptions) {
@@ -146,8 +149,25 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
    * for a live session of this client: the base closes that one itself.
    */
   protected abstract doEndSession(id: string): Promise<void>;
-  /** `session` was opened here and is live; `signal` has not aborted. Stop waiting on `acquireStops(...)`. */
+  /**
+   * `session` was opened here and is live; `signal` has not aborted. Stop waiting on `acquireStops(...)`.
+   *
+   * No other acquire or tryAcquire of this session and name is in flight in this
+   * client while the hook runs (the base waits for it first), but this client may
+   * hold a Lock of it: {@link holdsLock}. When the store shows the lock held by
+   * `session` and `holdsLock` is false, that holding is an earlier call's whose
+   * answer was lost: return a Lock for it, with the token and owner the store
+   * recorded (not `owner`), instead of waiting. When `holdsLock` is true, wait as for
+   * any holder. The base tracks the Lock returned.
+   */
   protected abstract doAcquire(name: string, session: S, owner: string, signal: AbortSignal | undefined): Promise<Lock>;
+  /**
+   * Called only when this client holds no Lock of this session and name and has no
+   * acquire or tryAcquire of it in flight (the base answers undefined itself then):
+   * so when the store shows the lock held by `session`, the holding is an earlier
+   * call's whose answer was lost. Return a Lock for it, with the token and owner the
+   * store recorded (not `owner`), rather than undefined. The base tracks the Lock returned.
+   */
   protected abstract doTryAcquire(name: string, session: S, owner: string): Promise<Lock | undefined>;
   protected abstract doHolder(name: string): Promise<LockHolder | undefined>;
   /** Closes the backend's client. Runs once, after every session closed and all tracked work settled. */
@@ -282,7 +302,24 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
     this.assertOpen(what);
     if (signal?.aborted) throw abortError(signal, what);
     this.assertLive(own, what);
-    return this.doAcquire(name, own, owner, signal);
+    const registry = this.#lockRegistry(own);
+    // One call at a time per session and name: what an earlier call was granted is then never taken for a lost answer.
+    if (registry.find(name)?.calling) {
+      const stops = this.acquireStops(what, own, signal);
+      for (let busy = registry.find(name); busy?.calling; busy = registry.find(name)) await busy.next(stops);
+      this.assertOpen(what);
+      this.assertLive(own, what);
+    }
+    const slot = registry.slot(name);
+    slot.calling = true;
+    let lock: Lock;
+    try {
+      lock = await this.doAcquire(name, own, owner, signal);
+    } finally {
+      slot.calling = false;
+      registry.changed(name, slot);
+    }
+    return this.#track(registry, name, lock);
   }
 
   async tryAcquire(name: string, session: Session, options: LockOptions = {}): Promise<Lock | undefined> {
@@ -293,7 +330,19 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
     assertValidOwner(owner, this.caps.maxKeyBytes);
     this.assertOpen(what);
     this.assertLive(own, what);
-    return this.doTryAcquire(name, own, owner);
+    const registry = this.#lockRegistry(own);
+    const slot = registry.slot(name);
+    // A Lock of this session is live here, or a call for it is in flight: the session does not take it twice.
+    if (!slot.idle) return undefined;
+    slot.calling = true;
+    let lock: Lock | undefined;
+    try {
+      lock = await this.doTryAcquire(name, own, owner);
+    } finally {
+      slot.calling = false;
+      registry.changed(name, slot);
+    }
+    return lock && this.#track(registry, name, lock);
   }
 
   async holder(name: string): Promise<LockHolder | undefined> {
@@ -355,6 +404,29 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
   }
 
   /**
+   * True when this client holds a Lock of `session` for `name` that is neither lost
+   * nor released (one whose release is in flight counts). A holding of `session` the
+   * store shows while this is false came from a call whose answer was lost.
+   */
+  protected holdsLock(session: S, name: string): boolean {
+    return (this.#lockRegistries.get(session)?.find(name)?.locks.size ?? 0) > 0;
+  }
+
+  /**
+   * Resolves once {@link holdsLock} is false, or rejects with the error of the first
+   * of `stops` to fire: for a backend whose acquire cannot queue behind its own
+   * session's holding on the server, and so waits for it here.
+   */
+  protected async untilLockFree(session: S, name: string, stops: Stops): Promise<void> {
+    const registry = this.#lockRegistry(session);
+    for (;;) {
+      const slot = registry.find(name);
+      if (slot === undefined || slot.locks.size === 0) return;
+      await slot.next(stops);
+    }
+  }
+
+  /**
    * Keeps background work (a revoke, a clean-up) that `close()` must wait for
    * before `doClose()`. Its failure is logged, never thrown.
    */
@@ -373,6 +445,27 @@ export abstract class CoordinatorBase<S extends LeaseSession = LeaseSession> imp
     const own = typeof session === 'object' && session !== null ? this.#opened.get(session) : undefined;
     if (own === undefined) throw new InvalidArgumentError(`${what}: the session was not opened by this ${this.label}`);
     return own;
+  }
+
+  #lockRegistry(session: S): LockRegistry {
+    let registry = this.#lockRegistries.get(session);
+    if (registry === undefined) {
+      registry = new LockRegistry();
+      this.#lockRegistries.set(session, registry);
+    }
+    return registry;
+  }
+
+  /** Counts the Lock as this session's until it is over (lost, or released with no release in flight). */
+  #track(registry: LockRegistry, name: string, lock: Lock): Lock {
+    const slot = registry.slot(name);
+    const tracked = new TrackedLock(lock, (over) => {
+      slot.locks.delete(over);
+      registry.changed(name, slot);
+    });
+    if (tracked.ended) registry.changed(name, slot);
+    else slot.locks.add(tracked);
+    return tracked;
   }
 
   #closedError(what: string): ClosedError {

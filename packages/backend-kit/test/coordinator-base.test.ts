@@ -147,8 +147,8 @@ describe('CoordinatorBase hooks', () => {
     await c.delete('k', version);
     await c.acquire('l', s);
     expect(c.calls.at(-1)?.args.slice(0, 3)).toEqual(['l', s, s.id]);
-    await c.tryAcquire('l', s, { owner: 'me' });
-    expect(c.calls.at(-1)?.args.slice(0, 3)).toEqual(['l', s, 'me']);
+    await c.tryAcquire('m', s, { owner: 'me' });
+    expect(c.calls.at(-1)?.args.slice(0, 3)).toEqual(['m', s, 'me']);
     await c.close();
   });
 

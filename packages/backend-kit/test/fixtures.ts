@@ -107,15 +107,35 @@ export const TOY_CAPS: CoordinatorCaps = Object.freeze({
   maxKeyBytes: 32,
 });
 
-class ToyLock implements Lock {
-  readonly lost = new AbortController().signal;
+/** How a ToyLock releases: when `lost` aborts (before or after the server answered), and what the server answers. */
+export interface ToyRelease {
+  /** Abort `lost` when release() is called, before the answer (Consul, Kubernetes); else after a good answer (memory, etcd). */
+  readonly abortFirst?: boolean;
+  /** The server's answer; default: at once, fine. */
+  readonly answer?: () => Promise<void>;
+}
+
+export class ToyLock implements Lock {
+  readonly #controller = new AbortController();
+  readonly lost: AbortSignal = this.#controller.signal;
+  releases = 0;
   constructor(
     readonly name: string,
     readonly owner: string,
     readonly token: bigint,
+    readonly how: ToyRelease = {},
   ) {}
-  release(): Promise<void> {
-    return Promise.resolve();
+
+  /** The lock is lost (its session ended). */
+  lose(): void {
+    this.#controller.abort(gone('lock'));
+  }
+
+  async release(): Promise<void> {
+    this.releases++;
+    if (this.how.abortFirst) this.#controller.abort(new Error('released'));
+    await (this.how.answer?.() ?? Promise.resolve());
+    this.#controller.abort(new Error('released'));
   }
 }
 
@@ -128,6 +148,18 @@ export class ToyCoordinator extends CoordinatorBase<ScriptedSession> {
   #version = 0;
   /** Set by a test to hold doOpenSession until it resolves. */
   openGate: Promise<void> | undefined;
+  /** Set by a test to hold doAcquire and doTryAcquire until it resolves (or rejects: the hook then rejects). */
+  lockGate: Promise<void> | undefined;
+  /** What doTryAcquire answers: a lock by default; undefined when false. */
+  tryGrants = true;
+  /** How the locks handed out release. */
+  lockRelease: ToyRelease = {};
+  /** The locks handed out are lost already (their session was lost while the grant was on its way). */
+  grantLost = false;
+  /** The locks the hooks handed out, oldest first. */
+  readonly locks: ToyLock[] = [];
+  /** What holdsLock() said when each lock hook ran, in order. */
+  readonly heldAtHook: boolean[] = [];
 
   constructor(clock: Clock, caps: CoordinatorCaps = TOY_CAPS) {
     super({ caps, label: 'toy coordinator', clock });
@@ -200,12 +232,33 @@ export class ToyCoordinator extends CoordinatorBase<ScriptedSession> {
 
   protected async doAcquire(name: string, session: ScriptedSession, owner: string, signal: AbortSignal | undefined): Promise<Lock> {
     this.#record('acquire', name, session, owner, signal);
-    return new ToyLock(name, owner, 1n);
+    this.heldAtHook.push(this.holdsLock(session, name));
+    if (this.lockGate) await this.lockGate;
+    return this.#lock(name, owner);
   }
 
   protected async doTryAcquire(name: string, session: ScriptedSession, owner: string): Promise<Lock | undefined> {
     this.#record('tryAcquire', name, session, owner);
-    return new ToyLock(name, owner, 1n);
+    this.heldAtHook.push(this.holdsLock(session, name));
+    if (this.lockGate) await this.lockGate;
+    return this.tryGrants ? this.#lock(name, owner) : undefined;
+  }
+
+  #lock(name: string, owner: string): ToyLock {
+    const lock = new ToyLock(name, owner, BigInt(this.locks.length + 1), this.lockRelease);
+    if (this.grantLost) lock.lose();
+    this.locks.push(lock);
+    return lock;
+  }
+
+  /** For tests: the protected holdsLock. */
+  holdsLockForTest(session: ScriptedSession, name: string): boolean {
+    return this.holdsLock(session, name);
+  }
+
+  /** For tests: the protected untilLockFree. */
+  untilLockFreeForTest(session: ScriptedSession, name: string, signal?: AbortSignal): Promise<void> {
+    return this.untilLockFree(session, name, this.acquireStops(`acquire of lock ${JSON.stringify(name)}`, session, signal));
   }
 
   protected async doHolder(name: string): Promise<LockHolder | undefined> {

@@ -97,6 +97,7 @@ export class ConsulCoordinator extends CoordinatorBase<ConsulSession> {
         return { index: read.index, pairs: read.pairs };
       },
       nextTicket: (session) => `${session.id}-${++this.#tickets}`,
+      holdsLock: (session, name) => this.holdsLock(session, name),
     };
     this.#watchHost = {
       clock: this.clock,

@@ -10,6 +10,12 @@
  * is deleted on release (and by Consul when the holder's session ends), so each
  * holder either recreates it at a higher CreateIndex or, if it survived, takes it
  * at a higher LockIndex. Either way the token strictly increases.
+ *
+ * A lock key held by the session with no Lock of this client standing for it was
+ * taken by an earlier call whose answer was lost: the next acquire or tryAcquire of
+ * the session adopts it (the key's value is the owner, its indexes the token) rather
+ * than decline or wait for a key nobody will release. A ticket of the session ahead
+ * of ours is likewise an earlier call's that nobody waits on: an acquire drops it.
  */
 import { ClosedError, LeaseLostError, TaskGraphError, UnavailableError, abortError } from '@taskgraph/api';
 import type { Clock, Lock, Logger } from '@taskgraph/api';
@@ -19,7 +25,7 @@ import { retryable } from './http.js';
 import type { Keyspace } from './keys.js';
 import { refusedSession } from './session.js';
 import type { ConsulSession } from './session.js';
-import { lockToken, toBase64 } from './wire.js';
+import { fromBase64, lockToken, toBase64 } from './wire.js';
 import type { KvPair, TxnOp, TxnOutcome } from './wire.js';
 
 export interface LockHost {
@@ -33,9 +39,12 @@ export interface LockHost {
   readKey(consulKey: string, what: string, options?: { readonly index?: number; readonly signal?: AbortSignal }): Promise<{ index: number; pair: KvPair | undefined }>;
   readPrefix(consulPrefix: string, what: string, signal?: AbortSignal): Promise<{ index: number; pairs: readonly KvPair[] }>;
   nextTicket(session: ConsulSession): string;
+  /** Whether this client holds a live Lock of `session` for `name` (CoordinatorBase.holdsLock). */
+  holdsLock(session: ConsulSession, name: string): boolean;
 }
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /** A blocking query that failed is retried after 100 to 200 ms. */
 const CHANGE_RETRY = new Backoff(200, 200);
@@ -160,13 +169,20 @@ export async function acquireLock(
       const mine = tickets.findIndex((p) => p.Key === ticketKey);
       if (mine < 0) throw new LeaseLostError(`${what}: the waiting ticket is gone; session ${session.id} has ended`);
       if (mine > 0) {
+        // Waiters ahead wait for the holder: if that is this session with no Lock here, nobody would ever release it.
+        const orphan = adoptable(host, session, name, (await host.readKey(lockKey, what, { signal })).pair);
+        if (orphan) return adopt(host, session, name, orphan, what);
         if (!options.wait) return undefined;
         const ahead = tickets[mine - 1] as KvPair;
+        // No call of this session waits on a ticket of it ahead of ours (one call per session and name at a time): it was left behind.
+        if (ahead.Session === session.id && (await dropTicket(host, ahead.Key, session))) continue;
         await waitForChange(host, ahead.Key, ahead.ModifyIndex, what, signal);
         continue;
       }
-      // Held, by anyone: this session too, since locks are not re-entrant (it waits behind itself).
+      // Held, by anyone: this session too while it holds a live Lock, since locks are not re-entrant (it waits behind itself).
       const current = await host.readKey(lockKey, what, { signal });
+      const orphan = adoptable(host, session, name, current.pair);
+      if (orphan) return adopt(host, session, name, orphan, what);
       if (current.pair?.Session) {
         if (!options.wait) return undefined;
         await waitForChange(host, lockKey, current.pair.ModifyIndex, what, signal);
@@ -192,6 +208,17 @@ export async function acquireLock(
   } finally {
     if (!taken) await dropTicket(host, ticketKey, session);
   }
+}
+
+/** Whether the lock key is held by `session` with no live Lock of this client for it: an earlier call's, whose answer was lost. */
+function adoptable(host: LockHost, session: ConsulSession, name: string, pair: KvPair | undefined): KvPair | undefined {
+  return pair !== undefined && pair.Session === session.id && !host.holdsLock(session, name) ? pair : undefined;
+}
+
+/** A Lock for the holding the lock key records, with its owner and token. */
+function adopt(host: LockHost, session: ConsulSession, name: string, pair: KvPair, what: string): ConsulLock {
+  host.logger.info('the lock is held by this session with no Lock here (an earlier answer was lost): adopting it', { lock: name, what });
+  return new ConsulLock(host, session, name, decoder.decode(fromBase64(pair.Value)), lockToken(pair));
 }
 
 function leaseOrUnexpected(whats: readonly string[], session: ConsulSession, what: string): TaskGraphError {
@@ -245,12 +272,15 @@ async function waitForChange(host: LockHost, consulKey: string, index: number, w
   }
 }
 
-async function dropTicket(host: LockHost, ticketKey: string, session: ConsulSession): Promise<void> {
-  if (session.lost.aborted || host.closed.aborted) return;
+/** Deletes a ticket of the session; false if it could not (failures are logged: the ticket goes with the session). */
+async function dropTicket(host: LockHost, ticketKey: string, session: ConsulSession): Promise<boolean> {
+  if (session.lost.aborted || host.closed.aborted) return false;
   try {
     await host.txn([{ Verb: 'delete', Key: ticketKey }], `dropping the lock ticket ${ticketKey}`);
+    return true;
   } catch (err) {
     // The ticket goes away with the session anyway; until then it only delays later waiters.
     host.logger.warn('could not drop a lock ticket', { ticket: ticketKey, error: String(err) });
+    return false;
   }
 }

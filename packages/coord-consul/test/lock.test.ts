@@ -158,3 +158,100 @@ describe('Consul locks are not re-entrant', () => {
     await second!.release();
   });
 });
+
+/** Takes the lock key for `sessionId` straight in the emulator, as a lock transaction whose answer was lost would have. */
+function holdDirectly(c: ConsulCoordinator, name: string, sessionId: string, owner: string): bigint {
+  const outcome = consul.store.transact([{ verb: 'lock', key: lockKey(c, name), value: bytes(owner), flags: 0n, index: 0, session: sessionId }]);
+  expect(outcome.ok).toBe(true);
+  const entry = consul.store.getKey(lockKey(c, name));
+  expect(entry?.session).toBe(sessionId);
+  return (BigInt(entry?.createIndex ?? 0) << 32n) | BigInt(entry?.lockIndex ?? 0);
+}
+
+describe('Consul locks: a lock key held by the session with no Lock here (an answer lost) is adopted', () => {
+  it('tryAcquire returns a Lock for it with the token and owner Consul recorded; while it is live a tryAcquire is undefined; released, the lock is free', async () => {
+    const c = await make();
+    const s = await c.openSession({ ttlMs: 10_000 });
+    const other = await c.openSession({ ttlMs: 10_000 });
+    const token = holdDirectly(c, 'adopt', s.id, 'recorded');
+    expect(await c.holder('adopt')).toEqual({ owner: 'recorded', token });
+    expect(await c.tryAcquire('adopt', other)).toBeUndefined();
+    const lock = await c.tryAcquire('adopt', s, { owner: 'asked' });
+    expect(lock?.token).toBe(token);
+    expect(lock?.owner).toBe('recorded');
+    expect(tickets(c, 'adopt')).toEqual([]);
+    expect(await c.tryAcquire('adopt', s)).toBeUndefined();
+    await lock?.release();
+    expect(consul.store.getKey(lockKey(c, 'adopt'))).toBeUndefined();
+    const next = await c.tryAcquire('adopt', other);
+    expect(next?.token).toBeGreaterThan(token);
+    await next?.release();
+  });
+
+  it('tryAcquire adopts it even when other sessions wait for it; acquire adopts it at once', async () => {
+    const c = await make();
+    const s = await c.openSession({ ttlMs: 10_000 });
+    const other = await c.openSession({ ttlMs: 10_000 });
+    const token = holdDirectly(c, 'queued', s.id, 'recorded');
+    const waiting = c.acquire('queued', other, { owner: 'other' });
+    await eventually('the other session is queued', () => tickets(c, 'queued').length === 1, patience);
+    const lock = await c.tryAcquire('queued', s);
+    expect(lock?.token).toBe(token);
+    await lock?.release();
+    const theirs = await waiting;
+    expect(theirs.owner).toBe('other');
+    await theirs.release();
+
+    const again = holdDirectly(c, 'queued', s.id, 'recorded again');
+    const adopted = await c.acquire('queued', s);
+    expect([adopted.token, adopted.owner]).toEqual([again, 'recorded again']);
+    expect(tickets(c, 'queued')).toEqual([]);
+    await adopted.release();
+  });
+
+  it('an acquire behind a ticket of its own session that nobody waits on drops it instead of waiting behind it', async () => {
+    const c = await make();
+    const s = await c.openSession({ ttlMs: 10_000 });
+    const other = await c.openSession({ ttlMs: 10_000 });
+    const held = await c.acquire('stale', other);
+    const stale = `${escapeKey(c.namespace)}/queues/${escapeKey('stale')}/${s.id}-stale`;
+    expect(consul.store.transact([{ verb: 'lock', key: stale, value: bytes('stale'), flags: 0n, index: 0, session: s.id }]).ok).toBe(true);
+    const waiting = c.acquire('stale', s, { owner: 'mine' });
+    await eventually('the stale ticket is dropped', () => tickets(c, 'stale').length === 1 && !tickets(c, 'stale').includes(stale), patience);
+    await held.release();
+    const lock = await waiting;
+    expect(lock.owner).toBe('mine');
+    await lock.release();
+  });
+
+  it('an acquire whose lock transaction lost its answer, and that gave up while reading back, leaves the lock to the retry', async () => {
+    const c = await make();
+    const s = await c.openSession({ ttlMs: 10_000 });
+    let txns = 0;
+    // The first transaction queues the ticket; the second takes the lock and its answer is lost, and Consul then answers nothing.
+    consul.faults.dropAnswerWhen = ({ method, path }) => {
+      if (method !== 'PUT' || path !== '/v1/txn' || ++txns !== 2) return false;
+      consul.faults.unavailable = 'no-leader';
+      return true;
+    };
+    const controller = new AbortController();
+    const giving = c.acquire('lost', s, { owner: 'me', signal: controller.signal }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await eventually('the lock transaction was applied', () => consul.store.getKey(lockKey(c, 'lost'))?.session === s.id, patience);
+    controller.abort();
+    const err = await giving;
+    expect(TaskGraphError.is(err, 'ABORTED')).toBe(true);
+    consul.faults.dropAnswerWhen = undefined;
+    consul.faults.unavailable = false;
+    const holder = await c.holder('lost');
+    expect(holder?.owner).toBe('me');
+    const lock = await c.acquire('lost', s, { owner: 'me' });
+    expect(lock.token).toBe(holder?.token);
+    expect(await c.tryAcquire('lost', s)).toBeUndefined();
+    await lock.release();
+    expect(await c.holder('lost')).toBeUndefined();
+    expect(tickets(c, 'lost')).toEqual([]);
+  });
+});

@@ -164,6 +164,7 @@ export class EtcdCoordinator extends CoordinatorBase<EtcdSession> {
       clock: this.clock,
       txn: (request, kind, what) => this.#txn(request, kind, what),
       waitForDelete: (key, after, signals, what) => this.#waitForDelete(key, after, signals, what),
+      holdsLock: (session, name) => this.holdsLock(session, name),
     };
   }
 

@@ -7,10 +7,16 @@
  * just before its own, so a release wakes one waiter, not the herd.
  *
  * Waiter keys are per acquisition (lease id plus a nonce), not per lease: a
- * session that asks twice queues behind itself, as it would on any backend,
- * instead of being handed the lock it already holds.
+ * session that asks twice while it holds a live Lock queues behind itself, as it
+ * would on any backend, instead of being handed the lock it already holds.
+ *
+ * A key of the session that no Lock of this client stands for (its put committed
+ * but the answer was lost, and a withdrawal failed too) is an earlier call's: when it
+ * holds the lock, the next acquire or tryAcquire of the session adopts it (its
+ * create_revision is the token, its value the owner); when it only waits, an acquire
+ * behind it removes it rather than wait for a key nobody will ever release.
  */
-import type { IKeyValue, IRangeResponse, ITxnRequest, ITxnResponse } from 'etcd3';
+import type { IKeyValue, IRangeResponse, IRequestOp, ITxnRequest, ITxnResponse } from 'etcd3';
 import { ClosedError, ErrorCodes, LeaseLostError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, Lock, LockHolder, Logger } from '@taskgraph/api';
 import { Backoff, pause } from '@taskgraph/backend-kit';
@@ -26,6 +32,8 @@ export interface LockHost {
   txn(request: ITxnRequest, kind: CallKind, what: string): Promise<ITxnResponse>;
   /** Resolves when `key` is deleted after revision `after`, or when one of `signals` aborts. */
   waitForDelete(key: Buffer, after: bigint, signals: readonly AbortSignal[], what: string): Promise<void>;
+  /** Whether this client holds a live Lock of `session` for `name` (CoordinatorBase.holdsLock). */
+  holdsLock(session: EtcdSession, name: string): boolean;
 }
 
 let nonce = 0;
@@ -39,8 +47,30 @@ function rangeOf(res: ITxnResponse, i: number): IRangeResponse | undefined {
   return res.responses[i]?.response_range;
 }
 
-/** Deletes our waiter key if it is still ours; failures are logged (the lease removes it in the end). */
-async function withdraw(host: LockHost, key: Buffer, createRevision: bigint | undefined, what: string): Promise<void> {
+/** Whether `key` is a waiter key of `session` for lock `name`: the waiter key prefix, then the nonce after a `-`. */
+function isSessionKey(host: LockHost, name: string, session: EtcdSession, key: Buffer): boolean {
+  const prefix = Buffer.concat([host.keys.lockKey(name, session.id), Buffer.from('-')]);
+  return key.length > prefix.length && key.subarray(0, prefix.length).equals(prefix);
+}
+
+/** The range request of the lock's holder: the waiter key with the lowest create_revision. */
+function holderRange(host: LockHost, name: string, keysOnly: boolean): IRequestOp {
+  const range = host.keys.lockRange(name);
+  return { request_range: { key: range.start, range_end: range.end, sort_target: 'Create', sort_order: 'Ascend', limit: 1, keys_only: keysOnly } };
+}
+
+/** A Lock for the holding of `session` that `kv` (the holder key) records, with the owner and token it recorded. */
+function adopt(host: LockHost, name: string, session: EtcdSession, kv: IKeyValue, what: string): EtcdLock {
+  host.logger.info('the lock is held by this session with no Lock here (an earlier answer was lost): adopting it', {
+    lock: name,
+    key: kv.key.toString(),
+    what,
+  });
+  return new EtcdLock(host, name, kv.value.toString('utf8'), BigInt(kv.create_revision), session, kv.key);
+}
+
+/** Deletes our waiter key if it is still ours; failures are logged (the lease removes it in the end) and answer false. */
+async function withdraw(host: LockHost, key: Buffer, createRevision: bigint | undefined, what: string): Promise<boolean> {
   try {
     await host.txn(
       {
@@ -50,8 +80,10 @@ async function withdraw(host: LockHost, key: Buffer, createRevision: bigint | un
       'write',
       what,
     );
+    return true;
   } catch (err) {
     host.logger.warn('could not remove a lock waiter key; it goes when its session ends', { key: key.toString(), error: (err as Error).message });
+    return false;
   }
 }
 
@@ -76,7 +108,7 @@ export async function acquireLock(host: LockHost, name: string, session: EtcdSes
   }
   try {
     for (;;) {
-      // One snapshot: the waiter just before ours, and whether ours still exists.
+      // One snapshot: the waiter just before ours, whether ours still exists, and the holder.
       const res = await stops.race(
         host.txn(
           {
@@ -93,6 +125,7 @@ export async function acquireLock(host: LockHost, name: string, session: EtcdSes
                 },
               },
               { request_range: { key, keys_only: true } },
+              holderRange(host, name, false),
             ],
           },
           'read',
@@ -105,6 +138,17 @@ export async function acquireLock(host: LockHost, name: string, session: EtcdSes
       }
       const before = rangeOf(res, 0)?.kvs[0];
       if (!before) break;
+      const holder = rangeOf(res, 2)?.kvs[0];
+      if (holder && isSessionKey(host, name, session, holder.key) && !host.holdsLock(session, name)) {
+        // Held by this session through a key no Lock here stands for: an earlier call's whose answer was lost.
+        await withdraw(host, key, token, `${what} (withdrawing: the session holds the lock already)`);
+        return adopt(host, name, session, holder, what);
+      }
+      if (isSessionKey(host, name, session, before.key) && !before.key.equals(holder?.key ?? Buffer.alloc(0))) {
+        // A waiter key of this session that no call waits on any more: left by a call whose withdrawal failed.
+        const removing = `${what} (removing a waiter key of this session that nobody waits on)`;
+        if (await withdraw(host, before.key, BigInt(before.create_revision), removing)) continue;
+      }
       await stops.race(host.waitForDelete(before.key, BigInt(res.header.revision), stops.signals, what));
     }
   } catch (err) {
@@ -125,6 +169,8 @@ export async function tryAcquireLock(host: LockHost, name: string, session: Etcd
       {
         compare: [{ key: range.start, range_end: range.end, target: 'Create', result: 'Equal', create_revision: 0 }],
         success: [{ request_put: { key, value: Buffer.from(owner), lease: session.id } }],
+        // Who holds it, from the same snapshot: this session, through a key whose put's answer was lost?
+        failure: [holderRange(host, name, false)],
       },
       'write',
       what,
@@ -139,7 +185,11 @@ export async function tryAcquireLock(host: LockHost, name: string, session: Etcd
     host.logger.info('a lock taken by a write whose answer was lost is ours', { lock: name });
     return new EtcdLock(host, name, owner, token, session, key);
   }
-  if (!res.succeeded) return undefined;
+  if (!res.succeeded) {
+    const holder = rangeOf(res, 0)?.kvs[0];
+    if (holder && isSessionKey(host, name, session, holder.key) && !host.holdsLock(session, name)) return adopt(host, name, session, holder, what);
+    return undefined;
+  }
   return new EtcdLock(host, name, owner, BigInt(res.header.revision), session, key);
 }
 

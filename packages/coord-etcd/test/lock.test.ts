@@ -202,3 +202,127 @@ describe('etcd locks: a tryAcquire whose answer is lost', () => {
     await s.close();
   }, 60_000);
 });
+
+/** Writes a waiter key of `session` for lock `name` as the coordinator does, as if by a call whose answer was lost. */
+async function orphanKey(c: EtcdCoordinator, name: string, sessionId: string, owner: string): Promise<bigint> {
+  const key = Buffer.from(`${c.namespace}/__locks/${name}//${BigInt(sessionId).toString(16)}-lost1`);
+  const res = await etcd.raw().kv.put({ key, value: Buffer.from(owner), lease: sessionId });
+  return BigInt(res.header.revision);
+}
+
+describe('etcd locks: a holding of the session that no Lock here stands for (an answer lost) is adopted', () => {
+  it('tryAcquire returns a Lock for it, with the token and owner etcd recorded; while it is live a tryAcquire is undefined; released, the lock is free', async () => {
+    const [a, b] = (await three()) as [EtcdCoordinator, EtcdCoordinator];
+    const sa = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    const token = await orphanKey(a, 'adopt', sa.id, 'recorded');
+    expect(await b.holder('adopt')).toEqual({ owner: 'recorded', token });
+    expect(await b.tryAcquire('adopt', sb)).toBeUndefined();
+    const lock = await a.tryAcquire('adopt', sa, { owner: 'asked' });
+    expect(lock).toBeDefined();
+    expect(lock?.token).toBe(token);
+    expect(lock?.owner).toBe('recorded');
+    expect((await waiters(a, 'adopt')).length).toBe(1);
+    expect(await a.tryAcquire('adopt', sa)).toBeUndefined();
+    await lock?.release();
+    expect(await waiters(a, 'adopt')).toEqual([]);
+    const lb = await b.tryAcquire('adopt', sb);
+    expect(lb?.token).toBeGreaterThan(token);
+    await lb?.release();
+  });
+
+  it('acquire returns a Lock for it at once, ahead of other waiters, and drops its own waiter key', async () => {
+    const [a, b] = (await three()) as [EtcdCoordinator, EtcdCoordinator];
+    const sa = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    const token = await orphanKey(a, 'adopt-wait', sa.id, 'recorded');
+    const pb = b.acquire('adopt-wait', sb, { owner: 'B' });
+    await eventually('B waits', async () => (await waiters(a, 'adopt-wait')).length === 2, patience);
+    const lock = await a.acquire('adopt-wait', sa);
+    expect(lock.token).toBe(token);
+    expect(lock.owner).toBe('recorded');
+    expect((await waiters(a, 'adopt-wait')).map((w) => w.owner)).toEqual(['recorded', 'B']);
+    await lock.release();
+    const lb = await pb;
+    expect(lb.token).toBeGreaterThan(token);
+    await lb.release();
+  });
+
+  it('a live Lock is not adopted again: a second acquire of the session waits behind it', async () => {
+    const [a] = (await three()) as [EtcdCoordinator];
+    const s = await a.openSession({ ttlMs: 10_000 });
+    const first = await a.acquire('live', s);
+    let second: Lock | undefined;
+    const p = a.acquire('live', s).then((l) => (second = l));
+    await eventually('the second acquire waits', async () => (await waiters(a, 'live')).length === 2, patience);
+    expect(second).toBeUndefined();
+    await first.release();
+    await p;
+    expect(second?.token).toBeGreaterThan(first.token);
+    await second?.release();
+  });
+
+  it('an acquire behind a waiter key of its own session that nobody waits on removes that key instead of waiting for it', async () => {
+    const [a, b] = (await three()) as [EtcdCoordinator, EtcdCoordinator];
+    const sa = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    const lb = await b.acquire('stale', sb, { owner: 'B' });
+    await orphanKey(a, 'stale', sa.id, 'stale waiter');
+    const pa = a.acquire('stale', sa, { owner: 'A' });
+    await eventually('the stale waiter key is removed and A waits', async () => (await waiters(a, 'stale')).map((w) => w.owner).join() === 'B,A', patience);
+    await lb.release();
+    const la = await pa;
+    expect(la.owner).toBe('A');
+    expect(await b.holder('stale')).toEqual({ owner: 'A', token: la.token });
+    await la.release();
+    expect(await waiters(a, 'stale')).toEqual([]);
+  });
+});
+
+describe('etcd locks: an acquire whose answer is lost, and whose withdrawal is lost too', () => {
+  let proxy: TcpProxy;
+  beforeAll(async () => {
+    proxy = await startTcpProxy({ target: etcd.server.clientAddress });
+  });
+  afterAll(async () => {
+    await proxy.close();
+  });
+
+  it('the retry adopts the lock its first try was granted, instead of waiting behind it forever', async () => {
+    const said: string[] = [];
+    const logger: Logger = {
+      debug: () => undefined,
+      info: (msg: string) => void said.push(msg),
+      warn: (msg: string) => void said.push(msg),
+      error: (msg: string) => void said.push(msg),
+      child: () => logger,
+    };
+    const c = await etcd.coordinator({ hosts: [`http://${proxy.address}`], requestTimeoutMs: 1000, logger });
+    const other = await etcd.coordinator({ namespace: c.namespace });
+    const s = await c.openSession({ ttlMs: 30_000 });
+    let failure: { code?: string } | undefined;
+    try {
+      proxy.cutReplies();
+      const taking = rejection(c.acquire('slot', s, { owner: 'me' }));
+      await eventually('the put reached etcd', async () => (await other.holder('slot'))?.owner === 'me', patience);
+      // Nothing gets through now: the withdrawal of the waiter key is lost as well.
+      proxy.cut();
+      failure = await taking;
+      expect(said.some((m) => m.includes('could not remove a lock waiter key'))).toBe(true);
+    } finally {
+      // Drop what the cut held (the withdrawal) rather than deliver it late.
+      proxy.reset();
+      proxy.heal();
+    }
+    expect(['INDETERMINATE', 'UNAVAILABLE']).toContain(failure?.code);
+    const held = await other.holder('slot');
+    expect(held?.owner).toBe('me');
+    const lock = await eventually('the retry gets through', () => c.acquire('slot', s, { owner: 'me' }).catch(() => undefined), patience);
+    expect(lock.token).toBe(held?.token);
+    expect(said).toContain('the lock is held by this session with no Lock here (an earlier answer was lost): adopting it');
+    expect((await waiters(other, 'slot')).length).toBe(1);
+    await lock.release();
+    expect(await other.holder('slot')).toBeUndefined();
+    await s.close();
+  }, 60_000);
+});

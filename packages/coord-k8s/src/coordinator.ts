@@ -11,7 +11,6 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, NotFoundError, TaskGraphError } from '@taskgraph/api';
 import type { Clock, CoordinatorCaps, Entry, ListResult, LockHolder, Logger, TimerHandle, Version, WatchBatch } from '@taskgraph/api';
 import { CoordinatorBase, describeKey } from '@taskgraph/backend-kit';
-import type { Stops } from '@taskgraph/backend-kit';
 import { byteOrder, decodeKey, decodeKeyAt, encodeValue, newKeyObject, replacedKeyObject } from './codec.js';
 import { isTransient, KubeApi } from './kube.js';
 import { watchKeys } from './key-watch.js';
@@ -234,16 +233,24 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
 
   // ---- locks ----
 
+  /**
+   * A Lease has one holder and a queue of sessions, so a session cannot queue behind
+   * its own holding on the server: while this client holds a live Lock of the session
+   * for `name`, the acquire waits for it here, like anyone. (The base runs one acquire
+   * or tryAcquire per session and name at a time, and answers a tryAcquire undefined
+   * while such a Lock is live.) A Lease held by the session with no live Lock here is
+   * an earlier call's whose answer was lost: acquireLock adopts it.
+   */
   protected async doAcquire(name: string, session: K8sSession, owner: string, signal: AbortSignal | undefined): Promise<K8sLock> {
     const stops = this.acquireStops(`acquire of lock ${describeKey(name)}`, session, signal);
-    const lock = await this.serialized(session, name, stops, () => acquireLock(this.lockHost, name, session, owner, 'wait', stops));
+    await this.untilLockFree(session, name, stops);
+    const lock = await acquireLock(this.lockHost, name, session, owner, 'wait', stops);
     return lock as K8sLock;
   }
 
   protected async doTryAcquire(name: string, session: K8sSession, owner: string): Promise<K8sLock | undefined> {
-    if (lockBusy.get(session)?.has(name)) return undefined;
     const stops = this.acquireStops(`tryAcquire of lock ${describeKey(name)}`, session, undefined);
-    return this.serialized(session, name, stops, () => acquireLock(this.lockHost, name, session, owner, 'try', stops));
+    return acquireLock(this.lockHost, name, session, owner, 'try', stops);
   }
 
   protected doHolder(name: string): Promise<LockHolder | undefined> {
@@ -260,40 +267,6 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
     this.apiClosed.abort(new ClosedError('the Kubernetes coordinator is closed'));
     await Promise.allSettled([...this.janitorWork]);
     this.api.destroy();
-  }
-
-  /**
-   * One acquire at a time per session and lock name in this process, and none while
-   * the session already holds it: a session waits for its own earlier Lock like anyone.
-   */
-  private async serialized(session: K8sSession, name: string, stops: Stops, run: () => Promise<K8sLock | undefined>): Promise<K8sLock | undefined> {
-    let busy = lockBusy.get(session);
-    if (busy === undefined) {
-      busy = new Map();
-      lockBusy.set(session, busy);
-    }
-    // Without taking the slot: an acquire stopped while it waits refuses at once (closed, aborted or lost).
-    for (let pending = busy.get(name); pending !== undefined; pending = busy.get(name)) await stops.race(pending);
-    let free!: () => void;
-    const slot = new Promise<void>((resolve) => (free = resolve));
-    busy.set(name, slot);
-    const release = () => {
-      if (busy.get(name) === slot) busy.delete(name);
-      free();
-    };
-    try {
-      const lock = await run();
-      if (lock === undefined) {
-        release();
-        return undefined;
-      }
-      if (lock.lost.aborted) release();
-      else lock.lost.addEventListener('abort', release, { once: true });
-      return lock;
-    } catch (err) {
-      release();
-      throw err;
-    }
   }
 
   /**
@@ -446,9 +419,6 @@ export class K8sCoordinator extends CoordinatorBase<K8sSession> {
     return Math.round(min + Math.random() * (max - min));
   }
 }
-
-/** Per session: the lock names it holds or is acquiring in this process. */
-const lockBusy = new WeakMap<K8sSession, Map<string, Promise<void>>>();
 
 async function inParallel<T>(items: readonly T[], limit: number, run: (item: T) => Promise<void>): Promise<void> {
   let next = 0;

@@ -268,7 +268,7 @@ export async function acquireLock(
   const seconds = Math.ceil(session.ttlMs / 1000);
   const wakeup = mode === 'wait' ? new Wakeup(host, leaseName, stops) : undefined;
   let queued = false;
-  const grant = (lease: V1Lease): K8sLock => new K8sLock(host, session, name, owner, BigInt(lease.spec?.leaseTransitions ?? 0));
+  const grant = (lease: V1Lease, recorded = owner): K8sLock => new K8sLock(host, session, name, recorded, BigInt(lease.spec?.leaseTransitions ?? 0));
   const check = (): void => {
     // By the clock: after a process pause the session's deadline timer may not have run yet.
     session.isLost();
@@ -292,8 +292,12 @@ export async function acquireLock(
         throw new InternalError(`Lease ${leaseName} belongs to the lock ${JSON.stringify(lease.metadata?.annotations?.[ANNOTATION.lock])}, not ${JSON.stringify(name)}: a hash collision of lock names`);
       }
       const st = decode(lease);
-      // Handed over to us while we waited.
-      if (st.holder?.s === me.s) return grant(lease);
+      // Handed over to us while we waited; or, with no live Lock of the session here (the caller
+      // waited for that), taken by an earlier call whose answer was lost: adopted, with the owner it recorded.
+      if (st.holder?.s === me.s) {
+        if (!queued) host.logger.info('the lock is held by this session with no Lock here (an earlier answer was lost): adopting it', { lock: name });
+        return grant(lease, st.holder.o);
+      }
       // A try does not wait for the server to tell whether a holder it has not seen is gone.
       const holderGone =
         st.holder !== undefined &&

@@ -115,3 +115,103 @@ describe('take-over', () => {
     h.proxyOf(a).heal();
   });
 });
+
+/** Makes the lock's Lease held by `sessionId` straight through the API, as a take whose answer was lost would have left it. */
+async function holdDirectly(prefix: string, name: string, sessionId: string, owner: string, transitions: number): Promise<void> {
+  const now = new Date().toISOString().replace('Z', '000Z');
+  await call(h, 'POST', LEASES, {
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: {
+      name: lockObjectName(prefix, name),
+      labels: { [LABEL.store]: prefix, [LABEL.kind]: 'lock', [LABEL.holder]: sessionId },
+      annotations: { [ANNOTATION.lock]: name, [ANNOTATION.owner]: owner },
+    },
+    spec: { holderIdentity: sessionId, leaseDurationSeconds: 10, acquireTime: now, renewTime: now, leaseTransitions: transitions },
+  });
+}
+
+describe('a Lease held by the session with no Lock here (an answer lost) is adopted', () => {
+  it('tryAcquire returns a Lock for it with the token and owner the Lease records; while it is live a tryAcquire is undefined; released, the lock is free', async () => {
+    const [a, b] = await clientsOf(2);
+    if (a === undefined || b === undefined) throw new Error('no clients');
+    const s = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    await holdDirectly(a.prefix, 'adopt', s.id, 'recorded', 5);
+    expect(await b.holder('adopt')).toEqual({ owner: 'recorded', token: 5n });
+    expect(await b.tryAcquire('adopt', sb)).toBeUndefined();
+    const lock = await a.tryAcquire('adopt', s, { owner: 'asked' });
+    expect(lock?.token).toBe(5n);
+    expect(lock?.owner).toBe('recorded');
+    expect(await a.tryAcquire('adopt', s)).toBeUndefined();
+    await lock?.release();
+    expect((await lease(a.prefix, 'adopt')).spec.holderIdentity).toBeUndefined();
+    const next = await b.tryAcquire('adopt', sb);
+    expect(next?.token).toBe(6n);
+    await next?.release();
+  });
+
+  it('acquire adopts it at once; a second acquire of the session waits for that live Lock, then takes the lock with a larger token', async () => {
+    const [a] = await clientsOf(1);
+    if (a === undefined) throw new Error('no client');
+    const s = await a.openSession({ ttlMs: 10_000 });
+    await holdDirectly(a.prefix, 'adopt-wait', s.id, 'recorded', 3);
+    const lock = await a.acquire('adopt-wait', s);
+    expect([lock.token, lock.owner]).toEqual([3n, 'recorded']);
+    let second: Lock | undefined;
+    const waiting = a.acquire('adopt-wait', s, { owner: 'second' }).then((l) => (second = l));
+    for (let i = 0; i < 3; i++) {
+      expect(await a.holder('adopt-wait')).toEqual({ owner: 'recorded', token: 3n });
+      expect(second).toBeUndefined();
+    }
+    await lock.release();
+    await waiting;
+    expect(second?.token).toBe(4n);
+    expect(second?.owner).toBe('second');
+    await second?.release();
+  });
+
+  it('a tryAcquire whose answer is lost (the Lease was created, the reply never came): the retry adopts the lock', async () => {
+    const [a, b] = await clientsOf(2);
+    if (a === undefined || b === undefined) throw new Error('no clients');
+    const s = await a.openSession({ ttlMs: 10_000 });
+    h.emulator.faults.dropAnswerNext(1, { method: 'POST', resource: 'leases' });
+    const failure = await a.tryAcquire('lost', s, { owner: 'me' }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect((failure as { code?: string } | undefined)?.code).toBe('INDETERMINATE');
+    const held = await b.holder('lost');
+    expect(held?.owner).toBe('me');
+    const lock = await a.tryAcquire('lost', s, { owner: 'me' });
+    expect(lock?.token).toBe(held?.token);
+    expect(await a.tryAcquire('lost', s)).toBeUndefined();
+    await lock?.release();
+    expect(await b.holder('lost')).toBeUndefined();
+  });
+
+  it('an acquire whose answer is lost: the retry adopts the lock at once, ahead of a waiter of another session', async () => {
+    const [a, b] = await clientsOf(2);
+    if (a === undefined || b === undefined) throw new Error('no clients');
+    const s = await a.openSession({ ttlMs: 10_000 });
+    const sb = await b.openSession({ ttlMs: 10_000 });
+    h.emulator.faults.dropAnswerNext(1, { method: 'POST', resource: 'leases' });
+    const failure = await a.acquire('lost-wait', s, { owner: 'me' }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect((failure as { code?: string } | undefined)?.code).toBe('INDETERMINATE');
+    const held = await b.holder('lost-wait');
+    expect(held?.owner).toBe('me');
+    let theirs: Lock | undefined;
+    const waiting = b.acquire('lost-wait', sb).then((l) => (theirs = l));
+    await eventually('b is queued', async () => (await lease(a.prefix, 'lost-wait')).metadata.annotations?.[ANNOTATION.queue]?.includes(sb.id) ?? false, patience);
+    const lock = await a.acquire('lost-wait', s, { owner: 'me' });
+    expect(lock.token).toBe(held?.token);
+    expect(theirs).toBeUndefined();
+    await lock.release();
+    await waiting;
+    expect(theirs?.token).toBeGreaterThan(lock.token);
+    await theirs?.release();
+  });
+});

@@ -298,6 +298,9 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     await this.#gate('acquire', name, stored, signal);
     this.assertLive(session, what);
     const stops = this.acquireStops(what, session, signal);
+    stops.throwIfStopped();
+    const adopted = this.#adopt(stored, name, session);
+    if (adopted) return adopted;
 
     return new Promise<Lock>((resolve, reject) => {
       let settled = false;
@@ -318,6 +321,13 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
         }
         settled = true;
         unsubscribe();
+        try {
+          // An injected unknown outcome: granted, but the answer never reaches the caller.
+          this.#applied('acquire', name, stored);
+        } catch (err) {
+          reject(err);
+          return;
+        }
         resolve(new MemoryLock(this.#lockHost, stored, name, owner, token, session));
       };
       // A stop may have fired while the gate was awaited: then this fails at once.
@@ -335,12 +345,29 @@ export class MemoryCoordinator extends CoordinatorBase<MemorySession> {
     const stored = this.#stored(name);
     await this.#gate('tryAcquire', name, stored);
     this.assertLive(session, `tryAcquire of lock ${describeKey(name)}`);
-    const token = await this.#answered(() => {
-      const t = this.store.tryLock({ name: stored, sessionId: session.id, owner });
+    const lock = await this.#answered(() => {
+      const token = this.store.tryLock({ name: stored, sessionId: session.id, owner });
+      const taken = token === undefined ? this.#adopt(stored, name, session) : new MemoryLock(this.#lockHost, stored, name, owner, token, session);
       this.#applied('tryAcquire', name, stored);
-      return t;
+      return taken;
     });
-    return token === undefined ? undefined : new MemoryLock(this.#lockHost, stored, name, owner, token, session);
+    return lock;
+  }
+
+  /**
+   * The lock as a Lock of `session` if the store shows the session holding it and this
+   * client holds no Lock for it: an earlier acquire's, whose answer was lost. With the
+   * token and owner the store recorded.
+   */
+  #adopt(stored: string, name: string, session: MemorySession): MemoryLock | undefined {
+    const holder = this.store.lockHolder(stored);
+    if (holder?.sessionId !== session.id || this.holdsLock(session, name)) return undefined;
+    this.logger.info('the lock is held by this session with no Lock here (an earlier answer was lost): adopting it', {
+      lock: name,
+      session: session.id,
+      token: String(holder.token),
+    });
+    return new MemoryLock(this.#lockHost, stored, name, holder.owner, holder.token, session);
   }
 
   protected async doHolder(name: string): Promise<LockHolder | undefined> {

@@ -48,7 +48,8 @@ export interface FaultSpec {
    * True: the call is applied first and fails after, so its caller cannot tell whether
    * it took effect (a connection lost after the server committed: an unknown outcome).
    * Only the operations that change the store can be hit so: create, update, delete,
-   * deletePrefix, tryAcquire, release. Default false: the call fails without effect.
+   * deletePrefix, acquire (when the lock is granted: it stays held), tryAcquire,
+   * release. Default false: the call fails without effect.
    */
   readonly applied?: boolean;
 }
@@ -63,7 +64,7 @@ export interface Fault {
 }
 
 const OPERATION_SET: ReadonlySet<string> = new Set(MEMORY_OPERATIONS);
-const APPLIED_OPERATIONS: ReadonlySet<MemoryOperation> = new Set(['create', 'update', 'delete', 'deletePrefix', 'tryAcquire', 'release']);
+const APPLIED_OPERATIONS: ReadonlySet<MemoryOperation> = new Set(['create', 'update', 'delete', 'deletePrefix', 'acquire', 'tryAcquire', 'release']);
 
 /** Compiles a glob to an anchored RegExp. */
 export function globToRegExp(glob: string): RegExp {

@@ -143,7 +143,8 @@ describe('unreachable clients', () => {
       c.deletePrefix('k'),
       c.openSession({ ttlMs: 1000 }),
       c.acquire('L', s),
-      c.tryAcquire('L', s),
+      // Another name: a tryAcquire while the session's acquire of L is in flight answers undefined (the session waits for it).
+      c.tryAcquire('M', s),
       c.holder('L'),
     ];
     for (const call of calls) expect(code(await rejection(call))).toBe('UNAVAILABLE');
@@ -293,23 +294,134 @@ describe('faults after the call is applied (applied: true)', () => {
     expect(store.revision).toBe(2);
   });
 
-  it("tryAcquire: the lock is held by the caller's session, though the caller got an error", async () => {
+  it("tryAcquire: the lock is held by the caller's session, though the caller got an error; the retry adopts it", async () => {
     const store = new MemoryStore();
     const a = new MemoryCoordinator({ store });
     const b = new MemoryCoordinator({ store });
     const sa = await a.openSession({ ttlMs: 60_000 });
     const sb = await b.openSession({ ttlMs: 60_000 });
-    a.faults.add({ op: 'tryAcquire', key: 'L', applied: true, times: 1 });
+    store.faults.add({ op: 'tryAcquire', key: 'L', applied: true, times: 1 });
     expect(code(await rejection(a.tryAcquire('L', sa, { owner: 'a' })))).toBe('UNAVAILABLE');
-    expect(store.lockHolder('L')).toMatchObject({ sessionId: sa.id, owner: 'a' });
+    const held = store.lockHolder('L');
+    expect(held).toMatchObject({ sessionId: sa.id, owner: 'a' });
     expect((await b.holder('L'))?.owner).toBe('a');
     expect(await b.tryAcquire('L', sb, { owner: 'b' })).toBeUndefined();
-    // Not re-entrant: the caller's own retry does not get it either; closing the session frees it.
+    // The retry (core's retryStore) gets the lock its first try was granted: the same token, not a new grant.
+    const revision = store.revision;
+    const lock = await a.tryAcquire('L', sa, { owner: 'a' });
+    expect(lock).toBeDefined();
+    expect(lock?.token).toBe(held?.token);
+    expect(lock?.owner).toBe('a');
+    expect(lock?.lost.aborted).toBe(false);
+    expect(store.revision).toBe(revision);
+    // While that Lock is live the session does not take the lock twice.
     expect(await a.tryAcquire('L', sa, { owner: 'a' })).toBeUndefined();
-    await sa.close();
+    await lock?.release();
+    expect(store.lockHolder('L')).toBeUndefined();
+    const lb = await b.tryAcquire('L', sb, { owner: 'b' });
+    expect(lb?.token).toBeGreaterThan(held?.token ?? 0n);
+    await lb?.release();
+    await a.close();
+    await b.close();
+  });
+
+  it('acquire: granted, the caller gets the error and the lock stays held by its session; a retry adopts it at once, a second one waits', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const b = new MemoryCoordinator({ store });
+    const sa = await a.openSession({ ttlMs: 60_000 });
+    const sb = await b.openSession({ ttlMs: 60_000 });
+    const fault = a.faults.add({ op: 'acquire', key: 'L', applied: true, times: 1 });
+    expect(code(await rejection(a.acquire('L', sa, { owner: 'a' })))).toBe('UNAVAILABLE');
+    expect(fault.hits).toBe(1);
+    const held = store.lockHolder('L');
+    expect(held).toMatchObject({ sessionId: sa.id, owner: 'a' });
+    const waiting = track(b.acquire('L', sb, { owner: 'b' }));
+    await settle();
+    expect(waiting.done()).toBe(false);
+    const lock = await a.acquire('L', sa, { owner: 'a' });
+    expect(lock.token).toBe(held?.token);
+    expect(lock.owner).toBe('a');
+    // A live Lock: a second acquire of the session waits behind it, as before; tryAcquire declines.
+    const again = track(a.acquire('L', sa, { owner: 'a' }));
+    await settle();
+    expect(again.done()).toBe(false);
+    expect(await a.tryAcquire('L', sa)).toBeUndefined();
+    await lock.release();
+    await settle();
+    expect(waiting.value()?.token).toBeGreaterThan(held?.token ?? 0n);
+    expect(again.done()).toBe(false);
+    await waiting.value()?.release();
+    await settle();
+    expect(again.value()?.token).toBeGreaterThan(waiting.value()?.token ?? 0n);
+    await again.value()?.release();
     expect(store.lockHolder('L')).toBeUndefined();
     await a.close();
     await b.close();
+  });
+
+  it('an acquire granted later, while it waited, can lose its answer too; the retry adopts the lock', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const b = new MemoryCoordinator({ store });
+    const sa = await a.openSession({ ttlMs: 60_000 });
+    const sb = await b.openSession({ ttlMs: 60_000 });
+    const lb = await b.acquire('L', sb);
+    a.faults.add({ op: 'acquire', applied: true, times: 1 });
+    const waiting = track(a.acquire('L', sa, { owner: 'a' }));
+    await settle();
+    expect(waiting.done()).toBe(false);
+    await lb.release();
+    await settle();
+    expect(code(waiting.error())).toBe('UNAVAILABLE');
+    const held = store.lockHolder('L');
+    expect(held?.sessionId).toBe(sa.id);
+    const lock = await a.tryAcquire('L', sa);
+    expect(lock?.token).toBe(held?.token);
+    await lock?.release();
+    expect(store.lockHolder('L')).toBeUndefined();
+    await a.close();
+    await b.close();
+  });
+
+  it('a tryAcquire whose answer was lost is adopted by an acquire, with the owner the store recorded, ahead of waiters of other sessions', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const b = new MemoryCoordinator({ store });
+    const sa = await a.openSession({ ttlMs: 60_000 });
+    const sb = await b.openSession({ ttlMs: 60_000 });
+    a.faults.add({ op: 'tryAcquire', applied: true, times: 1 });
+    expect(code(await rejection(a.tryAcquire('L', sa, { owner: 'first' })))).toBe('UNAVAILABLE');
+    const waiting = track(b.acquire('L', sb));
+    await settle();
+    expect(store.lockWaiters('L')).toBe(1);
+    // The session holds the lock, whoever it says it is now.
+    const lock = await a.acquire('L', sa, { owner: 'second' });
+    expect(lock.owner).toBe('first');
+    expect(lock.token).toBe(store.lockHolder('L')?.token);
+    expect(await b.holder('L')).toEqual({ owner: 'first', token: lock.token });
+    expect(waiting.done()).toBe(false);
+    await lock.release();
+    await settle();
+    expect(waiting.value()?.token).toBeGreaterThan(lock.token);
+    await waiting.value()?.release();
+    await a.close();
+    await b.close();
+  });
+
+  it('the adopted Lock ends with its session like any other', async () => {
+    const store = new MemoryStore();
+    const a = new MemoryCoordinator({ store });
+    const sa = await a.openSession({ ttlMs: 60_000 });
+    a.faults.add({ op: 'tryAcquire', applied: true, times: 1 });
+    await rejection(a.tryAcquire('L', sa));
+    const lock = await a.tryAcquire('L', sa);
+    expect(lock).toBeDefined();
+    a.expireSession(sa);
+    await settle();
+    expect(code(lock?.lost.reason)).toBe('LEASE_LOST');
+    expect(store.lockHolder('L')).toBeUndefined();
+    await a.close();
   });
 
   it('release: the lock passes on, the caller gets the error and its lock stays unreleased until a retry', async () => {
@@ -378,7 +490,7 @@ describe('faults after the call is applied (applied: true)', () => {
   it('naming an operation that changes nothing, or a non-boolean applied, is InvalidArgument at add', () => {
     const store = new MemoryStore();
     const c = new MemoryCoordinator({ store });
-    for (const op of ['get', 'list', 'watch', 'openSession', 'keepalive', 'closeSession', 'acquire', 'holder'] as const) {
+    for (const op of ['get', 'list', 'watch', 'openSession', 'keepalive', 'closeSession', 'holder'] as const) {
       let caught: unknown;
       try {
         c.faults.add({ op, applied: true });

@@ -411,6 +411,18 @@ describe('fault switches', () => {
     expect((await call(em, 'POST', LEASES(), lease('l'))).status).toBe(201);
   });
 
+  it('drops the answer of the next matching requests after handling them: the write is applied, the client gets no answer', async () => {
+    em.faults.dropAnswerNext(1, { method: 'POST', resource: 'leases' });
+    expect((await call(em, 'POST', CM(), cm('a'))).status).toBe(201);
+    await expect(call(em, 'POST', LEASES(), lease('l'))).rejects.toThrow();
+    expect((await call(em, 'GET', `${LEASES()}/l`)).status).toBe(200);
+    expect((await call(em, 'POST', LEASES(), lease('m'))).status).toBe(201);
+    // A failed request's answer is dropped as well.
+    em.faults.dropAnswerNext(1, { method: 'POST' });
+    await expect(call(em, 'POST', LEASES(), lease('m'))).rejects.toThrow();
+    expect((await call(em, 'POST', LEASES(), lease('m'))).status).toBe(409);
+  });
+
   it('delays answers while latency is set', async () => {
     em.faults.setLatency(50);
     expect((await call(em, 'GET', CM())).status).toBe(200);

@@ -189,9 +189,8 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
         heal(() => store.unfreeze());
         return;
       case 'unknown-outcome':
-        // Key-value writes only for now: a lock acquired whose answer is lost is not yet
-        // recovered by the claimer (the session holds the slot; nobody runs the task).
-        store.faults.add({ op: ['create', 'update', 'delete', 'deletePrefix'], applied: true, times: f.param });
+        // Every call that changes the store: writes, lock acquires and releases.
+        store.faults.add({ op: '*', applied: true, times: f.param });
         return;
       case 'clock-jump': {
         const n = pickLive(f.target);

@@ -14,6 +14,12 @@ const FOUND: ReadonlyArray<{ workload: WorkloadName; seed: number; keep?: number
     keep: [0, 1, 2],
     bug: 'a backup retrying its sync with the same primary released the held updates as "deposed"; the live primary abdicated and the task restarted cold (core backup-task)',
   },
+  {
+    workload: 'regression',
+    seed: 10,
+    keep: [1, 2],
+    bug: "a lock acquired whose answer was lost: the standby's retry found the lock held (by its own session) and waited; nobody ran the task (every backend: a session now gets back a lock it holds without a Lock object)",
+  },
   { workload: 'mapreduce', seed: 46, bug: 'the master adapter left the job shutdown\'s rejection unhandled when the node was leaving (lease lost)' },
   { workload: 'mapreduce', seed: 132, bug: "the same, with the job done: ClosedError 'the node is leaving (job-done)' unhandled" },
 ];

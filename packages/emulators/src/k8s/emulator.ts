@@ -91,6 +91,12 @@ export interface K8sEmulatorFaults {
   setUnavailable(on: boolean, options?: { readonly status?: number; readonly closeWatches?: boolean }): void;
   /** The next `count` matching requests are answered with an error status (503 by default). */
   failNext(count: number, options?: FailOptions): void;
+  /**
+   * The next `count` matching API requests (watches excepted) are handled as usual, writes
+   * applied, and then their connection is cut with no answer: the client cannot tell
+   * whether a write took effect (an unknown outcome). `status` is ignored.
+   */
+  dropAnswerNext(count: number, options?: FailOptions): void;
   /** Every answer (and the start of every watch) is delayed by `ms`. */
   setLatency(ms: number): void;
   /** Turns every fault off. */
@@ -142,10 +148,30 @@ interface Route {
   readonly watchPath: boolean;
 }
 
+/** The first of `rules` with calls left that matches the request, its count taken down by one. */
+function takeMatch(
+  rules: readonly { count: number; options: FailOptions }[],
+  method: string,
+  resource: string | undefined,
+  watch: boolean,
+): { count: number; options: FailOptions } | undefined {
+  for (const f of rules) {
+    const o = f.options;
+    if (f.count <= 0) continue;
+    if (o.method !== undefined && o.method.toUpperCase() !== method) continue;
+    if (o.resource !== undefined && o.resource !== resource) continue;
+    if (o.watch !== undefined && o.watch !== watch) continue;
+    f.count--;
+    return f;
+  }
+  return undefined;
+}
+
 class Faults implements K8sEmulatorFaults {
   unavailableStatus: number | undefined;
   latencyMs = 0;
   private failures: { count: number; options: FailOptions }[] = [];
+  private answerDrops: { count: number; options: FailOptions }[] = [];
   private drops = 0;
   private dropMode: WatchLineFault = 'omit';
   private truncate = false;
@@ -176,6 +202,9 @@ class Faults implements K8sEmulatorFaults {
   failNext(count: number, options: FailOptions = {}): void {
     this.failures.push({ count, options });
   }
+  dropAnswerNext(count: number, options: FailOptions = {}): void {
+    this.answerDrops.push({ count, options });
+  }
   setLatency(ms: number): void {
     this.latencyMs = ms;
   }
@@ -183,6 +212,7 @@ class Faults implements K8sEmulatorFaults {
     this.unavailableStatus = undefined;
     this.latencyMs = 0;
     this.failures = [];
+    this.answerDrops = [];
     this.drops = 0;
     this.truncate = false;
   }
@@ -190,17 +220,17 @@ class Faults implements K8sEmulatorFaults {
   /** The status an injected failure answers this request with, if any. */
   failureFor(method: string, resource: string | undefined, watch: boolean): number | undefined {
     if (this.unavailableStatus !== undefined) return this.unavailableStatus;
-    for (const f of this.failures) {
-      const o = f.options;
-      if (f.count <= 0) continue;
-      if (o.method !== undefined && o.method.toUpperCase() !== method) continue;
-      if (o.resource !== undefined && o.resource !== resource) continue;
-      if (o.watch !== undefined && o.watch !== watch) continue;
-      f.count--;
-      this.failures = this.failures.filter((x) => x.count > 0);
-      return o.status ?? 503;
-    }
-    return undefined;
+    const f = takeMatch(this.failures, method, resource, watch);
+    if (f === undefined) return undefined;
+    this.failures = this.failures.filter((x) => x.count > 0);
+    return f.options.status ?? 503;
+  }
+
+  /** Whether this request's answer is to be dropped after it is handled. */
+  dropsAnswer(method: string, resource: string | undefined): boolean {
+    if (takeMatch(this.answerDrops, method, resource, false) === undefined) return false;
+    this.answerDrops = this.answerDrops.filter((x) => x.count > 0);
+    return true;
   }
 
   lineFate(): 'write' | 'omit' | 'garble' | 'truncate' {
@@ -422,6 +452,8 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
     stream.begin();
   };
 
+  /** Answers that `dropAnswerNext` picked: the request is handled, then its connection cut. */
+  const dropped = new WeakSet<ServerResponse>();
   const dispatch = async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     const method = (req.method ?? 'GET').toUpperCase();
     const path = url.pathname.replace(/\/+$/, '') || '/';
@@ -440,6 +472,7 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
       send(res, err.code, err.status, err.headers);
       return;
     }
+    if (route !== undefined && !isWatch && faults.dropsAnswer(method, route.def.resource)) dropped.add(res);
     if (route === undefined) {
       if (path === '/healthz' || path === '/livez' || path === '/readyz') {
         res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
@@ -497,6 +530,10 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
     } else {
       throw methodNotAllowed();
     }
+    if (dropped.has(res)) {
+      res.socket?.destroy();
+      return;
+    }
     send(res, result.code, result.body, {}, result.warnings);
   };
 
@@ -512,7 +549,8 @@ export async function startK8sEmulator(options: K8sEmulatorOptions = {}): Promis
       await dispatch(req, res, url);
     };
     run().catch((err: unknown) => {
-      if (err instanceof StatusError) send(res, err.code, err.status, err.headers);
+      if (dropped.has(res)) res.socket?.destroy();
+      else if (err instanceof StatusError) send(res, err.code, err.status, err.headers);
       else send(res, 500, failure(500, 'InternalError', `Internal error occurred: ${(err as Error).message}`));
     });
   };

@@ -251,6 +251,60 @@ export function lockTests(test: DefineTest, options: CoordinatorSuiteOptions): v
     assert.equal(await c.holder('l/twice'), undefined);
   });
 
+  test('a session never holds a lock twice: with a live Lock, tryAcquire of the session is undefined and acquire waits; released, the session takes it again', async (t) => {
+    const c = await t.client();
+    const other = await t.client();
+    const s = await session(c, options);
+    const lock = await c.tryAcquire('l/own', s, { owner: 'me' });
+    assert.ok(lock, 'a free lock is taken');
+    assert.equal(await c.tryAcquire('l/own', s, { owner: 'me' }), undefined, 'tryAcquire while the session\'s Lock is live');
+    assert.equal(await c.tryAcquire('l/own', s, { owner: 'someone else' }), undefined, 'whatever the owner');
+    const again = watchAcquire(c.acquire('l/own', s, { owner: 'me' }));
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(await other.holder('l/own'), { owner: 'me', token: lock.token });
+      assert.equal(again.settled(), false, 'an acquire of the session waits for its own live Lock');
+    }
+    await lock.release();
+    await eventually('the waiting acquire of the session gets the lock', () => again.settled(), t.settings.patience);
+    const second = again.lock();
+    assert.ok(second, `the waiting acquire got the lock (error: ${String(again.error())})`);
+    assert.ok(second.token > lock.token, `token ${second.token} > ${lock.token}`);
+    assert.equal(await c.tryAcquire('l/own', s), undefined, 'tryAcquire while the second Lock is live');
+    await second.release();
+    const third = await c.tryAcquire('l/own', s);
+    assert.ok(third, 'once released, tryAcquire of the session takes the lock again');
+    assert.ok(third.token > second.token);
+    assert.deepEqual(await other.holder('l/own'), { owner: s.id, token: third.token });
+    await third.release();
+    assert.equal(await other.holder('l/own'), undefined);
+  });
+
+  test('concurrent tryAcquire and acquire calls of one session hand out one Lock at a time', async (t) => {
+    const c = await t.client();
+    const s = await session(c, options);
+    const tries = await Promise.all([0, 1, 2, 3].map(() => c.tryAcquire('l/race', s)));
+    const got = tries.filter((l): l is Lock => l !== undefined);
+    assert.equal(got.length, 1, 'one Lock from concurrent tryAcquire calls of one session on a free lock');
+    await Promise.all(got.map((l) => l.release()));
+    const first = watchAcquire(c.acquire('l/race', s));
+    const second = watchAcquire(c.acquire('l/race', s));
+    await eventually('one of the acquires gets the lock', () => first.settled() || second.settled(), t.settings.patience);
+    for (let i = 0; i < 3; i++) {
+      await c.holder('l/race');
+      assert.equal(first.settled() && second.settled(), false, 'the other waits for the first Lock');
+    }
+    const winner = first.lock() ?? second.lock();
+    const waiter = first.lock() ? second : first;
+    assert.ok(winner, `an acquire got the lock (errors: ${String(first.error())}, ${String(second.error())})`);
+    await winner.release();
+    await eventually('the other acquire gets the lock', () => waiter.settled(), t.settings.patience);
+    const next = waiter.lock();
+    assert.ok(next, `the other acquire got the lock (error: ${String(waiter.error())})`);
+    assert.ok(next.token > winner.token);
+    await next.release();
+    assert.equal(await c.holder('l/race'), undefined);
+  });
+
   test('locks live apart from keys: a lock and a key of one name coexist', async (t) => {
     const c = await t.client();
     const s = await session(c, options);
