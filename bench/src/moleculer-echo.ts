@@ -54,13 +54,23 @@ export async function startMoleculerEcho(): Promise<MoleculerEcho> {
     await Promise.allSettled([a.stop(), b.stop()]);
     throw new InternalError(`the Moleculer peer did not start: ${(err as Error).message}`, { cause: err });
   }
+  // Calls still in flight when the load stops: the brokers stop after they settle, since
+  // stopping rejects them (RequestRejectedError) after their callers stopped listening.
+  const inFlight = new Set<Promise<unknown>>();
   return {
     call: async (data) => {
-      const out: unknown = await b.call('echo.echo', { data }, { nodeID: 'a' });
-      if (typeof out !== 'string') throw new InternalError(`the Moleculer echo answered ${typeof out}`);
-      return out;
+      const pending = b.call('echo.echo', { data }, { nodeID: 'a' });
+      inFlight.add(pending);
+      try {
+        const out: unknown = await pending;
+        if (typeof out !== 'string') throw new InternalError(`the Moleculer echo answered ${typeof out}`);
+        return out;
+      } finally {
+        inFlight.delete(pending);
+      }
     },
     close: async () => {
+      await Promise.allSettled([...inFlight]);
       await Promise.allSettled([b.stop(), a.stop()]);
     },
   };
