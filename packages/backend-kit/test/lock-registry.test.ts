@@ -4,7 +4,7 @@
  * the second (see Coordinator.acquire in @taskgraph/api).
  */
 import { describe, expect, it } from 'vitest';
-import { ManualClock } from '@taskgraph/testkit';
+import { ManualClock, track } from '@taskgraph/testkit';
 import { ToyCoordinator, code, deferred, rejection, settle } from './fixtures.js';
 
 function setup() {
@@ -12,22 +12,6 @@ function setup() {
   return { clock, c: new ToyCoordinator(clock) };
 }
 
-function track<T>(p: Promise<T>): { done: () => boolean; value: () => T | undefined; error: () => unknown } {
-  let done = false;
-  let value: T | undefined;
-  let error: unknown;
-  void p.then(
-    (v) => {
-      value = v;
-      done = true;
-    },
-    (e: unknown) => {
-      error = e;
-      done = true;
-    },
-  );
-  return { done: () => done, value: () => value, error: () => error };
-}
 
 describe('CoordinatorBase: live Locks per session and lock name', () => {
   it('tryAcquire while a Lock of the session is live answers undefined without the hook; once released, the hook runs again', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConflictError, TaskGraphError } from '@taskgraph/api';
 import type { WatchBatch } from '@taskgraph/api';
-import { ManualClock } from '@taskgraph/testkit';
+import { DeferringClock, ManualClock, track } from '@taskgraph/testkit';
 import { MemoryCoordinator, MemoryStore, globToRegExp } from '../src/index.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -17,22 +17,6 @@ const rejection = async (p: Promise<unknown>): Promise<unknown> => {
 /** Lets every queued promise job run, so "still pending" means pending. */
 const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-function track<T>(p: Promise<T>): { done: () => boolean; value: () => T | undefined; error: () => unknown } {
-  let done = false;
-  let value: T | undefined;
-  let error: unknown;
-  void p.then(
-    (v) => {
-      value = v;
-      done = true;
-    },
-    (e: unknown) => {
-      error = e;
-      done = true;
-    },
-  );
-  return { done: () => done, value: () => value, error: () => error };
-}
 
 describe('globs', () => {
   it('* stays within a segment, ** crosses them, ? is one character, the rest is literal', () => {
@@ -510,19 +494,6 @@ describe('faults after the call is applied (applied: true)', () => {
   });
 });
 
-/** A ManualClock whose defer() queues callbacks for the test to run by hand, as a simulator's scheduler would. */
-class DeferringClock extends ManualClock {
-  readonly deferred: (() => void)[] = [];
-  defer(callback: () => void): void {
-    this.deferred.push(callback);
-  }
-  /** Runs the callbacks queued so far; returns how many. */
-  runDeferred(): number {
-    const batch = this.deferred.splice(0);
-    for (const callback of batch) callback();
-    return batch.length;
-  }
-}
 
 /** Several real turns of the event loop: long enough for anything not waiting on the clock. */
 async function turns(n = 5): Promise<void> {

@@ -126,3 +126,23 @@ export class ManualClock implements Clock {
     timer.callback();
   }
 }
+
+/**
+ * A ManualClock whose `defer()` queues callbacks for the test to run by hand, as a
+ * simulator's scheduler would: what a client or a network defers on this clock waits
+ * for {@link runDeferred}.
+ */
+export class DeferringClock extends ManualClock {
+  readonly deferred: (() => void)[] = [];
+
+  defer(callback: () => void): void {
+    this.deferred.push(callback);
+  }
+
+  /** Runs the callbacks queued so far; returns how many. */
+  runDeferred(): number {
+    const batch = this.deferred.splice(0);
+    for (const callback of batch) callback();
+    return batch.length;
+  }
+}

@@ -7,6 +7,7 @@ export * from './clock.js';
 export { eventually } from './eventually.js';
 export type { EventuallyOptions, Truthy } from './eventually.js';
 export { rejection } from './rejection.js';
+export { track } from './track.js';
 export { startEtcd, startEtcdCluster, etcdBinary } from './etcd-server.js';
 export type { EtcdClientTls, EtcdServer, EtcdCluster, StartEtcdOptions, StartEtcdClusterOptions } from './etcd-server.js';
 export { startTcpProxy } from './tcp-proxy.js';

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, TaskGraphError } from '@taskgraph/api';
 import type { InboundRequest } from '@taskgraph/api';
-import { ManualClock } from '@taskgraph/testkit';
+import { DeferringClock, ManualClock } from '@taskgraph/testkit';
 import type { LocalServer, LocalTransport } from '@taskgraph/transport-local';
 import type { World } from './helpers.js';
 import { hops, meta, sequence, text, track, untext, world } from './helpers.js';
@@ -36,19 +36,6 @@ function expectCode(error: unknown, code: string): void {
   expect((error as TaskGraphError).code).toBe(code);
 }
 
-/** A ManualClock whose defer() queues callbacks for the test to run by hand, as a simulator's scheduler would. */
-class DeferringClock extends ManualClock {
-  readonly deferred: (() => void)[] = [];
-  defer(callback: () => void): void {
-    this.deferred.push(callback);
-  }
-  /** Runs the callbacks queued so far; returns how many. */
-  runDeferred(): number {
-    const batch = this.deferred.splice(0);
-    for (const callback of batch) callback();
-    return batch.length;
-  }
-}
 
 /** Every counter zero but those given: for exact comparisons of `stats()`. */
 function counters(nonZero: Partial<ReturnType<World['network']['stats']>>) {
